@@ -1,0 +1,149 @@
+"""The ``Spectrum`` document: what a simulator produces and what a target file holds."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["Technique", "Grid", "Spectrum", "TECHNIQUES"]
+
+Technique = Literal["pdf", "exafs", "xanes"]
+TECHNIQUES: tuple[str, ...] = ("pdf", "exafs", "xanes")
+
+
+class Grid(BaseModel):
+    """The abscissa of a spectrum.
+
+    Attributes
+    ----------
+    name
+        ``"r"`` (PDF), ``"k"`` (EXAFS χ(k)), ``"e"`` (XANES energy relative to the edge) or ``"E"``.
+    unit
+        ``"Å"``, ``"Å^-1"`` or ``"eV"``.
+    values
+        Strictly increasing grid points.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    unit: str
+    values: list[float]
+
+    @field_validator("values")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        a = np.asarray(v, dtype=float)
+        if a.ndim != 1 or len(a) < 2:
+            raise ValueError("grid needs at least 2 points")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("grid has NaN or infinite values")
+        if np.any(np.diff(a) <= 0):
+            raise ValueError("grid is not strictly increasing")
+        return v
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.asarray(self.values, dtype=float)
+
+
+class Spectrum(BaseModel):
+    """One spectrum on one grid, with provenance.
+
+    For XAS ``values`` is the average over the absorber sites that were computed; the per-site spectra
+    are kept in ``site_values`` (same order as ``absorber_sites``) because the surrogate learns them at
+    node level.
+
+    Attributes
+    ----------
+    technique
+        ``"pdf"``, ``"exafs"`` or ``"xanes"``.
+    grid
+        The abscissa.
+    values
+        The ordinate: G(r) for PDF, k^w·χ(k) for EXAFS, normalised μ(E) for XANES.
+    absorber, edge
+        Absorbing element and edge for XAS (``None`` for PDF).
+    absorber_sites
+        Site indices (in the simulated structure) whose spectra were averaged.
+    site_values
+        Per-site spectra, same grid.
+    settings
+        The simulator settings that made it (for a target read from a file: how it was read).
+    engine
+        Name and version of the code that made it, e.g. ``"diffpy.pdffit2 1.5.0"``, ``"feff10-rs 0.2.4"``.
+    extra
+        Derived data worth keeping, e.g. ``{"r": [...], "chir_mag": [...]}`` for EXAFS, ``{"e0": 8333.}``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=False)
+
+    technique: Technique
+    grid: Grid
+    values: list[float]
+    absorber: str | None = None
+    edge: str | None = None
+    absorber_sites: list[int] | None = None
+    site_values: list[list[float]] | None = None
+    settings: dict = Field(default_factory=dict)
+    engine: str = ""
+    source: str = "simulation"
+    extra: dict = Field(default_factory=dict)
+
+    @field_validator("values")
+    @classmethod
+    def _finite(cls, v: list[float]) -> list[float]:
+        if not np.all(np.isfinite(np.asarray(v, dtype=float))):
+            raise ValueError("spectrum values contain NaN or infinite numbers")
+        return v
+
+    def model_post_init(self, __context) -> None:  # noqa: D401 - pydantic hook
+        if len(self.values) != len(self.grid.values):
+            raise ValueError(
+                f"spectrum has {len(self.values)} values but its grid has {len(self.grid.values)} points"
+            )
+
+    # ---- convenience -------------------------------------------------------------------------
+    @property
+    def x(self) -> np.ndarray:
+        return self.grid.array
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.asarray(self.values, dtype=float)
+
+    def interpolate(self, grid: Grid) -> Spectrum:
+        """This spectrum linearly interpolated onto ``grid`` (which must lie inside this one's range)."""
+        x = self.x
+        g = grid.array
+        if g[0] < x[0] - 1e-9 or g[-1] > x[-1] + 1e-9:
+            raise ValueError(
+                f"grid {grid.name} [{g[0]:g}, {g[-1]:g}] is outside the spectrum's range [{x[0]:g}, {x[-1]:g}]"
+            )
+        y = np.interp(g, x, self.y)
+        return self.model_copy(update={"grid": grid, "values": y.tolist(), "site_values": None})
+
+    # ---- MSON round trip (monty), so jobflow can pass Spectrum objects between jobs ----------
+    def as_dict(self) -> dict:
+        d = self.model_dump(mode="json")
+        d["@module"] = type(self).__module__
+        d["@class"] = type(self).__name__
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Spectrum:
+        d = {k: v for k, v in d.items() if not k.startswith("@")}
+        return cls.model_validate(d)
+
+    def to_json_file(self, path) -> None:
+        from pathlib import Path
+
+        Path(path).write_text(self.model_dump_json(indent=1))
+
+    @classmethod
+    def from_json_file(cls, path) -> Spectrum:
+        from pathlib import Path
+
+        return cls.model_validate_json(Path(path).read_text())
