@@ -1,0 +1,74 @@
+"""The embedded default: run a whole campaign in this process with jobflow's ``run_locally``.
+
+No server, no cluster: campaign state goes to the embedded document store (montydb on SQLite) and job
+outputs to a maggma ``MontyStore`` in the campaign folder. Re-running resumes from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aso_workflows.campaign import progress
+from aso_workflows.campaign.jobs import CampaignMaker
+from aso_workflows.campaign.state import CampaignState, get_db
+from aso_workflows.config import CampaignConfig
+
+__all__ = ["LocalCampaignRunner", "job_store"]
+
+
+def job_store(directory: str | Path):
+    """jobflow JobStore on a file-backed MontyStore (SQLite), safe for several local processes."""
+    from jobflow import JobStore
+    from maggma.stores import MontyStore
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    docs = MontyStore("outputs", database_path=str(directory), database_name="jobflow", storage="sqlite")
+    return JobStore(docs)
+
+
+@dataclass
+class LocalCampaignRunner:
+    """Run (or resume) a campaign to the end on this machine.
+
+    Attributes
+    ----------
+    progress
+        Show a progress bar (simulations used / budget, best mismatch).
+    write_outputs
+        Write best CIFs, the history CSV and the report when done.
+    """
+
+    progress: bool = True
+    write_outputs: bool = True
+
+    def run(self, config: CampaignConfig) -> CampaignState:
+        from jobflow.managers.local import run_locally
+
+        out = config.output_dir.resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("jobflow", "fireworks", "maggma"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        flow = CampaignMaker().make(config, workdir=out)
+        state = CampaignState.load(get_db(config.store_spec()), config.name)
+        reporter = None
+        if self.progress:
+            reporter = progress.TqdmReporter(config.budget, initial=state.n_used(), desc=config.name)
+            progress.install(reporter)
+        try:
+            responses = run_locally(flow, store=job_store(out / "jobstore"), log=False, ensure_success=False)
+        finally:
+            if reporter is not None:
+                progress.uninstall(reporter)
+                reporter.close()
+        state = CampaignState.load(get_db(config.store_spec()), config.name)
+        failed_jobs = [u for u, r in responses.items() if not r]
+        if failed_jobs and state.doc.get("status") != "completed":
+            state.update(status="interrupted", failed_jobs=len(failed_jobs))
+        if self.write_outputs:
+            from aso_workflows.report import write_outputs
+
+            write_outputs(state, out)
+        return state

@@ -1,0 +1,194 @@
+"""Reading and writing campaign state in the store (shared by the local and the cluster executors).
+
+Every write is idempotent and keyed (``_id``), so a job that runs twice — a rerun after a crash, a lost
+Slurm job run again — never duplicates an evaluation, a proposal or a model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Structure
+
+from aso_workflows.config import CampaignConfig
+from aso_workflows.errors import InputError
+from aso_workflows.spectra.base import Simulator
+from aso_workflows.spectra.spectrum import Spectrum
+from aso_workflows.store import CampaignDB, StoreSpec, open_store
+from aso_workflows.structures import (
+    min_distance_table,
+    pair_min_distance_matrix,
+    settings_hash,
+    structure_fingerprint,
+)
+
+__all__ = ["CampaignState", "get_db", "now", "proposal_id", "evaluation_id"]
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_db(spec_json: str) -> CampaignDB:
+    return open_store(StoreSpec.from_dict(json.loads(spec_json)))
+
+
+def get_db(spec: StoreSpec | dict) -> CampaignDB:
+    """Open the store once per process (jobs of a local run share it)."""
+    d = spec.as_dict() if isinstance(spec, StoreSpec) else dict(spec)
+    return _cached_db(json.dumps(d, sort_keys=True))
+
+
+def proposal_id(campaign: str, iteration: int, candidate: int) -> str:
+    return f"{campaign}:{iteration:04d}:{candidate:03d}"
+
+
+def evaluation_id(campaign: str, fingerprint: str, settings_key: str) -> str:
+    return f"{campaign}:{fingerprint}:{settings_key}"
+
+
+@dataclass
+class CampaignState:
+    """A campaign's configuration and targets as stored, with helpers the jobs share.
+
+    Built from the ``campaigns`` document, so a job on another machine needs only the store spec and the
+    campaign name.
+    """
+
+    db: CampaignDB
+    name: str
+    config: CampaignConfig
+    doc: dict
+
+    @classmethod
+    def load(cls, db: CampaignDB, name: str) -> CampaignState:
+        doc = db.campaigns.find_one({"_id": name})
+        if doc is None:
+            raise InputError("campaign", f"no campaign named {name!r} in {db.spec.redacted()}")
+        config = CampaignConfig.model_validate(doc["config"])
+        return cls(db=db, name=name, config=config, doc=doc)
+
+    # ---- static parts -------------------------------------------------------------------------
+    @functools.cached_property
+    def start(self) -> Structure:
+        return Structure.from_dict(self.doc["start_structure"])
+
+    @functools.cached_property
+    def species(self) -> list[str]:
+        return [sp.symbol for sp in self.start.species]
+
+    @functools.cached_property
+    def simulators(self) -> dict[str, Simulator]:
+        from aso_workflows.spectra.registry import make_simulator
+
+        return {t.technique: make_simulator(t.technique, **t.settings) for t in self.config.targets}
+
+    @functools.cached_property
+    def targets(self) -> dict[str, Spectrum]:
+        return {k: Spectrum.model_validate(v) for k, v in self.doc["targets"].items()}
+
+    @functools.cached_property
+    def settings_key(self) -> str:
+        """Hash of every technique's simulator settings: part of the evaluation key."""
+        return settings_hash({k: s.settings_dict() for k, s in sorted(self.simulators.items())})
+
+    @functools.cached_property
+    def objective(self):
+        from aso_workflows.spectra.mismatch import Objective, TechniqueTerm
+
+        return Objective(
+            [
+                TechniqueTerm(
+                    technique=t.technique,
+                    target=self.targets[t.technique],
+                    weight=t.weight,
+                    normalisation=t.normalisation,
+                )
+                for t in self.config.targets
+            ]
+        )
+
+    @functools.cached_property
+    def min_distances(self) -> dict[tuple[str, str], float]:
+        return min_distance_table(self.species, self.config.min_distances, self.config.min_distance_scale)
+
+    @functools.cached_property
+    def dmin_matrix(self) -> np.ndarray:
+        return pair_min_distance_matrix(self.species, self.min_distances)
+
+    @property
+    def workdir(self) -> Path:
+        return Path(self.doc.get("workdir") or ".")
+
+    # ---- dynamic parts ------------------------------------------------------------------------
+    def evaluations(self, status: str | None = "completed") -> list[dict]:
+        """Evaluation documents in order of evaluation (iteration, candidate)."""
+        query: dict = {"campaign": self.name}
+        if status is not None:
+            query["status"] = status
+        docs = list(self.db.evaluations.find(query))
+        return sorted(docs, key=lambda d: (d["iteration"], d["candidate"]))
+
+    def n_used(self) -> int:
+        return len(self.evaluations("completed"))
+
+    def best(self, n: int = 1) -> list[dict]:
+        docs = self.evaluations("completed")
+        return sorted(docs, key=lambda d: d["objective"])[:n]
+
+    def proposals(self, iteration: int | None = None) -> list[dict]:
+        query: dict = {"campaign": self.name}
+        if iteration is not None:
+            query["iteration"] = iteration
+        docs = list(self.db.proposals.find(query))
+        return sorted(docs, key=lambda d: (d["iteration"], d["candidate"]))
+
+    def last_iteration(self) -> int:
+        docs = self.proposals()
+        return max((d["iteration"] for d in docs), default=-1)
+
+    def consecutive_failures(self) -> int:
+        docs = self.evaluations(status=None)
+        n = 0
+        for d in reversed(docs):
+            if d["status"] != "failed":
+                break
+            n += 1
+        return n
+
+    def add_proposals(self, iteration: int, items: list[dict]) -> list[str]:
+        """Store proposals of one iteration (idempotent); ``items`` have ``structure`` and extras."""
+        ids = []
+        for k, item in enumerate(items):
+            s: Structure = item["structure"]
+            pid = proposal_id(self.name, iteration, k)
+            doc = {
+                "campaign": self.name,
+                "iteration": iteration,
+                "candidate": k,
+                "kind": item.get("kind", "proposal"),
+                "structure": s.as_dict(),
+                "fingerprint": structure_fingerprint(s),
+                "predicted": item.get("predicted"),
+                "acquisition": item.get("acquisition"),
+                "created": now(),
+            }
+            self.db.proposals.update_one({"_id": pid}, {"$setOnInsert": doc}, upsert=True)
+            ids.append(pid)
+        return ids
+
+    def proposal(self, pid: str) -> dict:
+        doc = self.db.proposals.find_one({"_id": pid})
+        if doc is None:
+            raise InputError("proposal", f"no proposal {pid!r} in campaign {self.name!r}")
+        return doc
+
+    def update(self, **fields) -> None:
+        fields["updated"] = now()
+        self.db.campaigns.update_one({"_id": self.name}, {"$set": fields})

@@ -1,0 +1,227 @@
+"""Campaign configuration: a YAML file validated onto the engine's dataclasses.
+
+Example (``examples/linio2_jt_pdf/campaign.yaml``)::
+
+    name: linio2-jt-pdf
+    start: start.cif                 # relative to this file
+    targets:
+      - technique: pdf
+        structure: target.cif        # or: file: measured.gr
+        settings: {qmax: 18.0}
+    budget: 60                       # simulations (structures evaluated), the initial ones included
+    initial_size: 20
+    batch_size: 4                    # q candidates per iteration
+    surrogate: {n_models: 5, epochs: 300}
+    proposal: {n_starts: 128, steps: 100}
+
+Every section maps onto a dataclass of the engine (``SurrogateSettings``, ``PerturbationSampler``,
+``GradientProposer``, ``LCBSchedule``); unknown or wrong fields give one line naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aso_workflows.acquisition import LCBSchedule
+from aso_workflows.errors import InputError
+from aso_workflows.proposal import GradientProposer
+from aso_workflows.sampling import PerturbationSampler
+from aso_workflows.store import StoreSpec
+from aso_workflows.surrogate.ensemble import SurrogateSettings
+
+__all__ = ["TargetConfig", "StoreConfig", "CampaignConfig", "load_config"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class TargetConfig(_Strict):
+    """One target spectrum of the campaign.
+
+    Give exactly one of ``file`` (a measured/target spectrum: two-column text, FEFF ``xmu.dat``/``chi.dat``)
+    or ``structure`` (a known target structure whose spectrum is simulated with the same settings — for
+    benchmarks and demos, where success can be checked).
+    """
+
+    technique: Literal["pdf", "exafs", "xanes"]
+    file: Path | None = None
+    structure: Path | None = None
+    weight: float = Field(1.0, gt=0)
+    normalisation: Literal["variance", "none"] | float = "variance"
+    settings: dict = Field(default_factory=dict)
+    read_options: dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TargetConfig:
+        if (self.file is None) == (self.structure is None):
+            raise ValueError("give exactly one of 'file' (a target spectrum) or 'structure' (a target structure)")
+        if self.technique in ("exafs", "xanes") and "absorber" not in self.settings:
+            raise ValueError(f"settings.absorber is required for {self.technique} (e.g. absorber: Ni)")
+        return self
+
+
+class StoreConfig(_Strict):
+    """Where campaign state goes: ``embedded`` (default, a directory) or ``mongodb`` (a URI)."""
+
+    kind: Literal["embedded", "mongodb", "mongomock"] = "embedded"
+    path: Path | None = None
+    uri: str | None = None
+    database: str = "aso"
+    timeout_ms: int = Field(5000, gt=0)
+
+
+class CampaignConfig(_Strict):
+    """A whole structure-determination campaign.
+
+    Attributes
+    ----------
+    name
+        Campaign id (letters, digits, ``-_.``); also the default output folder ``runs/<name>``.
+    start
+        Starting structure file (same composition and cell as the unknown).
+    targets
+        One or several target spectra; the objective is their weighted, normalised MSE sum.
+    budget
+        Number of structures simulated in all (each by every target technique), initial ones included.
+    initial_size
+        Structures made by perturbing the start (reference 30), plus the start itself.
+    batch_size
+        Candidates proposed and simulated per iteration (q; the reference uses 1).
+    optimizer
+        ``aso`` (surrogate + acquisition + gradient proposals) or ``random`` (perturb-and-simulate).
+    target_mismatch
+        Stop early when the best objective falls to this value.
+    max_failures
+        Give up after this many failed simulations in a row (each failure is re-proposed).
+    """
+
+    name: str
+    start: Path
+    targets: list[TargetConfig] = Field(min_length=1)
+    budget: int = Field(100, gt=0)
+    initial_size: int = Field(30, ge=1)
+    batch_size: int = Field(1, ge=1)
+    optimizer: Literal["aso", "random"] = "aso"
+    seed: int = 0
+    min_distances: dict[str, float] = Field(default_factory=dict)
+    min_distance_scale: float = Field(0.7, gt=0)
+    sampler: PerturbationSampler = Field(default_factory=PerturbationSampler)
+    surrogate: SurrogateSettings = Field(default_factory=SurrogateSettings)
+    acquisition: LCBSchedule = Field(default_factory=LCBSchedule)
+    acquisition_metric: Literal["mae", "mse"] = "mae"
+    proposal: GradientProposer = Field(default_factory=GradientProposer)
+    target_mismatch: float | None = None
+    max_failures: int = Field(5, ge=0)
+    output: Path | None = None
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", v):
+            raise ValueError("use letters, digits, '-', '_' or '.' (it names folders and database keys)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CampaignConfig:
+        techs = [t.technique for t in self.targets]
+        if len(set(techs)) != len(techs):
+            raise ValueError(f"each technique may appear once in targets (got {techs})")
+        if self.initial_size + 1 > self.budget:
+            raise ValueError(
+                f"budget ({self.budget}) must exceed initial_size + 1 ({self.initial_size + 1}: the start "
+                "structure is simulated too)"
+            )
+        return self
+
+    # ---- derived --------------------------------------------------------------------------------
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output) if self.output is not None else Path("runs") / self.name
+
+    def store_spec(self) -> StoreSpec:
+        s = self.store
+        path = s.path if s.path is not None else self.output_dir / "store"
+        return StoreSpec(
+            kind=s.kind,
+            path=str(Path(path).resolve()) if s.kind == "embedded" else None,
+            uri=s.uri,
+            database=s.database,
+            timeout_ms=s.timeout_ms,
+        )
+
+    def to_document(self) -> dict:
+        """JSON-able form stored in the ``campaigns`` collection (paths absolute)."""
+        return self.model_dump(mode="json")
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line from a pydantic ValidationError: ``field 'a.b': message (and N more problems)``."""
+    errs = exc.errors()
+    first = errs[0]
+    loc = _format_loc(tuple(p for p in first["loc"] if p not in ("function-after",)))
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
+    return (f"field '{loc}': {msg}" if loc else msg) + more
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> CampaignConfig:
+    """Read and validate a campaign YAML file.
+
+    Relative paths of structures and target files are taken relative to the YAML file's folder; the
+    output folder relative to the current directory.
+
+    Raises
+    ------
+    InputError
+        One line naming the file and the field that is wrong.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "campaign file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(p, f"not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise InputError(p, "expected a mapping of campaign fields (name, start, targets, budget, ...)")
+    raw.update(overrides or {})
+    base = p.resolve().parent
+    if isinstance(raw.get("start"), str):
+        raw["start"] = str(_resolve(base, raw["start"]))
+    for t in raw.get("targets") or []:
+        if isinstance(t, dict):
+            for key in ("file", "structure"):
+                if isinstance(t.get(key), str):
+                    t[key] = str(_resolve(base, t[key]))
+    try:
+        cfg = CampaignConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(p, validation_message(exc)) from None
+    missing = [str(f) for f in [cfg.start] + [t.file or t.structure for t in cfg.targets] if not Path(f).is_file()]
+    if missing:
+        raise InputError(p, f"file(s) named in the campaign do not exist: {', '.join(missing)}")
+    return cfg
+
+
+def _resolve(base: Path, value: str) -> Path:
+    v = Path(value).expanduser()
+    return v if v.is_absolute() else (base / v)

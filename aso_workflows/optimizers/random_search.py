@@ -1,0 +1,34 @@
+"""Random search: perturb the start structure and simulate (the simplest baseline)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
+from aso_workflows.sampling import PerturbationSampler
+
+__all__ = ["RandomSearch"]
+
+
+@dataclass
+class RandomSearch(Optimizer):
+    """Each candidate is a fresh random perturbation of the start structure (same sampler and constraints
+    as the initial data), so it spends the budget exactly like ASO but without a surrogate."""
+
+    sampler: PerturbationSampler = dataclasses.field(default_factory=PerturbationSampler)
+    needs_surrogate: bool = False
+
+    @classmethod
+    def from_config(cls, config) -> RandomSearch:
+        return cls(sampler=config.sampler)
+
+    def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
+        state = ctx.state
+        sampler = dataclasses.replace(
+            self.sampler,
+            seed=ctx.seed,
+            min_distances=dict(state.config.min_distances),
+            min_distance_scale=state.config.min_distance_scale,
+        )
+        return [CandidateProposal(structure=s, note="random perturbation") for s in sampler.sample(state.start, ctx.q)]
