@@ -130,6 +130,8 @@ class CampaignConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignConfig:
+        if self.sampler.min_distances is not None:
+            raise ValueError("set min_distances at the top level of the campaign (it also constrains proposals)")
         techs = [t.technique for t in self.targets]
         if len(set(techs)) != len(techs):
             raise ValueError(f"each technique may appear once in targets (got {techs})")

@@ -130,6 +130,7 @@ class FileBlobStore(BlobStore):
 
     def put(self, name: str, data: bytes) -> str:
         path = self.directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)  # atomic: a crash never leaves a half-written blob

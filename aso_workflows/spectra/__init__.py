@@ -1,0 +1,29 @@
+"""Spectra: the ``Spectrum`` document, simulators (PDF here, FEFF in ``feff``), targets and mismatch.
+
+The FEFF simulators are not imported here (``make_simulator("exafs", ...)`` imports them lazily).
+"""
+
+from __future__ import annotations
+
+from aso_workflows.spectra.base import AbsorberSimulator, Simulator
+from aso_workflows.spectra.mismatch import Objective, TechniqueTerm, mse
+from aso_workflows.spectra.pdf import PDFSimulator
+from aso_workflows.spectra.registry import make_simulator, simulator_class, simulator_settings
+from aso_workflows.spectra.spectrum import TECHNIQUES, Grid, Spectrum
+from aso_workflows.spectra.targets import read_target
+
+__all__ = [
+    "AbsorberSimulator",
+    "Grid",
+    "Objective",
+    "PDFSimulator",
+    "Simulator",
+    "Spectrum",
+    "TECHNIQUES",
+    "TechniqueTerm",
+    "make_simulator",
+    "mse",
+    "read_target",
+    "simulator_class",
+    "simulator_settings",
+]

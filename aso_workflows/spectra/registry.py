@@ -1,0 +1,70 @@
+"""Simulator registry: a technique name and settings → a configured :class:`Simulator`."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+
+from aso_workflows.errors import InputError
+from aso_workflows.spectra.base import Simulator
+
+__all__ = ["SIMULATORS", "simulator_class", "make_simulator", "simulator_settings"]
+
+# technique → (module, class). Imported lazily: the FEFF module is only needed for XAS.
+SIMULATORS: dict[str, tuple[str, str]] = {
+    "pdf": ("aso_workflows.spectra.pdf", "PDFSimulator"),
+    "exafs": ("aso_workflows.spectra.feff", "EXAFSSimulator"),
+    "xanes": ("aso_workflows.spectra.feff", "XANESSimulator"),
+}
+
+
+def simulator_class(technique: str) -> type[Simulator]:
+    """The simulator class of a technique.
+
+    Raises
+    ------
+    InputError
+        On field ``technique`` if the name is unknown or its module does not import.
+    """
+    if technique not in SIMULATORS:
+        raise InputError("technique", f"unknown technique {technique!r}; expected one of {list(SIMULATORS)}")
+    module, name = SIMULATORS[technique]
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise InputError("technique", f"the {technique} simulator is not available ({exc})") from None
+
+
+def simulator_settings(technique: str) -> list[str]:
+    """The setting names a technique's simulator accepts (its dataclass fields)."""
+    cls = simulator_class(technique)
+    if dataclasses.is_dataclass(cls):
+        return [f.name for f in dataclasses.fields(cls) if f.init]
+    params = inspect.signature(cls).parameters.values()  # a plain class: its constructor's keywords
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def make_simulator(technique: str, **settings) -> Simulator:
+    """A simulator for ``technique`` (``"pdf"``, ``"exafs"``, ``"xanes"``) with the given settings.
+
+    Raises
+    ------
+    InputError
+        Naming the field: unknown technique, unknown setting names (listing the allowed ones), or a
+        value the simulator rejects.
+    """
+    cls = simulator_class(technique)
+    allowed = simulator_settings(technique)
+    unknown = sorted(set(settings) - set(allowed))
+    if unknown:
+        raise InputError(
+            f"{technique}.settings", f"unknown setting(s) {unknown}; {technique} accepts {sorted(allowed)}"
+        )
+    try:
+        return cls(**settings)
+    except InputError:
+        raise
+    except (TypeError, ValueError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{technique}.settings", msg) from None

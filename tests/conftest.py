@@ -1,0 +1,41 @@
+"""Shared fixtures: the small structures shipped in ``aso_workflows/data``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Structure
+
+from aso_workflows.structures import load_structure
+
+DATA = Path(__file__).resolve().parents[1] / "aso_workflows" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Folder with ``LiNiO2.cif``, ``NiO.cif`` and ``diamond.cif``."""
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def _structures() -> dict[str, Structure]:
+    return {name: load_structure(DATA / f"{name}.cif") for name in ("LiNiO2", "NiO", "diamond")}
+
+
+@pytest.fixture
+def linio2(_structures) -> Structure:
+    """LiNiO2, R-3m in its hexagonal cell: 12 atoms, Ni–O 1.970 Å (a fresh copy per test)."""
+    return _structures["LiNiO2"].copy()
+
+
+@pytest.fixture
+def nio(_structures) -> Structure:
+    """Rock-salt NiO, a = 4.176 Å: 8 atoms, Ni–O 2.088 Å."""
+    return _structures["NiO"].copy()
+
+
+@pytest.fixture
+def diamond(_structures) -> Structure:
+    """Diamond, a = 3.567 Å: 8 atoms, C–C 1.545 Å."""
+    return _structures["diamond"].copy()
