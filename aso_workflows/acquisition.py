@@ -98,14 +98,16 @@ class LowerConfidenceBound(AcquisitionFunction):
             tt = torch.as_tensor(np.asarray(v, dtype=np.float64) if not torch.is_tensor(v) else v)
             if tt.ndim != 1 or len(tt) == 0 or not torch.isfinite(tt).all():
                 raise InputError(
-                    f"acquisition.targets[{t}]", f"expected a finite 1-D spectrum, got shape {tuple(tt.shape)}"
+                    f"acquisition.targets[{t}]",
+                    f"expected a finite 1-D spectrum, got shape {tuple(tt.shape)}",
                 )
             self._targets[t] = tt.detach().to(torch.float64)
         for name, given in (("weights", self.weights), ("scales", self.scales)):
             extra = set(given or {}) - set(self._targets)
             if extra:
                 raise InputError(
-                    f"acquisition.{name}", f"unknown technique(s) {sorted(extra)}; targets: {sorted(self._targets)}"
+                    f"acquisition.{name}",
+                    f"unknown technique(s) {sorted(extra)}; targets: {sorted(self._targets)}",
                 )
         self._weights = {t: float((self.weights or {}).get(t, 1.0)) for t in self._targets}
         self._scales = {}
@@ -182,7 +184,9 @@ class LCBSchedule:
         if self.lam < 0:
             raise InputError("acquisition.lam", f"expected λ >= 0, got {self.lam}")
         if self.exploit_last < 0:
-            raise InputError("acquisition.exploit_last", f"expected >= 0 simulations, got {self.exploit_last}")
+            raise InputError(
+                "acquisition.exploit_last", f"expected >= 0 simulations, got {self.exploit_last}"
+            )
 
     def lam_at(self, n_used: int, budget: int) -> float:
         """λ for the next proposal, after ``n_used`` of ``budget`` simulations.
@@ -196,4 +200,3 @@ class LCBSchedule:
     def acquisition(self, base: LowerConfidenceBound, n_used: int, budget: int) -> LowerConfidenceBound:
         """``base`` with the scheduled λ."""
         return base.with_lam(self.lam_at(n_used, budget))
-

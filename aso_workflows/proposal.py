@@ -399,11 +399,16 @@ class GradientProposer:
                     for t, v in src.items():
                         dst[t] = torch.where(better[:, None], v, dst[t]) if t in dst else v.detach().clone()
                 if self.progress:
-                    bar.set_postfix(best=float(best["value"].min()), valid=int(torch.isfinite(best["value"]).sum()))
+                    bar.set_postfix(
+                        best=float(best["value"].min()), valid=int(torch.isfinite(best["value"]).sum())
+                    )
             if step == self.steps:
                 break
             finite = torch.isfinite(value)
-            loss = torch.where(finite, value, torch.zeros_like(value)).sum() + self.penalty_weight * penalty.sum()
+            loss = (
+                torch.where(finite, value, torch.zeros_like(value)).sum()
+                + self.penalty_weight * penalty.sum()
+            )
             opt.zero_grad()
             loss.backward()
             for p in (disp, strain):
@@ -433,7 +438,10 @@ class GradientProposer:
         idx = torch.tensor(order)
         far = torch.ones(len(order), dtype=torch.bool)
         if len(ref_frac):
-            far = rms_displacement(frac[idx], lat[idx], ref_frac, ref_lat).min(1).values >= self.diversity_threshold
+            far = (
+                rms_displacement(frac[idx], lat[idx], ref_frac, ref_lat).min(1).values
+                >= self.diversity_threshold
+            )
         picked: list[int] = []
         cf, cl = list(chosen_frac), list(chosen_lat)
         for pos_in_order, k in enumerate(order):
@@ -450,7 +458,9 @@ class GradientProposer:
             cl.append(lat[k])
         return picked
 
-    def _structure(self, like: Structure, frac: torch.Tensor, lat: torch.Tensor, species: list[str]) -> Structure:
+    def _structure(
+        self, like: Structure, frac: torch.Tensor, lat: torch.Tensor, species: list[str]
+    ) -> Structure:
         return Structure(
             Lattice(lat.numpy()),
             like.species,
@@ -482,7 +492,9 @@ class GradientProposer:
         candidates: list[Structure] = []
         parents: list[int] = []
         for p, s in enumerate(start_structures[: 4 * need]):
-            candidates += sampler.sample(s, per, dmin_matrix=dmin_matrix, seed=None if seed is None else seed + p)
+            candidates += sampler.sample(
+                s, per, dmin_matrix=dmin_matrix, seed=None if seed is None else seed + p
+            )
             parents += [p] * per
         frac, lat = _stack(candidates)
         dtype = getattr(torch, self.dtype)

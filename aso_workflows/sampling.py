@@ -360,7 +360,9 @@ class PerturbationSampler:
             )[0]
         )
         if not blocked:
-            return InputError("sampler", f"no valid structure after {tries} tries (max_tries={self.max_tries})")
+            return InputError(
+                "sampler", f"no valid structure after {tries} tries (max_tries={self.max_tries})"
+            )
         (a, b), count = blocked.most_common(1)[0]
         ia, ib = species.index(a), species.index(b)
         msg = (
@@ -374,4 +376,3 @@ class PerturbationSampler:
             msg += "; the unperturbed structure already violates it"
         msg += f"; lower max_displacement ({self.max_displacement} Å) or min_distances['{a}-{b}']"
         return InputError("sampler", msg)
-

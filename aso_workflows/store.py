@@ -219,11 +219,14 @@ def open_store(spec: StoreSpec | dict) -> CampaignDB:
     if spec.kind == "embedded":
         if not spec.path:
             raise InputError("store.path", "the embedded store needs a directory")
-        from montydb import MontyClient
+        from montydb import MontyClient, set_storage
 
         root = Path(spec.path)
         root.mkdir(parents=True, exist_ok=True)
-        client = MontyClient(str(root / "db"), storage="sqlite")
+        # Same storage options as maggma's MontyStore (pymongo's BSON): montydb fixes the BSON choice
+        # once per process, and jobflow's JobStore opens a MontyStore in the same process.
+        set_storage(str(root / "db"), storage="sqlite", use_bson=True, mongo_version="4.0")
+        client = MontyClient(str(root / "db"))
         db = client[spec.database]
         out = CampaignDB(spec, db, FileBlobStore(root / "blobs"), client)
     elif spec.kind == "mongomock":

@@ -104,7 +104,9 @@ def test_lattice_perturbation_stays_in_bounds_and_orientation(linio2):
 
 
 def test_exhausted_tries_name_the_blocking_pair(nio):
-    sampler = PerturbationSampler(min_displacement=0.9, max_displacement=1.0, min_distances={"Ni-O": 2.3}, max_tries=5)
+    sampler = PerturbationSampler(
+        min_displacement=0.9, max_displacement=1.0, min_distances={"Ni-O": 2.3}, max_tries=5
+    )
     with pytest.raises(InputError, match=r"Ni-O minimum distance 2\.30 Å.*unperturbed structure already"):
         sampler.sample(nio, 2)
 

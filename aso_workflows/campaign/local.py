@@ -7,6 +7,7 @@ outputs to a maggma ``MontyStore`` in the campaign folder. Re-running resumes fr
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class LocalCampaignRunner:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("jobflow", "fireworks", "maggma"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", category=FutureWarning, module="jobflow")
         flow = CampaignMaker().make(config, workdir=out)
         state = CampaignState.load(get_db(config.store_spec()), config.name)
         reporter = None

@@ -38,10 +38,9 @@ class TqdmReporter:
         n = state.n_used()
         b = state.best(1)
         best = b[0]["objective"] if b else None
-        self.bar.n = min(n, self.bar.total)
         if best is not None:
-            self.bar.set_postfix_str(f"best mismatch {best:.3e}")
-        self.bar.refresh()
+            self.bar.set_postfix_str(f"best mismatch {best:.3e}", refresh=False)
+        self.bar.update(min(n, self.bar.total) - self.bar.n)
 
     def close(self) -> None:
         self.bar.close()

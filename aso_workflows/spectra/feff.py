@@ -697,8 +697,12 @@ class XANESSimulator(_FeffAbsorberSimulator):
         return MPXANESSet
 
     def xkmax(self) -> float:
-        """FEFF's ``XANES`` k range (Å⁻¹): enough for the grid and the post-edge fit plus 10 eV."""
-        emax = max(self.egrid[-1][1], self.post_edge[1]) + 10.0
+        """FEFF's ``XANES`` k range (Å⁻¹), enough for the grid and the post-edge fit.
+
+        FEFF counts this k from its Fermi level, not from E0 (with SCF the Fermi level drops by
+        ~12 eV for LiNiO2 and a 5.4 Å⁻¹ range stopped at 99 eV above E0): 30 eV of margin.
+        """
+        emax = max(self.egrid[-1][1], self.post_edge[1]) + 30.0
         return math.ceil(10 * math.sqrt(emax / _HBAR2_2M)) / 10
 
     def _tags(self) -> dict:

@@ -1,0 +1,228 @@
+"""Multi-start gradient proposals through a real differentiable stand-in for the surrogate.
+
+The stand-in is a per-site, Gaussian-smeared, periodic radial distribution function computed in torch
+(three smearing widths play the ensemble members: their mean and spread are ``mean`` and ``std``). Its
+target is the same function of a known target structure, so the tests can check that the optimiser moves
+structures towards the target.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import TypeAdapter
+from pymatgen.core import Lattice, Structure
+
+import aso_workflows
+from aso_workflows.acquisition import LowerConfidenceBound
+from aso_workflows.errors import InputError
+from aso_workflows.proposal import GradientProposer, Proposal, rms_displacement
+from aso_workflows.sampling import close_pairs, min_distance_matrix, violations
+from aso_workflows.structures import min_distance_table, violates_min_distance
+
+DATA = Path(aso_workflows.__file__).parent / "data"
+
+
+class SiteRDF:
+    """Differentiable periodic per-site RDF, ``[B, N·R]``; a stand-in for a surrogate's ``predict_torch``.
+
+    ``g_i(r) = Σ_j,images f_c(d_ij) exp(−(r − d_ij)² / 2σ²)`` with a smooth cosine cutoff ``f_c``; the
+    members differ by σ. Records the batch size of every call.
+    """
+
+    def __init__(self, n_atoms: int, r_min=1.5, r_max=4.5, n_points=31, sigmas=(0.1, 0.15, 0.2), cutoff=4.8):
+        self.n = n_atoms
+        self.r = torch.linspace(r_min, r_max, n_points)
+        self.sigmas = torch.tensor(sigmas)
+        self.cutoff = cutoff
+        self.calls: list[tuple[int, bool]] = []  # (batch size, any constraint violation in the batch)
+        self.dmin_to_watch: np.ndarray | None = None
+
+    def __call__(self, pos: torch.Tensor, lat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        watch = self.dmin_to_watch
+        self.calls.append(
+            (pos.shape[0], bool(violations(pos, lat, watch).any()) if watch is not None else False)
+        )
+        # all pairs within the cutoff (found without gradient), distances recomputed with gradient
+        b, i, j, image, _ = close_pairs(pos, lat, np.full((self.n, self.n), self.cutoff))
+        vec = pos[b, j] - pos[b, i] + torch.einsum("kx,kxy->ky", image.to(pos.dtype), lat[b])
+        d = torch.sqrt((vec**2).sum(-1).clamp(min=1e-12))
+        fc = 0.5 * (torch.cos(torch.pi * (d / self.cutoff).clamp(max=1.0)) + 1)
+        r, s = self.r.to(pos), self.sigmas.to(pos)
+        g = torch.exp(-((r[None, :, None] - d[:, None, None]) ** 2) / (2 * s**2)) * fc[:, None, None]
+        members = pos.new_zeros(pos.shape[0] * self.n, len(r), len(s)).index_add(0, b * self.n + i, g)
+        members = members.reshape(pos.shape[0], self.n * len(r), len(s))
+        return members.mean(-1), members.std(-1)
+
+
+def _tensors(s: Structure) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor(s.cart_coords)[None], torch.tensor(s.lattice.matrix)[None]
+
+
+def _displaced(s: Structure, amplitude: float, rng: np.random.Generator) -> Structure:
+    d = rng.normal(size=(len(s), 3))
+    d *= amplitude / np.linalg.norm(d, axis=1, keepdims=True)
+    return Structure(s.lattice, s.species, s.cart_coords + d, coords_are_cartesian=True)
+
+
+def _rmsd(a: Structure, b: Structure) -> float:
+    def t(s):
+        return torch.tensor(s.frac_coords)[None], torch.tensor(s.lattice.matrix)[None]
+
+    return float(rms_displacement(*t(a), *t(b))[0, 0])
+
+
+@pytest.fixture(scope="module")
+def nio() -> Structure:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Structure.from_file(str(DATA / "NiO.cif"))
+
+
+@pytest.fixture(scope="module")
+def case(nio):
+    """A distorted NiO target, a start 0.2 Å away from it per atom, and the stand-in's acquisition."""
+    rng = np.random.default_rng(0)
+    target = _displaced(nio, 0.2, rng)
+    start = _displaced(target, 0.2, rng)
+    rdf = SiteRDF(len(nio))
+    mean, _ = rdf(*_tensors(target))
+    acq = LowerConfidenceBound({"rdf": mean[0]}, lam=0.1)
+    return target, start, acq
+
+
+def _acq_of(s: Structure, acq: LowerConfidenceBound) -> float:
+    mean, std = SiteRDF(len(s))(*_tensors(s))
+    return float(acq({"rdf": mean}, {"rdf": std}))
+
+
+def _proposer(**kw) -> GradientProposer:
+    settings = {"n_starts": 16, "steps": 50, "progress": False, "seed": 0}
+    settings.update(kw)
+    return GradientProposer(**settings)
+
+
+def test_proposal_lowers_the_acquisition_and_approaches_the_target(nio, case):
+    target, start, acq = case
+    rdf = SiteRDF(len(nio))
+    (prop,) = _proposer().propose([start], {"rdf": rdf}, acq, min_distance_matrix(nio))
+    assert isinstance(prop, Proposal) and not prop.fallback
+    # all starts go through the predictor as one batch per step
+    assert [n for n, _ in rdf.calls] == [16] * 51
+    # the reported values are those of the returned structure
+    assert prop.acquisition == pytest.approx(_acq_of(prop.structure, acq), abs=1e-4)
+    assert prop.mean["rdf"].shape == (8 * 31,) and prop.std["rdf"].shape == (8 * 31,)
+    assert prop.acquisition < _acq_of(start, acq) - 0.1
+    assert _rmsd(prop.structure, target) < 0.5 * _rmsd(start, target)
+    assert [x.specie.symbol for x in prop.structure] == [x.specie.symbol for x in nio]
+
+
+def test_q_proposals_are_distinct_and_avoid_pending_and_evaluated(nio, case):
+    target, start, acq = case
+    dmin = min_distance_matrix(nio)
+    threshold = 0.05
+    proposer = _proposer(q=3, diversity_threshold=threshold)
+    free = proposer.propose([start], {"rdf": SiteRDF(8)}, acq, dmin)
+    assert len(free) == 3 and not any(p.fallback for p in free)
+    assert [p.acquisition for p in free] == sorted(p.acquisition for p in free)
+    pending = [free[0].structure]
+    props = proposer.propose([start], {"rdf": SiteRDF(8)}, acq, dmin, pending=pending, evaluated=[start])
+    assert len(props) == 3
+    for a in range(3):
+        assert _rmsd(props[a].structure, pending[0]) >= threshold
+        assert _rmsd(props[a].structure, start) >= threshold
+        for b in range(a):
+            assert _rmsd(props[a].structure, props[b].structure) >= threshold
+    # the pending structure was the best candidate: it is now replaced by a worse, distinct one
+    assert props[0].acquisition >= free[0].acquisition
+
+
+def test_q1_returns_the_best_start(nio, case):
+    _, start, acq = case
+    dmin = min_distance_matrix(nio)
+    (best,) = _proposer(q=1).propose([start], {"rdf": SiteRDF(8)}, acq, dmin)
+    many = _proposer(q=4, diversity_threshold=0.0).propose([start], {"rdf": SiteRDF(8)}, acq, dmin)
+    assert best.acquisition == pytest.approx(min(p.acquisition for p in many))
+
+
+def test_constraint_violators_are_never_returned(nio):
+    # a target that wants Ni–O at ~1.5 Å pulls atoms together; without a penalty the optimiser does so
+    squeezed = Structure(Lattice(nio.lattice.matrix * 0.72), nio.species, nio.frac_coords)
+    overrides = {"Ni-O": 1.9, "Ni-Ni": 2.6, "O-O": 2.6}
+    table = min_distance_table(["Ni", "O"], overrides)
+    dmin = min_distance_matrix(nio, overrides)
+    mean, _ = SiteRDF(8)(*_tensors(squeezed))
+    acq = LowerConfidenceBound({"rdf": mean[0]}, lam=0.0)
+    rdf = SiteRDF(8)
+    rdf.dmin_to_watch = dmin
+    starts = [_displaced(nio, 0.05, np.random.default_rng(k)) for k in range(4)]
+    props = _proposer(q=3, penalty_weight=0.0, lr=0.05).propose(starts, {"rdf": rdf}, acq, dmin)
+    assert any(bad for _, bad in rdf.calls)  # the optimiser did visit violating structures
+    assert len(props) == 3
+    for p in props:
+        assert not violates_min_distance(p.structure, table)
+
+
+def test_fallback_to_random_perturbations_when_nothing_new_survives(nio, case):
+    _, start, acq = case
+    dmin = min_distance_matrix(nio)
+    # no steps and no start noise: every candidate is the (already evaluated) start itself
+    proposer = _proposer(
+        steps=0, start_noise=0.0, q=2, fallback_min_displacement=0.1, fallback_max_displacement=0.3
+    )
+    props = proposer.propose([start], {"rdf": SiteRDF(8)}, acq, dmin, evaluated=[start])
+    assert len(props) == 2 and all(p.fallback for p in props)
+    for p in props:
+        assert _rmsd(p.structure, start) >= proposer.diversity_threshold
+        assert not bool(violations(*_tensors(p.structure), dmin)[0])
+        assert p.acquisition == pytest.approx(_acq_of(p.structure, acq), abs=1e-4)
+    assert _rmsd(props[0].structure, props[1].structure) >= proposer.diversity_threshold
+
+
+def test_lattice_optimisation_follows_a_strained_target(nio):
+    target = Structure(Lattice(nio.lattice.matrix * 1.03), nio.species, nio.frac_coords)
+    start = _displaced(nio, 0.05, np.random.default_rng(1))
+    mean, _ = SiteRDF(8)(*_tensors(target))
+    acq = LowerConfidenceBound({"rdf": mean[0]}, lam=0.1)
+    proposer = _proposer(optimise_lattice=True, max_strain=0.05, start_noise=0.05)
+    (prop,) = proposer.propose([start], {"rdf": SiteRDF(8)}, acq, min_distance_matrix(nio))
+    a0, a_target = nio.lattice.a, target.lattice.a
+    abc = np.array(prop.structure.lattice.abc)
+    assert np.all(np.abs(abc - a_target) < 0.5 * (a_target - a0))
+    assert np.all(abc <= a0 * 1.05 + 1e-4)
+
+
+def test_rms_displacement_ignores_translation_and_periodic_wrapping(nio):
+    frac = torch.tensor(nio.frac_coords)[None]
+    lat = torch.tensor(nio.lattice.matrix)[None]
+    shifted = frac + torch.tensor([0.5, -0.37, 0.99])  # a global translation, wrapping across the cell
+    assert float(rms_displacement(frac, lat, shifted, lat)[0, 0]) < 1e-9
+    moved = frac.clone()
+    moved[0, 0, 0] += 0.1 / nio.lattice.a  # one atom by 0.1 Å
+    d = float(rms_displacement(frac, lat, moved, lat)[0, 0])
+    expected = 0.1 * np.sqrt((1 - 1 / 8) ** 2 / 8 + 7 * (1 / 8) ** 2 / 8)  # after removing the mean shift
+    assert d == pytest.approx(expected, rel=1e-6)
+
+
+def test_inputs_are_checked(nio, case):
+    _, start, acq = case
+    dmin = min_distance_matrix(nio)
+    other = Structure(nio.lattice, list(reversed(nio.species)), nio.frac_coords)
+    with pytest.raises(InputError, match=r"proposal.pending\[0\]: species/site order"):
+        _proposer(steps=1).propose([start], {"rdf": SiteRDF(8)}, acq, dmin, pending=[other])
+    with pytest.raises(InputError, match="dmin_matrix"):
+        _proposer(steps=1).propose([start], {"rdf": SiteRDF(8)}, acq, dmin[:4, :4])
+    with pytest.raises(InputError, match="proposal.n_starts"):
+        GradientProposer(n_starts=0)
+
+
+def test_settings_validate_through_pydantic_like_the_campaign_config():
+    adapter = TypeAdapter(GradientProposer)
+    p = adapter.validate_python({"n_starts": 8, "q": 2, "optimise_lattice": True})
+    assert (p.n_starts, p.q, p.optimise_lattice, p.steps) == (8, 2, True, 100)
+    with pytest.raises(ValueError, match="proposal.lr"):
+        adapter.validate_python({"lr": -1.0})
