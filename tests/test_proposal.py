@@ -76,6 +76,15 @@ def _rmsd(a: Structure, b: Structure) -> float:
     return float(rms_displacement(*t(a), *t(b))[0, 0])
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These problems are tiny: one intra-op thread is as fast and does not stall on a busy shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def nio() -> Structure:
     with warnings.catch_warnings():

@@ -4,8 +4,8 @@ Debian's ``slurm-wlm`` (22.05) and ``munge`` packages provide the daemons; this 
 ``slurm.conf`` into a state directory, starts ``munged`` (unless one already answers), ``slurmctld`` and
 ``slurmd``, waits until ``sinfo`` shows the node idle, and stops on teardown only the daemons it started,
 by the PIDs in their pid files. The node is this machine (``hostname -s``) with all its CPUs; partitions
-``cpu`` (default) and ``gpu`` share it, and the node declares one count-only ``gpu`` GRES (no device
-file: scheduling only) so job scripts that ask for ``--gres=gpu:1`` run unchanged.
+``cpu`` (default) and ``gpu`` share it, and the node declares one fake ``gpu`` GRES (device file
+``/dev/null``: scheduling only) so job scripts that ask for ``--gres=gpu:1`` run unchanged.
 
 Client commands (``sbatch``, ``squeue``, ``sinfo``) find the cluster through ``SLURM_CONF``:
 :meth:`SlurmTestbed.start` sets it in ``os.environ`` (and :meth:`stop` restores it), so jobs submitted
@@ -154,7 +154,7 @@ class SlurmTestbed:
 
     # ---- config -------------------------------------------------------------------------------
     def slurm_conf_text(self) -> str:
-        """The ``slurm.conf`` (the one STACK.md records as working, plus a count-only gpu GRES)."""
+        """The ``slurm.conf`` (the one STACK.md records as working, plus a fake gpu GRES)."""
         d = self.directory
         cpus = self.cpus or os.cpu_count() or 1
         mem_mb = max(_mem_total_mb() * 9 // 10, 100)  # below the physical size or slurmd drains the node
@@ -162,7 +162,8 @@ class SlurmTestbed:
             [
                 "# Written by aso_workflows.cluster.testbed: a single-node test cluster.",
                 "ClusterName=asotestbed",
-                f"SlurmctldHost={self.host}",
+                # addresses given explicitly: no dependence on the host name resolving (containers)
+                f"SlurmctldHost={self.host}(127.0.0.1)",
                 f"SlurmctldPort={self.slurmctld_port}",
                 f"SlurmdPort={self.slurmd_port}",
                 "SlurmUser=root",
@@ -189,7 +190,7 @@ class SlurmTestbed:
                 f"SlurmctldLogFile={d / 'slurmctld.log'}",
                 f"SlurmdLogFile={d / 'slurmd.log'}",
                 "GresTypes=gpu",
-                f"NodeName={self.host} CPUs={cpus} RealMemory={mem_mb} Gres=gpu:1 State=UNKNOWN",
+                f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} Gres=gpu:1 State=UNKNOWN",
                 f"PartitionName=cpu Nodes={self.host} Default=YES MaxTime=INFINITE State=UP",
                 f"PartitionName=gpu Nodes={self.host} MaxTime=INFINITE State=UP",
                 "",
@@ -200,8 +201,9 @@ class SlurmTestbed:
         for sub in ("state", "spool"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         self.conf.write_text(self.slurm_conf_text())
-        # gres.conf is read from the directory of slurm.conf. No File=: a count-only GRES for scheduling.
-        (self.directory / "gres.conf").write_text(f"NodeName={self.host} Name=gpu Count=1\n")
+        # gres.conf is read from the directory of slurm.conf. slurmd drops a GPU without a device file
+        # ("Removing file-less GPU"), so the fake GPU is /dev/null: scheduling only (task/none, no cgroups).
+        (self.directory / "gres.conf").write_text(f"NodeName={self.host} Name=gpu File=/dev/null\n")
 
     # ---- state --------------------------------------------------------------------------------
     def running(self, daemon: str) -> int | None:
@@ -239,6 +241,14 @@ class SlurmTestbed:
             raise RuntimeError(reason)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._set_env()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # what this call started; nothing else
+            raise
+        return self
+
+    def _start(self) -> None:
         if not self._munge_works():
             self._start_munged()
         have_ctld = self.running("slurmctld") is not None
@@ -252,7 +262,6 @@ class SlurmTestbed:
             if not have_d:
                 self._spawn("slurmd", [_which("slurmd"), "-f", str(self.conf), "-c"])
         self._wait_idle()
-        return self
 
     def _set_env(self) -> None:
         if not self._env_set:
@@ -274,7 +283,9 @@ class SlurmTestbed:
         deadline = time.monotonic() + 10
         while not self._munge_works():
             if time.monotonic() > deadline:
-                raise RuntimeError("munged started but munge/unmunge do not work (see /var/log/munge/munged.log)")
+                raise RuntimeError(
+                    "munged started but munge/unmunge do not work (see /var/log/munge/munged.log)"
+                )
             time.sleep(0.2)
 
     def _spawn(self, daemon: str, argv: list[str]) -> None:
@@ -294,7 +305,9 @@ class SlurmTestbed:
         deadline = time.monotonic() + 15
         while self.running(daemon) is None:
             if time.monotonic() > deadline or proc.returncode != 0:
-                raise RuntimeError(f"{daemon} did not start: {proc.stderr.strip()[-300:]} {self._log_tail(daemon)}")
+                raise RuntimeError(
+                    f"{daemon} did not start: {proc.stderr.strip()[-300:]} {self._log_tail(daemon)}"
+                )
             time.sleep(0.1)
         self._owned.append((daemon, pidfile))
 
@@ -360,7 +373,9 @@ class SlurmTestbed:
 
     def _cancel_all_jobs(self) -> None:
         try:
-            out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=10, env=self.env)
+            out = subprocess.run(
+                ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=10, env=self.env
+            )
             ids = out.stdout.split()
             if ids:
                 subprocess.run(["scancel", *ids], capture_output=True, timeout=10, env=self.env)
@@ -442,7 +457,9 @@ def _is_zombie(pid: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m aso_workflows.cluster.testbed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m aso_workflows.cluster.testbed", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--dir", default=str(DEFAULT_DIR), help=f"state directory (default {DEFAULT_DIR})")
     args = parser.parse_args(argv)

@@ -15,7 +15,7 @@ Measured on LiNiO2 (Ni K, one absorber, 2-core machine shared with other jobs; s
 ``benchmarks/simulators.py``): the EXAFS defaults (cluster 7 Å, RPATH 6 Å, NLEG 4, no SCF) take
 3–5 s, of which ~1.2 s is the start-up of FEFF's 18 stage processes; pymatgen's ``MPEXAFSSet``
 default (RPATH 10, NLEG 8) took 306 s and overflowed FEFF's path heap. The XANES reference settings
-(cluster 6 Å, SCF 4.5 Å, FMS 4.5 Å) take ~80–115 s, >90 % of it in the SCF loop.
+(cluster 6 Å, SCF 4.5 Å, FMS 4.5 Å) take ~80–120 s, >90 % of it in the SCF loop.
 """
 
 from __future__ import annotations

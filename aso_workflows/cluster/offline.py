@@ -1,0 +1,605 @@
+"""Run jobflow flows as Slurm jobs through FireWorks' offline mode, with the LaunchPad in one controller.
+
+The controller (this process) owns the LaunchPad (MongoDB in production, in-process ``mongomock`` in
+tests); compute jobs never reach it. Each round of :meth:`SlurmOfflineExecutor.run`:
+
+1. every READY Firework of the workflow is reserved (``lp.reserve_fw``), its launch directory prepared
+   with ``FW.json`` + ``FW_offline.json`` (FireWorks' ``queue_launcher.setup_offline_job``), a job script
+   rendered from the user's Slurm template for its ``_category`` and submitted with ``sbatch``;
+2. one ``squeue`` call tells which jobs have ended; for each, FireWorks' result file ``FW_offline.json``
+   is read back with ``lp.recover_offline(launch_id)``, which completes the launch and applies the
+   FWAction (detours, additions: dynamic Fireworks become READY and go out in the next round);
+3. sleep ``poll_interval`` seconds; stop when nothing is running and nothing is READY, or at ``timeout``.
+
+The job side runs ``python -m aso_workflows.cluster.rlaunch_shim singleshot --offline`` in the launch
+directory. jobflow's ``JobFiretask`` writes job outputs to the JobStore from inside the job, so the
+JobStore must be reachable from compute nodes: MongoDB, or a file-backed store (maggma ``MontyStore``
+with ``storage="sqlite"``) on a disk the nodes share. In-memory stores are refused.
+
+Where the Slurm job id of every launch is recorded:
+
+- on the job side, ``FW_slurm.json`` in the launch directory (``SLURM_JOB_ID``, partition, nodes);
+- in the LaunchPad: the launch's ``reservation_id`` (as ``qlaunch -r`` does) and a ``slurm`` field of the
+  launch document (job id, partition, queue category, node, Slurm state);
+- in the controller: :attr:`SlurmOfflineExecutor.slurm_jobs` (fw_id → Slurm job ids) and the
+  :class:`RunSummary` returned by :meth:`~SlurmOfflineExecutor.run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aso_workflows.cluster.rlaunch_shim import SLURM_RECORD
+from aso_workflows.errors import InputError
+
+__all__ = [
+    "SlurmOfflineExecutor",
+    "RunSummary",
+    "LaunchRecord",
+    "DEFAULT_CATEGORY",
+    "squeue_snapshot",
+    "slurm_records",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CATEGORY = "default"
+"""Key in ``queues`` for Fireworks without a ``_category``."""
+
+# Slurm job states after which the job will not run again (squeue --states=all shows them for MinJobAge).
+_ENDED = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "REVOKED",
+    "SPECIAL_EXIT",
+    "TIMEOUT",
+}
+_IN_MEMORY_STORES = {"MemoryStore", "MongomockStore"}
+
+
+@dataclass
+class LaunchRecord:
+    """One Firework launch submitted as one Slurm job.
+
+    ``state`` is the FireWorks state of the launch (RESERVED → RUNNING → COMPLETED/FIZZLED);
+    ``start``/``end`` are the times the Firework started and finished inside the job (ISO, UTC).
+    """
+
+    fw_id: int
+    name: str
+    launch_id: int
+    category: str
+    launch_dir: str
+    slurm_job_id: str
+    partition: str | None
+    submitted: str
+    state: str = "RESERVED"
+    slurm_state: str | None = None
+    node: str | None = None
+    start: str | None = None
+    end: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunSummary:
+    """What :meth:`SlurmOfflineExecutor.run` did for one workflow."""
+
+    fw_ids: list[int]
+    workflow_state: str
+    fw_states: dict[int, str]
+    launches: list[LaunchRecord]
+    timed_out: bool
+    wall_s: float
+
+    @property
+    def completed(self) -> bool:
+        return self.workflow_state == "COMPLETED"
+
+    def slurm_job_ids(self) -> dict[int, str]:
+        """fw_id → Slurm job id of its last launch."""
+        return {rec.fw_id: rec.slurm_job_id for rec in self.launches}
+
+    def by_name(self, name: str) -> list[LaunchRecord]:
+        return [rec for rec in self.launches if rec.name == name]
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["fw_states"] = {str(k): v for k, v in self.fw_states.items()}
+        return d
+
+
+@dataclass
+class _Active:
+    record: LaunchRecord
+    ended_seen: float | None = None  # monotonic time the Slurm job was first seen ended
+    marked_running: bool = False
+
+
+def squeue_snapshot(env: Mapping[str, str] | None = None, timeout: float = 30.0) -> dict[str, dict] | None:
+    """This user's Slurm jobs that the controller still knows (also ended ones, for ``MinJobAge``).
+
+    Returns
+    -------
+    dict or None
+        job id → ``{"state", "partition", "nodes"}``; None if ``squeue`` failed (controller busy or
+        down), so callers can retry instead of taking every job for ended.
+    """
+    try:
+        out = subprocess.run(
+            ["squeue", "--me", "--noheader", "--states=all", "--format=%i|%T|%P|%N"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=None if env is None else dict(env),
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        logger.warning("squeue failed: %s", exc)
+        return None
+    if out.returncode != 0:
+        logger.warning("squeue failed: %s", out.stderr.strip()[:200])
+        return None
+    jobs = {}
+    for line in out.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 4:
+            jobs[parts[0]] = {"state": parts[1], "partition": parts[2], "nodes": parts[3] or None}
+    return jobs
+
+
+@contextlib.contextmanager
+def _chdir(path: Path) -> Iterator[None]:
+    # contextlib.chdir is Python >= 3.11 only (we support 3.10); monty.os.cd is deprecated
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def slurm_records(launchpad, fw_ids: list[int] | None = None) -> list[dict]:
+    """The Slurm side of every launch the executor made (from the LaunchPad, readable by any process).
+
+    Returns
+    -------
+    list of dict
+        ``{"fw_id", "launch_id", "state", "job_id", "partition", "category", "node", "slurm_state"}`` per
+        launch, in launch order; ``fw_ids`` restricts to those Fireworks.
+    """
+    query: dict = {"slurm": {"$exists": True}}
+    if fw_ids is not None:
+        query["fw_id"] = {"$in": list(fw_ids)}
+    out = []
+    for doc in launchpad.launches.find(query, {"fw_id": 1, "launch_id": 1, "state": 1, "slurm": 1}):
+        slurm = dict(doc["slurm"])
+        slurm["slurm_state"] = slurm.pop("state", None)
+        out.append({"fw_id": doc["fw_id"], "launch_id": doc["launch_id"], "state": doc["state"], **slurm})
+    return sorted(out, key=lambda r: r["launch_id"])
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # not there yet, or caught half-written
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class SlurmOfflineExecutor:
+    """Drive FireWorks workflows (e.g. jobflow flows) to the end, one Slurm job per Firework.
+
+    Attributes
+    ----------
+    launchpad
+        The FireWorks LaunchPad, used only in this process (see :mod:`aso_workflows.cluster.launchpad`).
+    launch_dir
+        Base directory for launch directories (``<launch_dir>/fw<fw_id>[_<n>]``); must be on a disk the
+        compute nodes share with the controller.
+    queues
+        FireWorks category → queue adapter (a ``CommonAdapter`` from
+        :func:`~aso_workflows.cluster.queues.slurm_queue`, or the path of a ``my_qadapter_*.yaml``).
+        Fireworks without ``_category`` use the ``"default"`` entry. A Firework may override queue fields
+        in its spec's ``_queueadapter`` (FireWorks' convention, e.g. ``{"walltime": "08:00:00"}``).
+    job_store
+        The jobflow ``JobStore`` the jobs write to, serialised into every Firework (so the jobs open it
+        themselves): a MongoDB store, or a ``MontyStore(..., storage="sqlite")`` on a shared disk. None:
+        each job uses the ``JOB_STORE`` of its own jobflow settings (``JOBFLOW_CONFIG_FILE``).
+    python
+        Python executable on the compute nodes (with aso-workflows installed). Default: this one, which
+        fits a shared installation; use ``"python"`` when the template's ``pre_rocket`` activates it.
+    poll_interval
+        Seconds between rounds (one ``squeue`` call per round).
+    timeout
+        Give up after this many seconds (None: no limit). Running jobs are left running unless
+        ``cancel_on_timeout``; calling :meth:`run_workflow` again picks them up.
+    lost_after
+        Seconds to wait, after Slurm reports a job ended, for its FireWorks result to appear (shared
+        file systems may show it late); then the launch is marked FIZZLED as a lost run.
+    max_queued
+        At most this many Slurm jobs in flight (0: no limit).
+    cancel_on_timeout
+        ``scancel`` the jobs still in flight at timeout and mark their launches FIZZLED.
+    env
+        Environment for ``sbatch``/``squeue``/``scancel`` (None: this process's).
+    """
+
+    launchpad: Any
+    launch_dir: Path
+    queues: Mapping[str, Any]
+    job_store: Any = None
+    python: str = sys.executable
+    poll_interval: float = 1.0
+    timeout: float | None = None
+    lost_after: float = 30.0
+    max_queued: int = 0
+    cancel_on_timeout: bool = False
+    env: Mapping[str, str] | None = None
+    slurm_jobs: dict[int, list[str]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        from aso_workflows.cluster.queues import load_queue_adapter
+
+        self.launch_dir = Path(self.launch_dir).resolve()
+        self.launch_dir.mkdir(parents=True, exist_ok=True)
+        queues = {}
+        for category, qa in dict(self.queues).items():
+            if isinstance(qa, str | Path):
+                qa = load_queue_adapter(qa)
+            if "$${rocket_launch}" not in Path(qa.template_file).read_text():
+                raise InputError(
+                    f"queues[{category!r}] ({qa.template_file})", "template has no $${rocket_launch} line"
+                )
+            queues[str(category)] = qa
+        if not queues:
+            raise InputError(
+                "queues", "at least one queue is needed (key 'default' for Fireworks without _category)"
+            )
+        self.queues = queues
+        if self.job_store is not None:
+            _check_job_store(self.job_store)
+
+    # ---- public API ------------------------------------------------------------------------------
+    @property
+    def rocket_launch(self) -> str:
+        """The job-side command (the templates' ``$${rocket_launch}``)."""
+        return f"{shlex.quote(self.python)} -m aso_workflows.cluster.rlaunch_shim singleshot --offline"
+
+    def add_flow(self, flow, name: str | None = None) -> int:
+        """Add a jobflow ``Flow``/``Job`` (or a FireWorks ``Workflow``) to the LaunchPad; returns an fw_id of it."""
+        from fireworks import Workflow
+
+        if isinstance(flow, Workflow):
+            wf = flow
+        else:
+            from jobflow.managers.fireworks import flow_to_workflow
+
+            kwargs = {"name": name} if name else {}
+            wf = flow_to_workflow(flow, store=self.job_store, **kwargs)
+        mapping = self.launchpad.add_wf(wf)
+        return min(mapping.values())
+
+    def run(self, flow, name: str | None = None) -> RunSummary:
+        """Add ``flow`` and run it to the end (see :meth:`run_workflow`)."""
+        return self.run_workflow(self.add_flow(flow, name=name))
+
+    def run_workflow(self, fw_id: int) -> RunSummary:
+        """Run the workflow containing ``fw_id`` until nothing is running or READY, or until ``timeout``.
+
+        Launches of this workflow already submitted by an earlier controller (RESERVED/RUNNING offline
+        runs with a Slurm job id) are picked up again.
+        """
+        t0 = time.monotonic()
+        records: list[LaunchRecord] = []
+        active: dict[int, _Active] = {}
+        for rec in self._reattach(fw_id):
+            records.append(rec)
+            active[rec.launch_id] = _Active(rec)
+        timed_out = False
+        while True:
+            wf = self._workflow(fw_id)
+            ready = sorted(int(i) for i, s in wf["fw_states"].items() if s == "READY")
+            for ready_id in ready:
+                if self.max_queued and len(active) >= self.max_queued:
+                    break
+                rec = self._submit(ready_id)
+                if rec is not None:
+                    records.append(rec)
+                    active[rec.launch_id] = _Active(rec)
+            if active:
+                snapshot = squeue_snapshot(self.env)
+                if snapshot is not None:
+                    for launch_id in list(active):
+                        if self._poll(active[launch_id], snapshot):
+                            del active[launch_id]
+            if not active and not ready:
+                wf = self._workflow(fw_id)
+                if not any(s == "READY" for s in wf["fw_states"].values()):
+                    break
+                continue  # recoveries made Fireworks READY: submit them now
+            if self.timeout is not None and time.monotonic() - t0 > self.timeout:
+                timed_out = True
+                logger.warning("timeout after %.0f s with %d Slurm jobs in flight", self.timeout, len(active))
+                if self.cancel_on_timeout:
+                    self._cancel(list(active.values()))
+                break
+            time.sleep(self.poll_interval)
+        wf = self._workflow(fw_id)
+        return RunSummary(
+            fw_ids=sorted(wf["nodes"]),
+            workflow_state=wf["state"],
+            fw_states={int(k): v for k, v in wf["fw_states"].items()},
+            launches=records,
+            timed_out=timed_out,
+            wall_s=time.monotonic() - t0,
+        )
+
+    # ---- submission ------------------------------------------------------------------------------
+    def _workflow(self, fw_id: int) -> dict:
+        wf = self.launchpad.workflows.find_one({"nodes": fw_id}, {"nodes": 1, "fw_states": 1, "state": 1})
+        if wf is None:
+            raise InputError(f"fw_id {fw_id}", "no workflow in the LaunchPad contains this Firework")
+        return wf
+
+    def _queue_for(self, category: str | None, fw_id: int, name: str):
+        key = category or DEFAULT_CATEGORY
+        if key not in self.queues:
+            raise InputError(
+                f"queues[{key!r}]",
+                f"no queue for Firework {fw_id} ({name}) of category {key!r}; queues: {', '.join(sorted(self.queues))}",
+            )
+        return key, self.queues[key]
+
+    def _new_launch_dir(self, fw_id: int) -> Path:
+        n = 1
+        while True:
+            path = self.launch_dir / (f"fw{fw_id}" if n == 1 else f"fw{fw_id}_{n}")
+            try:
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                n += 1
+
+    def _submit(self, fw_id: int) -> LaunchRecord | None:
+        from fireworks import FWorker
+        from fireworks.fw_config import QUEUE_JOBNAME_MAXLEN, SUBMIT_SCRIPT_NAME
+        from fireworks.queue.queue_launcher import setup_offline_job
+        from fireworks.utilities.fw_serializers import load_object
+        from fireworks.utilities.fw_utilities import get_slug
+
+        lp = self.launchpad
+        doc = lp.fireworks.find_one({"fw_id": fw_id}, {"name": 1, "spec._category": 1})
+        category, queue = self._queue_for(doc.get("spec", {}).get("_category"), fw_id, doc.get("name", ""))
+        launch_dir = self._new_launch_dir(fw_id)
+        fworker = FWorker(name=f"aso-slurm-offline-{category}", category=category)
+        fw, launch_id = lp.reserve_fw(fworker, str(launch_dir), fw_id=fw_id)
+        if fw is None:  # taken meanwhile (another controller)
+            launch_dir.rmdir()
+            return None
+        try:
+            with _chdir(launch_dir):  # setup_offline_job writes FW.json and FW_offline.json into the cwd
+                setup_offline_job(lp, fw, launch_id)
+            qa = load_object(queue.to_dict())  # a copy per launch, as FireWorks' queue launcher does
+            qa.update(
+                job_name=f"fw{fw_id}-{get_slug(fw.name)}"[:QUEUE_JOBNAME_MAXLEN],
+                rocket_launch=self.rocket_launch,
+            )
+            qa.update(fw.spec.get("_queueadapter", {}))
+            script = launch_dir / SUBMIT_SCRIPT_NAME
+            script.write_text(qa.get_script_str(str(launch_dir)))
+            job_id = self._sbatch(script, category, queue)
+        except BaseException:
+            lp.cancel_reservation(launch_id)  # back to READY; the failed launch is forgotten
+            lp.forget_offline(launch_id)
+            raise
+        lp.set_reservation_id(launch_id, job_id)
+        rec = LaunchRecord(
+            fw_id=fw_id,
+            name=fw.name,
+            launch_id=launch_id,
+            category=category,
+            launch_dir=str(launch_dir),
+            slurm_job_id=job_id,
+            partition=qa.get("partition"),
+            submitted=_now(),
+            slurm_state="PENDING",
+        )
+        self.slurm_jobs.setdefault(fw_id, []).append(job_id)
+        self._tag_launch(rec)
+        logger.info("fw %d (%s) → Slurm job %s on partition %s", fw_id, fw.name, job_id, rec.partition)
+        return rec
+
+    def _sbatch(self, script: Path, category: str, queue) -> str:
+        # sbatch is called here rather than through CommonAdapter.submit_to_queue, which changes the
+        # process's working directory and logs a failure instead of raising it.
+        try:
+            out = subprocess.run(
+                ["sbatch", "--parsable", script.name],
+                cwd=script.parent,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=None if self.env is None else dict(self.env),
+            )
+        except (subprocess.SubprocessError, OSError) as exc:
+            raise InputError(f"queues[{category!r}]", f"sbatch could not run ({exc})") from None
+        job_id = out.stdout.strip().split(";")[0]
+        if out.returncode != 0 or not job_id.isdigit():
+            msg = " ".join((out.stderr or out.stdout).split())[:300]
+            raise InputError(
+                f"queues[{category!r}] ({queue.template_file})", f"sbatch refused {script}: {msg}"
+            )
+        return job_id
+
+    # ---- tracking --------------------------------------------------------------------------------
+    def _poll(self, act: _Active, snapshot: dict[str, dict]) -> bool:
+        """Update one in-flight launch from the ``squeue`` snapshot; True once it is finished."""
+        rec = act.record
+        info = snapshot.get(rec.slurm_job_id)
+        if info is not None:
+            rec.slurm_state = info["state"]
+            rec.node = info["nodes"] or rec.node
+            rec.partition = info["partition"] or rec.partition
+            if info["state"] not in _ENDED:
+                if info["state"] == "RUNNING" and not act.marked_running:
+                    act.marked_running = self._mark_running(rec)
+                return False
+        offline = _read_json(Path(rec.launch_dir) / "FW_offline.json") or {}
+        if "fwaction" in offline:
+            self._recover(rec)
+            rec.state = offline.get("state", rec.state)
+            rec.start = offline.get("started_on")
+            rec.end = offline.get("completed_on")
+            self._read_job_side_record(rec)
+            launch = self.launchpad.launches.find_one({"launch_id": rec.launch_id}, {"state": 1})
+            rec.state = (launch or {}).get("state", rec.state)
+            if info is None:
+                rec.slurm_state = rec.slurm_state if rec.slurm_state in _ENDED else "ENDED"
+            self._tag_launch(rec)
+            logger.info("fw %d (%s) Slurm job %s: %s", rec.fw_id, rec.name, rec.slurm_job_id, rec.state)
+            return True
+        now = time.monotonic()
+        if act.ended_seen is None:
+            act.ended_seen = now
+        if now - act.ended_seen < self.lost_after:
+            return False
+        # Slurm says the job ended but FireWorks never wrote a result: killed (walltime, memory, node).
+        self._read_job_side_record(rec)
+        rec.start = offline.get("started_on")
+        rec.error = (
+            f"Slurm job {rec.slurm_job_id} ended ({rec.slurm_state or 'no longer in squeue'}) without a FireWorks "
+            f"result; see {Path(rec.launch_dir) / f'slurm-{rec.slurm_job_id}.out'}"
+        )
+        self._fizzle(rec)
+        logger.warning("fw %d (%s): %s", rec.fw_id, rec.name, rec.error)
+        return True
+
+    def _recover(self, rec: LaunchRecord, final: bool = True) -> None:
+        # recover_offline FIZZLES the launch on any exception unless ignore_errors: only right for the
+        # final recovery (the job has ended, its file is complete). While the job runs, the rocket may be
+        # rewriting FW_offline.json as we read it; then the RUNNING mark is simply skipped.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Unable to find FW_ping.json": offline jobs ping hourly
+            self.launchpad.recover_offline(rec.launch_id, ignore_errors=not final, print_errors=final)
+
+    def _mark_running(self, rec: LaunchRecord) -> bool:
+        """Show a started job as RUNNING in the LaunchPad (recover_offline without a result yet)."""
+        offline = _read_json(Path(rec.launch_dir) / "FW_offline.json") or {}
+        if "started_on" not in offline:
+            return False
+        if "fwaction" not in offline:
+            self._recover(rec, final=False)
+            rec.state = "RUNNING"
+            rec.start = offline["started_on"]
+            self._tag_launch(rec)
+        return True
+
+    def _fizzle(self, rec: LaunchRecord) -> None:
+        self.launchpad.mark_fizzled(rec.launch_id)
+        self.launchpad.forget_offline(rec.launch_id)
+        rec.state = "FIZZLED"
+        self._tag_launch(rec)
+
+    def _cancel(self, acts: list[_Active]) -> None:
+        ids = [a.record.slurm_job_id for a in acts]
+        if ids:
+            subprocess.run(
+                ["scancel", *ids],
+                capture_output=True,
+                timeout=60,
+                env=None if self.env is None else dict(self.env),
+            )
+        for act in acts:
+            act.record.error = f"cancelled at the controller's timeout ({self.timeout:g} s)"
+            self._fizzle(act.record)
+
+    def _read_job_side_record(self, rec: LaunchRecord) -> None:
+        side = _read_json(Path(rec.launch_dir) / SLURM_RECORD) or {}
+        rec.node = side.get("node") or rec.node
+        rec.partition = side.get("partition") or rec.partition
+
+    def _tag_launch(self, rec: LaunchRecord) -> None:
+        """Keep the Slurm side of a launch in its LaunchPad document (recover_offline rewrites the doc)."""
+        slurm = {
+            "job_id": rec.slurm_job_id,
+            "partition": rec.partition,
+            "category": rec.category,
+            "node": rec.node,
+            "state": rec.slurm_state,
+        }
+        if rec.error:
+            slurm["error"] = rec.error
+        self.launchpad.launches.update_one({"launch_id": rec.launch_id}, {"$set": {"slurm": slurm}})
+
+    def _reattach(self, fw_id: int) -> list[LaunchRecord]:
+        """Launches of this workflow an earlier controller submitted and did not recover yet."""
+        lp = self.launchpad
+        nodes = self._workflow(fw_id)["nodes"]
+        out = []
+        for run in lp.offline_runs.find({"fw_id": {"$in": nodes}, "completed": False, "deprecated": False}):
+            launch = lp.launches.find_one({"launch_id": run["launch_id"]})
+            if not launch or launch.get("state") not in ("RESERVED", "RUNNING"):
+                continue
+            job_id = next(
+                (h["reservation_id"] for h in launch.get("state_history", []) if h.get("reservation_id")),
+                None,
+            )
+            if job_id is None:
+                # reserved but never submitted (controller died in between): make it READY again
+                lp.cancel_reservation(run["launch_id"])
+                lp.forget_offline(run["launch_id"])
+                continue
+            slurm = launch.get("slurm") or {}
+            rec = LaunchRecord(
+                fw_id=run["fw_id"],
+                name=run.get("name", ""),
+                launch_id=run["launch_id"],
+                category=slurm.get("category", DEFAULT_CATEGORY),
+                launch_dir=launch["launch_dir"],
+                slurm_job_id=str(job_id),
+                partition=slurm.get("partition"),
+                submitted=str(run.get("created_on")),
+                state=launch["state"],
+            )
+            self.slurm_jobs.setdefault(rec.fw_id, []).append(rec.slurm_job_id)
+            out.append(rec)
+            logger.info("picked up fw %d (%s), Slurm job %s", rec.fw_id, rec.name, rec.slurm_job_id)
+        return out
+
+
+def _check_job_store(store) -> None:
+    """Refuse JobStores that Slurm jobs cannot open (in-memory ones)."""
+    stores = [getattr(store, "docs_store", None), *getattr(store, "additional_stores", {}).values()]
+    for s in stores:
+        if s is not None and type(s).__name__ in _IN_MEMORY_STORES:
+            raise InputError(
+                "job_store",
+                f"{type(s).__name__} lives in this process only; Slurm jobs write outputs themselves, so use "
+                "MongoDB or MontyStore(..., storage='sqlite') on a shared disk",
+            )
