@@ -55,6 +55,14 @@ def combine_job(store: dict, campaign: str, pid: str, technique: str, results: l
 
 
 @job
+def evaluate_job(store: dict, campaign: str, pid: str) -> dict:
+    """Simulate one candidate with every technique and record it, all in one job (no absorber fan-out)."""
+    state = _state(store, campaign)
+    results = {t: ev.simulate_technique(state, pid, t) for t in state.simulators}
+    return ev.record_evaluation(state, pid, results)
+
+
+@job
 def record_job(store: dict, campaign: str, pid: str, results: dict) -> dict:
     """Store the evaluation (spectra references + mismatch) of one candidate."""
     return ev.record_evaluation(_state(store, campaign), pid, results)
@@ -103,9 +111,15 @@ class EvaluateCandidateMaker(Maker):
 
     def make(self, store: dict, campaign: str, pid: str) -> Flow:
         state = _state(store, campaign)
+        base = _cand_name(campaign, pid)
+        split = self.split_absorbers and any(isinstance(s, AbsorberSimulator) for s in state.simulators.values())
+        if not split:
+            # one job simulates and records (PDF, or XAS without the per-absorber fan-out)
+            j = evaluate_job(store, campaign, pid)
+            j.name = f"{base} / {'+'.join(state.simulators)}"
+            return Flow([j], output=j.output, name=base)
         jobs: list[Job] = []
         results = {}
-        base = _cand_name(campaign, pid)
         for technique, sim in state.simulators.items():
             if isinstance(sim, AbsorberSimulator) and self.split_absorbers:
                 site_jobs = []

@@ -124,13 +124,17 @@ def propose_candidates(state: CampaignState, iteration: int, model_ids: dict | N
         q=q,
         seed=cfg.seed * 100003 + iteration,
     )
+    t0 = time.perf_counter()
     proposals = optimizer.propose(ctx)
+    seconds = round(time.perf_counter() - t0, 3)
     items = [
         {
             "structure": p.structure,
             "kind": cfg.optimizer,
             "predicted": _jsonable(p.predicted) if p.predicted else None,
             "acquisition": p.acquisition,
+            "seconds": seconds,
+            "note": p.note,
         }
         for p in proposals[:q]
     ]

@@ -177,6 +177,8 @@ class CampaignState:
                 "fingerprint": structure_fingerprint(s),
                 "predicted": item.get("predicted"),
                 "acquisition": item.get("acquisition"),
+                "seconds": item.get("seconds"),
+                "note": item.get("note", ""),
                 "created": now(),
             }
             self.db.proposals.update_one({"_id": pid}, {"$setOnInsert": doc}, upsert=True)

@@ -1,0 +1,117 @@
+"""A whole campaign on a real Slurm cluster through FireWorks (offline controller), state in the store.
+
+Every simulation, training and proposal runs as its own Slurm job; the training goes to partition ``gpu``.
+The LaunchPad is in-process mongomock (or a real MongoDB when ASO_TEST_MONGODB_URI is set); the campaign
+store is the embedded store on disk (or that MongoDB), opened by each job itself.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aso_workflows.campaign.cluster import ClusterCampaignRunner
+from aso_workflows.cluster.jobstore import shared_job_store
+from aso_workflows.cluster.launchpad import load_launchpad, mongomock_launchpad
+from aso_workflows.config import load_config
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"
+MONGO_URI = os.environ.get("ASO_TEST_MONGODB_URI")
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param(
+            "mongodb",
+            marks=[pytest.mark.mongodb, pytest.mark.skipif(not MONGO_URI, reason="set ASO_TEST_MONGODB_URI")],
+        ),
+    ]
+)
+def stores(request, tmp_path):
+    """(LaunchPad, JobStore, campaign store section of the YAML)."""
+    if request.param == "embedded":
+        yield mongomock_launchpad(), shared_job_store(tmp_path / "jobstore"), {"kind": "embedded"}
+        return
+    database = f"aso_test_{uuid.uuid4().hex[:10]}"
+    lp = load_launchpad(MONGO_URI, database=database)
+    lp.reset("", require_password=False)
+    try:
+        yield lp, shared_job_store(MONGO_URI, database=database), {"kind": "mongodb", "uri": MONGO_URI, "database": database}
+    finally:
+        lp.connection.drop_database(database)
+
+
+def _t(s: str) -> datetime:
+    return datetime.fromisoformat(s)
+
+
+def test_pdf_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, stores, tmp_path):
+    lp, job_store, store_cfg = stores
+    doc = {
+        "name": "slurm-pdf",
+        "start": str(EXAMPLE / "start.cif"),
+        "targets": [{"technique": "pdf", "structure": str(EXAMPLE / "target.cif")}],
+        "budget": 8,  # start + 3 initial, then 2 iterations of q = 2
+        "initial_size": 3,
+        "batch_size": 2,
+        "seed": 0,
+        "sampler": {"min_displacement": 0.05, "max_displacement": 0.3},
+        "min_distances": {"Ni-O": 1.7, "Li-O": 1.7, "O-O": 2.2},
+        "surrogate": {"n_models": 2, "hidden": 16, "n_layers": 2, "n_rbf": 16, "epochs": 20, "patience": 5},
+        "proposal": {"n_starts": 8, "steps": 10, "progress": False},
+        "output": str(tmp_path / "out"),
+        "store": store_cfg,
+    }
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    cfg = load_config(path)
+    runner = ClusterCampaignRunner(
+        launchpad=lp, launch_dir=tmp_path / "launches", queues=slurm_queues, job_store=job_store, timeout=900
+    )
+    state, summary = runner.run(cfg)
+    assert summary.workflow_state == "COMPLETED", summary.as_dict()
+    assert state.doc["status"] == "completed"
+    assert state.n_used() == cfg.budget
+    evals = state.evaluations()
+    assert len(evals) == len({e["fingerprint"] for e in evals}) == cfg.budget
+
+    jobcomp = {r.job_id: r for r in slurm_testbed.jobcomp_records()}
+    launched = {r.slurm_job_id: r for r in summary.launches}
+    # every evaluation ran in its own Slurm job on cpu; provenance names the job and the Firework
+    eval_jobs = []
+    for e in evals:
+        prov = e["provenance"]["pdf"]
+        job_id = prov["slurm_job_id"]
+        assert job_id in launched and launched[job_id].fw_id == prov["fw_id"]
+        assert jobcomp[job_id].partition == "cpu" and jobcomp[job_id].state == "COMPLETED"
+        assert prov["slurm_partition"] == "cpu"
+        eval_jobs.append(jobcomp[job_id])
+    assert len({j.job_id for j in eval_jobs}) == cfg.budget
+    overlaps = [
+        (a.job_id, b.job_id)
+        for a, b in combinations(eval_jobs, 2)
+        if _t(a.start) < _t(b.end) and _t(b.start) < _t(a.end)
+    ]
+    assert overlaps, "no two simulations ran at the same time"
+    # training ran on the gpu partition, once per iteration
+    models = list(state.db.models.find({"campaign": "slurm-pdf"}))
+    assert sorted(m["iteration"] for m in models) == [0, 1, 2]
+    for m in models:
+        job_id = m["provenance"]["slurm_job_id"]
+        assert jobcomp[job_id].partition == "gpu" and m["provenance"]["slurm_partition"] == "gpu"
+    # proposals came from propose jobs (Slurm) and carry predictions
+    proposals = [p for p in state.proposals() if p["iteration"] > 0]
+    assert len(proposals) == 4 and all(p["predicted"] for p in proposals)
+    names = [r.name for r in summary.launches]
+    assert any(n.endswith("/ train") for n in names) and any(n.endswith("/ propose") for n in names)
+    assert all(r.state == "COMPLETED" for r in summary.launches)
+    assert (Path(cfg.output_dir) / "report.png").is_file()
