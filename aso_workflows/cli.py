@@ -248,12 +248,16 @@ def _summary(spectrum, struct, path: Path, elapsed: float, plot: Path | None) ->
         table.add_row("plot", str(plot))
     Console().print(table)
 
+
 # ---- aso run -------------------------------------------------------------------------------------
 @app.command()
 def run(
-    campaign: Annotated[Path, typer.Argument(help="Campaign YAML file (see docs/campaign.md).", show_default=False)],
+    campaign: Annotated[
+        Path, typer.Argument(help="Campaign YAML file (see docs/campaign.md).", show_default=False)
+    ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output folder (default: the file's `output:` or runs/<name>).")
+        Path | None,
+        typer.Option("--output", "-o", help="Output folder (default: the file's `output:` or runs/<name>)."),
     ] = None,
     budget: Annotated[int | None, typer.Option("--budget", help="Override the simulation budget.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Override the campaign seed.")] = None,
@@ -275,14 +279,29 @@ def run(
 
         overrides = {
             k: v
-            for k, v in {"output": output, "budget": budget, "seed": seed, "optimizer": optimizer, "name": name}.items()
+            for k, v in {
+                "output": output,
+                "budget": budget,
+                "seed": seed,
+                "optimizer": optimizer,
+                "name": name,
+            }.items()
             if v is not None
         }
         if "output" in overrides:
             overrides["output"] = str(Path(overrides["output"]).resolve())
         cfg = load_config(campaign, overrides)
-        state = LocalCampaignRunner(progress=not quiet).run(cfg)
+        runner = LocalCampaignRunner(progress=not quiet)
+        state = runner.run(cfg)
     _run_summary(state, cfg)
+    if runner.errors:
+        first = runner.errors[0].strip().splitlines()
+        typer.echo(
+            f"error: {len(runner.errors)} job(s) failed, first: {first[0]} ... {first[-1]} "
+            f"(tracebacks in {cfg.output_dir.resolve() / 'errors.log'}); run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def _run_summary(state, cfg) -> None:
@@ -295,40 +314,64 @@ def _run_summary(state, cfg) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("campaign", f"{state.name} ({state.doc.get('status')}: {state.doc.get('stop_reason', '')})")
-    table.add_row("simulations", f"{state.n_used()} / {cfg.budget} ({len(state.evaluations('failed'))} failed)")
+    table.add_row(
+        "simulations", f"{state.n_used()} / {cfg.budget} ({len(state.evaluations('failed'))} failed)"
+    )
     if start is not None:
         table.add_row("start mismatch", f"{start['objective']:.4g}")
     if best:
         b = best[0]
-        table.add_row("best mismatch", f"{b['objective']:.4g} (iteration {b['iteration']}, candidate {b['candidate']})")
+        table.add_row(
+            "best mismatch", f"{b['objective']:.4g} (iteration {b['iteration']}, candidate {b['candidate']})"
+        )
     out = cfg.output_dir.resolve()
     table.add_row("outputs", f"{out}/best_01.cif, history.csv, report.png, report.html")
     Console().print(table)
+
 
 # ---- aso submit ----------------------------------------------------------------------------------
 @app.command()
 def submit(
     campaign: Annotated[Path, typer.Argument(help="Campaign YAML file.", show_default=False)],
     launchpad: Annotated[
-        str, typer.Option("--launchpad", "-l", help="my_launchpad.yaml or a mongodb:// URI.", show_default=False)
+        str,
+        typer.Option("--launchpad", "-l", help="my_launchpad.yaml or a mongodb:// URI.", show_default=False),
     ],
     qadapter_cpu: Annotated[
-        Path | None, typer.Option(help="Queue adapter for CPU jobs (default: my_qadapter_cpu.yaml beside the launchpad file).")
+        Path | None,
+        typer.Option(
+            help="Queue adapter for CPU jobs (default: my_qadapter_cpu.yaml beside the launchpad file)."
+        ),
     ] = None,
     qadapter_gpu: Annotated[
-        Path | None, typer.Option(help="Queue adapter for the GPU training job (default: my_qadapter_gpu.yaml beside it).")
+        Path | None,
+        typer.Option(
+            help="Queue adapter for the GPU training job (default: my_qadapter_gpu.yaml beside it)."
+        ),
     ] = None,
     launch_dir: Annotated[
-        Path | None, typer.Option(help="Launch directories, on a disk the compute nodes share (default: <output>/launches).")
+        Path | None,
+        typer.Option(
+            help="Launch directories, on a disk the compute nodes share (default: <output>/launches)."
+        ),
     ] = None,
     job_store: Annotated[
-        str | None, typer.Option(help="jobflow JobStore for job outputs: a mongodb:// URI or a shared directory (default: <output>/jobstore).")
+        str | None,
+        typer.Option(
+            help="jobflow JobStore for job outputs: a mongodb:// URI or a shared directory (default: <output>/jobstore)."
+        ),
     ] = None,
     python: Annotated[str, typer.Option(help="Python on the compute nodes.")] = sys.executable,
     wait: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="Drive the workflow to the end from here (offline controller), or only add it for online workers (qlaunch rapidfire).")
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Drive the workflow to the end from here (offline controller), or only add it for online workers (qlaunch rapidfire).",
+        ),
     ] = True,
-    timeout: Annotated[float | None, typer.Option(help="Stop the controller after this many seconds.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop the controller after this many seconds.")
+    ] = None,
 ) -> None:
     """Submit a campaign to a cluster: a FireWorks workflow whose jobs run as Slurm jobs.
 
@@ -351,7 +394,9 @@ def submit(
         }
         for key, q in queues.items():
             if not Path(q).is_file():
-                raise InputError(q, f"queue adapter for {'CPU' if key == 'default' else 'GPU'} jobs not found")
+                raise InputError(
+                    q, f"queue adapter for {'CPU' if key == 'default' else 'GPU'} jobs not found"
+                )
         out = cfg.output_dir.resolve()
         runner = ClusterCampaignRunner(
             launchpad=load_launchpad(launchpad),
@@ -363,7 +408,9 @@ def submit(
         )
         if not wait:
             fw_id = runner.submit(cfg)
-            typer.echo(f"added campaign {cfg.name} as workflow (fw_id {fw_id}); start workers with qlaunch rapidfire")
+            typer.echo(
+                f"added campaign {cfg.name} as workflow (fw_id {fw_id}); start workers with qlaunch rapidfire"
+            )
             return
         state, summary = runner.run(cfg)
     typer.echo(f"workflow {summary.workflow_state}: {len(summary.launches)} Slurm jobs")

@@ -60,7 +60,9 @@ class TargetConfig(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> TargetConfig:
         if (self.file is None) == (self.structure is None):
-            raise ValueError("give exactly one of 'file' (a target spectrum) or 'structure' (a target structure)")
+            raise ValueError(
+                "give exactly one of 'file' (a target spectrum) or 'structure' (a target structure)"
+            )
         if self.technique in ("exafs", "xanes") and "absorber" not in self.settings:
             raise ValueError(f"settings.absorber is required for {self.technique} (e.g. absorber: Ni)")
         return self
@@ -131,7 +133,9 @@ class CampaignConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> CampaignConfig:
         if self.sampler.min_distances is not None:
-            raise ValueError("set min_distances at the top level of the campaign (it also constrains proposals)")
+            raise ValueError(
+                "set min_distances at the top level of the campaign (it also constrains proposals)"
+            )
         techs = [t.technique for t in self.targets]
         if len(set(techs)) != len(techs):
             raise ValueError(f"each technique may appear once in targets (got {techs})")
@@ -218,7 +222,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> CampaignConf
         cfg = CampaignConfig.model_validate(raw)
     except ValidationError as exc:
         raise InputError(p, validation_message(exc)) from None
-    missing = [str(f) for f in [cfg.start] + [t.file or t.structure for t in cfg.targets] if not Path(f).is_file()]
+    missing = [
+        str(f) for f in [cfg.start] + [t.file or t.structure for t in cfg.targets] if not Path(f).is_file()
+    ]
     if missing:
         raise InputError(p, f"file(s) named in the campaign do not exist: {', '.join(missing)}")
     return cfg

@@ -33,15 +33,16 @@ def jahn_teller_distort(
     for c in centres:
         nbrs = [n for n in s.get_neighbors(s[c], cutoff) if n.specie.symbol == ligand]
         if len(nbrs) != 6:
-            raise ValueError(f"site {c} ({centre}) has {len(nbrs)} {ligand} neighbours within {cutoff} Å, expected 6")
+            raise ValueError(
+                f"site {c} ({centre}) has {len(nbrs)} {ligand} neighbours within {cutoff} Å, expected 6"
+            )
         vecs = np.array([n.coords - s[c].coords for n in nbrs])
         axis = vecs[rng.integers(6)]
         along = np.abs(vecs @ axis) / (np.linalg.norm(vecs, axis=1) * np.linalg.norm(axis)) > 0.8
-        for n, is_long in zip(nbrs, along):
+        for n, is_long in zip(nbrs, along, strict=True):
             bonds.append((c, n.index, np.asarray(n.image), long if is_long else short))
     lat = s.lattice.matrix
     cart0 = s.cart_coords.copy()
-    lig_pos = {j: k for k, j in enumerate(ligands)}
 
     def residual(x):
         cart = cart0.copy()
@@ -57,11 +58,12 @@ def jahn_teller_distort(
     sol = least_squares(residual, cart0[ligands].ravel())
     new = cart0.copy()
     new[ligands] = sol.x.reshape(-1, 3)
-    del lig_pos
     return Structure(s.lattice, s.species, new, coords_are_cartesian=True)
 
 
-def amorphize(structure: Structure, displacement: float = 0.6, min_distance: float = 1.2, seed: int = 0) -> Structure:
+def amorphize(
+    structure: Structure, displacement: float = 0.6, min_distance: float = 1.2, seed: int = 0
+) -> Structure:
     """A disordered copy: random displacements (Gaussian, ``displacement`` Å RMS) kept above ``min_distance``.
 
     A crude stand-in for a melt-quenched amorphous target (e.g. amorphous carbon from diamond), adequate

@@ -89,8 +89,16 @@ def _plot(state, rows, best, path: Path) -> Path:
     # 1. best mismatch vs simulations
     ax = axes[0]
     done = [r for r in rows if r["status"] == "completed"]
-    ax.semilogy([r["n_simulations"] for r in done], [r["objective"] for r in done], ".", color="0.6", label="each")
-    ax.semilogy([r["n_simulations"] for r in done], [r["best_objective"] for r in done], "-", color="C0", label="best so far")
+    ax.semilogy(
+        [r["n_simulations"] for r in done], [r["objective"] for r in done], ".", color="0.6", label="each"
+    )
+    ax.semilogy(
+        [r["n_simulations"] for r in done],
+        [r["best_objective"] for r in done],
+        "-",
+        color="C0",
+        label="best so far",
+    )
     start = next((r for r in done if r["kind"] == "start"), None)
     if start is not None:
         ax.axhline(start["objective"], color="C3", ls="--", lw=1, label="start")
@@ -116,7 +124,13 @@ def _plot(state, rows, best, path: Path) -> Path:
     ax = axes[-1]
     bins = np.linspace(0.5, 4.0, 71)
     ax.hist(neighbour_distances(state.start), bins=bins, histtype="step", color="C3", label="start")
-    ax.hist(neighbour_distances(Structure.from_dict(best["structure"])), bins=bins, histtype="step", color="C0", label="best")
+    ax.hist(
+        neighbour_distances(Structure.from_dict(best["structure"])),
+        bins=bins,
+        histtype="step",
+        color="C0",
+        label="best",
+    )
     if state.doc.get("target_structure"):
         ts = Structure.from_dict(state.doc["target_structure"])
         ax.hist(neighbour_distances(ts), bins=bins, histtype="step", color="k", label="target")
@@ -149,8 +163,10 @@ def _html(state, rows, best, png: Path, path: Path) -> Path:
             f"({ratio:.1f}× lower).</p>"
         )
     lines.append(f"<img alt='campaign report' src='data:image/png;base64,{img}' style='max-width:100%'>")
-    lines.append("<h2>Best structures</h2><table><tr><th>rank</th><th>iteration</th><th>candidate</th>"
-                 "<th>objective</th><th>fingerprint</th></tr>")
+    lines.append(
+        "<h2>Best structures</h2><table><tr><th>rank</th><th>iteration</th><th>candidate</th>"
+        "<th>objective</th><th>fingerprint</th></tr>"
+    )
     for i, e in enumerate(best):
         lines.append(
             f"<tr><td>{i + 1}</td><td>{e['iteration']}</td><td>{e['candidate']}</td>"

@@ -251,7 +251,8 @@ def open_store(spec: StoreSpec | dict) -> CampaignDB:
             db.list_collection_names()  # fails fast on wrong credentials / missing rights
         except OperationFailure as exc:
             raise InputError(
-                f"store.uri ({redact_uri(spec.uri)})", f"MongoDB refused the credentials or the operation ({exc.code})"
+                f"store.uri ({redact_uri(spec.uri)})",
+                f"MongoDB refused the credentials or the operation ({exc.code})",
             ) from None
         except PyMongoError as exc:
             first = str(exc).split(",")[0].split("\n")[0][:160]
@@ -261,6 +262,8 @@ def open_store(spec: StoreSpec | dict) -> CampaignDB:
             ) from None
         out = CampaignDB(spec, db, GridFSBlobStore(db), client)
     else:
-        raise InputError("store.kind", f"unknown store kind {spec.kind!r}; expected embedded, mongodb or mongomock")
+        raise InputError(
+            "store.kind", f"unknown store kind {spec.kind!r}; expected embedded, mongodb or mongomock"
+        )
     out.ensure_indexes()
     return out

@@ -61,8 +61,11 @@ def main() -> None:
         for method in args.methods:
             r = run_one(args.campaign, method, seed, args.out, args.budget)
             runs.append(r)
-            print(f"{method:7s} seed {seed}: start {r['start_objective']:.4g} best {r['best']:.4g} "
-                  f"({r['start_objective'] / r['best']:.1f}x) in {r['wall_s']} s", flush=True)
+            print(
+                f"{method:7s} seed {seed}: start {r['start_objective']:.4g} best {r['best']:.4g} "
+                f"({r['start_objective'] / r['best']:.1f}x) in {r['wall_s']} s",
+                flush=True,
+            )
     summary = {}
     for method in args.methods:
         rs = [r for r in runs if r["optimizer"] == method]

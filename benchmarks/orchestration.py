@@ -58,7 +58,12 @@ def accounted(state) -> dict:
     for p in state.proposals():
         if p["iteration"] > 0:
             props[p["iteration"]] = p.get("seconds") or 0.0
-    return {"simulation_s": sim, "training_s": train, "proposal_s": sum(props.values()), "iterations": state.last_iteration() + 1}
+    return {
+        "simulation_s": sim,
+        "training_s": train,
+        "proposal_s": sum(props.values()),
+        "iterations": state.last_iteration() + 1,
+    }
 
 
 def run_local(directory: Path, iterations: int) -> dict:
@@ -129,7 +134,11 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.bar([r["mode"] for r in rows], [r["overhead_per_iteration_s"] for r in rows], color=["C0", "C1"][: len(rows)])
+    ax.bar(
+        [r["mode"] for r in rows],
+        [r["overhead_per_iteration_s"] for r in rows],
+        color=["C0", "C1"][: len(rows)],
+    )
     ax.set_ylabel("orchestration overhead per iteration (s)")
     ax.set_title("wall − simulation − training − proposal")
     fig.tight_layout()

@@ -1,6 +1,6 @@
 """Regenerate the example start/target structures (deterministic; the CIFs are committed).
 
-    python examples/make_examples.py
+python examples/make_examples.py
 """
 
 from __future__ import annotations

@@ -45,7 +45,11 @@ def stores(request, tmp_path):
     lp = load_launchpad(MONGO_URI, database=database)
     lp.reset("", require_password=False)
     try:
-        yield lp, shared_job_store(MONGO_URI, database=database), {"kind": "mongodb", "uri": MONGO_URI, "database": database}
+        yield (
+            lp,
+            shared_job_store(MONGO_URI, database=database),
+            {"kind": "mongodb", "uri": MONGO_URI, "database": database},
+        )
     finally:
         lp.connection.drop_database(database)
 

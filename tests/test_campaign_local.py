@@ -104,7 +104,9 @@ def test_different_start_under_same_name_is_refused(tmp_path):
 
     path = write_campaign(tmp_path, optimizer="random", name="clash", budget=6)
     LocalCampaignRunner(progress=False, write_outputs=False).run(load_config(path))
-    other = write_campaign(tmp_path, optimizer="random", name="clash", budget=6, start=str(EXAMPLE / "target.cif"))
+    other = write_campaign(
+        tmp_path, optimizer="random", name="clash", budget=6, start=str(EXAMPLE / "target.cif")
+    )
     with pytest.raises(InputError, match="different start structure"):
         LocalCampaignRunner(progress=False).run(load_config(other))
 
@@ -123,7 +125,9 @@ def test_interrupted_aso_run_resumes_without_duplicates(tmp_path):
         if db.evaluations.count_documents({"campaign": "crash", "iteration": {"$gte": 1}}) >= 1:
             break
         time.sleep(0.2)
-    assert proc.poll() is None, "campaign ended before it could be interrupted: " + proc.stderr.read().decode()[-2000:]
+    assert proc.poll() is None, (
+        "campaign ended before it could be interrupted: " + proc.stderr.read().decode()[-2000:]
+    )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     mid = db.evaluations.count_documents({"campaign": "crash"})

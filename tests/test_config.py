@@ -42,7 +42,7 @@ GOOD = "name: t\nstart: s.cif\ntargets: [{technique: pdf, structure: s.cif}]\nbu
         (GOOD.replace("structure: s.cif", "structure: s.cif, file: x.dat"), "exactly one of"),
         (GOOD.replace("technique: pdf", "technique: exafs"), "absorber"),
         (GOOD.replace("start: s.cif", "start: missing.cif"), "do not exist"),
-        (GOOD.replace("initial_size: 3", "initial_size: 30"), "field"),
+        (GOOD.replace("initial_size: 3", "initial_size: 30"), "must exceed initial_size"),
         ("name: [unclosed\n", "not valid YAML"),
         ("- a list\n", "expected a mapping"),
     ],

@@ -20,7 +20,9 @@ def db(request, tmp_path):
     elif request.param == "mongomock":
         spec = StoreSpec(kind="mongomock", uri=f"test-{tmp_path.name}", database="aso_test")
     else:
-        spec = StoreSpec(kind="mongodb", uri=os.environ["ASO_TEST_MONGODB_URI"], database=f"aso_test_{tmp_path.name}"[:60])
+        spec = StoreSpec(
+            kind="mongodb", uri=os.environ["ASO_TEST_MONGODB_URI"], database=f"aso_test_{tmp_path.name}"[:60]
+        )
     store = open_store(spec)
     yield store
     if request.param == "mongodb":
@@ -30,9 +32,13 @@ def db(request, tmp_path):
 
 def test_upsert_by_key_never_duplicates(db):
     for _ in range(3):
-        db.evaluations.update_one({"_id": "c:fp:key"}, {"$setOnInsert": {"campaign": "c", "objective": 1.0}}, upsert=True)
+        db.evaluations.update_one(
+            {"_id": "c:fp:key"}, {"$setOnInsert": {"campaign": "c", "objective": 1.0}}, upsert=True
+        )
     assert db.evaluations.count_documents({"campaign": "c"}) == 1
-    db.evaluations.update_one({"_id": "c:fp:key"}, {"$setOnInsert": {"campaign": "c", "objective": 9.0}}, upsert=True)
+    db.evaluations.update_one(
+        {"_id": "c:fp:key"}, {"$setOnInsert": {"campaign": "c", "objective": 9.0}}, upsert=True
+    )
     assert db.evaluations.find_one({"_id": "c:fp:key"})["objective"] == 1.0
 
 
@@ -62,7 +68,13 @@ def test_embedded_store_is_shared_between_processes(tmp_path):
 def test_unreachable_mongodb_fails_fast_with_one_line():
     t0 = time.perf_counter()
     with pytest.raises(InputError) as err:
-        open_store(StoreSpec(kind="mongodb", uri="mongodb://user:s3cret@127.0.0.1:9/?directConnection=true", timeout_ms=1500))
+        open_store(
+            StoreSpec(
+                kind="mongodb",
+                uri="mongodb://user:s3cret@127.0.0.1:9/?directConnection=true",
+                timeout_ms=1500,
+            )
+        )
     msg = str(err.value)
     assert time.perf_counter() - t0 < 10
     assert "\n" not in msg and "not reachable" in msg

@@ -60,7 +60,9 @@ def _cached(state: CampaignState, cid: str) -> Spectrum | None:
     return Spectrum.model_validate(doc["spectrum"]) if doc is not None else None
 
 
-def _put_cache(state: CampaignState, cid: str, fingerprint: str, technique: str, spectrum: Spectrum, prov: dict):
+def _put_cache(
+    state: CampaignState, cid: str, fingerprint: str, technique: str, spectrum: Spectrum, prov: dict
+):
     doc = {
         "fingerprint": fingerprint,
         "technique": technique,
@@ -114,7 +116,13 @@ def simulate_absorber(state: CampaignState, pid: str, technique: str, site: int)
     assert isinstance(sim, AbsorberSimulator)
     cid = _cache_id(prop["fingerprint"], technique, sim.settings_key(), site)
     if _cached(state, cid) is not None:
-        return {"status": "completed", "cache_id": cid, "site": site, "cached": True, "provenance": provenance(t0)}
+        return {
+            "status": "completed",
+            "cache_id": cid,
+            "site": site,
+            "cached": True,
+            "provenance": provenance(t0),
+        }
     structure = Structure.from_dict(prop["structure"])
     try:
         d = sim.write_absorber_inputs(structure, site, _workdir(state, pid, technique) / f"site_{site:04d}")
@@ -134,7 +142,11 @@ def combine_absorbers(state: CampaignState, pid: str, technique: str, results: l
     failed = [r for r in results if r.get("status") != "completed"]
     if failed:
         errs = "; ".join(f"site {r.get('site')}: {r.get('error')}" for r in failed)
-        return {"status": "failed", "error": f"{len(failed)} absorber run(s) failed: {errs}", "provenance": provenance(t0)}
+        return {
+            "status": "failed",
+            "error": f"{len(failed)} absorber run(s) failed: {errs}",
+            "provenance": provenance(t0),
+        }
     spectra = [_cached(state, r["cache_id"]) for r in results]
     combined = sim.combine(spectra, [r["site"] for r in results])
     cid = _cache_id(prop["fingerprint"], technique, sim.settings_key())

@@ -80,7 +80,9 @@ def train_job(store: dict, campaign: str, iteration: int, evaluations: list[dict
 
 
 @job
-def propose_job(store: dict, campaign: str, iteration: int, models: dict, evaluations: list[dict] | None = None):
+def propose_job(
+    store: dict, campaign: str, iteration: int, models: dict, evaluations: list[dict] | None = None
+):
     """Propose the next candidates and append the next iteration, or end the campaign."""
     state = _state(store, campaign)
     reason = learn.should_stop(state)
@@ -112,7 +114,9 @@ class EvaluateCandidateMaker(Maker):
     def make(self, store: dict, campaign: str, pid: str) -> Flow:
         state = _state(store, campaign)
         base = _cand_name(campaign, pid)
-        split = self.split_absorbers and any(isinstance(s, AbsorberSimulator) for s in state.simulators.values())
+        split = self.split_absorbers and any(
+            isinstance(s, AbsorberSimulator) for s in state.simulators.values()
+        )
         if not split:
             # one job simulates and records (PDF, or XAS without the per-absorber fan-out)
             j = evaluate_job(store, campaign, pid)

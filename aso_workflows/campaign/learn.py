@@ -70,7 +70,7 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
             "status": "completed",
             "created": now(),
         }
-        state.db.models.replace_one({"_id": mid}, doc, upsert=True)
+        state.db.models.update_one({"_id": mid}, {"$set": doc}, upsert=True)  # montydb: no upsert in replace_one
         out[technique] = mid
     return out
 
@@ -108,7 +108,9 @@ def propose_candidates(state: CampaignState, iteration: int, model_ids: dict | N
     evals = state.evaluations("completed")
     # candidates pending: proposed but not evaluated (e.g. failed runs are not pending)
     evaluated_pids = {e["proposal_id"] for e in state.evaluations(status=None)}
-    pending = [Structure.from_dict(p["structure"]) for p in state.proposals() if p["_id"] not in evaluated_pids]
+    pending = [
+        Structure.from_dict(p["structure"]) for p in state.proposals() if p["_id"] not in evaluated_pids
+    ]
     ranked = sorted(evals, key=lambda e: e["objective"])
     q = max(1, min(cfg.batch_size, cfg.budget - n_used))
     optimizer = make_optimizer(cfg.optimizer, cfg)
@@ -159,13 +161,15 @@ def init_campaign(config, db, workdir) -> CampaignState:
     if existing is not None:
         if existing["start_fingerprint"] != structure_fingerprint(start):
             raise InputError(
-                "name", f"campaign {config.name!r} already exists with a different start structure; use another name"
+                "name",
+                f"campaign {config.name!r} already exists with a different start structure; use another name",
             )
         old_targets = [(t["technique"], t.get("settings")) for t in existing["config"]["targets"]]
         new_targets = [(t.technique, t.settings) for t in config.targets]
         if old_targets != new_targets:
             raise InputError(
-                "targets", f"campaign {config.name!r} already exists with other targets/settings; use another name"
+                "targets",
+                f"campaign {config.name!r} already exists with other targets/settings; use another name",
             )
         db.campaigns.update_one(
             {"_id": config.name}, {"$set": {"config": config.to_document(), "updated": now()}}
@@ -179,7 +183,9 @@ def init_campaign(config, db, workdir) -> CampaignState:
         if t.structure is not None:
             ts = load_structure(t.structure)
             if ts.composition.reduced_formula != start.composition.reduced_formula or len(ts) != len(start):
-                raise InputError(t.structure, f"target structure {ts.formula} does not match the start {start.formula}")
+                raise InputError(
+                    t.structure, f"target structure {ts.formula} does not match the start {start.formula}"
+                )
             target_structure = ts
             spec = sim.simulate(ts, workdir=_mk(workdir, "target", t.technique))
             spec = spec.model_copy(update={"source": f"simulated from {t.structure}"})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aso_workflows.campaign import progress
@@ -30,6 +30,19 @@ def job_store(directory: str | Path):
     return JobStore(docs)
 
 
+class _ErrorCollector(logging.Handler):
+    """Keeps the "<job> failed with exception" records of jobflow's local manager."""
+
+    def __init__(self):
+        super().__init__(level=logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if "failed with exception" in msg:
+            self.messages.append(msg)
+
+
 @dataclass
 class LocalCampaignRunner:
     """Run (or resume) a campaign to the end on this machine.
@@ -44,6 +57,7 @@ class LocalCampaignRunner:
 
     progress: bool = True
     write_outputs: bool = True
+    errors: list[str] = field(default_factory=list, init=False)
 
     def run(self, config: CampaignConfig) -> CampaignState:
         from jobflow.managers.local import run_locally
@@ -59,16 +73,25 @@ class LocalCampaignRunner:
         if self.progress:
             reporter = progress.TqdmReporter(config.budget, initial=state.n_used(), desc=config.name)
             progress.install(reporter)
+        # jobflow logs job exceptions at INFO on its local-manager logger: collect them instead of printing
+        errors = _ErrorCollector()
+        jf_logger = logging.getLogger("jobflow.managers.local")
+        jf_logger.addHandler(errors)
+        jf_logger.setLevel(logging.INFO)
+        jf_logger.propagate = False
         try:
-            responses = run_locally(flow, store=job_store(out / "jobstore"), log=False, ensure_success=False)
+            run_locally(flow, store=job_store(out / "jobstore"), log=False, ensure_success=False)
         finally:
+            jf_logger.removeHandler(errors)
             if reporter is not None:
                 progress.uninstall(reporter)
                 reporter.close()
         state = CampaignState.load(get_db(config.store_spec()), config.name)
-        failed_jobs = [u for u, r in responses.items() if not r]
-        if failed_jobs and state.doc.get("status") != "completed":
-            state.update(status="interrupted", failed_jobs=len(failed_jobs))
+        self.errors = errors.messages
+        if errors.messages:
+            (out / "errors.log").write_text("\n\n".join(errors.messages))
+            if state.doc.get("status") != "completed":
+                state.update(status="interrupted", failed_jobs=len(errors.messages))
         if self.write_outputs:
             from aso_workflows.report import write_outputs
 

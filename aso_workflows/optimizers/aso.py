@@ -48,7 +48,9 @@ class ActiveStructOpt(Optimizer):
         scales = {k: float(np.std(s.y)) or 1.0 for k, s in state.targets.items()}
         weights = {k: terms[k].weight for k in targets}
         lam = self.schedule.lam_at(ctx.n_used, ctx.budget)
-        return LowerConfidenceBound(targets=targets, weights=weights, scales=scales, lam=lam, metric=self.metric)
+        return LowerConfidenceBound(
+            targets=targets, weights=weights, scales=scales, lam=lam, metric=self.metric
+        )
 
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
         state = ctx.state
@@ -69,7 +71,8 @@ class ActiveStructOpt(Optimizer):
         result = []
         for p in out:
             predicted = {
-                k: {"mean": np.asarray(p.mean[k]).tolist(), "std": np.asarray(p.std[k]).tolist()} for k in p.mean
+                k: {"mean": np.asarray(p.mean[k]).tolist(), "std": np.asarray(p.std[k]).tolist()}
+                for k in p.mean
             }
             predicted["objective"] = self._predicted_objective(state, p.mean)
             predicted["lambda"] = acq.lam

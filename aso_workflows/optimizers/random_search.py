@@ -31,4 +31,7 @@ class RandomSearch(Optimizer):
             min_distances=dict(state.config.min_distances),
             min_distance_scale=state.config.min_distance_scale,
         )
-        return [CandidateProposal(structure=s, note="random perturbation") for s in sampler.sample(state.start, ctx.q)]
+        return [
+            CandidateProposal(structure=s, note="random perturbation")
+            for s in sampler.sample(state.start, ctx.q)
+        ]

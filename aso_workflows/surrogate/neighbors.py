@@ -127,6 +127,7 @@ def periodic_neighbor_list(
     not_self = ~torch.eye(n, dtype=torch.bool, device=device)
     chunk = max(1, candidate_budget // max(1, n * n * n_shift))
     parts: list[tuple[torch.Tensor, ...]] = []
+    wraps = []
     with torch.no_grad():
         pos, lat = positions.detach(), lattice.detach()
         for start in range(0, nb, chunk):
@@ -136,14 +137,30 @@ def periodic_neighbor_list(
             wrap = torch.round(df)
             cart = (df - wrap) @ latc[:, None]  # [b, i, j, 3] wrapped difference
             scart = shifts @ latc  # [b, S, 3]
-            vec = cart[:, :, :, None, :] + scart[:, None, None, :, :]  # [b, i, j, S, 3]
-            keep = (vec * vec).sum(-1) < cutoff * cutoff
+            # |c + s|² = |c|² + 2 c·s + |s|² without materialising [b, i, j, S, 3]; a small margin here,
+            # the exact test is made on the recomputed vectors below
+            d2 = (
+                (cart * cart).sum(-1)[..., None]
+                + 2 * torch.einsum("bijx,bsx->bijs", cart, scart)
+                + (scart * scart).sum(-1)[:, None, None, :]
+            )
+            keep = d2 < cutoff * cutoff * (1 + 1e-4) + 1e-6
             keep[:, :, :, zero] &= not_self
             b, i, j, s = keep.nonzero(as_tuple=True)
-            parts.append((b + start, i, j, shifts[s] - wrap[b, i, j]))
-    b, i, j, image = (torch.cat(t) for t in zip(*parts, strict=True))
-    # recompute with gradient (the integer translation m carries none)
-    vec = positions[b, j] - positions[b, i] + torch.einsum("ex,exy->ey", image, lattice[b])
+            parts.append((b + start, i, j, s))
+            wraps.append(wrap)
+    b, i, j, s = (torch.cat(t) for t in zip(*parts, strict=True))
+    wrap = torch.cat(wraps)  # [B, N, N, 3]
+    # Recompute with gradient, as r_j − r_i + m·L with the integer translation m = shift − wrap, from
+    # dense per-pair and per-shift parts (cheaper than gathering a lattice per edge).
+    pair = (b * n + i) * n + j
+    wrapped = positions[:, None, :, :] - positions[:, :, None, :] - wrap @ lattice[:, None]  # [B, N, N, 3]
+    translation = shifts @ lattice  # [B, S, 3]
+    vec = wrapped.reshape(-1, 3)[pair] + translation.reshape(-1, 3)[b * n_shift + s]
     # the clamp keeps the gradient finite for (degenerate) coincident atoms
     dist = torch.sqrt((vec * vec).sum(-1).clamp(min=1e-20))
+    inside = dist.detach() < cutoff
+    if not bool(inside.all()):
+        b, i, j, s, pair, vec, dist = (t[inside] for t in (b, i, j, s, pair, vec, dist))
+    image = shifts[s] - wrap.reshape(-1, 3)[pair]
     return NeighborList(batch=b, src=b * n + i, dst=b * n + j, image=image, vec=vec, dist=dist)

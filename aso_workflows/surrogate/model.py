@@ -1,0 +1,450 @@
+"""A message-passing GNN ensemble for structures of fixed composition, all members in one batched pass.
+
+Why not a library model
+-----------------------
+The reference uses TorchMD-Net's equivariant transformer, which is not installed here. torch-geometric's
+SchNet ``InteractionBlock`` works on edge lists, but a periodic cell with a 6 Å cutoff has ~100 edges per
+atom: measured here (2 CPU cores) one member with three such blocks on 128 LiNiO2 48-atom cells took
+6.6 s forward + backward, and a 50-Gaussian expansion of those 600k edge lengths alone ~0.5 s — far
+from the ~0.1–0.3 s per proposal step that 100 Adam steps × 128 starts need. So this module keeps
+SchNet's continuous-filter convolution but evaluates it in a form that exploits the fixed composition:
+
+* **Periodic images summed per atom pair.** Every image of atom ``j`` carries the same features, and a
+  filter that is linear in a radial basis ``φ_r`` commutes with the sum over images:
+  ``Σ_images W(d) x_j = Σ_r A_r (Σ_images φ_r(d)) x_j``. So each structure is a dense ``N × N`` pair
+  tensor of image-summed basis values (48 × 48 pairs instead of ~4,800 edges) and message passing is a
+  batched matrix product.
+* **Learned radial channels.** Per member, the ``n_rbf`` basis values are projected onto ``n_radial``
+  learned radial functions (``ψ_p = Σ_r P_rp φ_r``, as PaiNN/MACE build their filters linearly from a
+  radial basis); each interaction block's filter is ``W_h(d) = Σ_p A_ph ψ_p(d)``.
+* **A local radial basis.** The default ``basis="bspline"`` uses cubic B-splines on ``n_rbf`` uniformly
+  spaced centres over ``[0, cutoff]`` (like Gaussians of width ≈ spacing, but only 4 are non-zero at any
+  distance, and they are C² smooth), so the projection is a weighted ``embedding_bag`` over 4 entries per
+  edge. ``basis="gaussian"`` is the SchNet/PyG Gaussian expansion (``GaussianSmearing``), exact but
+  ~10× slower on CPU. Both are multiplied by the cosine cutoff ``½(cos(πd/r_c) + 1)``.
+* **Stacked ensemble weights.** Every parameter has a leading member axis ``K``, so the K members run as
+  one set of batched matrix products (one pass for prediction and for training).
+
+Shapes: ``K`` members, ``B`` structures, ``N`` atoms, ``H`` hidden channels, ``M`` outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch_geometric.nn.models.schnet import GaussianSmearing
+
+from aso_workflows.errors import InputError
+from aso_workflows.surrogate.neighbors import periodic_neighbor_list
+
+__all__ = [
+    "CubicBSplineBasis",
+    "GaussianBasis",
+    "RadialGraph",
+    "radial_graph",
+    "cosine_cutoff",
+    "StackedLinear",
+    "EnsembleGNN",
+]
+
+_LOG2 = math.log(2.0)
+
+
+def _ssp(x: torch.Tensor) -> torch.Tensor:
+    """Shifted softplus (SchNet's activation)."""
+    return F.softplus(x) - _LOG2
+
+
+def cosine_cutoff(d: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """``½(cos(πd/r_c) + 1)`` below the cutoff, 0 beyond (C¹ at the cutoff)."""
+    return torch.where(d < cutoff, 0.5 * (torch.cos(d * (math.pi / cutoff)) + 1.0), torch.zeros_like(d))
+
+
+# ---- radial bases: (index [E, q], value [E, q]) per distance ---------------------------------------
+class CubicBSplineBasis:
+    """``n`` cubic B-splines with uniformly spaced centres ``0, Δ, …, cutoff`` (``Δ = cutoff / (n − 1)``).
+
+    Each distance touches exactly 4 of them (partition of unity), so the basis is stored sparsely.
+    """
+
+    def __init__(self, n: int, cutoff: float):
+        if n < 4:
+            raise InputError("surrogate.n_rbf", f"the B-spline basis needs at least 4 functions, got {n}")
+        self.n, self.cutoff = n, cutoff
+        self.spacing = cutoff / (n - 1)
+
+    def __call__(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u = d / self.spacing
+        g = torch.floor(u.detach())
+        t = u - g  # in [0, 1), carries the gradient
+        s = 1.0 - t
+        w = torch.stack(
+            [s**3 / 6, 2 / 3 - t**2 + t**3 / 2, 2 / 3 - s**2 + s**3 / 2, t**3 / 6], dim=-1
+        )  # B(t+1), B(t), B(t-1), B(t-2)
+        idx = g.long()[:, None] + torch.arange(-1, 3, device=d.device)
+        inside = (idx >= 0) & (idx < self.n)
+        w = torch.where(inside, w, torch.zeros_like(w)) * cosine_cutoff(d, self.cutoff)[:, None]
+        return idx.clamp(0, self.n - 1), w
+
+
+class GaussianBasis:
+    """SchNet's ``n`` Gaussians on ``[0, cutoff]`` (torch-geometric ``GaussianSmearing``), dense."""
+
+    def __init__(self, n: int, cutoff: float):
+        self.n, self.cutoff = n, cutoff
+        self._smearing = GaussianSmearing(0.0, cutoff, n)
+
+    def __call__(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._smearing = self._smearing.to(d.device, d.dtype)
+        w = self._smearing(d) * cosine_cutoff(d, self.cutoff)[:, None]
+        idx = torch.arange(self.n, device=d.device).expand(d.shape[0], self.n)
+        return idx, w
+
+
+RadialBasis = CubicBSplineBasis | GaussianBasis
+
+
+def make_basis(kind: str, n: int, cutoff: float) -> RadialBasis:
+    if kind == "bspline":
+        return CubicBSplineBasis(n, cutoff)
+    if kind == "gaussian":
+        return GaussianBasis(n, cutoff)
+    raise InputError("surrogate.basis", f"expected 'bspline' or 'gaussian', got {kind!r}")
+
+
+# ---- the geometry a forward pass needs -----------------------------------------------------------
+@dataclass
+class RadialGraph:
+    """Image-summed radial basis values of every atom pair of a batch, in sparse "bag" form.
+
+    Pair ``(b, i, j)`` (row ``(b·N + i)·N + j``) owns the entries ``offsets[row]`` up to the next row's
+    offset; its image-summed basis vector is ``Σ value · e_index`` over them.
+
+    Attributes
+    ----------
+    index
+        ``[T]`` basis function of each entry.
+    value
+        ``[T]`` basis value × cosine cutoff (differentiable w.r.t. positions and lattice).
+    offsets
+        ``[B·N·N]`` start of each pair's entries.
+    n_structures, n_atoms, n_basis
+        ``B``, ``N`` and the number of basis functions.
+    neighbors
+        ``[B]`` mean over atoms of ``Σ_j,images f_c(d)`` (the smooth neighbour count; for normalisation).
+    """
+
+    index: torch.Tensor
+    value: torch.Tensor
+    offsets: torch.Tensor
+    n_structures: int
+    n_atoms: int
+    n_basis: int
+    neighbors: torch.Tensor
+
+    def dense(self) -> torch.Tensor:
+        """The image-summed basis as a dense ``[B, N, N, n_basis]`` tensor."""
+        eye = torch.eye(self.n_basis, dtype=self.value.dtype, device=self.value.device)
+        out = F.embedding_bag(self.index, eye, self.offsets, mode="sum", per_sample_weights=self.value)
+        return out.view(self.n_structures, self.n_atoms, self.n_atoms, self.n_basis)
+
+    def split(self) -> list[RadialGraph]:
+        """One graph per structure (detached; for caching the fixed geometry of training data)."""
+        nn2 = self.n_atoms * self.n_atoms
+        total = self.index.shape[0]
+        starts = self.offsets[::nn2].tolist() + [total]
+        out = []
+        for b in range(self.n_structures):
+            lo, hi = starts[b], starts[b + 1]
+            out.append(
+                RadialGraph(
+                    index=self.index[lo:hi],
+                    value=self.value[lo:hi].detach(),
+                    offsets=self.offsets[b * nn2 : (b + 1) * nn2] - lo,
+                    n_structures=1,
+                    n_atoms=self.n_atoms,
+                    n_basis=self.n_basis,
+                    neighbors=self.neighbors[b : b + 1].detach(),
+                )
+            )
+        return out
+
+    @staticmethod
+    def collate(graphs: Sequence[RadialGraph]) -> RadialGraph:
+        """Concatenate graphs (same number of atoms) into one batch, in order."""
+        sizes = [g.index.shape[0] for g in graphs]
+        shift = torch.tensor([0, *sizes[:-1]], device=graphs[0].index.device).cumsum(0)
+        return RadialGraph(
+            index=torch.cat([g.index for g in graphs]),
+            value=torch.cat([g.value for g in graphs]),
+            offsets=torch.cat([g.offsets + s for g, s in zip(graphs, shift, strict=True)]),
+            n_structures=sum(g.n_structures for g in graphs),
+            n_atoms=graphs[0].n_atoms,
+            n_basis=graphs[0].n_basis,
+            neighbors=torch.cat([g.neighbors for g in graphs]),
+        )
+
+
+def radial_graph(positions: torch.Tensor, lattice: torch.Tensor, basis: RadialBasis) -> RadialGraph:
+    """The :class:`RadialGraph` of a batch ``positions [B, N, 3]``, ``lattice [B, 3, 3]`` (Å, rows)."""
+    nb, n, _ = positions.shape
+    nl = periodic_neighbor_list(positions, lattice, basis.cutoff)
+    idx, val = basis(nl.dist)  # [E, q]
+    q = idx.shape[1]
+    pair = nl.src * n + (nl.dst - nl.batch * n)  # (b·N + i)·N + j; non-decreasing (edges come sorted)
+    counts = torch.bincount(pair, minlength=nb * n * n) * q
+    offsets = counts.cumsum(0) - counts
+    fc = cosine_cutoff(nl.dist.detach(), basis.cutoff)
+    neighbors = torch.zeros(nb, dtype=fc.dtype, device=fc.device).index_add_(0, nl.batch, fc) / max(n, 1)
+    return RadialGraph(idx.reshape(-1), val.reshape(-1), offsets, nb, n, basis.n, neighbors)
+
+
+# ---- stacked layers --------------------------------------------------------------------------------
+class StackedLinear(nn.Module):
+    """``K`` independent linear maps applied member-wise to ``[K, ..., n_in]``."""
+
+    def __init__(self, k: int, n_in: int, n_out: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(k, n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(k, 1, n_out)) if bias else None
+
+    def reset_parameters(self, gen: torch.Generator) -> None:
+        bound = 1.0 / math.sqrt(self.weight.shape[1])  # torch.nn.Linear's default range
+        with torch.no_grad():
+            self.weight.copy_(_uniform(self.weight.shape, bound, gen))
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, n_in, n_out = self.weight.shape
+        x2 = x.reshape(k, -1, n_in)
+        out = torch.bmm(x2, self.weight) if self.bias is None else torch.baddbmm(self.bias, x2, self.weight)
+        return out.reshape(*x.shape[:-1], n_out)
+
+
+def _uniform(shape, bound: float, gen: torch.Generator) -> torch.Tensor:
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1).float() * bound
+
+
+class Interaction(nn.Module):
+    """SchNet's interaction block (continuous-filter convolution, shifted softplus, residual), stacked.
+
+    ``m_i = Σ_p Σ_j Ψ_ijp (A_p ⊙ W_in x_j)``, ``x_i ← x_i + W_out ssp(W_mid m_i)``, where ``Ψ`` holds the
+    image-summed learned radial channels (already divided by the mean neighbour count).
+    """
+
+    def __init__(self, k: int, hidden: int, n_radial: int):
+        super().__init__()
+        self.lin_in = StackedLinear(k, hidden, hidden, bias=False)
+        self.filter = nn.Parameter(torch.empty(k, n_radial, hidden))
+        self.lin_mid = StackedLinear(k, hidden, hidden)
+        self.lin_out = StackedLinear(k, hidden, hidden)
+
+    def reset_parameters(self, gen: torch.Generator) -> None:
+        for lin in (self.lin_in, self.lin_mid, self.lin_out):
+            lin.reset_parameters(gen)
+        with torch.no_grad():
+            self.filter.copy_(_uniform(self.filter.shape, 1.0 / math.sqrt(self.filter.shape[1]), gen))
+
+    def forward(self, x: torch.Tensor, psi: torch.Tensor, nb: int) -> torch.Tensor:
+        """``x`` ``[K, B, N, H]`` (or ``[K, N, H]``, the same for every structure); ``psi``
+        ``[K, B, N, R'·N]``; returns ``[K, B, N, H]``."""
+        k, _, n, _ = psi.shape
+        y = self.lin_in(x)
+        if x.dim() == 3:  # first block: node features are the species embedding, shared by the batch
+            z = y[:, None] * self.filter[:, :, None, :]  # [K, R', N, H]
+            m = torch.bmm(psi.reshape(k, nb * n, -1), z.reshape(k, -1, z.shape[-1]))
+        else:
+            z = y[:, :, None] * self.filter[:, None, :, None, :]  # [K, B, R', N, H]
+            m = torch.bmm(psi.reshape(k * nb, n, -1), z.reshape(k * nb, -1, z.shape[-1]))
+        update = self.lin_out(_ssp(self.lin_mid(m.reshape(k, nb, n, -1))))
+        return (x.unsqueeze(1) if x.dim() == 3 else x) + update
+
+
+class EnsembleGNN(nn.Module):
+    """``K`` independent GNNs (stacked weights) mapping a structure of fixed species to ``M`` outputs.
+
+    Species embedding → ``n_layers`` interaction blocks → head. The head is a two-layer MLP on the
+    mean- (or sum-) pooled atom features (graph level, PDF) or on the features of each atom of
+    ``node_sites`` (node level, XAS absorbers). With ``readout=True`` the head also sees the pair
+    distribution in the radial basis: per structure the partial radial distributions
+    ``ρ_st(r) = (1/N) Σ_{i∈s, j∈t, images} φ_r(d)`` (graph level), per absorber ``i`` its neighbour
+    distribution ``ρ_it(r) = Σ_{j∈t, images} φ_r(d)`` (node level). A PDF is a linear functional of the
+    partial RDFs (and EXAFS is dominated by single scattering on the neighbour shells), so this direct
+    path lets a few dozen training structures go a long way; it costs one scatter of the basis values.
+
+    Parameters
+    ----------
+    species_index
+        Per site, the index of its species in ``[0, n_species)`` (site order fixed for the campaign).
+    n_species
+        Number of distinct species.
+    output_dim
+        ``M``.
+    level
+        ``"graph"`` or ``"node"``.
+    node_sites
+        Sites the node-level head is evaluated on.
+    n_models, hidden, n_layers, n_rbf, n_radial, cutoff, basis, pool, readout
+        Ensemble size ``K``, channels ``H``, interaction blocks, radial basis size, learned radial
+        channels, cutoff (Å), ``"bspline"``/``"gaussian"``, ``"mean"``/``"sum"``, pair-distribution
+        readout on/off.
+    seed
+        Seed of the initial weights (members differ because they are drawn in sequence).
+    """
+
+    def __init__(
+        self,
+        species_index: Sequence[int],
+        n_species: int,
+        output_dim: int,
+        level: Literal["graph", "node"] = "graph",
+        node_sites: Sequence[int] | None = None,
+        n_models: int = 5,
+        hidden: int = 64,
+        n_layers: int = 3,
+        n_rbf: int = 50,
+        n_radial: int = 8,
+        cutoff: float = 6.0,
+        basis: str = "bspline",
+        pool: str = "mean",
+        readout: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if level not in ("graph", "node"):
+            raise InputError("level", f"expected 'graph' or 'node', got {level!r}")
+        if pool not in ("mean", "sum"):
+            raise InputError("surrogate.pool", f"expected 'mean' or 'sum', got {pool!r}")
+        if level == "node" and not node_sites:
+            raise InputError("absorber", "a node-level model needs at least one absorber site")
+        self.level, self.pool, self.readout = level, pool, readout
+        self.n_models, self.n_rbf, self.n_radial, self.cutoff = n_models, n_rbf, n_radial, cutoff
+        self.n_species = n_species
+        self.basis = make_basis(basis, n_rbf, cutoff)
+        k = n_models
+        sites = list(node_sites or [])
+        self.register_buffer("species_index", torch.as_tensor(list(species_index), dtype=torch.long))
+        self.register_buffer("node_sites", torch.as_tensor(sites, dtype=torch.long))
+        where = torch.full((len(species_index),), -1, dtype=torch.long)
+        where[sites] = torch.arange(len(sites))
+        self.register_buffer("node_position", where)  # site → row among node_sites (−1: not one)
+        # set from the training data by the surrogate: mean smooth neighbour count (messages are divided
+        # by it) and 1 / RMS of the pair-distribution features
+        self.register_buffer("neighbor_norm", torch.tensor(1.0))
+        self.register_buffer("readout_scale", torch.tensor(1.0))
+        self.embedding = nn.Parameter(torch.empty(k, n_species, hidden))
+        self.radial = nn.Parameter(torch.empty(k, n_rbf, n_radial))  # P: basis → learned radial channels
+        self.blocks = nn.ModuleList(Interaction(k, hidden, n_radial) for _ in range(n_layers))
+        n_read = (n_species * n_species if level == "graph" else n_species) * n_rbf if readout else 0
+        self.head_mid = StackedLinear(k, hidden + n_read, hidden)
+        self.head_out = StackedLinear(k, hidden, output_dim)
+        self.reset_parameters(seed)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.species_index.shape[0])
+
+    def reset_parameters(self, seed: int) -> None:
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        with torch.no_grad():
+            self.embedding.copy_(torch.randn(self.embedding.shape, generator=gen, dtype=torch.float64).float())
+            self.radial.copy_(_uniform(self.radial.shape, 1.0 / math.sqrt(self.n_rbf), gen))
+        for block in self.blocks:
+            block.reset_parameters(gen)
+        self.head_mid.reset_parameters(gen)
+        self.head_out.reset_parameters(gen)
+
+    def geometry(self, positions: torch.Tensor, lattice: torch.Tensor) -> RadialGraph:
+        """The model's input for Cartesian ``positions [B, N, 3]`` and ``lattice [B, 3, 3]`` (Å)."""
+        if positions.shape[1] != self.n_atoms:
+            raise InputError("positions", f"expected {self.n_atoms} atoms per structure, got {positions.shape[1]}")
+        return radial_graph(positions, lattice, self.basis)
+
+    def radial_channels(self, inputs: RadialGraph | torch.Tensor) -> torch.Tensor:
+        """``Ψ`` as ``[K, B, N, R'·N]`` (row ``i``, columns ``(p, j)``), divided by the neighbour norm.
+
+        ``inputs``: a :class:`RadialGraph` (sparse; differentiable w.r.t. the geometry: used for
+        prediction), a dense basis ``[B, N, N, n_rbf]`` seen by every member, or ``[K, b, N, N, n_rbf]``
+        with each member's own structures (training: the weight gradient of the dense form is a plain
+        matrix product, far cheaper than ``embedding_bag``'s).
+        """
+        k, rp = self.n_models, self.n_radial
+        proj = self.radial / self.neighbor_norm
+        if isinstance(inputs, RadialGraph):
+            n, nb = inputs.n_atoms, inputs.n_structures
+            table = proj.transpose(0, 1).reshape(self.n_rbf, k * rp)  # members side by side
+            psi = F.embedding_bag(inputs.index, table, inputs.offsets, mode="sum", per_sample_weights=inputs.value)
+            psi = psi.view(nb, n, n, k, rp).permute(3, 0, 1, 2, 4)  # [K, B, N, N, R']
+        elif inputs.dim() == 4:
+            nb, n = inputs.shape[0], inputs.shape[1]
+            psi = (inputs.reshape(1, -1, self.n_rbf) @ proj).view(k, nb, n, n, rp)
+        else:
+            nb, n = inputs.shape[1], inputs.shape[2]
+            psi = torch.bmm(inputs.reshape(k, -1, self.n_rbf), proj).view(k, nb, n, n, rp)
+        return psi.transpose(-1, -2).reshape(k, nb, n, rp * n)
+
+    def pair_distribution(self, inputs: RadialGraph | torch.Tensor) -> torch.Tensor:
+        """The readout's pair-distribution features (unscaled): ``[..., B, S·S·n_rbf]`` (graph level) or
+        ``[..., B, n_sites, S·n_rbf]`` (node level); ``...`` is ``K`` for per-member dense inputs."""
+        s, r, n = self.n_species, self.n_rbf, self.n_atoms
+        if isinstance(inputs, RadialGraph):
+            nb = inputs.n_structures
+            counts = torch.diff(inputs.offsets, append=inputs.offsets.new_tensor([inputs.index.shape[0]]))
+            pair = torch.repeat_interleave(torch.arange(nb * n * n, device=counts.device), counts)
+            b, i, j = pair // (n * n), (pair // n) % n, pair % n
+            si, sj = self.species_index[i], self.species_index[j]
+            if self.level == "graph":
+                flat = ((b * s + si) * s + sj) * r + inputs.index
+                out = inputs.value.new_zeros(nb * s * s * r).index_add(0, flat, inputs.value)
+                return out.view(nb, s * s * r) / n
+            a = self.node_position[i]
+            keep = a >= 0
+            na = self.node_sites.shape[0]
+            flat = ((b[keep] * na + a[keep]) * s + sj[keep]) * r + inputs.index[keep]
+            out = inputs.value.new_zeros(nb * na * s * r).index_add(0, flat, inputs.value[keep])
+            return out.view(nb, na, s * r)
+        onehot = F.one_hot(self.species_index, s).to(inputs.dtype)  # [N, S]
+        if self.level == "graph":
+            out = torch.einsum("...ijr,is,jt->...str", inputs, onehot, onehot) / n
+            return out.reshape(*inputs.shape[:-3], s * s * r)
+        out = torch.einsum("...ajr,jt->...atr", inputs[..., self.node_sites, :, :], onehot)
+        return out.reshape(*inputs.shape[:-4], self.node_sites.shape[0], s * r)
+
+    def forward(self, inputs: RadialGraph | torch.Tensor) -> torch.Tensor:
+        """Standardised outputs of every member.
+
+        Parameters
+        ----------
+        inputs
+            See :meth:`radial_channels`.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[K, B, M]`` (graph level) or ``[K, B, n_sites, M]`` (node level).
+        """
+        k = self.n_models
+        psi = self.radial_channels(inputs)
+        nb = psi.shape[1]
+        x = self.embedding[:, self.species_index]  # [K, N, H]
+        for block in self.blocks:
+            x = block(x, psi, nb)
+        if x.dim() == 3:  # no interaction blocks
+            x = x.unsqueeze(1).expand(-1, nb, -1, -1)
+        if self.level == "graph":
+            h = x.mean(2) if self.pool == "mean" else x.sum(2)
+        else:
+            h = x[:, :, self.node_sites]
+        if self.readout:
+            rho = self.pair_distribution(inputs) * self.readout_scale
+            if rho.dim() < h.dim():  # shared by every member
+                rho = rho.expand(k, *rho.shape)
+            h = torch.cat([h, rho], dim=-1)
+        return self.head_out(_ssp(self.head_mid(h)))
