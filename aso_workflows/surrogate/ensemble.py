@@ -162,7 +162,9 @@ class SurrogateSettings:
         if self.n_rbf < 4:
             raise InputError("surrogate.n_rbf", f"expected >= 4, got {self.n_rbf}")
         if not 0 <= self.holdout_fraction < 1:
-            raise InputError("surrogate.holdout_fraction", f"expected 0 <= value < 1, got {self.holdout_fraction}")
+            raise InputError(
+                "surrogate.holdout_fraction", f"expected 0 <= value < 1, got {self.holdout_fraction}"
+            )
         if not 0 < self.lr_factor < 1:
             raise InputError("surrogate.lr_factor", f"expected 0 < value < 1, got {self.lr_factor}")
         choices = {
@@ -173,7 +175,9 @@ class SurrogateSettings:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise InputError(f"surrogate.{name}", f"expected one of {allowed}, got {getattr(self, name)!r}")
+                raise InputError(
+                    f"surrogate.{name}", f"expected one of {allowed}, got {getattr(self, name)!r}"
+                )
         resolve_device(self.device)  # validates the spelling
 
 
@@ -184,7 +188,9 @@ def resolve_device(device: str) -> torch.device:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError):
-        raise InputError("surrogate.device", f"expected 'auto', 'cpu' or 'cuda[:n]', got {device!r}") from None
+        raise InputError(
+            "surrogate.device", f"expected 'auto', 'cpu' or 'cuda[:n]', got {device!r}"
+        ) from None
 
 
 @dataclass
@@ -241,7 +247,9 @@ class EnsembleSurrogate(Surrogate):
                 raise InputError("absorber", "a node-level (XAS) surrogate needs the absorbing element")
             self.absorber_sites = [i for i, s in enumerate(self.species) if s == absorber]
             if not self.absorber_sites:
-                raise InputError("absorber", f"no {absorber} site among the species {sorted(set(self.species))}")
+                raise InputError(
+                    "absorber", f"no {absorber} site among the species {sorted(set(self.species))}"
+                )
         self.kinds = sorted(set(self.species))
         s = self.settings
         self.device = resolve_device(s.device)
@@ -278,7 +286,9 @@ class EnsembleSurrogate(Surrogate):
     def n_models(self) -> int:
         return self.model.n_models
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> EnsembleSurrogate:
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> EnsembleSurrogate:
         """Move the model (and normalisers) to another device and/or floating type; returns ``self``."""
         if device is not None:
             self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -286,7 +296,9 @@ class EnsembleSurrogate(Surrogate):
         self.y_mean = self.y_mean.to(self.device, dtype or self.dtype)
         return self
 
-    def _tensors(self, structures: Sequence[Structure], field: str = "structures") -> tuple[torch.Tensor, torch.Tensor]:
+    def _tensors(
+        self, structures: Sequence[Structure], field: str = "structures"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Positions ``[n, N, 3]`` and lattices ``[n, 3, 3]`` on the model's device and dtype."""
         if len(structures) == 0:
             raise InputError(field, "expected at least one structure")
@@ -326,7 +338,8 @@ class EnsembleSurrogate(Surrogate):
             values = np.asarray(sp.values, dtype=float)
             if values.shape != (m,):
                 raise InputError(
-                    f"spectra[{k}].values", f"has {values.size} points, expected {m} (the surrogate's output grid)"
+                    f"spectra[{k}].values",
+                    f"has {values.size} points, expected {m} (the surrogate's output grid)",
                 )
             if self.level == "graph":
                 rows.append(values[None])
@@ -375,7 +388,9 @@ class EnsembleSurrogate(Surrogate):
                 w[k, : len(wk)] = wk
             w_t = torch.tensor(w, **to)
             c_t = torch.tensor(w.sum(1) / counts, **to)
-        return _Targets(torch.tensor(ys, **to), torch.tensor(mask, **to), w_t, c_t, torch.tensor(target, **to))
+        return _Targets(
+            torch.tensor(ys, **to), torch.tensor(mask, **to), w_t, c_t, torch.tensor(target, **to)
+        )
 
     def _splits(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``train [K, n − h]`` and ``hold [K, h]`` structure indices (``h`` may be 0)."""
@@ -407,7 +422,6 @@ class EnsembleSurrogate(Surrogate):
         else:
             err = F.huber_loss(diff, torch.zeros_like(diff), reduction="none")
         return (err.mean(-1) * mask).sum((1, 2)) / mask.sum((1, 2)).clamp(min=1)
-
 
     def fit(
         self, structures: Sequence[Structure], spectra: Sequence[Spectrum], progress: bool | None = None
@@ -444,14 +458,17 @@ class EnsembleSurrogate(Surrogate):
         model.to(self.device, self.dtype)
         basis, norm = self._basis(pos, lat)
         model.neighbor_norm.fill_(norm if norm > 0 else 1.0)
-        if model.readout:
-            rms = float(model.pair_distribution(basis).pow(2).mean().sqrt())
+        rho = None
+        if model.readout:  # fixed during training: computed once
+            with torch.no_grad():
+                rho = torch.cat([model.pair_distribution(basis[c : c + _CHUNK]) for c in range(0, n, _CHUNK)])
+            rms = float(rho.pow(2).mean().sqrt())
             model.readout_scale.fill_(1.0 / rms if rms > 0 else 1.0)
 
         gen = torch.Generator(device="cpu").manual_seed(int(s.seed) + 1)
         train, hold = self._splits(n, gen)
         k, n_train, n_hold = self.n_models, train.shape[1], hold.shape[1]
-        train_d, hold_d = train.to(self.device), hold.to(self.device)
+        hold_d = hold.to(self.device)
 
         model.requires_grad_(True)
         params = list(model.parameters())
@@ -468,11 +485,13 @@ class EnsembleSurrogate(Surrogate):
         epochs_run = 0
         for epoch in bar:
             epochs_run = epoch + 1
-            order = torch.stack([train[m, torch.randperm(n_train, generator=gen)] for m in range(k)]).to(self.device)
+            order = torch.stack([train[m, torch.randperm(n_train, generator=gen)] for m in range(k)]).to(
+                self.device
+            )
             running = torch.zeros(k, device=self.device, dtype=self.dtype)
             for start in range(0, n_train, s.batch_size):
                 ids = order[:, start : start + s.batch_size]
-                loss = self._row_loss(model(basis[ids]), ids, data, s.loss)
+                loss = self._row_loss(model(basis, rho, ids), ids, data, s.loss)
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 opt.step()
@@ -480,7 +499,7 @@ class EnsembleSurrogate(Surrogate):
             train_loss = (running / n_train).cpu()
             if n_hold:
                 with torch.no_grad():
-                    val = self._row_loss(model(basis[hold_d]), hold_d, data, s.loss).cpu()
+                    val = self._row_loss(model(basis, rho, hold_d), hold_d, data, s.loss).cpu()
             else:
                 val = train_loss
             improved = val < best
@@ -506,11 +525,14 @@ class EnsembleSurrogate(Surrogate):
             for b, p in zip(best_state, params, strict=True):
                 p.copy_(b)
         model.requires_grad_(False)
-        del train_d
 
-        metrics = self._calibrate_and_score(basis, data, train, hold)
+        metrics = self._calibrate_and_score(basis, rho, data, train, hold)
         metrics["members"] = [
-            {**mm, "best_epoch": int(best_epoch[m]) + 1, "best_heldout_loss": float(best[m]) if n_hold else None}
+            {
+                **mm,
+                "best_epoch": int(best_epoch[m]) + 1,
+                "best_heldout_loss": float(best[m]) if n_hold else None,
+            }
             for m, mm in enumerate(metrics["members"])
         ]
         metrics.update(
@@ -526,17 +548,23 @@ class EnsembleSurrogate(Surrogate):
         return metrics
 
     @torch.no_grad()
-    def _all_outputs(self, basis: torch.Tensor) -> torch.Tensor:
+    def _all_outputs(self, basis: torch.Tensor, rho: torch.Tensor | None) -> torch.Tensor:
         """Standardised outputs of every member on every structure: ``[K, n, M]`` or ``[K, n, A, M]``."""
-        outs = [self.model(basis[c : c + _CHUNK]) for c in range(0, basis.shape[0], _CHUNK)]
+        chunks = range(0, basis.shape[0], _CHUNK)
+        outs = [self.model(basis[c : c + _CHUNK], _take(rho, slice(c, c + _CHUNK))) for c in chunks]
         return torch.cat(outs, dim=1)
 
     @torch.no_grad()
     def _calibrate_and_score(
-        self, basis: torch.Tensor, data: _Targets, train: torch.Tensor, hold: torch.Tensor
+        self,
+        basis: torch.Tensor,
+        rho: torch.Tensor | None,
+        data: _Targets,
+        train: torch.Tensor,
+        hold: torch.Tensor,
     ) -> dict[str, Any]:
         k, n = self.n_models, basis.shape[0]
-        out = self._all_outputs(basis)
+        out = self._all_outputs(basis, rho)
         # row-level predictions [K, n, R, M] and the structure-level quantity [K, n, M]
         if data.weights is None:
             rows, struct = out[:, :, None], out
@@ -576,11 +604,15 @@ class EnsembleSurrogate(Surrogate):
                 ratio = err**2 / (sigma**2 + self.settings.calibration_floor**2)
                 self.calibration = float(torch.sqrt(ratio.mean()))
                 metrics["calibration_scale"] = self.calibration
-                metrics["coverage_1sigma"] = float((err.abs() <= self.calibration * sigma).to(self.dtype).mean())
+                metrics["coverage_1sigma"] = float(
+                    (err.abs() <= self.calibration * sigma).to(self.dtype).mean()
+                )
         return metrics
 
     # ---- prediction -------------------------------------------------------------------------------------
-    def predict_torch(self, positions: torch.Tensor, lattice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_torch(
+        self, positions: torch.Tensor, lattice: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Differentiable, calibrated ``(mean [B, M], std [B, M])`` in the units of the training spectra.
 
         All members are evaluated in one batched pass. Inputs may be on any device and of any floating
@@ -594,9 +626,13 @@ class EnsembleSurrogate(Surrogate):
             Lattice vectors as rows ``[B, 3, 3]`` (Å).
         """
         if positions.dim() != 3 or positions.shape[1:] != (len(self.species), 3):
-            raise InputError("positions", f"expected shape [B, {len(self.species)}, 3], got {tuple(positions.shape)}")
+            raise InputError(
+                "positions", f"expected shape [B, {len(self.species)}, 3], got {tuple(positions.shape)}"
+            )
         if lattice.shape != (positions.shape[0], 3, 3):
-            raise InputError("lattice", f"expected shape [{positions.shape[0]}, 3, 3], got {tuple(lattice.shape)}")
+            raise InputError(
+                "lattice", f"expected shape [{positions.shape[0]}, 3, 3], got {tuple(lattice.shape)}"
+            )
         pos = positions.to(self.device, self.dtype)
         lat = lattice.to(self.device, self.dtype)
         out = self.model(self.model.geometry(pos, lat))
@@ -604,7 +640,10 @@ class EnsembleSurrogate(Surrogate):
             out = out.mean(2)  # average over the absorber atoms
         y = out * self.y_scale + self.y_mean  # [K, B, M]
         mean = y.mean(0)
-        std = y.std(0, correction=0) * self.calibration
+        # population standard deviation over members; the floor keeps the gradient finite where all
+        # members agree exactly (sqrt'(0) = ∞)
+        var = (y - mean).pow(2).mean(0)
+        std = torch.sqrt(var.clamp(min=1e-12 * self.y_scale**2)) * self.calibration
         return mean.to(positions.device, positions.dtype), std.to(positions.device, positions.dtype)
 
     def predict(self, structures: Sequence[Structure]) -> tuple[np.ndarray, np.ndarray]:
@@ -681,6 +720,10 @@ class EnsembleSurrogate(Surrogate):
         obj.metrics = state.get("metrics", {})
         obj.fitted = bool(state.get("fitted", True))
         return obj
+
+
+def _take(x: torch.Tensor | None, idx) -> torch.Tensor | None:
+    return None if x is None else x[idx]
 
 
 def _short(species: Sequence[str]) -> str:

@@ -38,7 +38,6 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch_geometric.nn.models.schnet import GaussianSmearing
 
 from aso_workflows.errors import InputError
 from aso_workflows.surrogate.neighbors import periodic_neighbor_list
@@ -97,6 +96,9 @@ class GaussianBasis:
     """SchNet's ``n`` Gaussians on ``[0, cutoff]`` (torch-geometric ``GaussianSmearing``), dense."""
 
     def __init__(self, n: int, cutoff: float):
+        # imported here: torch-geometric is only needed for this (optional) basis
+        from torch_geometric.nn.models.schnet import GaussianSmearing
+
         self.n, self.cutoff = n, cutoff
         self._smearing = GaussianSmearing(0.0, cutoff, n)
 
@@ -153,42 +155,6 @@ class RadialGraph:
         eye = torch.eye(self.n_basis, dtype=self.value.dtype, device=self.value.device)
         out = F.embedding_bag(self.index, eye, self.offsets, mode="sum", per_sample_weights=self.value)
         return out.view(self.n_structures, self.n_atoms, self.n_atoms, self.n_basis)
-
-    def split(self) -> list[RadialGraph]:
-        """One graph per structure (detached; for caching the fixed geometry of training data)."""
-        nn2 = self.n_atoms * self.n_atoms
-        total = self.index.shape[0]
-        starts = self.offsets[::nn2].tolist() + [total]
-        out = []
-        for b in range(self.n_structures):
-            lo, hi = starts[b], starts[b + 1]
-            out.append(
-                RadialGraph(
-                    index=self.index[lo:hi],
-                    value=self.value[lo:hi].detach(),
-                    offsets=self.offsets[b * nn2 : (b + 1) * nn2] - lo,
-                    n_structures=1,
-                    n_atoms=self.n_atoms,
-                    n_basis=self.n_basis,
-                    neighbors=self.neighbors[b : b + 1].detach(),
-                )
-            )
-        return out
-
-    @staticmethod
-    def collate(graphs: Sequence[RadialGraph]) -> RadialGraph:
-        """Concatenate graphs (same number of atoms) into one batch, in order."""
-        sizes = [g.index.shape[0] for g in graphs]
-        shift = torch.tensor([0, *sizes[:-1]], device=graphs[0].index.device).cumsum(0)
-        return RadialGraph(
-            index=torch.cat([g.index for g in graphs]),
-            value=torch.cat([g.value for g in graphs]),
-            offsets=torch.cat([g.offsets + s for g, s in zip(graphs, shift, strict=True)]),
-            n_structures=sum(g.n_structures for g in graphs),
-            n_atoms=graphs[0].n_atoms,
-            n_basis=graphs[0].n_basis,
-            neighbors=torch.cat([g.neighbors for g in graphs]),
-        )
 
 
 def radial_graph(positions: torch.Tensor, lattice: torch.Tensor, basis: RadialBasis) -> RadialGraph:
@@ -354,7 +320,9 @@ class EnsembleGNN(nn.Module):
     def reset_parameters(self, seed: int) -> None:
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         with torch.no_grad():
-            self.embedding.copy_(torch.randn(self.embedding.shape, generator=gen, dtype=torch.float64).float())
+            self.embedding.copy_(
+                torch.randn(self.embedding.shape, generator=gen, dtype=torch.float64).float()
+            )
             self.radial.copy_(_uniform(self.radial.shape, 1.0 / math.sqrt(self.n_rbf), gen))
         for block in self.blocks:
             block.reset_parameters(gen)
@@ -364,66 +332,91 @@ class EnsembleGNN(nn.Module):
     def geometry(self, positions: torch.Tensor, lattice: torch.Tensor) -> RadialGraph:
         """The model's input for Cartesian ``positions [B, N, 3]`` and ``lattice [B, 3, 3]`` (Å)."""
         if positions.shape[1] != self.n_atoms:
-            raise InputError("positions", f"expected {self.n_atoms} atoms per structure, got {positions.shape[1]}")
+            raise InputError(
+                "positions", f"expected {self.n_atoms} atoms per structure, got {positions.shape[1]}"
+            )
         return radial_graph(positions, lattice, self.basis)
 
-    def radial_channels(self, inputs: RadialGraph | torch.Tensor) -> torch.Tensor:
+    def radial_channels(
+        self, inputs: RadialGraph | torch.Tensor, ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``Ψ`` as ``[K, B, N, R'·N]`` (row ``i``, columns ``(p, j)``), divided by the neighbour norm.
 
-        ``inputs``: a :class:`RadialGraph` (sparse; differentiable w.r.t. the geometry: used for
-        prediction), a dense basis ``[B, N, N, n_rbf]`` seen by every member, or ``[K, b, N, N, n_rbf]``
-        with each member's own structures (training: the weight gradient of the dense form is a plain
-        matrix product, far cheaper than ``embedding_bag``'s).
+        Parameters
+        ----------
+        inputs
+            A :class:`RadialGraph` (sparse; differentiable w.r.t. the geometry: used for prediction) or
+            a dense basis ``[n, N, N, n_rbf]`` (training data: fixed geometry; the weight gradient of the
+            dense form is a plain matrix product, far cheaper than ``embedding_bag``'s).
+        ids
+            With a dense basis: ``[K, b]``, the structures each member sees (training); default: every
+            member sees every structure.
         """
         k, rp = self.n_models, self.n_radial
-        proj = self.radial / self.neighbor_norm
+        table = (self.radial / self.neighbor_norm).transpose(0, 1).reshape(self.n_rbf, k * rp)  # side by side
         if isinstance(inputs, RadialGraph):
             n, nb = inputs.n_atoms, inputs.n_structures
-            table = proj.transpose(0, 1).reshape(self.n_rbf, k * rp)  # members side by side
-            psi = F.embedding_bag(inputs.index, table, inputs.offsets, mode="sum", per_sample_weights=inputs.value)
-            psi = psi.view(nb, n, n, k, rp).permute(3, 0, 1, 2, 4)  # [K, B, N, N, R']
-        elif inputs.dim() == 4:
-            nb, n = inputs.shape[0], inputs.shape[1]
-            psi = (inputs.reshape(1, -1, self.n_rbf) @ proj).view(k, nb, n, n, rp)
+            psi = F.embedding_bag(
+                inputs.index, table, inputs.offsets, mode="sum", per_sample_weights=inputs.value
+            )
         else:
-            nb, n = inputs.shape[1], inputs.shape[2]
-            psi = torch.bmm(inputs.reshape(k, -1, self.n_rbf), proj).view(k, nb, n, n, rp)
-        return psi.transpose(-1, -2).reshape(k, nb, n, rp * n)
+            n, nb = inputs.shape[1], inputs.shape[0]
+            psi = inputs.reshape(-1, self.n_rbf) @ table
+        psi = psi.view(nb, n, n, k, rp).permute(3, 0, 1, 2, 4)  # [K, n, N, N, R'] (a view)
+        if ids is not None:
+            psi = psi[torch.arange(k, device=ids.device)[:, None], ids]  # [K, b, N, N, R']
+        return psi.transpose(-1, -2).reshape(k, psi.shape[1], n, rp * n)
 
     def pair_distribution(self, inputs: RadialGraph | torch.Tensor) -> torch.Tensor:
         """The readout's pair-distribution features (unscaled): ``[..., B, S·S·n_rbf]`` (graph level) or
         ``[..., B, n_sites, S·n_rbf]`` (node level); ``...`` is ``K`` for per-member dense inputs."""
         s, r, n = self.n_species, self.n_rbf, self.n_atoms
         if isinstance(inputs, RadialGraph):
+            # scatter every basis entry to (structure, species_i or absorber row, species_j, basis index):
+            # the destination is fixed per atom pair, so it is built on the N×N pattern and expanded
             nb = inputs.n_structures
             counts = torch.diff(inputs.offsets, append=inputs.offsets.new_tensor([inputs.index.shape[0]]))
-            pair = torch.repeat_interleave(torch.arange(nb * n * n, device=counts.device), counts)
-            b, i, j = pair // (n * n), (pair // n) % n, pair % n
-            si, sj = self.species_index[i], self.species_index[j]
+            si, sj = self.species_index[:, None], self.species_index[None, :]
             if self.level == "graph":
-                flat = ((b * s + si) * s + sj) * r + inputs.index
-                out = inputs.value.new_zeros(nb * s * s * r).index_add(0, flat, inputs.value)
+                rows, pattern = s * s, (si * s + sj) * r  # [N, N]
+            else:
+                a = self.node_position[:, None]
+                rows = self.node_sites.shape[0] * s
+                pattern = torch.where(a >= 0, (a * s + sj) * r, -1)  # −1: i is not an absorber
+            shift = torch.arange(nb, device=counts.device)[:, None, None] * (rows * r)
+            per_pair = torch.where(pattern[None] >= 0, pattern[None] + shift, -1)
+            dest = torch.repeat_interleave(per_pair.reshape(-1), counts)
+            if self.level == "graph":
+                out = inputs.value.new_zeros(nb * rows * r).index_add(0, dest + inputs.index, inputs.value)
                 return out.view(nb, s * s * r) / n
-            a = self.node_position[i]
-            keep = a >= 0
-            na = self.node_sites.shape[0]
-            flat = ((b[keep] * na + a[keep]) * s + sj[keep]) * r + inputs.index[keep]
-            out = inputs.value.new_zeros(nb * na * s * r).index_add(0, flat, inputs.value[keep])
-            return out.view(nb, na, s * r)
+            keep = (dest >= 0).nonzero().squeeze(1)
+            out = inputs.value.new_zeros(nb * rows * r)
+            out = out.index_add(0, dest[keep] + inputs.index[keep], inputs.value[keep])
+            return out.view(nb, -1, s * r)
         onehot = F.one_hot(self.species_index, s).to(inputs.dtype)  # [N, S]
-        if self.level == "graph":
-            out = torch.einsum("...ijr,is,jt->...str", inputs, onehot, onehot) / n
-            return out.reshape(*inputs.shape[:-3], s * s * r)
-        out = torch.einsum("...ajr,jt->...atr", inputs[..., self.node_sites, :, :], onehot)
-        return out.reshape(*inputs.shape[:-4], self.node_sites.shape[0], s * r)
+        lead = inputs.shape[:-3]
+        if self.level == "node":
+            inputs = inputs[..., self.node_sites, :, :]
+        per_atom = (inputs.transpose(-1, -2) @ onehot).transpose(-1, -2)  # [..., A or N, S(t), R]
+        if self.level == "node":
+            return per_atom.reshape(*lead, -1, s * r)
+        out = onehot.T @ per_atom.reshape(*lead, n, s * r) / n  # [..., S(s), S(t)·R]
+        return out.reshape(*lead, s * s * r)
 
-    def forward(self, inputs: RadialGraph | torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        inputs: RadialGraph | torch.Tensor,
+        rho: torch.Tensor | None = None,
+        ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Standardised outputs of every member.
 
         Parameters
         ----------
-        inputs
+        inputs, ids
             See :meth:`radial_channels`.
+        rho
+            :meth:`pair_distribution` of ``inputs`` if already known (training data: fixed geometry).
 
         Returns
         -------
@@ -431,7 +424,7 @@ class EnsembleGNN(nn.Module):
             ``[K, B, M]`` (graph level) or ``[K, B, n_sites, M]`` (node level).
         """
         k = self.n_models
-        psi = self.radial_channels(inputs)
+        psi = self.radial_channels(inputs, ids)
         nb = psi.shape[1]
         x = self.embedding[:, self.species_index]  # [K, N, H]
         for block in self.blocks:
@@ -443,8 +436,7 @@ class EnsembleGNN(nn.Module):
         else:
             h = x[:, :, self.node_sites]
         if self.readout:
-            rho = self.pair_distribution(inputs) * self.readout_scale
-            if rho.dim() < h.dim():  # shared by every member
-                rho = rho.expand(k, *rho.shape)
+            rho = (self.pair_distribution(inputs) if rho is None else rho) * self.readout_scale
+            rho = rho.expand(k, *rho.shape) if ids is None else rho[ids]
             h = torch.cat([h, rho], dim=-1)
         return self.head_out(_ssp(self.head_mid(h)))

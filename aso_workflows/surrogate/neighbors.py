@@ -85,7 +85,9 @@ def _check(positions: torch.Tensor, lattice: torch.Tensor, cutoff: float) -> Non
     if positions.ndim != 3 or positions.shape[-1] != 3:
         raise InputError("positions", f"expected shape [B, N, 3], got {tuple(positions.shape)}")
     if lattice.shape != (positions.shape[0], 3, 3):
-        raise InputError("lattice", f"expected shape [{positions.shape[0]}, 3, 3], got {tuple(lattice.shape)}")
+        raise InputError(
+            "lattice", f"expected shape [{positions.shape[0]}, 3, 3], got {tuple(lattice.shape)}"
+        )
     if not cutoff > 0:
         raise InputError("cutoff", f"expected > 0, got {cutoff}")
     det = torch.linalg.det(lattice.detach().double())
@@ -161,6 +163,7 @@ def periodic_neighbor_list(
     dist = torch.sqrt((vec * vec).sum(-1).clamp(min=1e-20))
     inside = dist.detach() < cutoff
     if not bool(inside.all()):
-        b, i, j, s, pair, vec, dist = (t[inside] for t in (b, i, j, s, pair, vec, dist))
+        keep = inside.nonzero().squeeze(1)
+        b, i, j, s, pair, vec, dist = (t.index_select(0, keep) for t in (b, i, j, s, pair, vec, dist))
     image = shifts[s] - wrap.reshape(-1, 3)[pair]
     return NeighborList(batch=b, src=b * n + i, dst=b * n + j, image=image, vec=vec, dist=dist)
