@@ -225,7 +225,10 @@ def open_store(spec: StoreSpec | dict) -> CampaignDB:
         root.mkdir(parents=True, exist_ok=True)
         # Same storage options as maggma's MontyStore (pymongo's BSON): montydb fixes the BSON choice
         # once per process, and jobflow's JobStore opens a MontyStore in the same process.
-        set_storage(str(root / "db"), storage="sqlite", use_bson=True, mongo_version="4.0")
+        # Written once, by whoever creates the store: rewriting it from every job races with other jobs
+        # reading it (a half-written config makes montydb fall back to its own BSON and refuse to open).
+        if not (root / "db" / "monty.storage.cfg").is_file():
+            set_storage(str(root / "db"), storage="sqlite", use_bson=True, mongo_version="4.0")
         client = MontyClient(str(root / "db"))
         db = client[spec.database]
         out = CampaignDB(spec, db, FileBlobStore(root / "blobs"), client)
