@@ -21,13 +21,9 @@ __all__ = ["LocalCampaignRunner", "job_store"]
 
 def job_store(directory: str | Path):
     """jobflow JobStore on a file-backed MontyStore (SQLite), safe for several local processes."""
-    from jobflow import JobStore
-    from maggma.stores import MontyStore
+    from aso_workflows.cluster.jobstore import shared_job_store
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    docs = MontyStore("outputs", database_path=str(directory), database_name="jobflow", storage="sqlite")
-    return JobStore(docs)
+    return shared_job_store(directory)
 
 
 class _ErrorCollector(logging.Handler):

@@ -12,7 +12,34 @@ from urllib.parse import unquote, urlsplit
 
 from aso_workflows.errors import InputError
 
-__all__ = ["shared_job_store"]
+__all__ = ["shared_job_store", "SharedMontyStore"]
+
+
+def _monty_store_class():
+    from maggma.stores import MontyStore
+
+    return MontyStore
+
+
+class SharedMontyStore(_monty_store_class()):
+    """maggma's ``MontyStore`` that writes montydb's storage config only when it does not exist yet.
+
+    ``MontyStore.connect`` rewrites the config file on every connect; with many Slurm jobs connecting at
+    once, one job can read the file while another rewrites it, and montydb then refuses to open
+    ("cannot be changed in current session"). Seen here under load; writing it once removes the race.
+    """
+
+    def connect(self, force_reset: bool = False):
+        if not self._coll or force_reset:
+            from montydb import MontyClient, set_storage
+
+            if (
+                self.database_path != ":memory:"
+                and not (Path(self.database_path) / "monty.storage.cfg").is_file()
+            ):
+                set_storage(self.database_path, storage=self.storage, **self.storage_kwargs)
+            client = MontyClient(self.database_path, **self.client_kwargs)
+            self._coll = client[self.database_name][self.collection_name]
 
 
 def shared_job_store(target: str | Path, database: str | None = None, collection: str = "outputs"):
@@ -38,12 +65,10 @@ def shared_job_store(target: str | Path, database: str | None = None, collection
         return JobStore(MongoURIStore(text, collection, database=database))
     if "://" in text:
         raise InputError(text.split("://")[0] + "://...", "expected a mongodb:// URI or a shared directory")
-    from maggma.stores import MontyStore
-
     directory = Path(text).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
     return JobStore(
-        MontyStore(
+        SharedMontyStore(
             collection, database_path=str(directory), database_name=database or "jobflow", storage="sqlite"
         )
     )
