@@ -105,7 +105,15 @@ def run_slurm(directory: Path, iterations: int) -> dict:
         t0 = time.perf_counter()
         state, summary = runner.run(cfg, write_outputs=False)
         wall = time.perf_counter() - t0
-    return {"mode": "slurm", "wall_s": wall, "jobs": len(summary.launches), **accounted(state)}
+    failed = {r.name: r.error for r in summary.launches if r.state != "COMPLETED"}
+    return {
+        "mode": "slurm",
+        "wall_s": wall,
+        "jobs": len(summary.launches),
+        "workflow_state": summary.workflow_state,
+        "failed_jobs": failed,
+        **accounted(state),
+    }
 
 
 def main() -> None:
