@@ -231,6 +231,13 @@ def open_store(spec: StoreSpec | dict) -> CampaignDB:
             set_storage(str(root / "db"), storage="sqlite", use_bson=True, mongo_version="4.0")
         client = MontyClient(str(root / "db"))
         db = client[spec.database]
+        # montydb creates a collection's SQLite file before its table: a job reading a collection while
+        # another creates it fails with "no such table". Create every table up front (the controller opens
+        # the store before any job runs).
+        for name in COLLECTIONS:
+            if db[name].count_documents({}) == 0:
+                db[name].insert_one({"_id": "__aso_init__"})
+                db[name].delete_one({"_id": "__aso_init__"})
         out = CampaignDB(spec, db, FileBlobStore(root / "blobs"), client)
     elif spec.kind == "mongomock":
         import mongomock

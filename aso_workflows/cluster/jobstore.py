@@ -40,6 +40,11 @@ class SharedMontyStore(_monty_store_class()):
                 set_storage(self.database_path, storage=self.storage, **self.storage_kwargs)
             client = MontyClient(self.database_path, **self.client_kwargs)
             self._coll = client[self.database_name][self.collection_name]
+            # montydb creates the SQLite file before its table; create the table now, so a job reading
+            # while another writes the first output never sees a file without a table ("no such table")
+            if self.database_path != ":memory:" and self._coll.count_documents({}) == 0:
+                self._coll.insert_one({"_id": "__aso_init__"})
+                self._coll.delete_one({"_id": "__aso_init__"})
 
 
 def shared_job_store(target: str | Path, database: str | None = None, collection: str = "outputs"):
