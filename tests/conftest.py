@@ -41,3 +41,14 @@ def nio(_structures) -> Structure:
 def diamond(_structures) -> Structure:
     """Diamond, a = 3.567 Å: 8 atoms, C–C 1.545 Å."""
     return _structures["diamond"].copy()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module of tiny problems: as fast, and no stalls on a busy shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

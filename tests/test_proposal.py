@@ -77,12 +77,8 @@ def _rmsd(a: Structure, b: Structure) -> float:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: one intra-op thread is as fast and does not stall on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Tiny problems: run them on one torch thread (fixture in conftest)."""
 
 
 @pytest.fixture(scope="module")
