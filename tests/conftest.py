@@ -9,7 +9,10 @@ from pymatgen.core import Structure
 
 from aso_workflows.structures import load_structure
 
-pytest_plugins = ["slurm_fixtures"]  # the real Slurm testbed (tests/slurm_fixtures.py)
+pytest_plugins = [
+    "slurm_fixtures",  # the real Slurm testbed (tests/slurm_fixtures.py)
+    "fault_ledger",  # counts of injected / recovered faults (tests/fault_ledger.py)
+]
 
 DATA = Path(__file__).resolve().parents[1] / "aso_workflows" / "data"
 
