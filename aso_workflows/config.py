@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aso_workflows.acquisition import LCBSchedule
 from aso_workflows.errors import InputError
+from aso_workflows.optimizers.rmc import ReverseMonteCarlo
 from aso_workflows.proposal import GradientProposer
 from aso_workflows.sampling import PerturbationSampler
 from aso_workflows.store import StoreSpec
@@ -96,11 +97,23 @@ class CampaignConfig(_Strict):
     batch_size
         Candidates proposed and simulated per iteration (q; the reference uses 1).
     optimizer
-        ``aso`` (surrogate + acquisition + gradient proposals) or ``random`` (perturb-and-simulate).
+        ``aso`` (surrogate + acquisition + gradient proposals), or a baseline (docs/baselines.md):
+        ``random`` (perturb-and-simulate), ``rmc`` (reverse Monte Carlo), ``gpbo`` (GP Bayesian
+        optimisation) or ``diffpy`` (pdffit2 least-squares refinement; PDF targets only).
+    rmc, gpbo, diffpy
+        Settings of the baselines (sections mapped onto their optimiser dataclasses).
     target_mismatch
         Stop early when the best objective falls to this value.
     max_failures
         Give up after this many failed simulations in a row (each failure is re-proposed).
+    max_failed
+        Give up after this many failed simulations in all (default: the budget); bounds the retries.
+    simulation_timeout_s
+        Wall-time limit of one simulator call in seconds (one FEFF absorber run; one PDF calculation):
+        the run is killed and recorded as failed with ``failure_kind: walltime``. None: no limit.
+    min_absorber_fraction
+        XAS: a candidate succeeds if at least this fraction of its absorber runs succeeded (their
+        average is its spectrum); default 1, every absorber must succeed. See docs/reliability.md.
     """
 
     name: str
@@ -109,7 +122,7 @@ class CampaignConfig(_Strict):
     budget: int = Field(100, gt=0)
     initial_size: int = Field(30, ge=1)
     batch_size: int = Field(1, ge=1)
-    optimizer: Literal["aso", "random"] = "aso"
+    optimizer: Literal["aso", "random", "rmc", "gpbo", "diffpy"] = "aso"
     seed: int = 0
     min_distances: dict[str, float] = Field(default_factory=dict)
     min_distance_scale: float = Field(0.7, gt=0)
@@ -118,8 +131,12 @@ class CampaignConfig(_Strict):
     acquisition: LCBSchedule = Field(default_factory=LCBSchedule)
     acquisition_metric: Literal["mae", "mse"] = "mae"
     proposal: GradientProposer = Field(default_factory=GradientProposer)
+    rmc: ReverseMonteCarlo = Field(default_factory=ReverseMonteCarlo)
     target_mismatch: float | None = None
     max_failures: int = Field(5, ge=0)
+    max_failed: int | None = Field(None, ge=1)
+    simulation_timeout_s: float | None = Field(None, gt=0)
+    min_absorber_fraction: float = Field(1.0, gt=0, le=1)
     output: Path | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)
 

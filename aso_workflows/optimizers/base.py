@@ -1,8 +1,9 @@
 """The optimiser interface: given the campaign so far, propose the next q structures.
 
-ActiveStructOpt (surrogate + acquisition + gradient proposals) and the baselines (random search; reverse
-Monte Carlo, GP-BO and DiffPy refinement later) all plug into the same campaign machinery through this
-interface, so they run locally and on the cluster and their results land in the same store.
+ActiveStructOpt (surrogate + acquisition + gradient proposals) and the baselines (random search, reverse
+Monte Carlo, GP Bayesian optimisation, DiffPy refinement; see docs/baselines.md) all plug into the same
+campaign machinery through this interface, so they run locally and on the cluster and their results land
+in the same store.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Optimizer(ABC):
 
 
 def make_optimizer(name: str, config) -> Optimizer:
-    """The optimiser named in the campaign config (``aso`` or ``random``)."""
+    """The optimiser named in the campaign config (``aso``, ``random``, ``rmc``, ``gpbo`` or ``diffpy``)."""
     if name == "aso":
         from aso_workflows.optimizers.aso import ActiveStructOpt
 
@@ -81,9 +82,23 @@ def make_optimizer(name: str, config) -> Optimizer:
         from aso_workflows.optimizers.random_search import RandomSearch
 
         return RandomSearch.from_config(config)
+    if name == "rmc":
+        from aso_workflows.optimizers.rmc import ReverseMonteCarlo
+
+        return ReverseMonteCarlo.from_config(config)
+    if name == "gpbo":
+        from aso_workflows.optimizers.gp_bo import GPBayesOpt
+
+        return GPBayesOpt.from_config(config)
+    if name == "diffpy":
+        from aso_workflows.optimizers.diffpy_refine import DiffPyRefinement
+
+        return DiffPyRefinement.from_config(config)
     from aso_workflows.errors import InputError
 
-    raise InputError("optimizer", f"unknown optimizer {name!r}; expected 'aso' or 'random'")
+    raise InputError(
+        "optimizer", f"unknown optimizer {name!r}; expected one of 'aso', 'random', 'rmc', 'gpbo', 'diffpy'"
+    )
 
 
 def rng_for(seed: int) -> np.random.Generator:

@@ -1,0 +1,193 @@
+"""Baselines (reverse Monte Carlo, GP-BO, DiffPy refinement) as optimisers of the campaign machinery.
+
+Every campaign here is real and tiny: rock-salt NiO (8 atoms), a target made by perturbing it, PDF
+simulated with pdffit2, a budget of 12 simulations, run by the local runner into an embedded store.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from pymatgen.core import Structure
+
+from aso_workflows.campaign.local import LocalCampaignRunner
+from aso_workflows.campaign.state import CampaignState
+from aso_workflows.config import load_config
+from aso_workflows.errors import InputError
+from aso_workflows.optimizers.rmc import (
+    ReverseMonteCarlo,
+    RMCMove,
+    acceptance_draw,
+    metropolis_accept,
+)
+from aso_workflows.sampling import PerturbationSampler
+from aso_workflows.structures import min_distance_table, violates_min_distance
+
+DATA = Path(__file__).resolve().parents[1] / "aso_workflows" / "data"
+MIN_DISTANCES = {"Ni-O": 1.7, "O-O": 2.2, "Ni-Ni": 2.2}
+
+
+def write_nio_campaign(tmp_path: Path, name: str, optimizer: str, **fields) -> Path:
+    """A NiO PDF campaign whose target is a seeded perturbation of the start (up to 0.25 Å per atom)."""
+    start = Structure.from_file(str(DATA / "NiO.cif"))
+    target = tmp_path / "target.cif"
+    if not target.exists():
+        sampler = PerturbationSampler(
+            min_displacement=0.1, max_displacement=0.25, min_distances=MIN_DISTANCES, seed=5
+        )
+        sampler.sample(start, 1)[0].to(filename=str(target))
+    doc = {
+        "name": name,
+        "start": str(DATA / "NiO.cif"),
+        "targets": [{"technique": "pdf", "structure": str(target)}],
+        "budget": 12,
+        "initial_size": 4,
+        "batch_size": 2,
+        "seed": 3,
+        "optimizer": optimizer,
+        "sampler": {"min_displacement": 0.05, "max_displacement": 0.25},
+        "min_distances": MIN_DISTANCES,
+        "output": str(tmp_path / name),
+    }
+    doc.update(fields)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def run(path: Path, **overrides) -> CampaignState:
+    return LocalCampaignRunner(progress=False, write_outputs=False).run(load_config(path, overrides))
+
+
+def fingerprints(state: CampaignState) -> list[str]:
+    return [e["fingerprint"] for e in state.evaluations(status=None)]
+
+
+def moved_atoms(a: Structure, b: Structure) -> list[int]:
+    """Sites whose minimum-image Cartesian position differs by more than 1e-6 Å."""
+    df = a.frac_coords - b.frac_coords
+    df -= np.round(df)
+    d = np.linalg.norm(df @ a.lattice.matrix, axis=1)
+    return [int(i) for i in np.flatnonzero(d > 1e-6)]
+
+
+# ---- reverse Monte Carlo ----------------------------------------------------------------------------
+def test_metropolis_rule_by_hand():
+    # downhill and equal moves are always accepted
+    assert metropolis_accept(1.0, 0.9, 0.05, u=0.999)
+    assert metropolis_accept(1.0, 1.0, 0.0, u=0.999)
+    # uphill by 5 % at T = 0.05 (relative): p = exp(-0.05 / (0.05 * 1.0)) = 1/e = 0.3679
+    assert metropolis_accept(1.0, 1.05, 0.05, u=0.36)
+    assert not metropolis_accept(1.0, 1.05, 0.05, u=0.37)
+    # the temperature is relative to the current mismatch: same ratio, same probability
+    assert metropolis_accept(0.01, 0.0105, 0.05, u=0.36)
+    assert not metropolis_accept(0.01, 0.0105, 0.05, u=0.37)
+    # T = 0 is greedy
+    assert not metropolis_accept(1.0, 1.0001, 0.0, u=0.0)
+
+
+def test_replay_is_deterministic_and_follows_metropolis(nio):
+    rmc = ReverseMonteCarlo(temperature=0.05)
+    seed = 7
+    objectives = [0.8, 0.9, None, 0.7, 2.0]  # None: a failed simulation, skipped
+    moves = [
+        RMCMove(structure=nio.copy(), objective=e, iteration=1 + k // 2, candidate=k % 2)
+        for k, e in enumerate(objectives)
+    ]
+    chain = rmc.replay(nio, 1.0, moves, seed=seed, n_moves_total=10)
+    # 0.8 < 1.0: accepted; 0.9 after 0.8: p = exp(-0.1 / (0.05 * 0.8)) = exp(-2.5) = 0.0821
+    u1 = acceptance_draw(seed, moves[1].iteration, moves[1].candidate)
+    expect_1 = u1 < math.exp(-2.5)
+    # 0.7 downhill: accepted; 2.0 after 0.7: p = exp(-1.3 / 0.035) ~ 7e-17: rejected
+    assert chain.accepted == [True, expect_1, True, False]
+    assert chain.n_moves == 4 and chain.objective == 0.7
+    again = rmc.replay(nio, 1.0, moves, seed=seed, n_moves_total=10)
+    assert again.accepted == chain.accepted and again.objective == chain.objective
+    # the draws depend on (seed, iteration, candidate) only
+    assert acceptance_draw(seed, 1, 1) == u1 and acceptance_draw(seed + 1, 1, 1) != u1
+
+
+def test_annealing_schedule_is_geometric():
+    rmc = ReverseMonteCarlo(temperature=0.1, final_temperature=0.001)
+    assert rmc.temperature_at(0, 11) == pytest.approx(0.1)
+    assert rmc.temperature_at(5, 11) == pytest.approx(0.01)
+    assert rmc.temperature_at(10, 11) == pytest.approx(0.001)
+    assert ReverseMonteCarlo(temperature=0.1).temperature_at(10, 11) == 0.1
+
+
+def test_moves_move_one_atom_and_respect_min_distances(nio):
+    # tight limits and large steps: most draws are rejected (without any simulation)
+    table = min_distance_table(["Ni", "O"], {"Ni-O": 2.0, "O-O": 2.8, "Ni-Ni": 2.8})
+    species = [sp.symbol for sp in nio.species]
+    dmin = np.array([[table[(a, b)] for b in species] for a in species])
+    rmc = ReverseMonteCarlo(sigma=0.3)
+    draws = []
+    for k in range(20):
+        moved, atom, step, tries = rmc.move(nio, dmin, seed=1, iteration=1, candidate=k)
+        draws.append(tries)
+        assert moved_atoms(nio, moved) == [atom]
+        assert np.linalg.norm(step) > 0
+        assert not violates_min_distance(moved, table)
+        again = rmc.move(nio, dmin, seed=1, iteration=1, candidate=k)[0]
+        assert np.allclose(again.cart_coords, moved.cart_coords)
+    assert max(draws) > 1  # some draws were rejected and re-drawn
+    with pytest.raises(InputError, match="rmc.sigma"):
+        ReverseMonteCarlo(sigma=0.3, max_tries=1).move(nio, dmin * 0 + 10.0, seed=1, iteration=1, candidate=0)
+
+
+def test_rmc_campaign_lands_in_store_and_resumes_identically(tmp_path):
+    state = run(write_nio_campaign(tmp_path, "rmc-full", "rmc", rmc={"sigma": 0.08}))
+    assert state.doc["status"] == "completed" and state.n_used() == 12
+    evals = state.evaluations(status=None)
+    kinds = [e["kind"] for e in evals]
+    assert kinds.count("start") == 1 and kinds.count("initial") == 4 and kinds.count("rmc") == 7
+    # every RMC candidate is the chain's current configuration with one atom moved
+    rmc = state.config.rmc
+    initial = [e for e in evals if e["kind"] in ("start", "initial")]
+    best0 = min(initial, key=lambda e: e["objective"])
+    moves = [
+        RMCMove(Structure.from_dict(e["structure"]), e["objective"], e["iteration"], e["candidate"])
+        for e in evals
+        if e["kind"] == "rmc"
+    ]
+    for it in sorted({m.iteration for m in moves}):
+        before = rmc.replay(
+            Structure.from_dict(best0["structure"]),
+            best0["objective"],
+            [m for m in moves if m.iteration < it],
+            seed=state.config.seed,
+            n_moves_total=7,
+        )
+        for m in (m for m in moves if m.iteration == it):
+            assert len(moved_atoms(before.structure, m.structure)) == 1
+    chain = rmc.chain_from_state(state)
+    assert chain.n_moves == 7 and chain.objective <= best0["objective"] * 1.5
+    # stop after 9 simulations (as if interrupted after iteration 2), resume to 12: same moves
+    part = write_nio_campaign(tmp_path, "rmc-part", "rmc", rmc={"sigma": 0.08}, budget=9)
+    first = run(part)
+    assert first.n_used() == 9
+    # the next move, derived from the store alone (nothing kept in memory), is the full run's move
+    from aso_workflows.optimizers import ProposalContext
+
+    ctx = ProposalContext(first, [], [], None, iteration=3, n_used=9, budget=12, q=2, seed=0)
+    nxt = [p.structure for p in rmc.propose(ctx)]
+    full_it3 = [Structure.from_dict(e["structure"]) for e in evals if e["iteration"] == 3]
+    assert len(full_it3) == 2
+    for a, b in zip(nxt, full_it3, strict=True):
+        assert np.allclose(a.cart_coords, b.cart_coords)
+    resumed = run(part, budget=12)
+    assert resumed.n_used() == 12
+    assert fingerprints(resumed) == fingerprints(state)
+
+
+def test_rmc_config_errors_are_one_line(tmp_path):
+    path = write_nio_campaign(tmp_path, "bad", "rmc", rmc={"sigma": -1})
+    with pytest.raises(InputError, match=r"rmc.sigma: expected a positive step"):
+        load_config(path)
+    path = write_nio_campaign(tmp_path, "bad", "rmc", rmc={"sigmaa": 0.1})
+    with pytest.raises(InputError, match=r"field 'rmc.sigmaa'"):
+        load_config(path)
