@@ -35,6 +35,29 @@ def _state(store: dict, campaign: str) -> CampaignState:
     return CampaignState.load(get_db(store), campaign)
 
 
+def _tolerate_lost_parents(j: Job) -> Job:
+    """Run ``j`` even when a parent job was given up (lost Slurm job after its reruns): the missing
+    output arrives as ``None`` and is recorded as a failed ``lost_job`` evaluation (FireWorks:
+    ``_allow_fizzled_parents``), so one lost job never stalls the campaign (docs/reliability.md)."""
+    from jobflow.core.reference import OnMissing
+
+    j.config.on_missing_references = OnMissing.NONE
+    return j
+
+
+def _key_numbers(state: CampaignState, rec: dict) -> Response:
+    """The record as job output, with its key numbers as FireWorks ``stored_data`` (shown by the web GUI)."""
+    ev_doc = state.db.evaluations.find_one({"_id": rec["evaluation_id"]}, {"mse": 1}) or {}
+    stored = {"mismatch": rec.get("objective"), "status": rec.get("status"), "mse": ev_doc.get("mse") or {}}
+    return Response(output=rec, stored_data=stored)
+
+
+def _tag(j: Job, campaign: str, iteration: int, kind: str, **extra) -> Job:
+    """Key numbers of a job in its metadata: jobflow copies them into the Firework spec as ``_aso``."""
+    j.metadata["_aso"] = {"campaign": campaign, "iteration": int(iteration), "kind": kind, **extra}
+    return j
+
+
 # ---- jobs (thin wrappers; the logic lives in evaluate.py / learn.py) ---------------------------------
 @job
 def simulate_job(store: dict, campaign: str, pid: str, technique: str) -> dict:
@@ -59,13 +82,14 @@ def evaluate_job(store: dict, campaign: str, pid: str) -> dict:
     """Simulate one candidate with every technique and record it, all in one job (no absorber fan-out)."""
     state = _state(store, campaign)
     results = {t: ev.simulate_technique(state, pid, t) for t in state.simulators}
-    return ev.record_evaluation(state, pid, results)
+    return _key_numbers(state, ev.record_evaluation(state, pid, results))
 
 
 @job
 def record_job(store: dict, campaign: str, pid: str, results: dict) -> dict:
     """Store the evaluation (spectra references + mismatch) of one candidate."""
-    return ev.record_evaluation(_state(store, campaign), pid, results)
+    state = _state(store, campaign)
+    return _key_numbers(state, ev.record_evaluation(state, pid, results))
 
 
 @job
@@ -85,10 +109,16 @@ def propose_job(
 ):
     """Propose the next candidates and append the next iteration, or end the campaign."""
     state = _state(store, campaign)
+    ev.record_lost(state, iteration)  # candidates whose jobs never reported count as failed (lost_job)
     reason = learn.should_stop(state)
     if reason is not None:
         state.update(status="completed", stop_reason=reason)
         return Response(output={"stopped": reason, "iteration": iteration, "n_used": state.n_used()})
+    if models is None:  # the training job was given up (lost): train here rather than stall
+        from aso_workflows.optimizers import make_optimizer
+
+        needs = make_optimizer(state.config.optimizer, state.config).needs_surrogate
+        models = learn.train_models(state, iteration) if needs else {}
     pids = learn.propose_candidates(state, iteration + 1, models)
     state.update(iteration=iteration + 1)
     nxt = IterationMaker().make(store, campaign, iteration + 1, pids)
@@ -99,6 +129,11 @@ def propose_job(
 def _cand_name(campaign: str, pid: str) -> str:
     _, it, cand = pid.rsplit(":", 2)
     return f"{campaign} / it {int(it)} / cand {int(cand)}"
+
+
+def _cand_tag(j: Job, campaign: str, pid: str, kind: str, technique: str, **extra) -> Job:
+    _, it, cand = pid.rsplit(":", 2)
+    return _tag(j, campaign, int(it), kind, candidate=int(cand), technique=technique, **extra)
 
 
 @dataclass
@@ -121,6 +156,7 @@ class EvaluateCandidateMaker(Maker):
             # one job simulates and records (PDF, or XAS without the per-absorber fan-out)
             j = evaluate_job(store, campaign, pid)
             j.name = f"{base} / {'+'.join(state.simulators)}"
+            _cand_tag(j, campaign, pid, "evaluate", "+".join(state.simulators))
             return Flow([j], output=j.output, name=base)
         jobs: list[Job] = []
         results = {}
@@ -130,18 +166,24 @@ class EvaluateCandidateMaker(Maker):
                 for site in ev.absorber_sites(state, pid, technique):
                     j = absorber_job(store, campaign, pid, technique, site)
                     j.name = f"{base} / {technique} / site {site}"
+                    _cand_tag(j, campaign, pid, "absorber", technique, site=int(site))
                     site_jobs.append(j)
-                c = combine_job(store, campaign, pid, technique, [j.output for j in site_jobs])
+                c = _tolerate_lost_parents(
+                    combine_job(store, campaign, pid, technique, [j.output for j in site_jobs])
+                )
                 c.name = f"{base} / {technique} / average"
+                _cand_tag(c, campaign, pid, "average", technique)
                 jobs += site_jobs + [c]
                 results[technique] = c.output
             else:
                 j = simulate_job(store, campaign, pid, technique)
                 j.name = f"{base} / {technique}"
+                _cand_tag(j, campaign, pid, "simulate", technique)
                 jobs.append(j)
                 results[technique] = j.output
-        rec = record_job(store, campaign, pid, results)
+        rec = _tolerate_lost_parents(record_job(store, campaign, pid, results))
         rec.name = f"{base} / record"
+        _cand_tag(rec, campaign, pid, "record", "+".join(state.simulators))
         return Flow(jobs + [rec], output=rec.output, name=base)
 
 
@@ -153,8 +195,9 @@ class TrainMaker(Maker):
     manager_config: dict = field(default_factory=lambda: {"_category": "gpu"})
 
     def make(self, store: dict, campaign: str, iteration: int, evaluations: list) -> Job:
-        j = train_job(store, campaign, iteration, evaluations)
+        j = _tolerate_lost_parents(train_job(store, campaign, iteration, evaluations))
         j.name = f"{campaign} / it {iteration} / train"
+        _tag(j, campaign, iteration, "train")
         j.update_config({"manager_config": dict(self.manager_config)})
         return j
 
@@ -166,8 +209,9 @@ class ProposeMaker(Maker):
     name: str = "propose"
 
     def make(self, store: dict, campaign: str, iteration: int, models, evaluations: list) -> Job:
-        j = propose_job(store, campaign, iteration, models, evaluations)
+        j = _tolerate_lost_parents(propose_job(store, campaign, iteration, models, evaluations))
         j.name = f"{campaign} / it {iteration} / propose"
+        _tag(j, campaign, iteration, "propose")
         return j
 
 

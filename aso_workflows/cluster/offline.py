@@ -11,6 +11,14 @@ tests); compute jobs never reach it. Each round of :meth:`SlurmOfflineExecutor.r
    FWAction (detours, additions: dynamic Fireworks become READY and go out in the next round);
 3. sleep ``poll_interval`` seconds; stop when nothing is running and nothing is READY, or at ``timeout``.
 
+Lost jobs: a Slurm job that ended (scancel, preemption, walltime, a node lost, its process killed) or
+vanished from ``squeue`` without FireWorks' result file is a lost run. After ``lost_after`` seconds its
+launch is marked FIZZLED and the Firework rerun (``lp.rerun_fw``: READY, submitted again next round),
+at most ``max_reruns`` times per Firework; the jobs' store writes are keyed, so a rerun never
+duplicates what the lost job already wrote. Launches of the workflow RUNNING in the LaunchPad that this
+controller does not track (online workers) go through FireWorks' own ``lp.detect_lostruns(rerun=True)``
+after ``lost_run_expiration`` seconds without a ping. See ``docs/reliability.md``.
+
 The job side runs ``python -m aso_workflows.cluster.rlaunch_shim singleshot --offline`` in the launch
 directory. jobflow's ``JobFiretask`` writes job outputs to the JobStore from inside the job, so the
 JobStore must be reachable from compute nodes: MongoDB, or a file-backed store (maggma ``MontyStore``
@@ -52,6 +60,7 @@ __all__ = [
     "DEFAULT_CATEGORY",
     "squeue_snapshot",
     "slurm_records",
+    "to_workflow",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,6 +107,8 @@ class LaunchRecord:
     start: str | None = None
     end: str | None = None
     error: str | None = None
+    lost: bool = False
+    rerun: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -124,6 +135,10 @@ class RunSummary:
 
     def by_name(self, name: str) -> list[LaunchRecord]:
         return [rec for rec in self.launches if rec.name == name]
+
+    def lost(self) -> list[LaunchRecord]:
+        """Launches detected as lost (their Slurm job ended without a FireWorks result)."""
+        return [rec for rec in self.launches if rec.lost]
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -246,6 +261,12 @@ class SlurmOfflineExecutor:
         At most this many Slurm jobs in flight (0: no limit).
     cancel_on_timeout
         ``scancel`` the jobs still in flight at timeout and mark their launches FIZZLED.
+    max_reruns
+        Rerun a Firework whose Slurm job was lost at most this many times (0: never; the launch stays
+        FIZZLED and jobs that tolerate a missing parent go on without its output).
+    lost_run_expiration
+        ``lp.detect_lostruns`` expiration (seconds without a ping) for RUNNING launches of the workflow
+        that this controller does not track; checked every ``lost_run_check_interval`` seconds.
     env
         Environment for ``sbatch``/``squeue``/``scancel`` (None: this process's).
     """
@@ -261,6 +282,9 @@ class SlurmOfflineExecutor:
     max_queued: int = 0
     cancel_on_timeout: bool = False
     env: Mapping[str, str] | None = None
+    max_reruns: int = 2
+    lost_run_expiration: float = 4 * 3600.0
+    lost_run_check_interval: float = 300.0
     slurm_jobs: dict[int, list[str]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -295,13 +319,7 @@ class SlurmOfflineExecutor:
         """Add a jobflow ``Flow``/``Job`` (or a FireWorks ``Workflow``) to the LaunchPad; returns an fw_id of it."""
         from fireworks import Workflow
 
-        if isinstance(flow, Workflow):
-            wf = flow
-        else:
-            from jobflow.managers.fireworks import flow_to_workflow
-
-            kwargs = {"name": name} if name else {}
-            wf = flow_to_workflow(flow, store=self.job_store, **kwargs)
+        wf = flow if isinstance(flow, Workflow) else to_workflow(flow, self.job_store, name)
         mapping = self.launchpad.add_wf(wf)
         return min(mapping.values())
 
@@ -322,7 +340,11 @@ class SlurmOfflineExecutor:
             records.append(rec)
             active[rec.launch_id] = _Active(rec)
         timed_out = False
+        last_lost_check = time.monotonic()
         while True:
+            if time.monotonic() - last_lost_check > self.lost_run_check_interval:
+                last_lost_check = time.monotonic()
+                self._detect_untracked_lost(fw_id, active)
             wf = self._workflow(fw_id)
             ready = sorted(int(i) for i, s in wf["fw_states"].items() if s == "READY")
             for ready_id in ready:
@@ -496,9 +518,40 @@ class SlurmOfflineExecutor:
             f"Slurm job {rec.slurm_job_id} ended ({rec.slurm_state or 'no longer in squeue'}) without a FireWorks "
             f"result; see {Path(rec.launch_dir) / f'slurm-{rec.slurm_job_id}.out'}"
         )
+        rec.lost = True
         self._fizzle(rec)
         logger.warning("fw %d (%s): %s", rec.fw_id, rec.name, rec.error)
+        self._rerun_lost(rec)
         return True
+
+    def _rerun_lost(self, rec: LaunchRecord) -> bool:
+        """Make the Firework of a lost launch READY again, unless it was lost ``max_reruns`` times."""
+        n_lost = self.launchpad.launches.count_documents({"fw_id": rec.fw_id, "slurm.lost": True})
+        if n_lost > self.max_reruns:
+            logger.warning("fw %d (%s) lost %d times: not rerun again", rec.fw_id, rec.name, n_lost)
+            return False
+        self.launchpad.rerun_fw(rec.fw_id)
+        rec.rerun = True
+        self._tag_launch(rec)
+        logger.warning("fw %d (%s) rerun after a lost Slurm job (%d of %d)", rec.fw_id, rec.name, n_lost, self.max_reruns)
+        return True
+
+    def _detect_untracked_lost(self, fw_id: int, active: dict[int, _Active]) -> list[int]:
+        """FireWorks' lost-run detection for RUNNING launches of the workflow this controller does not track."""
+        tracked = {a.record.fw_id for a in active.values()}
+        nodes = [n for n in self._workflow(fw_id)["nodes"] if n not in tracked]
+        if not nodes:
+            return []
+        try:
+            _, lost_fw_ids, _ = self.launchpad.detect_lostruns(
+                expiration_secs=self.lost_run_expiration, rerun=True, query={"fw_id": {"$in": nodes}}
+            )
+        except Exception as exc:  # noqa: BLE001 - a backstop: never let it stop the controller
+            logger.warning("detect_lostruns failed: %s", exc)
+            return []
+        for lost in lost_fw_ids:
+            logger.warning("fw %d: lost run (no ping for %.0f s), rerun", lost, self.lost_run_expiration)
+        return list(lost_fw_ids)
 
     def _recover(self, rec: LaunchRecord, final: bool = True) -> None:
         # recover_offline FIZZLES the launch on any exception unless ignore_errors: only right for the
@@ -555,6 +608,9 @@ class SlurmOfflineExecutor:
         }
         if rec.error:
             slurm["error"] = rec.error
+        if rec.lost:
+            slurm["lost"] = True
+            slurm["rerun"] = rec.rerun
         self.launchpad.launches.update_one({"launch_id": rec.launch_id}, {"$set": {"slurm": slurm}})
 
     def _reattach(self, fw_id: int) -> list[LaunchRecord]:
@@ -591,6 +647,21 @@ class SlurmOfflineExecutor:
             out.append(rec)
             logger.info("picked up fw %d (%s), Slurm job %s", rec.fw_id, rec.name, rec.slurm_job_id)
         return out
+
+
+def to_workflow(flow, job_store=None, name: str | None = None):
+    """A jobflow ``Flow``/``Job`` as a FireWorks ``Workflow`` (``flow_to_workflow``), tagged for the web GUI.
+
+    A campaign's workflow gets ``metadata.campaign`` (from its jobs' ``_aso`` spec), so the web GUI's
+    ``/wf/metadata/campaign/<name>/`` and ``lpad get_wflows -q '{"metadata.campaign": ...}'`` find it.
+    """
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    wf = flow_to_workflow(flow, store=job_store, **({"name": name} if name else {}))
+    campaigns = {(fw.spec.get("_aso") or {}).get("campaign") for fw in wf.fws} - {None}
+    if len(campaigns) == 1:
+        wf.metadata.setdefault("campaign", campaigns.pop())
+    return wf
 
 
 def _check_job_store(store) -> None:
