@@ -32,7 +32,7 @@ from aso_workflows.errors import InputError
 from aso_workflows.optimizers.rmc import ReverseMonteCarlo
 from aso_workflows.proposal import GradientProposer
 from aso_workflows.sampling import PerturbationSampler
-from aso_workflows.store import StoreSpec
+from aso_workflows.store import StoreSpec, redact_uri
 from aso_workflows.surrogate.ensemble import SurrogateSettings
 
 __all__ = ["TargetConfig", "StoreConfig", "CampaignConfig", "load_config"]
@@ -77,6 +77,7 @@ class StoreConfig(_Strict):
     uri: str | None = None
     database: str = "aso"
     timeout_ms: int = Field(5000, gt=0)
+    password_file: Path | None = None  # MongoDB password, read by each job (never stored or printed)
 
 
 class CampaignConfig(_Strict):
@@ -177,11 +178,15 @@ class CampaignConfig(_Strict):
             uri=s.uri,
             database=s.database,
             timeout_ms=s.timeout_ms,
+            password_file=str(s.password_file) if s.password_file is not None else None,
         )
 
     def to_document(self) -> dict:
-        """JSON-able form stored in the ``campaigns`` collection (paths absolute)."""
-        return self.model_dump(mode="json")
+        """JSON-able form stored in the ``campaigns`` collection (paths absolute, store password masked)."""
+        doc = self.model_dump(mode="json")
+        if doc.get("store", {}).get("uri"):
+            doc["store"]["uri"] = redact_uri(doc["store"]["uri"])
+        return doc
 
 
 def _format_loc(loc: tuple) -> str:
@@ -235,6 +240,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> CampaignConf
             for key in ("file", "structure"):
                 if isinstance(t.get(key), str):
                     t[key] = str(_resolve(base, t[key]))
+    if isinstance(raw.get("store"), dict) and isinstance(raw["store"].get("password_file"), str):
+        raw["store"]["password_file"] = str(_resolve(base, raw["store"]["password_file"]))
     try:
         cfg = CampaignConfig.model_validate(raw)
     except ValidationError as exc:
@@ -244,7 +251,53 @@ def load_config(path: str | Path, overrides: dict | None = None) -> CampaignConf
     ]
     if missing:
         raise InputError(p, f"file(s) named in the campaign do not exist: {', '.join(missing)}")
+    check_inputs(cfg, p)
     return cfg
+
+
+def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
+    """Read the start structure and every target now, so bad input fails before any store is touched.
+
+    Checks that the structures parse, that each XAS absorber is an element of the start (and target)
+    structure, that the simulator settings are accepted and that target files parse (numbers, no NaN,
+    increasing abscissa; the grid coverage is checked when the campaign is created). Runs on resume too:
+    a stored campaign is never continued from a file that has since become unreadable.
+
+    Raises
+    ------
+    InputError
+        One line: the structure or target file and its problem, or ``<source>: field 'targets[i]...'``.
+    """
+    from aso_workflows.spectra.registry import make_simulator
+    from aso_workflows.spectra.targets import read_target
+    from aso_workflows.structures import load_structure
+
+    start = load_structure(cfg.start)
+    for i, t in enumerate(cfg.targets):
+        where = f"targets[{i}]"
+        try:
+            make_simulator(t.technique, **t.settings)
+        except InputError as exc:
+            raise InputError(source, f"field '{where}.settings': {exc.problem}") from None
+        structures = {cfg.start: start}
+        if t.structure is not None:
+            structures[t.structure] = load_structure(t.structure)
+        else:
+            try:
+                read_target(t.file, t.technique, **t.read_options)
+            except InputError as exc:
+                if exc.source.startswith("read_options"):
+                    raise InputError(source, f"field '{where}.{exc.source}': {exc.problem}") from None
+                raise
+        absorber = str(t.settings.get("absorber", "")).strip().capitalize()
+        for path, s in structures.items() if absorber else ():
+            elements = sorted({el.symbol for el in s.composition.elements})
+            if absorber not in elements:
+                raise InputError(
+                    source,
+                    f"field '{where}.settings.absorber': no {absorber} in {Path(path).name} "
+                    f"({s.composition.reduced_formula}); expected one of its elements {elements}",
+                )
 
 
 def _resolve(base: Path, value: str) -> Path:

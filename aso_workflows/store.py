@@ -71,6 +71,10 @@ class StoreSpec:
         Database name.
     timeout_ms
         Server selection timeout: an unreachable MongoDB fails within this time with one line.
+    password_file
+        File holding the MongoDB password (the URI then names only the user: ``mongodb://user@host/``).
+        The spec, which travels inside every job and Firework, then carries the file's path, never the
+        password; each job reads the file when it connects (it must be on a disk the jobs see, mode 600).
     """
 
     kind: Literal["embedded", "mongodb", "mongomock"] = "embedded"
@@ -78,6 +82,7 @@ class StoreSpec:
     uri: str | None = None
     database: str = "aso"
     timeout_ms: int = 5000
+    password_file: str | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -86,6 +91,7 @@ class StoreSpec:
             "uri": self.uri,
             "database": self.database,
             "timeout_ms": self.timeout_ms,
+            "password_file": self.password_file,
         }
 
     @classmethod
@@ -99,6 +105,19 @@ class StoreSpec:
         if self.kind == "mongomock":
             return f"in-process mongomock database {self.database}"
         return f"MongoDB {redact_uri(self.uri or '')} database {self.database}"
+
+
+def read_password_file(path: str | Path, field: str = "store.password_file") -> str:
+    """The password in ``path`` (first line, surrounding whitespace stripped); one-line error otherwise."""
+    p = Path(path).expanduser()
+    try:
+        lines = p.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InputError(f"{field} ({p})", f"cannot read the password file ({reason})") from None
+    if not lines or not lines[0].strip():
+        raise InputError(f"{field} ({p})", "the password file is empty (expected the password on line 1)")
+    return lines[0].strip()
 
 
 def redact_uri(uri: str) -> str:
@@ -250,19 +269,28 @@ def open_store(spec: StoreSpec | dict) -> CampaignDB:
         out = CampaignDB(spec, db, GridFSBlobStore(db), client)
     elif spec.kind == "mongodb":
         import pymongo
-        from pymongo.errors import OperationFailure, PyMongoError
+        from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
         if not spec.uri:
             raise InputError("store.uri", "a MongoDB URI (mongodb://...) is required for kind 'mongodb'")
+        auth = {"password": read_password_file(spec.password_file)} if spec.password_file else {}
         try:
-            client = pymongo.MongoClient(spec.uri, serverSelectionTimeoutMS=spec.timeout_ms)
+            client = pymongo.MongoClient(spec.uri, serverSelectionTimeoutMS=spec.timeout_ms, **auth)
             client.admin.command("ping")
             db = client[spec.database]
             db.list_collection_names()  # fails fast on wrong credentials / missing rights
         except OperationFailure as exc:
+            why = str((exc.details or {}).get("errmsg") or "").split("\n")[0][:120]
             raise InputError(
                 f"store.uri ({redact_uri(spec.uri)})",
-                f"MongoDB refused the credentials or the operation ({exc.code})",
+                f"MongoDB refused the credentials or the operation (code {exc.code}{': ' + why if why else ''}); "
+                "expected a user with read/write rights on the database",
+            ) from None
+        except ConfigurationError as exc:  # InvalidURI included: nothing was contacted
+            first = str(exc).split("\n")[0][:160].replace(spec.uri, redact_uri(spec.uri))
+            raise InputError(
+                f"store.uri ({redact_uri(spec.uri)})",
+                f"not a valid MongoDB URI ({redact_uri(first)}); expected mongodb://[user@]host[:port]/",
             ) from None
         except PyMongoError as exc:
             first = str(exc).split(",")[0].split("\n")[0][:160]

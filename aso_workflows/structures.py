@@ -48,7 +48,9 @@ def load_structure(path: str | Path) -> Structure:
             s = Structure.from_file(str(p))
     except Exception as exc:  # pymatgen raises many types; condense to one line
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(p, f"could not be read as a structure ({msg})") from None
+        raise InputError(
+            p, f"could not be read as a structure ({msg}); expected a CIF, POSCAR or pymatgen JSON file"
+        ) from None
     if len(s) == 0:
         raise InputError(p, "structure has no atoms")
     if not s.is_ordered:

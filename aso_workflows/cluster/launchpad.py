@@ -68,23 +68,9 @@ def load_launchpad(
         except Exception as exc:  # noqa: BLE001 - pymongo's URI errors: ConfigurationError, InvalidURI, ValueError
             raise InputError(source, f"not a valid MongoDB URI ({_first_line(exc, text)})") from None
     else:
-        path = Path(text)
+        path = Path(text).expanduser()
         source = str(path)
-        if not path.is_file():
-            raise InputError(
-                source, "launchpad file not found (expected my_launchpad.yaml or a mongodb:// URI)"
-            )
-        try:
-            from monty.serialization import loadfn
-
-            d = loadfn(path)
-        except Exception as exc:  # noqa: BLE001 - YAML/JSON parse errors of several kinds
-            raise InputError(
-                source, f"not a readable YAML/JSON launchpad file ({_first_line(exc)})"
-            ) from None
-        if not isinstance(d, dict) or "host" not in d and not d.get("uri_mode"):
-            raise InputError(source, "not a launchpad file: expected a mapping with 'host' (and 'name', ...)")
-        d = dict(d)
+        d = _check_fields(_read_launchpad_file(path), source)
         kwargs = dict(d.get("mongoclient_kwargs") or {})
         kwargs.setdefault("serverSelectionTimeoutMS", timeout_ms)
         d["mongoclient_kwargs"] = kwargs
@@ -102,6 +88,115 @@ def load_launchpad(
     return lp
 
 
+# The fields of FireWorks' LaunchPad.from_dict and their YAML types (None is allowed for all but host).
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "host": str,
+    "port": int,
+    "name": str,
+    "username": str,
+    "password": str,
+    "authsource": str,
+    "uri_mode": bool,
+    "mongoclient_kwargs": dict,
+    "logdir": str,
+    "strm_lvl": str,
+    "user_indices": list,
+    "wf_user_indices": list,
+}
+# Top-level TLS fields of older FireWorks launchpad files (and of `lpad init`'s ssl_ca_file prompt).
+# FireWorks 2 ignores them there without a word, which would mean a connection WITHOUT TLS; they are
+# moved into mongoclient_kwargs under pymongo 4's names instead.
+_LEGACY_TLS = {
+    "ssl": "tls",
+    "ssl_ca_certs": "tlsCAFile",
+    "ssl_ca_file": "tlsCAFile",
+    "ssl_certfile": "tlsCertificateKeyFile",
+    "ssl_pem_passphrase": "tlsCertificateKeyFilePassword",
+}
+
+
+def _read_launchpad_file(path: Path) -> dict:
+    """The mapping in a launchpad YAML/JSON file; one-line :class:`InputError` naming the file otherwise."""
+    import yaml
+
+    source = str(path)
+    if path.is_dir():
+        raise InputError(
+            source, "is a directory; expected a launchpad file (my_launchpad.yaml) or a mongodb:// URI"
+        )
+    if not path.is_file():
+        raise InputError(source, "launchpad file not found (expected my_launchpad.yaml or a mongodb:// URI)")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise InputError(source, f"cannot be read ({reason}); expected a YAML launchpad file") from None
+    try:
+        d = yaml.safe_load(text)  # JSON launchpad files are YAML too
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(
+            source, f"not valid YAML{where}; expected a launchpad file (host, port, name, ...)"
+        ) from None
+    if not isinstance(d, dict) or ("host" not in d and not d.get("uri_mode")):
+        raise InputError(source, "not a launchpad file: expected a mapping with 'host' (and 'name', ...)")
+    return d
+
+
+def _check_fields(d: dict, source: str) -> dict:
+    """Check the fields' names and types (never echoing a value) and move legacy TLS fields into place.
+
+    FireWorks reads a launchpad file with ``dict.get`` and passes wrong types on to pymongo, whose errors
+    come late and may quote the value; a misspelt field (``authSource``) is silently ignored.
+    """
+    out = {k: v for k, v in d.items() if not str(k).startswith("@")}
+    kwargs = out.get("mongoclient_kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise InputError(
+            source, "field 'mongoclient_kwargs': expected a mapping of pymongo.MongoClient options"
+        )
+    kwargs = dict(kwargs or {})
+    for old, new in _LEGACY_TLS.items():
+        if old in out:
+            value = out.pop(old)
+            if value is not None:
+                kwargs.setdefault(new, value)
+    if "ssl_keyfile" in out:
+        raise InputError(
+            source,
+            "field 'ssl_keyfile': pymongo 4 needs the client certificate and its key in one PEM file; "
+            "expected mongoclient_kwargs.tlsCertificateKeyFile",
+        )
+    unknown = sorted(str(k) for k in out if k not in _FIELDS)
+    if unknown:
+        raise InputError(
+            source,
+            f"unknown field(s) {unknown}; expected some of {list(_FIELDS)} "
+            "(TLS and timeouts go in mongoclient_kwargs)",
+        )
+    for key, value in out.items():
+        typ = _FIELDS[key]
+        if value is None and key != "host":
+            continue
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            hint = " (quote it in YAML)" if key == "password" else ""
+            shown = "" if key in ("password", "host") else f", got {value!r}"
+            raise InputError(source, f"field {key!r}: expected {_TYPE_WORDS[typ]}{hint}{shown}")
+    if kwargs:
+        out["mongoclient_kwargs"] = kwargs
+    return out
+
+
+_TYPE_WORDS = {
+    str: "a string",
+    int: "an integer (e.g. 27017)",
+    bool: "true or false",
+    dict: "a mapping",
+    list: "a list",
+}
+
+
 def check_launchpad(lp, source: str | None = None) -> None:
     """Ping the LaunchPad's server and list its collections; one-line :class:`InputError` on failure."""
     from pymongo.errors import OperationFailure, PyMongoError
@@ -113,8 +208,11 @@ def check_launchpad(lp, source: str | None = None) -> None:
         lp.connection.admin.command("ping")
         lp.db.list_collection_names()
     except OperationFailure as exc:
+        why = _first_line(Exception((exc.details or {}).get("errmsg") or ""), *secrets)
         raise InputError(
-            source, f"MongoDB refused the credentials or the operation (code {exc.code})"
+            source,
+            f"MongoDB refused the credentials or the operation (code {exc.code}{': ' + why if why else ''}); "
+            "expected username/password/authsource of a user with rights on the database",
         ) from None
     except PyMongoError as exc:
         raise InputError(
