@@ -18,7 +18,7 @@ from aso_workflows.campaign.jobs import CampaignMaker
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.config import CampaignConfig
 
-__all__ = ["ClusterCampaignRunner", "annotate_fireworks"]
+__all__ = ["ClusterCampaignRunner", "annotate_fireworks", "cancel_orphan_jobs"]
 
 
 @dataclass
@@ -37,8 +37,8 @@ class ClusterCampaignRunner:
         jobflow JobStore reachable from the jobs (:func:`aso_workflows.cluster.jobstore.shared_job_store`).
     python
         Python on the compute nodes.
-    timeout, poll_interval
-        Passed to the executor.
+    timeout, poll_interval, lost_after, max_reruns
+        Passed to the executor (lost Slurm jobs: see ``docs/reliability.md``).
     """
 
     launchpad: Any
@@ -48,6 +48,8 @@ class ClusterCampaignRunner:
     python: str = sys.executable
     timeout: float | None = None
     poll_interval: float = 1.0
+    lost_after: float = 30.0
+    max_reruns: int = 2
 
     def executor(self):
         from aso_workflows.cluster.offline import SlurmOfflineExecutor
@@ -60,6 +62,8 @@ class ClusterCampaignRunner:
             python=self.python,
             timeout=self.timeout,
             poll_interval=self.poll_interval,
+            lost_after=self.lost_after,
+            max_reruns=self.max_reruns,
         )
 
     def submit(self, config: CampaignConfig) -> int:
@@ -69,22 +73,116 @@ class ClusterCampaignRunner:
         flow = CampaignMaker().make(config, workdir=out)
         return self.executor().add_flow(flow, name=f"{config.name}")
 
-    def run(self, config: CampaignConfig, write_outputs: bool = True):
-        """Submit and drive the campaign to the end; returns ``(CampaignState, RunSummary)``."""
+    def run(self, config: CampaignConfig, write_outputs: bool = True, resume: bool = False):
+        """Submit and drive the campaign to the end; returns ``(CampaignState, RunSummary)``.
+
+        With ``resume`` (``aso resume``, after the controller died): an unfinished workflow of this
+        campaign in the LaunchPad (a MongoDB LaunchPad outlives its controller) is driven on, picking up
+        its Slurm jobs; otherwise (an in-process LaunchPad died with the controller) the dead
+        controller's Slurm jobs still queued or running in ``launch_dir`` are cancelled and the latest
+        iteration is rebuilt from the campaign store, which reuses every stored evaluation, model and
+        proposal (see ``docs/reliability.md``).
+        """
         for name in ("jobflow", "fireworks", "maggma"):
             logging.getLogger(name).setLevel(logging.WARNING)
         ex = self.executor()
         out = config.output_dir.resolve()
         out.mkdir(parents=True, exist_ok=True)
-        fw_id = ex.add_flow(CampaignMaker().make(config, workdir=out), name=config.name)
+        fw_id = self._unfinished_workflow(config.name) if resume else None
+        if fw_id is None:
+            if resume:
+                cancelled = cancel_orphan_jobs(Path(self.launch_dir), env=ex.env)
+                if cancelled:
+                    logging.getLogger(__name__).warning(
+                        "cancelled %d Slurm job(s) of the previous controller: %s",
+                        len(cancelled),
+                        " ".join(cancelled),
+                    )
+            fw_id = ex.add_flow(CampaignMaker().make(config, workdir=out), name=config.name)
+        db = get_db(config.store_spec())
+        self._record_executor(db, config.name)
         summary = ex.run_workflow(fw_id)
-        state = CampaignState.load(get_db(config.store_spec()), config.name)
+        state = CampaignState.load(db, config.name)
         annotate_fireworks(state, summary.launches)
         if write_outputs:
             from aso_workflows.report import write_outputs as _write
 
             _write(state, out)
         return state, summary
+
+    def _unfinished_workflow(self, name: str) -> int | None:
+        """fw_id of this campaign's newest workflow in the LaunchPad that has not ended, if any."""
+        docs = list(
+            self.launchpad.workflows.find(
+                {"name": name, "state": {"$in": ["READY", "RESERVED", "RUNNING", "WAITING"]}},
+                {"nodes": 1, "updated_on": 1},
+            )
+        )
+        if not docs:
+            return None
+        newest = max(docs, key=lambda d: str(d.get("updated_on", "")))
+        return min(newest["nodes"])
+
+    def _record_executor(self, db, name: str) -> None:
+        """Remember in the campaign document how it runs on the cluster (``aso resume`` reuses it)."""
+        queues = {}
+        for category, qa in dict(self.queues).items():
+            queues[str(category)] = str(qa) if isinstance(qa, str | Path) else qa.to_dict()
+        store = getattr(self.job_store, "docs_store", None)
+        path = getattr(store, "database_path", None)
+        db.campaigns.update_one(
+            {"_id": name},
+            {
+                "$set": {
+                    "executor": {
+                        "kind": "slurm",
+                        "launch_dir": str(Path(self.launch_dir).resolve()),
+                        "queues": queues,
+                        "job_store": str(path) if path and path != ":memory:" else None,
+                        "python": self.python,
+                    }
+                }
+            },
+        )
+
+
+def cancel_orphan_jobs(launch_dir: Path, env: Mapping[str, str] | None = None) -> list[str]:
+    """``scancel`` this user's Slurm jobs that have not ended and whose working directory is in ``launch_dir``.
+
+    Those are the jobs of a controller that died: nobody will read their results back. Their store
+    writes are keyed, so a job that still finishes before the cancel duplicates nothing. Returns the
+    job ids cancelled.
+    """
+    import subprocess
+
+    base = Path(launch_dir).resolve()
+    try:
+        out = subprocess.run(
+            ["squeue", "--me", "--noheader", "--format=%i|%T|%Z"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=None if env is None else dict(env),
+        )
+    except (subprocess.SubprocessError, OSError):
+        return []
+    ids = []
+    for line in out.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 3:
+            continue
+        job_id, _, workdir = parts
+        try:
+            inside = Path(workdir).resolve().is_relative_to(base)
+        except (OSError, ValueError):
+            inside = False
+        if inside:
+            ids.append(job_id)
+    if ids:
+        subprocess.run(
+            ["scancel", *ids], capture_output=True, timeout=60, env=None if env is None else dict(env)
+        )
+    return ids
 
 
 def annotate_fireworks(state: CampaignState, launches) -> int:

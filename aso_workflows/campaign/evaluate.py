@@ -3,21 +3,28 @@
 These functions are what the jobflow jobs call; they need only the store and ids, so each can run as its
 own process or Slurm job. A spectrum is never computed twice for the same structure and settings: the
 ``spectra`` collection is a cache keyed by fingerprint + technique + settings hash (+ absorber site).
+
+Failures are returned, never raised, so one bad candidate never stops an iteration: every failed result
+carries a one-line ``error`` and a ``failure_kind`` (:data:`FAILURE_KINDS`), and the campaign proposes a
+replacement (see ``docs/reliability.md``). Before any code runs, a structure is checked for a physical
+geometry (:func:`geometry_problem`); the campaign's ``simulation_timeout_s`` limits every simulator call.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
 from pathlib import Path
 
+import numpy as np
 from pymatgen.core import Structure
 
 from aso_workflows.campaign import progress
 from aso_workflows.campaign.state import CampaignState, evaluation_id, now
-from aso_workflows.errors import AsoError
-from aso_workflows.spectra.base import AbsorberSimulator
+from aso_workflows.errors import AsoError, InputError
+from aso_workflows.spectra.base import AbsorberSimulator, Simulator
 from aso_workflows.spectra.spectrum import Spectrum
 
 __all__ = [
@@ -27,7 +34,27 @@ __all__ = [
     "combine_absorbers",
     "record_evaluation",
     "absorber_sites",
+    "geometry_problem",
+    "failure_kind",
+    "FAILURE_KINDS",
+    "NONPHYSICAL_FRACTION",
 ]
+
+FAILURE_KINDS = (
+    "simulator_error",  # the code failed (FEFF crashed, exited non-zero, wrote no/NaN output)
+    "walltime",  # the run exceeded the campaign's simulation_timeout_s and was killed
+    "nonphysical_geometry",  # atoms on top of each other, NaN coordinates, a collapsed cell: not run
+    "input_error",  # the simulator refused the structure (e.g. no absorbing atom)
+    "lost_job",  # the job never reported (Slurm job killed/preempted/node lost, reruns exhausted)
+)
+"""The ``failure_kind`` values of failed evaluations (``aso status`` groups failures by them)."""
+
+NONPHYSICAL_FRACTION = 0.5
+"""A pair closer than this fraction of the campaign's minimum distance for that pair is non-physical.
+
+Proposals are generated inside the minimum distances (``min_distances``), so a structure that reaches
+half of them did not come from the optimiser's constraints: it is a corrupt or hand-made structure that
+FEFF or the PDF engine would fail on (or worse, silently give nonsense for)."""
 
 
 def provenance(t0: float | None = None) -> dict:
@@ -79,30 +106,166 @@ def _workdir(state: CampaignState, pid: str, technique: str) -> Path:
 
 
 def absorber_sites(state: CampaignState, pid: str, technique: str) -> list[int]:
-    """Absorber sites the simulator computes for this candidate (XAS only)."""
+    """Absorber sites the simulator computes for this candidate (XAS only).
+
+    A structure whose sites cannot be chosen (e.g. no absorbing atom) gives ``[]``: the candidate is
+    then recorded as failed by its averaging job instead of breaking the iteration's flow.
+    """
     sim = state.simulators[technique]
     assert isinstance(sim, AbsorberSimulator)
     s = Structure.from_dict(state.proposal(pid)["structure"])
-    return sim.absorber_sites(s)
+    try:
+        return sim.absorber_sites(s)
+    except InputError:
+        return []
+
+
+def geometry_problem(structure: Structure, dmin_matrix: np.ndarray | None = None) -> str | None:
+    """Why ``structure`` is not a physical geometry, or ``None`` if it is.
+
+    Checks finite lattice and coordinates, a cell volume above 1 Å³ per atom, and that no pair of atoms
+    (periodic images included) is closer than :data:`NONPHYSICAL_FRACTION` × its minimum distance
+    (``dmin_matrix``, the campaign's per-pair table; at least 0.5 Å when none is given).
+    """
+    lat = np.asarray(structure.lattice.matrix, dtype=float)
+    frac = np.asarray(structure.frac_coords, dtype=float)
+    if not (np.all(np.isfinite(lat)) and np.all(np.isfinite(frac))):
+        return "lattice or coordinates are NaN or infinite"
+    vol = float(abs(np.linalg.det(lat)))
+    if not math.isfinite(vol) or vol < 1.0 * len(structure):
+        return f"cell volume {vol:.3g} Å³ for {len(structure)} atoms (collapsed cell)"
+    n = len(structure)
+    limit = (
+        NONPHYSICAL_FRACTION * dmin_matrix
+        if dmin_matrix is not None and dmin_matrix.shape == (n, n)
+        else np.full((n, n), 0.5)
+    )
+    dm = np.array(structure.distance_matrix, dtype=float)
+    np.fill_diagonal(dm, np.inf)
+    bad = np.argwhere(np.triu(dm < limit, 1))
+    if len(bad):
+        i, j = (int(x) for x in bad[0])
+        return (
+            f"atoms {i} ({structure[i].specie}) and {j} ({structure[j].specie}) are {dm[i, j]:.3f} Å apart "
+            f"(limit {limit[i, j]:.2f} Å)" + (f", and {len(bad) - 1} more pairs" if len(bad) > 1 else "")
+        )
+    return None
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The :data:`FAILURE_KINDS` entry for an exception raised by a simulator."""
+    text = str(exc)
+    if "timed out after" in text:  # feff_engine's message when it killed a run at its wall-time limit
+        return "walltime"
+    if isinstance(exc, InputError):
+        return "input_error"
+    return "simulator_error"
+
+
+def _failed(error: str, kind: str, t0: float, **extra) -> dict:
+    return {"status": "failed", "error": error, "failure_kind": kind, **extra, "provenance": provenance(t0)}
+
+
+def _simulator(state: CampaignState, technique: str) -> Simulator:
+    """The technique's simulator with the campaign's wall-time limit applied to the code it runs.
+
+    FEFF simulators run the code in a child process and kill its whole process group at ``timeout``
+    (per absorber run); the stricter of the simulator's own ``timeout`` and ``simulation_timeout_s``
+    applies. ``timeout`` is not part of the settings key, so cached spectra stay valid.
+    """
+    sim = state.simulators[technique]
+    limit = getattr(state.config, "simulation_timeout_s", None)
+    if limit is not None and hasattr(sim, "timeout"):
+        sim.timeout = float(limit) if sim.timeout is None else min(float(sim.timeout), float(limit))
+    return sim
+
+
+def _check_geometry(state: CampaignState, structure: Structure) -> str | None:
+    problem = geometry_problem(structure, state.dmin_matrix if len(structure) == len(state.start) else None)
+    return f"non-physical geometry: {problem}; not simulated" if problem else None
+
+
+def _call_with_limit(sim: Simulator, structure: Structure, workdir: Path, limit: float | None) -> Spectrum:
+    """``sim.simulate`` under the campaign's wall-time limit.
+
+    Simulators with their own ``timeout`` (FEFF: a child process killed at the limit) enforce it
+    themselves. Others (the PDF engine runs in this process, in milliseconds) are run in a forked child
+    process that is killed at the limit: a C extension cannot be interrupted from Python, only killed.
+    """
+    if limit is None or hasattr(sim, "timeout"):
+        return sim.simulate(structure, workdir=workdir)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # fork: the child inherits the simulator, no re-import (tens of ms)
+    recv, send = ctx.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            send.send(("ok", sim.simulate(structure, workdir=workdir).model_dump_json()))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
+            send.send(("error", _one_line(exc)))
+        finally:
+            send.close()
+
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(limit):
+            proc.kill()
+            raise _WallTime(f"{sim.technique} simulation timed out after {limit:g} s and was killed")
+        status, payload = recv.recv()
+    except EOFError:
+        raise RuntimeError(f"{sim.technique} simulation process died (exit code {proc.exitcode})") from None
+    finally:
+        proc.join(5)
+        recv.close()
+    if status != "ok":
+        raise _ChildError(payload)
+    return Spectrum.model_validate_json(payload)
+
+
+class _ChildError(RuntimeError):
+    """An error raised in the child process, already as one line ``Type: message``."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class _WallTime(RuntimeError):
+    """A simulator call killed at the campaign's wall-time limit (message says 'timed out after')."""
+
+
+_SIM_ERRORS = (AsoError, OSError, RuntimeError, ValueError)
 
 
 def simulate_technique(state: CampaignState, pid: str, technique: str) -> dict:
     """Simulate one candidate with one technique (all absorbers in this process for XAS).
 
-    Returns a small dict: ``{"status", "cache_id" | "error", "cached", "provenance"}``. Failures are
-    returned, not raised, so the iteration goes on and the campaign proposes a replacement.
+    Returns a small dict: ``{"status", "cache_id" | "error" + "failure_kind", "cached", "provenance"}``.
+    Failures are returned, not raised, so the iteration goes on and the campaign proposes a replacement.
+    XAS absorbers run one by one through :func:`simulate_absorber` and :func:`combine_absorbers`, so the
+    rule for failed absorbers is the same with and without the per-absorber fan-out.
     """
     t0 = time.perf_counter()
     prop = state.proposal(pid)
-    sim = state.simulators[technique]
+    sim = _simulator(state, technique)
     cid = _cache_id(prop["fingerprint"], technique, sim.settings_key())
     if _cached(state, cid) is not None:
         return {"status": "completed", "cache_id": cid, "cached": True, "provenance": provenance(t0)}
     structure = Structure.from_dict(prop["structure"])
+    problem = _check_geometry(state, structure)
+    if problem:
+        return _failed(problem, "nonphysical_geometry", t0)
+    if isinstance(sim, AbsorberSimulator):
+        sites = absorber_sites(state, pid, technique)
+        results = [simulate_absorber(state, pid, technique, site) for site in sites]
+        return combine_absorbers(state, pid, technique, results)
     try:
-        spectrum = sim.simulate(structure, workdir=_workdir(state, pid, technique))
-    except (AsoError, OSError, RuntimeError, ValueError) as exc:
-        return {"status": "failed", "error": _one_line(exc), "provenance": provenance(t0)}
+        limit = getattr(state.config, "simulation_timeout_s", None)
+        spectrum = _call_with_limit(sim, structure, _workdir(state, pid, technique), limit)
+    except _SIM_ERRORS as exc:
+        return _failed(_one_line(exc), failure_kind(exc), t0)
     prov = provenance(t0)
     _put_cache(state, cid, prop["fingerprint"], technique, spectrum, prov)
     return {"status": "completed", "cache_id": cid, "cached": False, "provenance": prov}
@@ -112,7 +275,7 @@ def simulate_absorber(state: CampaignState, pid: str, technique: str, site: int)
     """One absorber run of an XAS technique (the cluster fan-out unit)."""
     t0 = time.perf_counter()
     prop = state.proposal(pid)
-    sim = state.simulators[technique]
+    sim = _simulator(state, technique)
     assert isinstance(sim, AbsorberSimulator)
     cid = _cache_id(prop["fingerprint"], technique, sim.settings_key(), site)
     if _cached(state, cid) is not None:
@@ -124,48 +287,98 @@ def simulate_absorber(state: CampaignState, pid: str, technique: str, site: int)
             "provenance": provenance(t0),
         }
     structure = Structure.from_dict(prop["structure"])
+    problem = _check_geometry(state, structure)
+    if problem:
+        return _failed(problem, "nonphysical_geometry", t0, site=site)
     try:
         d = sim.write_absorber_inputs(structure, site, _workdir(state, pid, technique) / f"site_{site:04d}")
         spectrum = sim.run_absorber(d)
-    except (AsoError, OSError, RuntimeError, ValueError) as exc:
-        return {"status": "failed", "site": site, "error": _one_line(exc), "provenance": provenance(t0)}
+    except _SIM_ERRORS as exc:
+        return _failed(_one_line(exc), failure_kind(exc), t0, site=site)
     prov = provenance(t0)
     _put_cache(state, cid, prop["fingerprint"], technique, spectrum, prov)
     return {"status": "completed", "cache_id": cid, "site": site, "cached": False, "provenance": prov}
 
 
-def combine_absorbers(state: CampaignState, pid: str, technique: str, results: list[dict]) -> dict:
-    """Average the per-absorber spectra of one candidate into its spectrum (cached like the others)."""
+def combine_absorbers(state: CampaignState, pid: str, technique: str, results: list[dict | None]) -> dict:
+    """Average the per-absorber spectra of one candidate into its spectrum (cached like the others).
+
+    A result that is ``None`` is an absorber job that never reported (lost Slurm job, reruns exhausted).
+    The candidate succeeds if at least ``min_absorber_fraction`` of its absorbers succeeded (default 1:
+    all of them); its spectrum is then the average of the successful ones and ``absorbers_failed``
+    lists the others. Otherwise it fails with the reason of the first failed absorber.
+    """
     t0 = time.perf_counter()
     prop = state.proposal(pid)
     sim = state.simulators[technique]
+    results = [r if r is not None else {"status": "failed", "failure_kind": "lost_job"} for r in results]
+    for r in results:
+        if r.get("failure_kind") == "lost_job" and not r.get("error"):
+            r["error"] = "absorber job did not complete (Slurm job lost and reruns exhausted, or it raised)"
+    ok = [r for r in results if r.get("status") == "completed"]
     failed = [r for r in results if r.get("status") != "completed"]
-    if failed:
+    if not results:
+        s = Structure.from_dict(prop["structure"])
+        try:
+            sim.absorber_sites(s)
+            why = "no absorber sites"
+        except InputError as exc:
+            why = _one_line(exc)
+        return _failed(why, "input_error", t0)
+    fraction = float(getattr(state.config, "min_absorber_fraction", 1.0))
+    if failed and len(ok) < fraction * len(results) - 1e-9:
         errs = "; ".join(f"site {r.get('site')}: {r.get('error')}" for r in failed)
-        return {
-            "status": "failed",
-            "error": f"{len(failed)} absorber run(s) failed: {errs}",
-            "provenance": provenance(t0),
-        }
-    spectra = [_cached(state, r["cache_id"]) for r in results]
-    combined = sim.combine(spectra, [r["site"] for r in results])
+        kinds = [r.get("failure_kind") or "simulator_error" for r in failed]
+        kind = max(set(kinds), key=kinds.count)
+        return _failed(
+            f"{len(failed)} of {len(results)} absorber run(s) failed: {errs}"[:1000],
+            kind,
+            t0,
+            absorbers_failed=[r.get("site") for r in failed],
+        )
+    spectra = [_cached(state, r["cache_id"]) for r in ok]
+    combined = sim.combine(spectra, [r["site"] for r in ok])
     cid = _cache_id(prop["fingerprint"], technique, sim.settings_key())
     prov = provenance(t0)
-    prov["absorber_jobs"] = [r["provenance"] for r in results]
+    prov["absorber_jobs"] = [r["provenance"] for r in ok]
+    out = {"status": "completed", "cache_id": cid, "cached": False, "provenance": prov}
+    if failed:
+        prov["absorbers_failed"] = [
+            {"site": r.get("site"), "error": r.get("error"), "failure_kind": r.get("failure_kind")}
+            for r in failed
+        ]
+        out["absorbers_failed"] = [r.get("site") for r in failed]
     _put_cache(state, cid, prop["fingerprint"], technique, combined, prov)
-    return {"status": "completed", "cache_id": cid, "cached": False, "provenance": prov}
+    return out
 
 
-def record_evaluation(state: CampaignState, pid: str, results: dict[str, dict]) -> dict:
+def record_evaluation(state: CampaignState, pid: str, results: dict[str, dict | None]) -> dict:
     """Write the evaluation of one candidate (all techniques) and its mismatch; idempotent.
 
-    Returns ``{"evaluation_id", "status", "objective"}``.
+    A result that is ``None`` is a job that never reported (lost Slurm job, reruns exhausted): the
+    evaluation is recorded as failed with ``failure_kind`` ``lost_job``. Returns
+    ``{"evaluation_id", "status", "objective"}``.
     """
     prop = state.proposal(pid)
     eid = evaluation_id(state.name, prop["fingerprint"], state.settings_key)
     existing = state.db.evaluations.find_one({"_id": eid})
     if existing is not None:
+        if existing.get("proposal_id") != pid:
+            # the same structure proposed again: this proposal shares the stored evaluation
+            state.db.proposals.update_one(
+                {"_id": pid}, {"$set": {"status": existing["status"], "evaluation_id": eid}}
+            )
         return {"evaluation_id": eid, "status": existing["status"], "objective": existing.get("objective")}
+    results = {
+        t: r
+        if r is not None
+        else {
+            "status": "failed",
+            "failure_kind": "lost_job",
+            "error": "simulation job did not complete (Slurm job lost and reruns exhausted, or the job raised)",
+        }
+        for t, r in results.items()
+    }
     failed = {t: r for t, r in results.items() if r.get("status") != "completed"}
     doc = {
         "campaign": state.name,
@@ -179,10 +392,15 @@ def record_evaluation(state: CampaignState, pid: str, results: dict[str, dict]) 
         "provenance": {t: r.get("provenance") for t, r in results.items()},
         "created": now(),
     }
+    partial = {t: r["absorbers_failed"] for t, r in results.items() if r.get("absorbers_failed")}
+    if partial:
+        doc["absorbers_failed"] = partial
     if failed:
+        kinds = [r.get("failure_kind") or "simulator_error" for r in failed.values()]
         doc.update(
             status="failed",
             error="; ".join(f"{t}: {r.get('error')}" for t, r in failed.items()),
+            failure_kind=kinds[0],
             objective=None,
             mse={},
         )
@@ -196,12 +414,33 @@ def record_evaluation(state: CampaignState, pid: str, results: dict[str, dict]) 
             spectra={t: r["cache_id"] for t, r in results.items()},
         )
     state.db.evaluations.update_one({"_id": eid}, {"$setOnInsert": doc}, upsert=True)
-    state.db.proposals.update_one({"_id": pid}, {"$set": {"status": doc["status"], "evaluation_id": eid}})
-    if doc["status"] == "completed":
-        best = state.best(1)
-        state.update(n_used=state.n_used(), best_objective=best[0]["objective"] if best else None)
+    stored = state.db.evaluations.find_one({"_id": eid}) or doc  # a concurrent writer may have won
+    state.db.proposals.update_one({"_id": pid}, {"$set": {"status": stored["status"], "evaluation_id": eid}})
+    best = state.best(1)
+    state.update(
+        n_used=state.n_used(),
+        n_failed=len(state.evaluations("failed")),
+        best_objective=best[0]["objective"] if best else None,
+    )
     progress.notify(state)
-    return {"evaluation_id": eid, "status": doc["status"], "objective": doc["objective"]}
+    return {"evaluation_id": eid, "status": stored["status"], "objective": stored.get("objective")}
+
+
+def record_lost(state: CampaignState, iteration: int) -> list[str]:
+    """Record, as failed ``lost_job``, every proposal of ``iteration`` that has no evaluation.
+
+    Called once all evaluation jobs of the iteration have ended (completed or, after their reruns,
+    given up): a candidate whose jobs never reported is then visible in ``aso status`` and counts as a
+    failure (the campaign proposes a replacement) instead of silently disappearing. Idempotent.
+    Returns the evaluation ids written.
+    """
+    out = []
+    for p in state.proposals(iteration):
+        eid = evaluation_id(state.name, p["fingerprint"], state.settings_key)
+        if state.db.evaluations.find_one({"_id": eid}, {"_id": 1}) is None:
+            rec = record_evaluation(state, p["_id"], dict.fromkeys(state.simulators))
+            out.append(rec["evaluation_id"])
+    return out
 
 
 def load_spectrum(state: CampaignState, cache_id: str) -> Spectrum:
@@ -212,5 +451,7 @@ def load_spectrum(state: CampaignState, cache_id: str) -> Spectrum:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, _ChildError):
+        return str(exc)[:500]
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]

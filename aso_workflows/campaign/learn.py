@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 from pymatgen.core import Structure
@@ -12,7 +13,14 @@ from aso_workflows.campaign.evaluate import load_spectrum, provenance
 from aso_workflows.campaign.state import CampaignState, now
 from aso_workflows.optimizers import ProposalContext, make_optimizer
 
-__all__ = ["train_models", "load_models", "propose_candidates", "init_campaign", "should_stop"]
+__all__ = [
+    "train_models",
+    "load_models",
+    "propose_candidates",
+    "init_campaign",
+    "should_stop",
+    "max_failed",
+]
 
 
 def _model_id(state: CampaignState, iteration: int, technique: str) -> str:
@@ -70,7 +78,9 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
             "status": "completed",
             "created": now(),
         }
-        state.db.models.update_one({"_id": mid}, {"$set": doc}, upsert=True)  # montydb: no upsert in replace_one
+        state.db.models.update_one(
+            {"_id": mid}, {"$set": doc}, upsert=True
+        )  # montydb: no upsert in replace_one
         out[technique] = mid
     return out
 
@@ -95,7 +105,21 @@ def should_stop(state: CampaignState) -> str | None:
         return f"target mismatch {cfg.target_mismatch:g} reached"
     if cfg.max_failures and state.consecutive_failures() >= cfg.max_failures:
         return f"{cfg.max_failures} simulations in a row failed"
+    cap = max_failed(cfg)
+    n_failed = len(state.evaluations("failed"))
+    if n_failed >= cap:
+        return f"{n_failed} simulations failed in all (max_failed {cap})"
     return None
+
+
+def max_failed(cfg) -> int:
+    """The campaign's cap on failed simulations in all (``max_failed``; default: the budget).
+
+    Each failure is replaced by a new proposal, so without a cap a campaign whose every other
+    candidate fails would run twice as many simulations as planned; the cap bounds the retries.
+    """
+    cap = getattr(cfg, "max_failed", None)
+    return int(cfg.budget if cap is None else cap)
 
 
 def propose_candidates(state: CampaignState, iteration: int, model_ids: dict | None) -> list[str]:
@@ -106,11 +130,14 @@ def propose_candidates(state: CampaignState, iteration: int, model_ids: dict | N
     cfg = state.config
     n_used = state.n_used()
     evals = state.evaluations("completed")
-    # candidates pending: proposed but not evaluated (e.g. failed runs are not pending)
-    evaluated_pids = {e["proposal_id"] for e in state.evaluations(status=None)}
+    # structures not to propose again: proposed but not evaluated, and those that failed (a failed
+    # structure is never simulated again: its evaluation key exists, so a re-proposal would be wasted)
+    all_evals = state.evaluations(status=None)
+    evaluated_pids = {e["proposal_id"] for e in all_evals}
     pending = [
         Structure.from_dict(p["structure"]) for p in state.proposals() if p["_id"] not in evaluated_pids
     ]
+    pending += [Structure.from_dict(e["structure"]) for e in all_evals if e["status"] == "failed"]
     ranked = sorted(evals, key=lambda e: e["objective"])
     q = max(1, min(cfg.batch_size, cfg.budget - n_used))
     optimizer = make_optimizer(cfg.optimizer, cfg)
@@ -156,8 +183,12 @@ def init_campaign(config, db, workdir) -> CampaignState:
     from aso_workflows.spectra.targets import read_target
     from aso_workflows.structures import load_structure, structure_fingerprint
 
-    start = load_structure(config.start)
     existing = db.campaigns.find_one({"_id": config.name})
+    if existing is not None and not Path(config.start).is_file():
+        # resuming from the store alone (``aso resume``): the stored start structure is the reference
+        start = Structure.from_dict(existing["start_structure"])
+    else:
+        start = load_structure(config.start)
     if existing is not None:
         if existing["start_fingerprint"] != structure_fingerprint(start):
             raise InputError(

@@ -1,0 +1,197 @@
+"""``aso resume CAMPAIGN``: continue a campaign from its store after the controller died (or was stopped).
+
+The campaign store is the record of truth: evaluations, models and proposals are keyed documents, so the
+latest iteration is rebuilt from it and nothing stored is simulated, trained or proposed again
+(:class:`~aso_workflows.campaign.jobs.CampaignMaker`). A campaign that ran through ``aso run`` resumes
+on this machine; one that ran through ``aso submit`` resumes on the cluster with the queues, launch
+directory and JobStore recorded in its campaign document. See ``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aso_workflows.cli import _guard, _run_summary, app
+from aso_workflows.commands.common import DatabaseOption, StoreOption, resolve_campaign
+from aso_workflows.errors import InputError
+
+__all__ = ["resume", "stored_config"]
+
+
+def stored_config(ref, budget: int | None = None):
+    """The campaign's configuration as stored, pointed at the store ``ref`` found it in.
+
+    The output folder is the campaign's recorded work folder; start and target files need not exist
+    any more (the stored start structure and target spectra are used).
+    """
+    from aso_workflows.campaign.state import get_db
+    from aso_workflows.config import CampaignConfig, StoreConfig
+    from aso_workflows.errors import InputError as _InputError
+
+    db = get_db(ref.spec)
+    doc = db.campaigns.find_one({"_id": ref.name})
+    if doc is None:
+        raise _InputError("CAMPAIGN", f"no campaign named {ref.name!r} in {db.spec.redacted()}")
+    raw = dict(doc["config"])
+    spec = ref.spec
+    raw["store"] = StoreConfig(
+        kind=spec.kind,
+        path=Path(spec.path) if spec.path else None,
+        uri=spec.uri,
+        database=spec.database,
+        timeout_ms=spec.timeout_ms,
+        **({"password_file": spec.password_file} if getattr(spec, "password_file", None) else {}),
+    ).model_dump(mode="json")
+    if doc.get("workdir"):
+        raw["output"] = doc["workdir"]
+    if budget is not None:
+        raw["budget"] = budget
+    cfg = CampaignConfig.model_validate(raw)
+    return cfg, doc
+
+
+def _launchpad(source: str | None):
+    from aso_workflows.cluster.launchpad import load_launchpad, mongomock_launchpad
+
+    if source is None or source.startswith("mongomock://"):
+        # the offline controller is the only user of the LaunchPad: an in-process one serves as well,
+        # the campaign store being the record that survives a crash
+        return mongomock_launchpad()
+    return load_launchpad(source)
+
+
+@app.command()
+def resume(
+    campaign: Annotated[str, typer.Argument(help="Campaign YAML file or campaign name.", show_default=False)],
+    store: StoreOption = None,
+    database: DatabaseOption = "aso",
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="auto (how the campaign ran: 'aso run' → local, 'aso submit' → slurm), local or slurm."
+        ),
+    ] = "auto",
+    launchpad: Annotated[
+        str | None,
+        typer.Option(
+            "--launchpad",
+            "-l",
+            help="slurm: my_launchpad.yaml or mongodb:// URI (an unfinished workflow there is picked up "
+            "with its running jobs); default: a fresh in-process LaunchPad, rebuilt from the store.",
+        ),
+    ] = None,
+    qadapter_cpu: Annotated[
+        Path | None, typer.Option(help="slurm: queue adapter for CPU jobs (default: as recorded).")
+    ] = None,
+    qadapter_gpu: Annotated[
+        Path | None, typer.Option(help="slurm: queue adapter for the GPU job (default: as recorded).")
+    ] = None,
+    launch_dir: Annotated[
+        Path | None, typer.Option(help="slurm: launch directories (default: as recorded).")
+    ] = None,
+    job_store: Annotated[
+        str | None,
+        typer.Option(
+            help="slurm: jobflow JobStore, mongodb:// URI or shared directory (default: as recorded)."
+        ),
+    ] = None,
+    python: Annotated[str | None, typer.Option(help="slurm: Python on the compute nodes.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="slurm: stop the controller after this many seconds.")
+    ] = None,
+    lost_after: Annotated[
+        float,
+        typer.Option(help="slurm: seconds after a Slurm job ended without a result before it is rerun."),
+    ] = 30.0,
+    budget: Annotated[int | None, typer.Option(help="Raise the simulation budget.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Continue a campaign from its store: after a crash, a kill, or to spend a larger --budget.
+
+    Nothing already stored is simulated again and nothing is duplicated (evaluations are keyed by
+    structure fingerprint and simulator settings). On the Slurm path the dead controller's jobs still
+    queued or running are cancelled and the latest iteration is submitted anew, unless --launchpad names
+    a MongoDB LaunchPad holding the unfinished workflow, which is then driven on with its jobs.
+    """
+    with _guard():
+        ref = resolve_campaign(campaign, store, database)
+        cfg, doc = stored_config(ref, budget)
+        if doc.get("status") == "completed" and budget is None:
+            from aso_workflows.campaign.learn import should_stop
+            from aso_workflows.campaign.state import CampaignState, get_db
+
+            state = CampaignState.load(get_db(ref.spec), ref.name)
+            if should_stop(state) is not None:
+                typer.echo(f"campaign {cfg.name} already ended ({doc.get('stop_reason', '')}); nothing to do")
+                _run_summary(state, cfg)
+                return
+        recorded = doc.get("executor") or {}
+        kind = executor.strip().lower()
+        if kind == "auto":
+            kind = "slurm" if recorded.get("kind") == "slurm" or launchpad else "local"
+        if kind not in ("local", "slurm"):
+            raise InputError("--executor", f"expected auto, local or slurm, got {executor!r}")
+        if kind == "local":
+            from aso_workflows.campaign.local import LocalCampaignRunner
+
+            runner = LocalCampaignRunner(progress=not quiet)
+            state = runner.run(cfg)
+            errors = runner.errors
+        else:
+            state, summary = _resume_slurm(
+                cfg, recorded, launchpad, qadapter_cpu, qadapter_gpu, launch_dir, job_store, python,
+                timeout, lost_after,
+            )  # fmt: skip
+            typer.echo(
+                f"workflow {summary.workflow_state}: {len(summary.launches)} Slurm jobs, "
+                f"{len(summary.lost())} lost and rerun"
+            )
+            errors = []
+    _run_summary(state, cfg)
+    if errors:
+        typer.echo(
+            f"error: {len(errors)} job(s) failed (tracebacks in {cfg.output_dir.resolve() / 'errors.log'}); "
+            "run aso resume again",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _resume_slurm(
+    cfg, recorded, launchpad, qadapter_cpu, qadapter_gpu, launch_dir, job_store, python, timeout, lost_after
+):  # noqa: E501
+    from fireworks.utilities.fw_serializers import load_object
+
+    from aso_workflows.campaign.cluster import ClusterCampaignRunner
+    from aso_workflows.cluster.jobstore import shared_job_store
+
+    out = cfg.output_dir.resolve()
+    queues: dict = {}
+    for category, q in (recorded.get("queues") or {}).items():
+        queues[category] = load_object(q) if isinstance(q, dict) else q
+    if qadapter_cpu is not None:
+        queues["default"] = str(qadapter_cpu)
+    if qadapter_gpu is not None:
+        queues["gpu"] = str(qadapter_gpu)
+    for key in ("default", "gpu"):
+        if key not in queues:
+            raise InputError(
+                f"--qadapter-{'cpu' if key == 'default' else 'gpu'}",
+                "no queue adapter recorded for this campaign; give the my_qadapter_*.yaml file",
+            )
+        if isinstance(queues[key], str) and not Path(queues[key]).is_file():
+            raise InputError(queues[key], "queue adapter file not found")
+    runner = ClusterCampaignRunner(
+        launchpad=_launchpad(launchpad),
+        launch_dir=launch_dir or Path(recorded.get("launch_dir") or out / "launches"),
+        queues=queues,
+        job_store=shared_job_store(job_store or recorded.get("job_store") or str(out / "jobstore")),
+        python=python or recorded.get("python") or sys.executable,
+        timeout=timeout,
+        lost_after=lost_after,
+    )
+    return runner.run(cfg, resume=True)
