@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aso_workflows.acquisition import LCBSchedule
 from aso_workflows.errors import InputError
+from aso_workflows.optimizers.gp_bo import GPBayesOpt
 from aso_workflows.optimizers.rmc import ReverseMonteCarlo
 from aso_workflows.proposal import GradientProposer
 from aso_workflows.sampling import PerturbationSampler
@@ -133,6 +134,7 @@ class CampaignConfig(_Strict):
     acquisition_metric: Literal["mae", "mse"] = "mae"
     proposal: GradientProposer = Field(default_factory=GradientProposer)
     rmc: ReverseMonteCarlo = Field(default_factory=ReverseMonteCarlo)
+    gpbo: GPBayesOpt = Field(default_factory=GPBayesOpt)
     target_mismatch: float | None = None
     max_failures: int = Field(5, ge=0)
     max_failed: int | None = Field(None, ge=1)

@@ -191,3 +191,64 @@ def test_rmc_config_errors_are_one_line(tmp_path):
     path = write_nio_campaign(tmp_path, "bad", "rmc", rmc={"sigmaa": 0.1})
     with pytest.raises(InputError, match=r"field 'rmc.sigmaa'"):
         load_config(path)
+
+
+# ---- GP Bayesian optimisation -----------------------------------------------------------------------
+TINY_GPBO = {"num_restarts": 2, "raw_samples": 64, "maxiter": 30}
+
+
+def test_displacement_features_round_trip(nio):
+    from aso_workflows.optimizers.gp_bo import DisplacementFeatures
+
+    feats = DisplacementFeatures(reference=nio, box=0.5)
+    assert feats.dim == 24
+    assert np.allclose(feats.encode(nio), 0.5)  # the start is the centre of the cube
+    x = np.random.default_rng(0).random(feats.dim)
+    s = feats.decode(x)
+    assert np.allclose(feats.encode(s), x, atol=1e-9)
+    # a perturbed structure (every atom moved ≤ 0.5 Å, some across the cell boundary) comes back exactly
+    for p in PerturbationSampler(min_displacement=0.3, max_displacement=0.5, seed=2).sample(nio, 3):
+        back = feats.decode(feats.encode(p))
+        assert np.allclose(back.frac_coords, p.frac_coords, atol=1e-9)
+        assert np.allclose(
+            np.linalg.norm(feats.displacements(p), axis=1), np.linalg.norm(feats.displacements(back), axis=1)
+        )
+
+
+def test_gpbo_repairs_candidates_that_break_min_distances(nio):
+    from aso_workflows.optimizers.gp_bo import DisplacementFeatures, GPBayesOpt
+
+    table = min_distance_table(["Ni", "O"], MIN_DISTANCES)
+    species = [sp.symbol for sp in nio.species]
+    dmin = np.array([[table[(a, b)] for b in species] for a in species])
+    feats = DisplacementFeatures(reference=nio, box=2.0)
+    disp = np.zeros((8, 3))
+    ni, o = species.index("Ni"), species.index("O")
+    disp[ni] = (nio.cart_coords[o] - nio.cart_coords[ni]) * 0.9  # Ni almost on top of O
+    other = next(k for k, sp in enumerate(species) if sp == "O" and k != o)  # 2.95 Å from that O
+    disp[other] = [0.05, 0.0, 0.0]
+    assert violates_min_distance(feats.structure_from_displacements(disp), table)
+    repaired, halvings = GPBayesOpt().repair(feats, disp, dmin)
+    assert halvings >= 1 and not violates_min_distance(repaired, table)
+    moved = feats.displacements(repaired)
+    assert np.allclose(moved[other], [0.05, 0.0, 0.0])  # atoms not involved keep their move
+
+
+def test_gpbo_campaign_lands_in_store(tmp_path, one_torch_thread):
+    state = run(write_nio_campaign(tmp_path, "gpbo", "gpbo", gpbo=TINY_GPBO))
+    assert state.doc["status"] == "completed" and state.n_used() == 12
+    evals = state.evaluations(status=None)
+    assert [e["kind"] for e in evals].count("gpbo") == 7
+    table = state.min_distances
+    box = state.config.sampler.max_displacement
+    for p in (p for p in state.proposals() if p["kind"] == "gpbo"):
+        s = Structure.from_dict(p["structure"])
+        assert not violates_min_distance(s, table)
+        gp = p["predicted"]["gpbo"]
+        assert gp["box"] == box and gp["n_train"] >= 5 and gp["std_neg_log_mismatch"] >= 0
+        assert p["predicted"]["objective"] > 0
+        df = s.frac_coords - state.start.frac_coords
+        df -= np.round(df)
+        assert np.abs(df @ state.start.lattice.matrix).max() <= box + 1e-6
+    # every evaluation was simulated once (distinct structures)
+    assert len(set(fingerprints(state))) == 12
