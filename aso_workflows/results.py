@@ -1,0 +1,488 @@
+"""Query a campaign's results from Python: the same on the embedded store, MongoDB and mongomock.
+
+Example
+-------
+>>> from aso_workflows.results import Campaign
+>>> c = Campaign.open("linio2-jt-pdf")                       # runs/linio2-jt-pdf/store, or $ASO_STORE
+>>> c = Campaign.open("linio2-jt-pdf", store="mongodb://user:pw@host/?authSource=admin")
+>>> c = Campaign.from_config("examples/linio2_jt_pdf/campaign.yaml")
+>>> c.summary().best_objective
+>>> [(b.ref, b.objective) for b in c.best(5)]               # b.structure is a pymatgen Structure
+>>> c.history()                                             # pandas DataFrame, one row per evaluation
+>>> c.spectrum("best", "pdf")                               # Spectrum of the best candidate
+>>> c.surrogate_accuracy()                                  # predicted vs simulated mismatch per iteration
+
+A candidate is referred to (``Campaign.candidate``, ``spectrum``, ``aso results spectra --candidate``) as
+
+- ``start`` — the start structure; ``best`` or ``best:N`` — the N-th best (1 = best);
+- ``ITERATION:CANDIDATE`` — e.g. ``3:1``, the second candidate proposed in iteration 3 (what
+  ``aso results best`` prints in its ``ref`` column);
+- a full evaluation id (``campaign:fingerprint:settings``), proposal id (``campaign:0003:001``) or fingerprint.
+
+Only ``find`` with simple filters and projections is used (montydb has no ``aggregate``), one query per
+collection and call: a campaign of thousands of evaluations is read in a few queries, not one per row.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Structure
+
+from aso_workflows.campaign.state import CampaignState, get_db
+from aso_workflows.errors import InputError
+from aso_workflows.spectra.spectrum import Spectrum
+from aso_workflows.store import CampaignDB, StoreSpec
+
+__all__ = ["Candidate", "CampaignSummary", "Campaign", "list_campaigns", "open_db"]
+
+FAILED_STATUSES = ("failed", "error")
+# projections are built fresh for every query: a driver may add keys to a dict it is given (a shared one
+# then mixed inclusion and exclusion on the next query)
+_REF_FORMS = "'start', 'best', 'best:N', 'ITERATION:CANDIDATE' (e.g. 2:0), an evaluation or proposal id"
+
+
+def open_db(store: StoreSpec | dict | str | Path | None, database: str = "aso") -> CampaignDB:
+    """The campaign store from a :class:`StoreSpec`, its dict, a URI / ``mongomock://NAME`` / folder."""
+    from aso_workflows.commands.common import store_spec_from
+
+    if isinstance(store, StoreSpec):
+        return get_db(store)
+    if isinstance(store, dict):
+        return get_db(StoreSpec.from_dict(store))
+    if store is None:
+        raise InputError("store", "give a mongodb:// URI, mongomock://NAME or an embedded store folder")
+    return get_db(store_spec_from(str(store), database))
+
+
+def list_campaigns(db: CampaignDB) -> list[dict]:
+    """One row per campaign in the store: name, status, optimizer, simulations used / budget, best, updated."""
+    rows = []
+    projection = {"config": 1, "status": 1, "n_used": 1, "budget": 1, "best_objective": 1, "updated": 1}
+    projection["stop_reason"] = 1
+    for d in db.campaigns.find({}, projection):
+        cfg = d.get("config") or {}
+        rows.append(
+            {
+                "name": d["_id"],
+                "status": d.get("status"),
+                "optimizer": cfg.get("optimizer"),
+                "n_used": d.get("n_used", 0),
+                "budget": cfg.get("budget", d.get("budget")),
+                "best_objective": d.get("best_objective"),
+                "stop_reason": d.get("stop_reason", ""),
+                "updated": d.get("updated"),
+            }
+        )
+    return sorted(rows, key=lambda r: r["name"])
+
+
+@dataclass
+class Candidate:
+    """One evaluated candidate structure.
+
+    Attributes
+    ----------
+    id
+        Evaluation id (``campaign:fingerprint:settings``).
+    ref
+        Short reference ``ITERATION:CANDIDATE`` accepted by :meth:`Campaign.candidate`.
+    rank
+        Position by objective among completed evaluations (1 = best), when known.
+    predicted_objective
+        The surrogate's predicted mismatch when the candidate was proposed (``aso`` optimizer only).
+    """
+
+    id: str
+    proposal_id: str
+    iteration: int
+    candidate: int
+    kind: str
+    status: str
+    objective: float | None
+    mse: dict[str, float]
+    fingerprint: str
+    structure: Structure
+    spectra: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+    rank: int | None = None
+    predicted_objective: float | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.iteration}:{self.candidate}"
+
+    @classmethod
+    def from_doc(cls, doc: dict, rank: int | None = None, predicted: float | None = None) -> Candidate:
+        return cls(
+            id=doc["_id"],
+            proposal_id=doc.get("proposal_id", ""),
+            iteration=int(doc["iteration"]),
+            candidate=int(doc["candidate"]),
+            kind=doc.get("kind") or "",
+            status=doc["status"],
+            objective=doc.get("objective"),
+            mse=dict(doc.get("mse") or {}),
+            fingerprint=doc.get("fingerprint", ""),
+            structure=Structure.from_dict(doc["structure"]),
+            spectra=dict(doc.get("spectra") or {}),
+            error=doc.get("error", "") or "",
+            rank=rank,
+            predicted_objective=predicted,
+        )
+
+    def to_dict(self, structure: bool = False) -> dict:
+        """JSON-able form; the structure (pymatgen dict) only when asked, plus formula and size."""
+        d = asdict(self)
+        d.pop("structure")
+        d["ref"] = self.ref
+        d["formula"] = self.structure.composition.reduced_formula
+        d["n_atoms"] = len(self.structure)
+        if structure:
+            d["structure"] = self.structure.as_dict()
+        return d
+
+
+@dataclass
+class CampaignSummary:
+    """What ``aso status CAMPAIGN`` shows.
+
+    ``failures`` lists every evaluation whose status is not ``completed`` with its reason and
+    ``failure_kind`` (counted in ``failures_by_kind``: simulator_error, walltime, nonphysical_geometry,
+    input_error, lost_job; ``unspecified`` for records without one); ``pending`` the
+    proposals not evaluated yet (running or queued jobs, or lost ones when the campaign is not running).
+    """
+
+    name: str
+    status: str
+    stop_reason: str
+    store: str
+    optimizer: str
+    iteration: int
+    n_used: int
+    budget: int
+    n_failed: int
+    failures_by_kind: dict[str, int]
+    best_objective: float | None
+    best_ref: str | None
+    start_objective: float | None
+    n_models: int
+    updated: str | None
+    failures: list[dict] = field(default_factory=list)
+    pending: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Campaign:
+    """A stored campaign, read-only. Open it with :meth:`open` or :meth:`from_config`."""
+
+    state: CampaignState
+
+    # ---- opening ----------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls, name: str, store: StoreSpec | dict | str | Path | None = None, database: str = "aso"
+    ) -> Campaign:
+        """Open campaign ``name`` in ``store``: a :class:`StoreSpec`, a ``mongodb://`` URI,
+        ``mongomock://NAME``, an embedded store folder, or ``None`` for ``$ASO_STORE`` / ``runs/<name>/store``.
+
+        Raises
+        ------
+        InputError
+            No such store or no such campaign in it (the message lists the campaigns there).
+        """
+        if store is None or isinstance(store, (str, Path)):
+            from aso_workflows.commands.common import resolve_campaign
+
+            ref = resolve_campaign(name, None if store is None else str(store), database)
+            return cls._load(open_db(ref.spec), ref.name)
+        return cls._load(open_db(store, database), name)
+
+    @classmethod
+    def from_config(cls, config, store: StoreSpec | str | None = None) -> Campaign:
+        """Open the campaign of a campaign YAML file (or a loaded :class:`CampaignConfig`)."""
+        from aso_workflows.config import CampaignConfig, load_config
+
+        cfg = config if isinstance(config, CampaignConfig) else load_config(config)
+        return cls._load(open_db(store if store is not None else cfg.store_spec()), cfg.name)
+
+    @classmethod
+    def _load(cls, db: CampaignDB, name: str) -> Campaign:
+        if db.campaigns.find_one({"_id": name}, {"_id": 1}) is None:
+            names = [r["name"] for r in list_campaigns(db)]
+            have = f"; campaigns there: {', '.join(names)}" if names else "; the store holds no campaign"
+            raise InputError("CAMPAIGN", f"no campaign named {name!r} in {db.spec.redacted()}{have}")
+        return cls(CampaignState.load(db, name))
+
+    # ---- basic properties ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    @property
+    def db(self) -> CampaignDB:
+        return self.state.db
+
+    @property
+    def config(self):
+        return self.state.config
+
+    @property
+    def techniques(self) -> list[str]:
+        return list(self.state.targets)
+
+    def refresh(self) -> Campaign:
+        """Re-read the campaign document (for a campaign still running)."""
+        self.state = CampaignState.load(self.db, self.name)
+        self.__dict__.pop("_predicted", None)
+        return self
+
+    # ---- raw documents (one query each) -----------------------------------------------------------------
+    def _evaluations(self, status: str | None = None, structure: bool = True) -> list[dict]:
+        query: dict = {"campaign": self.name}
+        if status is not None:
+            query["status"] = status
+        docs = list(self.db.evaluations.find(query, None if structure else {"structure": 0}))
+        return sorted(docs, key=lambda d: (d["iteration"], d["candidate"]))
+
+    def _proposals(self) -> list[dict]:
+        """Proposal documents without structures and predicted spectra (small), in order."""
+        docs = list(self.db.proposals.find({"campaign": self.name}, {"structure": 0}))
+        return sorted(docs, key=lambda d: (d["iteration"], d["candidate"]))
+
+    @functools.cached_property
+    def _predicted(self) -> dict[str, float]:
+        """Predicted objective per proposal id (one query)."""
+        out = {}
+        for d in self.db.proposals.find({"campaign": self.name}, {"predicted.objective": 1}):
+            value = (d.get("predicted") or {}).get("objective")
+            if value is not None:
+                out[d["_id"]] = float(value)
+        return out
+
+    # ---- the API ---------------------------------------------------------------------------------------
+    def best(self, n: int = 5) -> list[Candidate]:
+        """The ``n`` completed candidates with the lowest objective, best first (``rank`` 1, 2, ...)."""
+        if n < 1:
+            raise InputError("n", f"expected a positive number of structures, got {n}")
+        docs = sorted(self._evaluations("completed"), key=lambda d: d["objective"])[:n]
+        pred = self._predicted
+        return [
+            Candidate.from_doc(d, rank=i + 1, predicted=pred.get(d.get("proposal_id")))
+            for i, d in enumerate(docs)
+        ]
+
+    def structures(self, iteration: int | None = None, status: str | None = "completed") -> list[Candidate]:
+        """Evaluated candidates (all iterations, or one), in evaluation order; ``status=None`` for all."""
+        docs = self._evaluations(status)
+        if iteration is not None:
+            docs = [d for d in docs if d["iteration"] == iteration]
+        pred = self._predicted
+        return [Candidate.from_doc(d, predicted=pred.get(d.get("proposal_id"))) for d in docs]
+
+    def history(self):
+        """One row per evaluation in order (pandas DataFrame): see :func:`aso_workflows.report.history_rows`."""
+        import pandas as pd
+
+        from aso_workflows.report import HISTORY_COLUMNS, history_rows
+
+        rows = history_rows(self.state)
+        df = pd.DataFrame(rows)
+        if df.empty:
+            return pd.DataFrame(columns=list(HISTORY_COLUMNS))
+        return df
+
+    def surrogate_accuracy(self):
+        """Predicted vs simulated mismatch per iteration, with the surrogate's own training metrics.
+
+        Candidates of iteration *k* were proposed with the ensembles trained after iteration *k − 1*; the
+        row of iteration *k* compares their predicted objective with the simulated one and shows those
+        ensembles' metrics (``heldout_mae_<technique>``, ``coverage_<technique>``, ``n_train``).
+        Empty for optimizers without a surrogate.
+        """
+        import pandas as pd
+
+        from aso_workflows.report import surrogate_accuracy_rows
+
+        return pd.DataFrame(surrogate_accuracy_rows(self.state))
+
+    def candidate(self, ref) -> Candidate:
+        """The candidate named by ``ref`` (see the module docstring for the accepted forms)."""
+        return Candidate.from_doc(self._resolve(ref))
+
+    def _resolve(self, ref) -> dict:
+        if isinstance(ref, Candidate):
+            ref = ref.id
+        text = str(ref).strip()
+        ev = self.db.evaluations
+        q: dict = {"campaign": self.name}
+        doc = None
+        m_best = re.fullmatch(r"best(?::(\d+))?", text)
+        m_ic = re.fullmatch(r"(\d+):(\d+)", text)
+        if text == "start":
+            doc = ev.find_one({**q, "kind": "start"})
+        elif m_best:
+            k = int(m_best.group(1) or 1)
+            ranked = sorted(self._evaluations("completed", structure=False), key=lambda d: d["objective"])
+            if 1 <= k <= len(ranked):
+                doc = ev.find_one({"_id": ranked[k - 1]["_id"]})
+        elif m_ic:
+            it, cand = int(m_ic.group(1)), int(m_ic.group(2))
+            doc = ev.find_one({**q, "iteration": it, "candidate": cand})
+            if doc is None:  # a re-proposed structure already evaluated earlier shares that evaluation
+                from aso_workflows.campaign.state import proposal_id
+
+                doc = self._from_proposal(proposal_id(self.name, it, cand))
+        else:
+            doc = ev.find_one({"_id": text}) or self._from_proposal(text)
+            if doc is None:
+                doc = ev.find_one({**q, "fingerprint": text})
+        if doc is None or doc.get("campaign") != self.name:
+            raise InputError(
+                "candidate", f"no evaluated candidate {text!r} in campaign {self.name!r}; use {_REF_FORMS}"
+            )
+        return doc
+
+    def _from_proposal(self, pid: str) -> dict | None:
+        prop = self.db.proposals.find_one({"_id": pid}, {"evaluation_id": 1, "campaign": 1})
+        if prop is None or not prop.get("evaluation_id"):
+            return None
+        return self.db.evaluations.find_one({"_id": prop["evaluation_id"]})
+
+    def spectra(self, candidate) -> dict[str, Spectrum]:
+        """Simulated spectra of a candidate, by technique."""
+        doc = self._resolve(candidate)
+        if doc["status"] != "completed":
+            raise InputError(
+                "candidate",
+                f"candidate {doc['iteration']}:{doc['candidate']} has no spectra ({doc['status']}: {doc.get('error', '')})",
+            )
+        out = {}
+        for technique, cid in (doc.get("spectra") or {}).items():
+            cached = self.db.spectra.find_one({"_id": cid})
+            if cached is None:
+                raise InputError("candidate", f"spectrum {cid!r} is missing from the spectra collection")
+            out[technique] = Spectrum.model_validate(cached["spectrum"])
+        return out
+
+    def spectrum(self, candidate, technique: str | None = None) -> Spectrum:
+        """One simulated spectrum of a candidate; ``technique`` may be left out when the campaign has one."""
+        technique = self._technique(technique)
+        return self.spectra(candidate)[technique]
+
+    def target(self, technique: str | None = None) -> Spectrum:
+        """The campaign's target spectrum for ``technique``."""
+        return self.state.targets[self._technique(technique)]
+
+    def _technique(self, technique: str | None) -> str:
+        techs = self.techniques
+        if technique is None:
+            if len(techs) == 1:
+                return techs[0]
+            raise InputError(
+                "technique", f"campaign {self.name!r} has several techniques, choose one of {techs}"
+            )
+        technique = technique.strip().lower()
+        if technique not in techs:
+            raise InputError(
+                "technique", f"campaign {self.name!r} has no {technique!r} target (it has {techs})"
+            )
+        return technique
+
+    def failures(self) -> list[dict]:
+        """Evaluations that did not complete, with their reasons (``ref``, ``status``, ``error``, ...)."""
+        out = []
+        for d in self._evaluations(structure=False):
+            if d["status"] == "completed":
+                continue
+            prov = d.get("provenance") or {}
+            hosts = sorted({(p or {}).get("host") for p in prov.values() if isinstance(p, dict)} - {None})
+            jobs = sorted(
+                {(p or {}).get("slurm_job_id") for p in prov.values() if isinstance(p, dict)} - {None}
+            )
+            out.append(
+                {
+                    "ref": f"{d['iteration']}:{d['candidate']}",
+                    "id": d["_id"],
+                    "iteration": d["iteration"],
+                    "candidate": d["candidate"],
+                    "status": d["status"],
+                    "failure_kind": d.get("failure_kind") or "unspecified",
+                    "error": d.get("error", "") or "",
+                    "host": ", ".join(hosts),
+                    "slurm_job_id": ", ".join(jobs),
+                    "created": d.get("created"),
+                }
+            )
+        return out
+
+    def pending(self) -> list[dict]:
+        """Proposals not evaluated yet: queued or running jobs (or lost ones when nothing runs)."""
+        # by fingerprint: a proposal of a structure evaluated before shares that evaluation
+        evaluated = {
+            d.get("fingerprint")
+            for d in self.db.evaluations.find({"campaign": self.name}, {"fingerprint": 1})
+        }
+        return [
+            {
+                "ref": f"{p['iteration']}:{p['candidate']}",
+                "id": p["_id"],
+                "iteration": p["iteration"],
+                "candidate": p["candidate"],
+                "kind": p.get("kind"),
+                "created": p.get("created"),
+            }
+            for p in self._proposals()
+            if p.get("fingerprint") not in evaluated and p.get("status") is None
+        ]
+
+    def summary(self) -> CampaignSummary:
+        """Iteration, simulations used / budget, best and start mismatch, failures, pending candidates."""
+        self.refresh()
+        doc = self.state.doc
+        evals = self._evaluations(structure=False)
+        done = [d for d in evals if d["status"] == "completed"]
+        best = min(done, key=lambda d: d["objective"]) if done else None
+        start = next((d for d in done if d.get("kind") == "start"), None)
+        proposals = self._proposals()
+        failures = self.failures()
+        return CampaignSummary(
+            name=self.name,
+            status=str(doc.get("status", "")),
+            stop_reason=str(doc.get("stop_reason", "") or ""),
+            store=self.db.spec.redacted(),
+            optimizer=self.config.optimizer,
+            iteration=max((p["iteration"] for p in proposals), default=0),
+            n_used=len(done),
+            budget=self.config.budget,
+            n_failed=len(failures),
+            failures_by_kind=dict(Counter(f["failure_kind"] for f in failures).most_common()),
+            best_objective=best["objective"] if best else None,
+            best_ref=f"{best['iteration']}:{best['candidate']}" if best else None,
+            start_objective=start["objective"] if start else None,
+            n_models=self.db.models.count_documents({"campaign": self.name}),
+            updated=doc.get("updated"),
+            failures=failures,
+            pending=self.pending(),
+        )
+
+    def write_report(self, out: str | Path, n_best: int = 5) -> dict[str, Path]:
+        """Write the campaign report (HTML + PNGs), best CIFs and history CSV into ``out``."""
+        from aso_workflows.report import write_outputs
+
+        return write_outputs(self.state, out, n_best=n_best)
+
+
+def objective_ratio(start: float | None, best: float | None) -> float | None:
+    """How many times lower the best mismatch is than the start's."""
+    if start is None or best is None or best <= 0:
+        return None
+    return float(np.float64(start) / best)
