@@ -50,6 +50,14 @@ def _guard() -> Iterator[None]:
         yield
     except AsoError as exc:
         _fail(" ".join(str(exc).split()))
+    except ValueError as exc:  # pydantic's ValidationError is one: a model validated outside load_config
+        from pydantic import ValidationError
+
+        if not isinstance(exc, ValidationError):
+            raise
+        from aso_workflows.config import validation_message
+
+        _fail(f"{exc.title}: {validation_message(exc)}")
 
 
 def parse_settings(items: list[str] | None) -> dict:

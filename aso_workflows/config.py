@@ -201,12 +201,39 @@ def _format_loc(loc: tuple) -> str:
     return out
 
 
+def _known_fields(loc: tuple) -> list[str]:
+    """The field names accepted at ``loc`` (a pydantic error location) of a campaign file, if known."""
+    import dataclasses
+    import typing
+
+    cls: object = CampaignConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and part in cls.model_fields:
+            ann = cls.model_fields[part].annotation
+        elif dataclasses.is_dataclass(cls) and part in {f.name for f in dataclasses.fields(cls)}:
+            ann = typing.get_type_hints(cls).get(part)
+        else:
+            return []
+        args = typing.get_args(ann)
+        cls = args[0] if typing.get_origin(ann) is list and args else ann
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return list(cls.model_fields)
+    if dataclasses.is_dataclass(cls):
+        return [f.name for f in dataclasses.fields(cls) if f.init]
+    return []
+
+
 def validation_message(exc: ValidationError) -> str:
     """One line from a pydantic ValidationError: ``field 'a.b': message (and N more problems)``."""
     errs = exc.errors()
     first = errs[0]
     loc = _format_loc(tuple(p for p in first["loc"] if p not in ("function-after",)))
     msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        known = _known_fields(tuple(first["loc"][:-1]))
+        msg = "unknown field" + (f"; expected one of {known}" if known else " (check the spelling)")
     more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
     return (f"field '{loc}': {msg}" if loc else msg) + more
 
@@ -262,8 +289,8 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
 
     Checks that the structures parse, that each XAS absorber is an element of the start (and target)
     structure, that the simulator settings are accepted and that target files parse (numbers, no NaN,
-    increasing abscissa; the grid coverage is checked when the campaign is created). Runs on resume too:
-    a stored campaign is never continued from a file that has since become unreadable.
+    increasing abscissa) and cover the simulator's grid. Runs on resume too: a stored campaign is never
+    continued from a file that has since become unreadable.
 
     Raises
     ------
@@ -278,19 +305,12 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
     for i, t in enumerate(cfg.targets):
         where = f"targets[{i}]"
         try:
-            make_simulator(t.technique, **t.settings)
+            sim = make_simulator(t.technique, **t.settings)
         except InputError as exc:
             raise InputError(source, f"field '{where}.settings': {exc.problem}") from None
         structures = {cfg.start: start}
         if t.structure is not None:
             structures[t.structure] = load_structure(t.structure)
-        else:
-            try:
-                read_target(t.file, t.technique, **t.read_options)
-            except InputError as exc:
-                if exc.source.startswith("read_options"):
-                    raise InputError(source, f"field '{where}.{exc.source}': {exc.problem}") from None
-                raise
         absorber = str(t.settings.get("absorber", "")).strip().capitalize()
         for path, s in structures.items() if absorber else ():
             elements = sorted({el.symbol for el in s.composition.elements})
@@ -300,6 +320,13 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
                     f"field '{where}.settings.absorber': no {absorber} in {Path(path).name} "
                     f"({s.composition.reduced_formula}); expected one of its elements {elements}",
                 )
+        if t.file is not None:
+            try:
+                read_target(t.file, t.technique, grid=sim.grid(), **t.read_options)
+            except InputError as exc:
+                if exc.source.startswith("read_options"):
+                    raise InputError(source, f"field '{where}.{exc.source}': {exc.problem}") from None
+                raise
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,29 +275,38 @@ def open_store(spec: StoreSpec | dict) -> CampaignDB:
         if not spec.uri:
             raise InputError("store.uri", "a MongoDB URI (mongodb://...) is required for kind 'mongodb'")
         auth = {"password": read_password_file(spec.password_file)} if spec.password_file else {}
+        source = f"store.uri ({redact_uri(spec.uri)})"
         try:
-            client = pymongo.MongoClient(spec.uri, serverSelectionTimeoutMS=spec.timeout_ms, **auth)
+            # pymongo only warns about an unknown or malformed URI option and then ignores it; a typo such
+            # as `tsl=true` would silently mean no TLS, so such a warning is an error here
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)
+                client = pymongo.MongoClient(spec.uri, serverSelectionTimeoutMS=spec.timeout_ms, **auth)
+        except (ConfigurationError, ValueError, TypeError, UserWarning) as exc:  # nothing was contacted
+            first = str(exc).split("\n")[0].split(" Did you mean")[0][:160].replace(spec.uri, "<uri>")
+            raise InputError(
+                source,
+                f"not a valid MongoDB URI ({redact_uri(first)}); expected mongodb://[user@]host[:port]/",
+            ) from None
+        try:
             client.admin.command("ping")
             db = client[spec.database]
             db.list_collection_names()  # fails fast on wrong credentials / missing rights
         except OperationFailure as exc:
+            client.close()
             why = str((exc.details or {}).get("errmsg") or "").split("\n")[0][:120]
             raise InputError(
-                f"store.uri ({redact_uri(spec.uri)})",
+                source,
                 f"MongoDB refused the credentials or the operation (code {exc.code}{': ' + why if why else ''}); "
                 "expected a user with read/write rights on the database",
             ) from None
-        except ConfigurationError as exc:  # InvalidURI included: nothing was contacted
-            first = str(exc).split("\n")[0][:160].replace(spec.uri, redact_uri(spec.uri))
-            raise InputError(
-                f"store.uri ({redact_uri(spec.uri)})",
-                f"not a valid MongoDB URI ({redact_uri(first)}); expected mongodb://[user@]host[:port]/",
-            ) from None
         except PyMongoError as exc:
-            first = str(exc).split(",")[0].split("\n")[0][:160]
+            client.close()
+            first = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0].split("\n")[0][:160]
             raise InputError(
-                f"store.uri ({redact_uri(spec.uri)})",
-                f"MongoDB not reachable within {spec.timeout_ms / 1000:g} s ({first})",
+                source,
+                f"MongoDB not reachable within {spec.timeout_ms / 1000:g} s ({redact_uri(first)}); "
+                "expected a server answering at that host and port",
             ) from None
         out = CampaignDB(spec, db, GridFSBlobStore(db), client)
     else:

@@ -9,6 +9,7 @@ password (see ``launchpad/my_launchpad.yaml`` for the auth and TLS options).
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -59,12 +60,14 @@ def load_launchpad(
         source = redact_uri(text)
         try:
             database = database or unquote(urlsplit(text).path.lstrip("/")) or "fireworks"
-            lp = LaunchPad(
-                host=text,
-                name=database,
-                uri_mode=True,
-                mongoclient_kwargs={"serverSelectionTimeoutMS": timeout_ms},
-            )
+            with warnings.catch_warnings():  # an unknown URI option (`tsl=true`) is an error, not ignored
+                warnings.simplefilter("error", UserWarning)
+                lp = LaunchPad(
+                    host=text,
+                    name=database,
+                    uri_mode=True,
+                    mongoclient_kwargs={"serverSelectionTimeoutMS": timeout_ms},
+                )
         except Exception as exc:  # noqa: BLE001 - pymongo's URI errors: ConfigurationError, InvalidURI, ValueError
             raise InputError(source, f"not a valid MongoDB URI ({_first_line(exc, text)})") from None
     else:
@@ -77,7 +80,9 @@ def load_launchpad(
         if database:
             d["name"] = database
         try:
-            lp = LaunchPad.from_dict(d)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)
+                lp = LaunchPad.from_dict(d)
         except Exception as exc:  # noqa: BLE001
             raise InputError(
                 source, f"invalid launchpad settings ({_first_line(exc, d.get('password'))})"

@@ -287,9 +287,10 @@ class _FeffAbsorberSimulator(AbsorberSimulator):
         idx = [i for i, site in enumerate(structure) if site.specie.symbol == self.absorber]
         if not idx:
             formula = structure.composition.reduced_formula
+            elements = sorted({el.symbol for el in structure.composition.elements})
             raise InputError(
                 "absorber",
-                f"no {self.absorber} atoms in the structure ({formula}); expected an element present in it",
+                f"no {self.absorber} atoms in the structure ({formula}); expected one of its elements {elements}",
             )
         return idx
 
