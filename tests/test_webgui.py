@@ -227,6 +227,9 @@ def test_basic_auth_from_fireworks_env_vars(campaign, monkeypatch, caplog, capfd
     assert BasicAuth.from_env() is None
     with serve_in_thread(lp) as url:
         assert _get(f"{url}/")[0] == 200
+        # the campaign's workflow by its metadata (redirects to /wf/<id>)
+        status, body = _get(f"{url}/wf/metadata/campaign/{CAMPAIGN}/")
+        assert status == 200 and f"{CAMPAIGN} / it 1 / propose" in html.unescape(body)
 
 
 def test_half_configured_auth_and_default_bind(monkeypatch):
