@@ -425,9 +425,7 @@ def submit(
     _run_summary(state, cfg)
 
 
-from aso_workflows.commands import webgui  # noqa: E402,F401  (registers commands)
-from aso_workflows.commands import monitor  # noqa: E402,F401  (registers commands)
-from aso_workflows.commands import resume  # noqa: E402,F401  (registers commands)
+from aso_workflows.commands import monitor, resume, webgui  # noqa: E402,F401  (registers commands)
 
 if __name__ == "__main__":  # pragma: no cover
     app()
