@@ -369,6 +369,13 @@ def submit(
             help="jobflow JobStore for job outputs: a mongodb:// URI or a shared directory (default: <output>/jobstore)."
         ),
     ] = None,
+    job_store_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File with the password of the --job-store URI's user (mongodb://user@host/db): only its "
+            "path goes into the Fireworks, never the password."
+        ),
+    ] = None,
     python: Annotated[str, typer.Option(help="Python on the compute nodes.")] = sys.executable,
     wait: Annotated[
         bool,
@@ -410,7 +417,9 @@ def submit(
             launchpad=load_launchpad(launchpad),
             launch_dir=launch_dir or out / "launches",
             queues=queues,
-            job_store=shared_job_store(job_store or str(out / "jobstore")),
+            job_store=shared_job_store(
+                job_store or str(out / "jobstore"), password_file=job_store_password_file
+            ),
             python=python,
             timeout=timeout,
         )

@@ -122,10 +122,10 @@ def read_password_file(path: str | Path, field: str = "store.password_file") -> 
 
 
 def redact_uri(uri: str) -> str:
-    """``mongodb://user:secret@host`` → ``mongodb://user:***@host``."""
+    """``mongodb://user:secret@host`` → ``mongodb://user:***@host`` (any scheme, anywhere in the text)."""
     import re
 
-    return re.sub(r"(mongodb(?:\+srv)?://[^:/@]+):[^@]*@", r"\1:***@", uri)
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]+):[^@\s]*@", r"\1:***@", uri)
 
 
 class BlobStore(ABC):

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from aso_workflows.errors import InputError
 
-__all__ = ["shared_job_store", "SharedMontyStore"]
+__all__ = ["shared_job_store", "SharedMontyStore", "PasswordFileMongoURIStore"]
 
 
 def _monty_store_class():
@@ -47,27 +47,80 @@ class SharedMontyStore(_monty_store_class()):
                 self._coll.delete_one({"_id": "__aso_init__"})
 
 
-def shared_job_store(target: str | Path, database: str | None = None, collection: str = "outputs"):
+def _mongo_store_class():
+    from maggma.stores import MongoStore
+
+    return MongoStore
+
+
+class PasswordFileMongoURIStore(_mongo_store_class()):
+    """maggma's ``MongoStore`` on a URI that reads the MongoDB password from a file each time it connects.
+
+    jobflow serialises the JobStore into every Firework (LaunchPad documents, ``FW.json`` in each launch
+    directory, dynamic additions): with the password inside the URI, each of those copies holds it. This
+    store serialises the URI without the password plus the file's path, and hands the password to
+    ``pymongo.MongoClient`` only in the process that connects, without storing it on the object.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        collection_name: str,
+        database: str | None = None,
+        password_file: str | None = None,
+        **kwargs,
+    ):
+        self.password_file = password_file
+        super().__init__(database=database, collection_name=collection_name, uri=uri, **kwargs)
+
+    def connect(self, force_reset: bool = False):
+        if self._coll is None or force_reset:
+            from pymongo import MongoClient
+
+            from aso_workflows.store import read_password_file
+
+            kwargs = dict(self.mongoclient_kwargs)
+            if self.password_file:
+                kwargs["password"] = read_password_file(self.password_file, "job_store password_file")
+            self._coll = MongoClient(self.uri, **kwargs)[self.database][self.collection_name]
+
+
+def shared_job_store(
+    target: str | Path,
+    database: str | None = None,
+    collection: str = "outputs",
+    password_file: str | Path | None = None,
+):
     """A jobflow ``JobStore`` on MongoDB (``mongodb://``/``mongodb+srv://`` URI) or on a shared directory.
 
     Parameters
     ----------
     target
-        A MongoDB URI (credentials inside are serialised into every Firework: use a user with rights on
-        this database only), or a directory on a disk shared by the controller and the compute nodes.
+        A MongoDB URI, or a directory on a disk shared by the controller and the compute nodes. A
+        password inside the URI is serialised into every Firework: give ``password_file`` instead.
     database
         Database name (default: the URI's path, else ``jobflow``).
     collection
         Collection of the job outputs.
+    password_file
+        File holding the MongoDB password of the URI's user (``mongodb://user@host/db``), read by each
+        job when it connects (on a disk the jobs see; mode 600). Only its path travels in the Fireworks.
     """
     from jobflow import JobStore
 
     text = str(target)
     if text.startswith(("mongodb://", "mongodb+srv://")):
-        from maggma.stores import MongoURIStore
+        from maggma.stores import MongoStore
 
         database = database or unquote(urlsplit(text).path.lstrip("/")) or "jobflow"
-        return JobStore(MongoURIStore(text, collection, database=database))
+        if password_file is not None:
+            path = str(Path(password_file).expanduser().resolve())
+            return JobStore(
+                PasswordFileMongoURIStore(text, collection, database=database, password_file=path)
+            )
+        return JobStore(MongoStore.from_uri(text, collection, database=database))
+    if password_file is not None:
+        raise InputError("--job-store-password-file", "only applies to a mongodb:// JobStore URI")
     if "://" in text:
         raise InputError(text.split("://")[0] + "://...", "expected a mongodb:// URI or a shared directory")
     directory = Path(text).expanduser().resolve()
