@@ -11,6 +11,7 @@ already chosen, the pending (being simulated) and the already evaluated structur
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -470,6 +471,25 @@ class GradientProposer:
             site_properties=like.site_properties or None,
         )
 
+    @staticmethod
+    def _perturb(
+        sampler: PerturbationSampler, s: Structure, n: int, dmin_matrix: np.ndarray, seed: int | None
+    ) -> list[Structure]:
+        """``n`` valid perturbations of ``s``, halving the displacement range (up to 4 times) when a
+        crowded structure (e.g. a best one at the edge of the allowed distances) leaves no valid draw;
+        an empty list if even that fails."""
+        for _ in range(5):
+            try:
+                return sampler.sample(s, n, dmin_matrix=dmin_matrix, seed=seed)
+            except InputError:
+                sampler = dataclasses.replace(
+                    sampler,
+                    min_displacement=sampler.min_displacement / 2,
+                    max_displacement=sampler.max_displacement / 2,
+                    max_tries=min(sampler.max_tries, 200),
+                )
+        return []
+
     def _fallback(
         self,
         start_structures: Sequence[Structure],
@@ -493,10 +513,11 @@ class GradientProposer:
         candidates: list[Structure] = []
         parents: list[int] = []
         for p, s in enumerate(start_structures[: 4 * need]):
-            candidates += sampler.sample(
-                s, per, dmin_matrix=dmin_matrix, seed=None if seed is None else seed + p
-            )
-            parents += [p] * per
+            made = self._perturb(sampler, s, per, dmin_matrix, None if seed is None else seed + p)
+            candidates += made
+            parents += [p] * len(made)
+        if not candidates:
+            return []
         frac, lat = _stack(candidates)
         dtype = getattr(torch, self.dtype)
         pos = (frac @ lat).to(self.device, dtype)

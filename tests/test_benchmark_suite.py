@@ -1,0 +1,87 @@
+"""Smoke test of the structure-determination benchmark harness on one tiny case (real campaigns)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def sd():
+    """The benchmark module (benchmarks/ is a folder of scripts, not a package)."""
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(
+        "structure_determination", BENCH / "structure_determination.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)
+    sys.path.remove(str(BENCH))
+
+
+def test_tiny_suite_writes_curves_table_and_plot(sd, tmp_path, one_torch_thread):
+    s = sd.SuiteSettings(
+        name="smoke",
+        budget=8,
+        initial_size=3,
+        batch_size=2,
+        seeds=[0],
+        surrogate={"n_models": 2, "epochs": 4, "patience": 2, "hidden": 16, "n_rbf": 16},
+        proposal={"n_starts": 4, "steps": 3},
+        acquisition={"lam": 0.1, "exploit_last": 2},
+        device="cpu",
+    )
+    cases = sd.resolve_cases(["linio2-jt-tiny"], tmp_path / "cases")
+    doc = sd.run_suite(cases, ["aso", "random", "no-such-method"], s, tmp_path, progress=False)
+
+    assert doc["failed_runs"] == []
+    assert set(doc["skipped"]) == {"no-such-method"}
+    assert {r["method"] for r in doc["runs"]} == {"aso", "random"}
+    assert doc["same_initial_data"] == {"linio2-jt-tiny/s0": True}
+    for r in doc["runs"]:
+        curve = np.asarray(r["curve"])
+        assert len(curve) == 8 and r["n_completed"] == 8
+        assert np.all(np.diff(curve) <= 0), "best-so-far must not increase"
+        assert curve[0] == pytest.approx(r["start_objective"])
+    for name in ("results.json", "curves.csv", "table.md", "table.csv", "median_curves.png", "per_case.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    with open(tmp_path / "curves.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 16
+    table = (tmp_path / "table.md").read_text()
+    assert "| aso |" in table and "| random |" in table and "skipped" in table
+
+    # resumable: a second call runs nothing and reads the finished runs back
+    again = sd.run_suite(cases, ["aso", "random"], s, tmp_path, progress=False)
+    assert json.dumps(again["runs"]) == json.dumps(doc["runs"])
+
+
+@pytest.mark.parametrize(
+    ("angles", "in_phase", "space_group"),
+    [((0.0, 0.0, 8.0), (False, False, True), "P4/mbm"), ((6.0, 6.0, 8.0), (False, False, True), "Pnma")],
+)
+def test_octahedral_tilt_gives_the_glazer_space_group(angles, in_phase, space_group):
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from aso_workflows.generators import cubic_perovskite, octahedral_tilt
+
+    cubic = cubic_perovskite("Ca", "Ti", "O", a=3.84, supercell=2)
+    tilted = octahedral_tilt(cubic, "Ti", "O", angles=angles, in_phase=in_phase)
+    assert SpacegroupAnalyzer(tilted, symprec=0.01).get_space_group_symbol() == space_group
+    # rigid tilts about z by 8°: the in-plane Ti–O bonds lengthen by 1/cos(8°), apical ones stay
+    if angles == (0.0, 0.0, 8.0):
+        d = sorted(
+            n.nn_distance for s in tilted if s.specie.symbol == "Ti" for n in tilted.get_neighbors(s, 2.3)
+        )
+        assert d[0] == pytest.approx(1.92, abs=1e-3)
+        assert d[-1] == pytest.approx(1.92 / np.cos(np.radians(8.0)), abs=1e-3)
