@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -177,3 +180,39 @@ def test_failed_and_pending_candidates_are_reported(embedded):
     assert c.best(1)[0].objective == pytest.approx(df["objective"].min())
     with pytest.raises(InputError, match="has no spectra"):
         c.spectra("3:0")
+
+
+def _doc_blocks() -> list[tuple[str, str]]:
+    """The runnable pymongo blocks of docs/results.md: (first line, code)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    blocks = re.findall(r"```python\n(# db, name:.*?)```", text, flags=re.S)
+    return [(b.splitlines()[0], b) for b in blocks]
+
+
+def test_documented_queries_run_on_mongomock_and_the_embedded_store(embedded, tmp_path, monkeypatch):
+    """Every pymongo query of docs/results.md runs and answers like the Python API does."""
+    from montydb import MontyClient
+
+    blocks = _doc_blocks()
+    assert len(blocks) >= 8
+    spec = copy_to_mongomock(embedded.spec, "mongomock://results-docs")
+    c = Campaign.open(embedded.name, spec)
+    monkeypatch.chdir(tmp_path)  # the CIF example writes best_01.cif ... here
+    answers = {}
+    for first, code in blocks:
+        scope = {"db": c.db.db, "name": c.name}
+        exec(compile(code, "docs/results.md", "exec"), scope)  # noqa: S102 - the documentation's own examples
+        answers[first] = scope
+    best_cif = Structure.from_file(tmp_path / "best_01.cif")
+    assert best_cif.composition == c.best(1)[0].structure.composition
+    (acc,) = [v for k, v in answers.items() if "surrogate accuracy" in k]
+    simulated = sorted(r["simulated"] for r in acc["accuracy"])
+    proposed = c.history().query("kind == 'aso'")
+    assert simulated == pytest.approx(sorted(proposed["objective"]))
+    (per_it,) = [v for k, v in answers.items() if "best mismatch per iteration" in k]
+    assert [r["_id"] for r in per_it["per_iteration"]] == sorted(c.history()["iteration"].unique())
+    # the ones marked for the embedded store run on montydb as written
+    monty = MontyClient(str(Path(embedded.spec.path) / "db"))["aso"]
+    for _, code in blocks:
+        if "embedded store too" in code:
+            exec(compile(code, "docs/results.md", "exec"), {"db": monty, "name": c.name})  # noqa: S102
