@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aso_workflows.acquisition import LCBSchedule
 from aso_workflows.errors import InputError
+from aso_workflows.optimizers.diffpy_refine import DiffPyRefinement
 from aso_workflows.optimizers.gp_bo import GPBayesOpt
 from aso_workflows.optimizers.rmc import ReverseMonteCarlo
 from aso_workflows.proposal import GradientProposer
@@ -135,6 +136,7 @@ class CampaignConfig(_Strict):
     proposal: GradientProposer = Field(default_factory=GradientProposer)
     rmc: ReverseMonteCarlo = Field(default_factory=ReverseMonteCarlo)
     gpbo: GPBayesOpt = Field(default_factory=GPBayesOpt)
+    diffpy: DiffPyRefinement = Field(default_factory=DiffPyRefinement)
     target_mismatch: float | None = None
     max_failures: int = Field(5, ge=0)
     max_failed: int | None = Field(None, ge=1)
@@ -159,6 +161,11 @@ class CampaignConfig(_Strict):
         techs = [t.technique for t in self.targets]
         if len(set(techs)) != len(techs):
             raise ValueError(f"each technique may appear once in targets (got {techs})")
+        if self.optimizer == "diffpy" and "pdf" not in techs:
+            raise ValueError(
+                f"optimizer 'diffpy' refines against a PDF, but the targets are {techs}; add a pdf target "
+                "or choose another optimizer (rmc, gpbo, random, aso)"
+            )
         if self.initial_size + 1 > self.budget:
             raise ValueError(
                 f"budget ({self.budget}) must exceed initial_size + 1 ({self.initial_size + 1}: the start "

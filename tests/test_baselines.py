@@ -252,3 +252,80 @@ def test_gpbo_campaign_lands_in_store(tmp_path, one_torch_thread):
         assert np.abs(df @ state.start.lattice.matrix).max() <= box + 1e-6
     # every evaluation was simulated once (distinct structures)
     assert len(set(fingerprints(state))) == 12
+
+
+# ---- DiffPy refinement -----------------------------------------------------------------------------
+def _expanded_nio(nio: Structure, strain: float, jitter: float) -> Structure:
+    """NiO with a, b, c scaled by 1 + strain and every atom displaced by up to ``jitter`` Å."""
+    s = nio.copy()
+    s.scale_lattice(nio.volume * (1 + strain) ** 3)
+    return PerturbationSampler(min_displacement=0.0, max_displacement=jitter, seed=4).sample(s, 1)[0]
+
+
+def test_pdffit2_refinement_recovers_the_lattice_parameter(nio):
+    from aso_workflows.optimizers.diffpy_refine import PdfFitRefiner
+    from aso_workflows.spectra.pdf import PDFSimulator
+
+    sim = PDFSimulator()
+    target = sim.simulate(nio).y
+    start = _expanded_nio(nio, strain=0.015, jitter=0.03)  # a = 4.239 Å; jitter breaks the symmetry
+    refiner = PdfFitRefiner(start, target, sim, refine_lattice=True)
+    assert refiner.n_parameters == 3 + 3 * 8
+    # 1.5 % off in a: peaks at 10 Å are 0.15 Å away, the positions' linearisation fails and pdffit2's
+    # Levenberg-Marquardt stagnates with everything free ...
+    assert refiner.step(max_calls=10)[0] is None
+    steps = refiner.calls
+    # ... so the optimiser refines the lattice alone, then everything (as DiffPyRefinement.propose does)
+    s = start
+    for stage in ("lattice", "all"):
+        refiner = PdfFitRefiner(s, target, sim, refine_lattice=True, stage=stage)
+        for _ in range(8):
+            new, calls = refiner.step(max_calls=10)
+            steps += calls
+            if new is None:
+                break
+            s = new
+    a_true = nio.lattice.a
+    assert abs(start.lattice.a - a_true) > 0.05
+    assert np.allclose(s.lattice.abc, a_true, atol=0.005), s.lattice.abc
+    assert np.allclose(s.lattice.angles, 90.0)
+    before = np.mean((sim.simulate(start).y - target) ** 2)
+    after = np.mean((sim.simulate(s).y - target) ** 2)
+    assert after < before / 100 and steps <= 40
+
+
+def test_diffpy_campaign_refines_an_expanded_start(tmp_path, nio):
+    from aso_workflows.optimizers.diffpy_refine import pdf_calculations
+
+    start = tmp_path / "expanded.cif"
+    s0 = nio.copy()
+    s0.scale_lattice(nio.volume * 1.02**3)  # a = 4.260 Å
+    s0.to(filename=str(start))
+    state = run(write_nio_campaign(tmp_path, "diffpy", "diffpy", start=str(start)))
+    assert state.doc["status"] == "completed" and state.n_used() == 12
+    evals = state.evaluations()
+    assert [e["kind"] for e in evals].count("diffpy") == 7
+    target = Structure.from_dict(state.doc["target_structure"])
+    best = state.best(1)[0]
+    best_initial = min(e["objective"] for e in evals if e["kind"] in ("start", "initial"))
+    assert best["kind"] == "diffpy" and best["objective"] < best_initial / 10
+    assert np.allclose(Structure.from_dict(best["structure"]).lattice.abc, target.lattice.a, atol=0.01)
+    table = state.min_distances
+    proposals = {p["_id"]: p for p in state.proposals()}
+    for e in (e for e in evals if e["kind"] == "diffpy"):
+        assert not violates_min_distance(Structure.from_dict(e["structure"]), table)
+        assert proposals[e["proposal_id"]]["predicted"]["diffpy"]["refine_steps"] >= 1
+    charged = pdf_calculations(evals, proposals)
+    assert charged[:5] == [1, 2, 3, 4, 5] and charged[-1] >= 12
+    assert np.all(np.diff(charged) >= 1)
+
+
+def test_diffpy_needs_a_pdf_target(tmp_path):
+    path = write_nio_campaign(tmp_path, "no-pdf", "diffpy")
+    doc = yaml.safe_load(path.read_text())
+    doc["targets"] = [
+        {"technique": "exafs", "structure": doc["targets"][0]["structure"], "settings": {"absorber": "Ni"}}
+    ]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError, match=r"optimizer 'diffpy' refines against a PDF, but the targets are"):
+        load_config(path)
