@@ -179,6 +179,11 @@ def test_browser_shows_workflows_and_firework_numbers(campaign):
     # workflow list: the campaign, and its Fireworks by readable name
     assert re.search(rf'class="wf-name"[^>]*>\s*<strong>{CAMPAIGN}</strong>', home)
     names = set(re.findall(r'class="fw-link COMPLETED"[^>]*>([^<]+)</a>', home))
+    shown = dict(
+        re.findall(r'href="/fw/(\d+)"[^>]*>[^<]+</a>\s*<small class="aso-mismatch">mismatch ([^<]+)<', home)
+    )
+    assert shown[str(fw["fw_id"])] == f"{ev['objective']:.4g}"
+    assert len(shown) == 5  # every evaluation, and nothing else
     assert {
         f"{CAMPAIGN} / it 1 / cand 0 / pdf",
         f"{CAMPAIGN} / it 1 / train",

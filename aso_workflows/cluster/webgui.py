@@ -7,7 +7,7 @@ the mismatch of an evaluation in their launch's ``stored_data``. :func:`configur
 to FireWorks' pages without copying them (templates that extend FireWorks' own):
 
 - a "Campaign" table on each Firework page with those numbers, rendered on the server, so it shows
-  without JavaScript;
+  without JavaScript, and the mismatch beside each evaluation in the workflow list;
 - a local jQuery (Debian's ``libjs-jquery``, when installed) ahead of the ``code.jquery.com`` one the
   pages load, so the JSON view and the workflow graph also work on a cluster without internet access.
 
@@ -26,6 +26,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -77,7 +78,11 @@ _TEMPLATES = {
 </table>{% endif %}
 {{ super() }}{% endblock %}""",
     "wf_details.html": """{% extends "fireworks/wf_details.html" %}""" + _HEAD,
+    "home.html": """{% extends "fireworks/home.html" %}\
+{% block content %}{{ super() | aso_mismatches }}{% endblock %}""",
 }
+# A Firework link of FireWorks' workflow list (home.html); the mismatch goes after it.
+_FW_LINK = re.compile(r'(<a class="fw-link [^"]*" href="/fw/(\d+)"[^>]*>[^<]*</a>)')
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,28 @@ def key_numbers(fw: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _mismatches(page: str):
+    """Jinja filter: FireWorks' workflow list with the mismatch after each evaluation Firework's link."""
+    from flask import current_app
+    from markupsafe import Markup, escape
+
+    ids = sorted({int(i) for _, i in _FW_LINK.findall(str(page))})
+    found: dict[int, float] = {}
+    if ids:
+        query = {"fw_id": {"$in": ids}, "action.stored_data.mismatch": {"$ne": None}}
+        projection = {"fw_id": 1, "launch_id": 1, "action.stored_data.mismatch": 1}
+        for d in current_app.lp.launches.find(query, projection).sort("launch_id", 1):
+            found[d["fw_id"]] = d["action"]["stored_data"]["mismatch"]  # the newest launch wins
+
+    def add(m: re.Match) -> str:
+        value = found.get(int(m.group(2)))
+        if value is None:
+            return m.group(1)
+        return f'{m.group(1)} <small class="aso-mismatch">mismatch {escape(_fmt(value))}</small>'
+
+    return Markup(_FW_LINK.sub(add, str(page)))
+
+
 def _jquery_file() -> Path | None:
     return next((p for p in JQUERY_PATHS if p.is_file()), None)
 
@@ -219,6 +246,7 @@ def configure_app(launchpad, settings: WebGuiSettings | None = None):
             [DictLoader(_TEMPLATES), PrefixLoader({"fireworks": original}), original]
         )
         app.add_template_global(key_numbers, "aso_key_numbers")
+        app.add_template_filter(_mismatches, "aso_mismatches")
         jquery = _jquery_file()
         if jquery is not None:
             app.add_url_rule(
