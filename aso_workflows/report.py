@@ -47,6 +47,7 @@ HISTORY_COLUMNS = (
     "candidate",
     "kind",
     "status",
+    "failure_kind",
     "objective",
     "best_objective",
     "predicted_objective",
@@ -86,6 +87,7 @@ def history_rows(state) -> list[dict]:
             "candidate": e["candidate"],
             "kind": e.get("kind"),
             "status": e["status"],
+            "failure_kind": e.get("failure_kind") or "",
             "objective": e.get("objective"),
             "best_objective": best if np.isfinite(best) else None,
             "predicted_objective": (prop.get("predicted") or {}).get("objective"),
@@ -565,9 +567,17 @@ def _html(state, rows, best, accuracy, paths: dict[str, Path], path: Path) -> Pa
         parts.append("<h2 id='failed'>Failed evaluations</h2>")
         parts.append(
             _table(
-                ["candidate", "status", "reason"],
-                [[f"{r['iteration']}:{r['candidate']}", _fmt(r["status"]), _fmt(r["error"])] for r in failed],
-                left={1, 2},
+                ["candidate", "status", "kind", "reason"],
+                [
+                    [
+                        f"{r['iteration']}:{r['candidate']}",
+                        _fmt(r["status"]),
+                        _fmt(r["failure_kind"]),
+                        _fmt(r["error"]),
+                    ]
+                    for r in failed
+                ],
+                left={1, 2, 3},
                 css_id="failed-table",
             )
         )

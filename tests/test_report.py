@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from results_fixtures import MOCK_URI, build
+from results_fixtures import MOCK_URI, build, copy_to_mongomock
 
 from aso_workflows.report import bond_angles, first_shell_cutoffs, neighbour_distances
 from aso_workflows.results import Campaign
@@ -164,3 +164,39 @@ def test_report_renders_in_headless_chromium(aso, report):
 
     pixels = mpimg.imread(shot)
     assert pixels.shape[0] > 1000 and pixels.std() > 0.05  # a drawn page, not a blank one
+
+
+def test_report_lists_failed_evaluations_with_reasons(tmp_path_factory, tmp_path):
+    """A failure recorded by the real record_evaluation appears in the report's failed table."""
+    from pymatgen.core import Structure
+
+    from aso_workflows.campaign.evaluate import record_evaluation
+    from aso_workflows.campaign.state import CampaignState
+
+    built = build("embedded", tmp_path_factory.getbasetemp() / "results-campaigns")
+    spec = copy_to_mongomock(built.spec, "mongomock://report-faults")
+    c = Campaign.open(built.name, spec)
+    state = CampaignState.load(c.db, c.name)
+    moved = state.start.cart_coords + np.random.default_rng(2).normal(0, 0.05, (len(state.start), 3))
+    (pid,) = state.add_proposals(
+        3,
+        [
+            {
+                "structure": Structure(
+                    state.start.lattice, state.start.species, moved, coords_are_cartesian=True
+                )
+            }
+        ],
+    )
+    failure = {
+        "status": "failed",
+        "error": "SimulationError: engine crashed",
+        "failure_kind": "simulator_error",
+    }
+    record_evaluation(state, pid, {"pdf": failure})
+    paths = c.write_report(tmp_path)
+    page = parse(paths["report_html"].read_text())
+    assert "Failed evaluations" in page.headings
+    (row,) = page.rows["failed-table"]
+    assert row[:3] == ["3:0", "failed", "simulator_error"] and "engine crashed" in row[3]
+    assert "1 failed" in paths["report_html"].read_text()
