@@ -84,8 +84,12 @@ def build(kind: str, root: Path) -> Built:
 
 def copy_to_mongomock(spec: StoreSpec, uri: str, database: str = "aso") -> StoreSpec:
     """Copy every collection of the store ``spec`` into the (emptied) mongomock database ``uri``/``database``."""
+    return copy_store(spec, StoreSpec(kind="mongomock", uri=uri, database=database))
+
+
+def copy_store(spec: StoreSpec, target: StoreSpec) -> StoreSpec:
+    """Copy every collection of the store ``spec`` into the (emptied) store ``target``."""
     src = open_store(spec)
-    target = StoreSpec(kind="mongomock", uri=uri, database=database)
     dst = open_store(target)
     for name in COLLECTIONS:
         dst.db[name].delete_many({})

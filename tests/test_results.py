@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -216,3 +217,37 @@ def test_documented_queries_run_on_mongomock_and_the_embedded_store(embedded, tm
     for _, code in blocks:
         if "embedded store too" in code:
             exec(compile(code, "docs/results.md", "exec"), {"db": monty, "name": c.name})  # noqa: S102
+
+
+def test_open_from_aso_store_variable(embedded, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="give the campaign YAML file or --store"):
+        Campaign.open(embedded.name)
+    monkeypatch.setenv("ASO_STORE", embedded.spec.path)
+    assert Campaign.open(embedded.name).summary().n_used == 8
+
+
+MONGODB_URI = os.environ.get("ASO_TEST_MONGODB_URI")
+
+
+@pytest.mark.mongodb
+@pytest.mark.skipif(not MONGODB_URI, reason="needs a MongoDB server: set ASO_TEST_MONGODB_URI=mongodb://...")
+def test_same_answers_on_a_real_mongodb(embedded, aso, monkeypatch, tmp_path):
+    """The campaign copied into a real MongoDB database answers like the embedded store (then dropped)."""
+    import pymongo
+    from results_fixtures import copy_store
+
+    from aso_workflows.store import StoreSpec
+
+    monkeypatch.chdir(tmp_path)  # the documented CIF example writes files
+    database = f"aso_results_test_{os.getpid()}"
+    spec = copy_store(embedded.spec, StoreSpec(kind="mongodb", uri=MONGODB_URI, database=database))
+    try:
+        remote = Campaign.open(embedded.name, spec)
+        pd.testing.assert_frame_equal(aso.history(), remote.history())
+        pd.testing.assert_frame_equal(aso.surrogate_accuracy(), remote.surrogate_accuracy())
+        assert [b.id for b in aso.best(5)] == [b.id for b in remote.best(5)]
+        for _, code in _doc_blocks():
+            exec(compile(code, "docs/results.md", "exec"), {"db": remote.db.db, "name": remote.name})  # noqa: S102
+    finally:
+        pymongo.MongoClient(MONGODB_URI, serverSelectionTimeoutMS=5000).drop_database(database)
