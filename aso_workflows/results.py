@@ -51,13 +51,15 @@ def open_db(store: StoreSpec | dict | str | Path | None, database: str = "aso") 
     """The campaign store from a :class:`StoreSpec`, its dict, a URI / ``mongomock://NAME`` / folder."""
     from aso_workflows.commands.common import store_spec_from
 
-    if isinstance(store, StoreSpec):
-        return get_db(store)
     if isinstance(store, dict):
-        return get_db(StoreSpec.from_dict(store))
+        store = StoreSpec.from_dict(store)
     if store is None:
         raise InputError("store", "give a mongodb:// URI, mongomock://NAME or an embedded store folder")
-    return get_db(store_spec_from(str(store), database))
+    spec = store if isinstance(store, StoreSpec) else store_spec_from(str(store), database)
+    if spec.kind == "embedded" and not (Path(spec.path or "") / "db").is_dir():
+        # reading must not create an empty store (open_store would): the campaign has not run yet
+        raise InputError("store", f"no campaign store at {spec.path} (has the campaign been run?)")
+    return get_db(spec)
 
 
 def list_campaigns(db: CampaignDB) -> list[dict]:

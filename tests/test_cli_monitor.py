@@ -153,6 +153,12 @@ def test_status_bad_launchpad_and_unknown_campaign_are_one_line_errors(embedded,
     assert res.exit_code == 2 and "no campaign named 'no-such'" in res.stderr and embedded.name in res.stderr
     res = aso("status", "--store", str(tmp_path / "missing"))
     assert res.exit_code == 2 and "no embedded store folder" in res.stderr
+    # a campaign file that never ran: one line, and no empty store is created by looking
+    text = embedded.config_path.read_text().replace(str(embedded.output), str(tmp_path / "never"))
+    (tmp_path / "never.yaml").write_text(text.replace(f"name: {embedded.name}", "name: never"))
+    res = aso("status", str(tmp_path / "never.yaml"))
+    assert res.exit_code == 2 and "has the campaign been run?" in res.stderr
+    assert not (tmp_path / "never").exists()
 
 
 def test_results_best_writes_cifs_and_json(embedded, tmp_path):
