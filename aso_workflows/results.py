@@ -25,6 +25,7 @@ collection and call: a campaign of thousands of evaluations is read in a few que
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections import Counter
@@ -56,6 +57,8 @@ def open_db(store: StoreSpec | dict | str | Path | None, database: str = "aso") 
     if store is None:
         raise InputError("store", "give a mongodb:// URI, mongomock://NAME or an embedded store folder")
     spec = store if isinstance(store, StoreSpec) else store_spec_from(str(store), database)
+    if spec.kind == "embedded" and (Path(spec.path or "") / "store" / "db").is_dir():
+        spec = dataclasses.replace(spec, path=str(Path(spec.path) / "store"))  # the campaign's output folder
     if spec.kind == "embedded" and not (Path(spec.path or "") / "db").is_dir():
         # reading must not create an empty store (open_store would): the campaign has not run yet
         raise InputError("store", f"no campaign store at {spec.path} (has the campaign been run?)")

@@ -71,6 +71,9 @@ def test_status_lists_campaigns_of_a_store(embedded, mocked):
     res = aso("status", "--store", embedded.spec.path)
     assert res.exit_code == 0, res.output
     assert embedded.name in res.output and "8 / 8" in res.output and "budget spent" in res.output
+    # the campaign's output folder (holding store/) is accepted too
+    rows = json.loads(aso("status", "--store", str(embedded.output), "--json").stdout)
+    assert [r["name"] for r in rows] == [embedded.name] and rows[0]["store"].endswith("/store")
     res = aso("status", "--store", MOCK_URI, "--json")
     rows = json.loads(res.stdout)
     assert [r["name"] for r in rows] == [mocked.name] and rows[0]["optimizer"] == "random"

@@ -188,7 +188,7 @@ def _list_all(store: str | None, database: str) -> list[dict]:
     for spec in specs:
         db = open_db(spec)
         for r in list_campaigns(db):
-            r["store"] = spec.redacted()
+            r["store"] = db.spec.redacted()
             rows.append(r)
     return rows
 
