@@ -64,6 +64,7 @@ class ClusterCampaignRunner:
             poll_interval=self.poll_interval,
             lost_after=self.lost_after,
             max_reruns=self.max_reruns,
+            rerun_failed=True,
         )
 
     def submit(self, config: CampaignConfig) -> int:

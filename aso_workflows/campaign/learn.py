@@ -123,9 +123,14 @@ def max_failed(cfg) -> int:
 
 
 def propose_candidates(state: CampaignState, iteration: int, model_ids: dict | None) -> list[str]:
-    """Propose the candidates of ``iteration`` (idempotent: stored proposals are reused)."""
+    """Propose the candidates of ``iteration`` (idempotent: stored proposals are reused).
+
+    A batch is complete once the campaign document's ``iteration`` reached ``iteration`` (the propose
+    job sets it after storing the batch). A batch cut short by a crash is proposed again: stored
+    candidates keep their structure (keyed writes), the missing ones are filled in.
+    """
     existing = state.proposals(iteration)
-    if existing:
+    if existing and int(state.doc.get("iteration") or 0) >= iteration:
         return [d["_id"] for d in existing]
     cfg = state.config
     n_used = state.n_used()
@@ -205,7 +210,10 @@ def init_campaign(config, db, workdir) -> CampaignState:
         db.campaigns.update_one(
             {"_id": config.name}, {"$set": {"config": config.to_document(), "updated": now()}}
         )
-        return CampaignState.load(db, config.name)
+        state = CampaignState.load(db, config.name)
+        if len(state.proposals(0)) < state.config.initial_size + 1:
+            _initial_proposals(state)  # the first run died while storing them: same seed, same structures
+        return state
 
     targets = {}
     target_structure = None
@@ -241,19 +249,25 @@ def init_campaign(config, db, workdir) -> CampaignState:
     }
     db.campaigns.update_one({"_id": config.name}, {"$setOnInsert": doc}, upsert=True)
     state = CampaignState.load(db, config.name)
+    _initial_proposals(state)
+    return state
 
+
+def _initial_proposals(state: CampaignState) -> list[str]:
+    """Store the start structure and the seeded initial perturbations as iteration 0 (idempotent)."""
     import dataclasses
 
+    config = state.config
     sampler = dataclasses.replace(
         config.sampler,
         seed=config.seed,
         min_distances=dict(config.min_distances),
         min_distance_scale=config.min_distance_scale,
     )
+    start = state.start
     initial = [{"structure": start, "kind": "start"}]
     initial += [{"structure": s, "kind": "initial"} for s in sampler.sample(start, config.initial_size)]
-    state.add_proposals(0, initial)
-    return state
+    return state.add_proposals(0, initial)
 
 
 def _mk(base, *parts):

@@ -108,6 +108,7 @@ class LaunchRecord:
     end: str | None = None
     error: str | None = None
     lost: bool = False
+    raised: bool = False
     rerun: bool = False
 
     def as_dict(self) -> dict:
@@ -262,8 +263,12 @@ class SlurmOfflineExecutor:
     cancel_on_timeout
         ``scancel`` the jobs still in flight at timeout and mark their launches FIZZLED.
     max_reruns
-        Rerun a Firework whose Slurm job was lost at most this many times (0: never; the launch stays
-        FIZZLED and jobs that tolerate a missing parent go on without its output).
+        Rerun a Firework whose Slurm job was lost, or whose job raised, at most this many times (0: never;
+        the launch stays FIZZLED and jobs that tolerate a missing parent go on without its output).
+    rerun_failed
+        Also rerun (within ``max_reruns``) Fireworks whose job raised. Off by default (FireWorks leaves
+        them FIZZLED); campaigns turn it on: their jobs return simulation failures as results, so a job
+        that raises met the infrastructure (a busy store, a node in trouble), which a rerun often cures.
     lost_run_expiration
         ``lp.detect_lostruns`` expiration (seconds without a ping) for RUNNING launches of the workflow
         that this controller does not track; checked every ``lost_run_check_interval`` seconds.
@@ -283,6 +288,7 @@ class SlurmOfflineExecutor:
     cancel_on_timeout: bool = False
     env: Mapping[str, str] | None = None
     max_reruns: int = 2
+    rerun_failed: bool = False
     lost_run_expiration: float = 4 * 3600.0
     lost_run_check_interval: float = 300.0
     slurm_jobs: dict[int, list[str]] = field(default_factory=dict, init=False)
@@ -503,6 +509,19 @@ class SlurmOfflineExecutor:
             rec.state = (launch or {}).get("state", rec.state)
             if info is None:
                 rec.slurm_state = rec.slurm_state if rec.slurm_state in _ENDED else "ENDED"
+            if rec.state == "FIZZLED" and self.rerun_failed:
+                # the job raised: jobs report simulation failures as results, so an exception here is
+                # the infrastructure (store busy, node trouble) or a bug: rerun like a lost job
+                stack = str(((offline["fwaction"] or {}).get("stored_data") or {}).get("_exception", {}))
+                lines = [ln.strip() for ln in stack.replace("\\n", "\n").splitlines() if ln.strip()]
+                rec.error = f"job raised: {lines[-1][:300] if lines else 'no traceback'}"
+                rec.raised = True
+                logger.warning(
+                    "fw %d (%s) Slurm job %s: %s", rec.fw_id, rec.name, rec.slurm_job_id, rec.error
+                )
+                self._tag_launch(rec)
+                self._rerun_lost(rec)
+                return True
             self._tag_launch(rec)
             logger.info("fw %d (%s) Slurm job %s: %s", rec.fw_id, rec.name, rec.slurm_job_id, rec.state)
             return True
@@ -525,15 +544,20 @@ class SlurmOfflineExecutor:
         return True
 
     def _rerun_lost(self, rec: LaunchRecord) -> bool:
-        """Make the Firework of a lost launch READY again, unless it was lost ``max_reruns`` times."""
-        n_lost = self.launchpad.launches.count_documents({"fw_id": rec.fw_id, "slurm.lost": True})
+        """Make the Firework of a lost (or raising) launch READY again, unless that happened ``max_reruns`` times."""
+        launches = self.launchpad.launches
+        n_lost = launches.count_documents(
+            {"fw_id": rec.fw_id, "slurm.lost": True}
+        ) + launches.count_documents({"fw_id": rec.fw_id, "slurm.raised": True})
         if n_lost > self.max_reruns:
-            logger.warning("fw %d (%s) lost %d times: not rerun again", rec.fw_id, rec.name, n_lost)
+            logger.warning("fw %d (%s) lost or failed %d times: not rerun again", rec.fw_id, rec.name, n_lost)
             return False
         self.launchpad.rerun_fw(rec.fw_id)
         rec.rerun = True
         self._tag_launch(rec)
-        logger.warning("fw %d (%s) rerun after a lost Slurm job (%d of %d)", rec.fw_id, rec.name, n_lost, self.max_reruns)
+        logger.warning(
+            "fw %d (%s) rerun after a lost Slurm job (%d of %d)", rec.fw_id, rec.name, n_lost, self.max_reruns
+        )
         return True
 
     def _detect_untracked_lost(self, fw_id: int, active: dict[int, _Active]) -> list[int]:
@@ -608,8 +632,8 @@ class SlurmOfflineExecutor:
         }
         if rec.error:
             slurm["error"] = rec.error
-        if rec.lost:
-            slurm["lost"] = True
+        if rec.lost or rec.raised:
+            slurm["lost" if rec.lost else "raised"] = True
             slurm["rerun"] = rec.rerun
         self.launchpad.launches.update_one({"launch_id": rec.launch_id}, {"$set": {"slurm": slurm}})
 

@@ -1,0 +1,211 @@
+"""Controller crash: the process driving a campaign is SIGKILLed at several points, then ``aso resume``
+continues it from the store, locally and on the Slurm path; nothing is lost, duplicated or simulated twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aso_workflows.campaign.state import CampaignState, get_db
+from aso_workflows.config import load_config
+
+DATA = Path(__file__).parents[1] / "aso_workflows" / "data"
+TINY_SURROGATE = {"n_models": 2, "hidden": 16, "n_layers": 2, "n_rbf": 16, "epochs": 40, "patience": 40}
+ASO = [str(Path(sys.executable).parent / "aso")]  # the console script (python -m cli misses plug-in commands)
+
+
+def campaign_file(tmp_path: Path, name: str, **fields) -> Path:
+    doc = {
+        "name": name,
+        "start": str(DATA / "LiNiO2.cif"),
+        "targets": [{"technique": "pdf", "structure": str(DATA / "LiNiO2.cif")}],
+        "budget": 9,
+        "initial_size": 4,
+        "batch_size": 2,
+        "seed": 2,
+        "sampler": {"min_displacement": 0.05, "max_displacement": 0.2},
+        "min_distances": {"Ni-O": 1.6, "Li-O": 1.6, "O-O": 2.0},
+        "surrogate": TINY_SURROGATE,
+        "proposal": {"n_starts": 8, "steps": 10, "progress": False},
+        "output": str(tmp_path / "out"),
+    }
+    doc.update(fields)
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def kill_when(
+    argv: list[str], condition: Callable[[], bool], env: dict | None = None, timeout: float = 300
+) -> str:
+    """Start ``argv``, SIGKILL it as soon as ``condition()`` holds; returns its stderr tail.
+
+    Fails if the process ends by itself first (the kill point was never reached).
+    """
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"{argv[1]} ended before the kill point: " + proc.stderr.read().decode()[-1500:])
+            if condition():
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail(f"kill point not reached within {timeout} s")
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return proc.stderr.read().decode()[-2000:]
+
+
+def counts(db, name: str, iteration: int) -> tuple[int, int, int]:
+    """(proposals, evaluations, models) of one iteration."""
+    return (
+        db.proposals.count_documents({"campaign": name, "iteration": iteration}),
+        db.evaluations.count_documents({"campaign": name, "iteration": iteration}),
+        db.models.count_documents({"campaign": name, "iteration": iteration, "status": "completed"}),
+    )
+
+
+def test_aso_run_killed_anywhere_resumes_to_the_budget(tmp_path, fault_ledger):
+    from test_faults_simulation import store_check
+
+    path = campaign_file(tmp_path, "crash")
+    cfg = load_config(path)
+    db = get_db(cfg.store_spec())
+    store = str(cfg.store_spec().path)
+    resume = [*ASO, "resume", "crash", "--store", store, "--quiet"]
+    name = "crash"
+
+    # 1. during the evaluation of the initial structures
+    kill_when([*ASO, "run", str(path), "--quiet"], lambda: counts(db, name, 0)[1] >= 1)
+    n_prop, n_eval, _ = counts(db, name, 0)
+    assert n_prop == 5 and 1 <= n_eval < 5, (n_prop, n_eval)
+    fault_ledger.inject("controller_sigkill", f"during evaluation ({n_eval} of 5 evaluated)")
+
+    # 2. during training (all of iteration 0 evaluated, no model yet), by a resume
+    def training() -> bool:
+        if counts(db, name, 0)[1:] != (5, 0):
+            return False
+        time.sleep(0.5)  # training has started; it takes seconds
+        return counts(db, name, 0)[2] == 0
+
+    kill_when(resume, training)
+    assert counts(db, name, 0)[1:] == (5, 0) and counts(db, name, 1)[0] == 0
+    fault_ledger.inject("controller_sigkill", "during training")
+
+    # 3. right after a propose: iteration 1 proposed, nothing of it evaluated
+    kill_when(resume, lambda: counts(db, name, 1)[0] > 0)
+    n_prop, n_eval, _ = counts(db, name, 1)
+    assert 1 <= n_prop <= 2 and n_eval <= 1, (n_prop, n_eval)  # may land while the batch is being stored
+    fault_ledger.inject(
+        "controller_sigkill", f"in/right after propose ({n_prop} of 2 stored, {n_eval} evaluated)"
+    )
+
+    done = subprocess.run(resume, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = CampaignState.load(get_db(cfg.store_spec()), name)
+    assert state.doc["status"] == "completed" and state.n_used() == cfg.budget
+    assert state.db.spectra.count_documents({}) == cfg.budget  # nothing simulated twice
+    assert [len(state.proposals(i)) for i in range(3)] == [5, 2, 2]  # a batch cut short was completed
+    iterations = sorted(m["iteration"] for m in state.db.models.find({"campaign": name}))
+    assert iterations == sorted(set(iterations)) and iterations[0] == 0  # one model set per iteration
+    lost, duplicated = store_check(state)
+    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
+    assert (lost, duplicated) == (0, 0)
+    for stage in ("during evaluation", "during training", "right after propose"):
+        fault_ledger.recovered("controller_sigkill", f"{stage}: resumed to the budget")
+
+    # a finished campaign resumes to nothing
+    again = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already ended" in again.stdout
+    assert CampaignState.load(get_db(cfg.store_spec()), name).n_used() == cfg.budget
+
+
+def test_resume_of_an_unknown_campaign_is_one_line(tmp_path):
+    (tmp_path / "store").mkdir()
+    out = subprocess.run(
+        [*ASO, "resume", "nope", "--store", str(tmp_path / "store")], capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "no campaign named 'nope'" in out.stderr
+
+
+CONTROLLER = """
+import sys
+from aso_workflows.campaign.cluster import ClusterCampaignRunner
+from aso_workflows.cluster.jobstore import shared_job_store
+from aso_workflows.cluster.launchpad import mongomock_launchpad
+from aso_workflows.cluster.queues import slurm_queue
+from aso_workflows.config import load_config
+
+common = {"walltime": "00:05:00", "nodes": 1, "ntasks": 1, "cpus_per_task": 1}
+queues = {
+    "default": slurm_queue("cpu", partition="cpu", **common),
+    "gpu": slurm_queue("gpu", partition="gpu", gres="gpu:1", **common),
+}
+runner = ClusterCampaignRunner(
+    launchpad=mongomock_launchpad(), launch_dir=sys.argv[2], queues=queues,
+    job_store=shared_job_store(sys.argv[3]), poll_interval=0.5, lost_after=2.0,
+)
+runner.run(load_config(sys.argv[1]), write_outputs=False)
+"""
+
+
+@pytest.mark.slurm
+def test_cluster_controller_killed_resumes_from_the_store(slurm_testbed, tmp_path, fault_ledger):
+    """The offline controller (LaunchPad in its memory) is killed twice; ``aso resume`` rebuilds from the store."""
+    from test_faults_cluster import running_jobs
+    from test_faults_simulation import store_check
+
+    name = "slurm-crash"
+    path = campaign_file(tmp_path, name, optimizer="random", budget=6, initial_size=3)
+    cfg = load_config(path)
+    db = get_db(cfg.store_spec())
+    launch_dir = (tmp_path / "launches").resolve()
+    env = slurm_testbed.env
+    controller = [sys.executable, "-c", CONTROLLER, str(path), str(launch_dir), str(tmp_path / "jobstore")]
+    resume = [*ASO, "resume", name, "--store", str(cfg.store_spec().path), "--lost-after", "2", "-q"]
+
+    # 1. while iteration 0 is being evaluated, with Slurm jobs in flight
+    kill_when(controller, lambda: counts(db, name, 0)[1] >= 1 and bool(running_jobs(env, launch_dir)), env)
+    orphans = set(running_jobs(env, launch_dir))
+    assert counts(db, name, 0)[1] < 4 and orphans
+    fault_ledger.inject(
+        "cluster_controller_sigkill", f"during evaluation, {len(orphans)} Slurm jobs orphaned"
+    )
+
+    # 2. the resumed controller, right after it proposed iteration 1
+    kill_when(resume, lambda: counts(db, name, 1)[0] > 0, env)
+    fault_ledger.inject("cluster_controller_sigkill", "aso resume killed right after propose")
+    jobcomp = {r.job_id: r.state for r in slurm_testbed.jobcomp_records()}
+    # the first controller's jobs were cancelled by the resume, or had ended by then
+    assert all(jobcomp.get(j) in ("CANCELLED", "COMPLETED") for j in orphans), {
+        j: jobcomp.get(j) for j in orphans
+    }
+
+    done = subprocess.run(resume, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "workflow COMPLETED" in done.stdout
+    state = CampaignState.load(get_db(cfg.store_spec()), name)
+    assert state.doc["status"] == "completed" and state.n_used() == cfg.budget
+    assert state.doc["executor"]["kind"] == "slurm"
+    assert state.db.spectra.count_documents({}) == cfg.budget
+    lost, duplicated = store_check(state)
+    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
+    assert (lost, duplicated) == (0, 0)
+    assert not running_jobs(env, launch_dir)  # nothing left behind on the cluster
+    for stage in ("controller killed during evaluation", "resume killed after propose"):
+        fault_ledger.recovered("cluster_controller_sigkill", stage)
