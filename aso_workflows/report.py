@@ -136,6 +136,7 @@ def surrogate_accuracy_rows(state) -> list[dict]:
             "mae": float(np.abs(p[:, 0] - p[:, 1]).mean()),
             "relative_error": float(np.mean(np.abs(p[:, 0] - p[:, 1]) / np.maximum(p[:, 1], 1e-300))),
             "best_simulated": float(p[:, 1].min()),
+            "rank_correlation": _spearman(p[:, 0], p[:, 1]),
             "model_iteration": it - 1 if (it - 1) in models else None,
         }
         for technique, m in sorted(models.get(it - 1, {}).items()):
@@ -145,6 +146,15 @@ def surrogate_accuracy_rows(state) -> list[dict]:
             row["n_train"] = m.get("n_train", metrics.get("n_structures"))
         rows.append(row)
     return rows
+
+
+def _spearman(predicted: np.ndarray, simulated: np.ndarray) -> float | None:
+    """Spearman rank correlation (does the surrogate order the candidates right?); None below 3 pairs."""
+    if len(predicted) < 3 or np.ptp(predicted) == 0 or np.ptp(simulated) == 0:
+        return None
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(predicted, simulated).statistic)
 
 
 def _pairs_by_iteration(state) -> list[tuple[int, float, float]]:
@@ -519,6 +529,7 @@ def _html(state, rows, best, accuracy, paths: dict[str, Path], path: Path) -> Pa
             "simulated (mean)",
             "|pred − sim|",
             "relative error",
+            "rank corr.",
         ]
         headers += [f"held-out MAE {t}" for t in techs] + [f"1σ coverage {t}" for t in techs] + ["trained on"]
         table_rows = [
@@ -529,6 +540,7 @@ def _html(state, rows, best, accuracy, paths: dict[str, Path], path: Path) -> Pa
                 _fmt(r["simulated_mean"]),
                 _fmt(r["mae"]),
                 _fmt(r["relative_error"], ".2f"),
+                _fmt(r["rank_correlation"], ".2f"),
             ]
             + [_fmt(r.get(f"heldout_mae_{t}")) for t in techs]
             + [_fmt(r.get(f"coverage_{t}"), ".2f") for t in techs]

@@ -117,6 +117,7 @@ def test_surrogate_accuracy_per_iteration(aso):
         assert row["simulated_mean"] == pytest.approx(rows["objective"].mean())
         assert row["mae"] == pytest.approx((rows["predicted_objective"] - rows["objective"]).abs().mean())
         assert row["model_iteration"] == row["iteration"] - 1
+        assert pd.isna(row["rank_correlation"]) == (row["n_candidates"] < 3)  # Spearman needs 3 candidates
         assert row["heldout_mae_pdf"] > 0 and 0 <= row["coverage_pdf"] <= 1 and row["n_train"] >= 4
 
 
