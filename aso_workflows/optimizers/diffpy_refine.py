@@ -17,26 +17,28 @@ Budget accounting
 -----------------
 One *simulation* of this optimiser is one proposal, i.e. one structure simulated by the campaign. It is
 produced by one or more pdffit2 ``refine_step`` calls; each call is one PDF calculation with analytic
-derivatives with respect to every refined parameter (measured ~0.08 s vs 0.009 s for a plain PDF
-calculation of 8-atom NiO with 27 parameters). A Levenberg–Marquardt step that increases the misfit
-is rejected inside pdffit2 (damping raised, parameters unchanged) and still costs a call. Every proposal
-stores the calls it took in ``predicted.diffpy.refine_steps``; :func:`pdf_calculations` turns a
+derivatives with respect to every refined parameter (the first call of a refinement two: it also
+evaluates the starting point). Measured: ~0.08 s per call vs 0.009 s for a plain PDF calculation of
+8-atom NiO with 27 parameters. A Levenberg–Marquardt step that increases the misfit is rejected inside
+pdffit2 (damping ×10, parameters unchanged) and still costs a calculation. Every proposal stores the
+calculations it took in ``predicted.diffpy.pdf_calculations``; :func:`pdf_calculations` turns a
 campaign's evaluations into the cumulative count of PDF calculations (one per evaluation for the other
-optimisers, ``refine_steps`` for DiffPy), which is the honest x axis for a comparison.
+optimisers), the honest x axis for a comparison.
 
 State from the store
 --------------------
 Nothing is kept between jobs: the refinement continues from the structure of the latest DiffPy
 evaluation (or, first, from the best initial structure), with a fresh pdffit2 instance (so damping starts
-again from pdffit2's default). When it stagnates (no parameter change in ``max_steps`` calls) or reaches
-a structure already simulated, it restarts from the best structure so far with every atom displaced by
+again from pdffit2's default). pdffit2's own stop after three non-improving steps (at damping 1, too
+early far from the minimum) is switched off; instead, when ``max_steps`` calls bring no parameter change
+or the refinement reaches a structure already simulated, it restarts from the best structure so far with every atom displaced by
 up to ``restart_displacement`` Å (seeded by campaign seed, iteration and candidate): a multi-start
 refinement, because a converged least-squares fit has nothing more to offer. A structure at a symmetric
 position has zero derivative with respect to the positions (pdffit2 then cannot move at all), which the
 restart also handles.
 
-Minimum distances: a refined structure that breaks one is pulled back along the step (halving it) until
-valid.
+Minimum distances: a refined structure that breaks one is pulled back along its step (halved until
+valid).
 """
 
 from __future__ import annotations
@@ -75,16 +77,18 @@ class PdfFitRefiner:
         The campaign's :class:`~aso_workflows.spectra.pdf.PDFSimulator` (its settings define the model).
     refine_lattice
         Also refine a, b, c (angles are kept).
-    stage
-        ``"lattice"``: only a, b, c are free (positions fixed); ``"all"``: lattice (if refined) and every
-        position.
+    toler
+        pdffit2's relative χ² decrease below which a step counts as stagnating (it stops after 3 in a
+        row). Negative (default) switches that off: a rejected Levenberg–Marquardt step then simply
+        raises the damping ×10 for the next call instead of ending the refinement at damping 1, which
+        stops too early far from the minimum; :meth:`step` bounds the calls instead.
     """
 
     structure: Structure
     target: np.ndarray
     simulator: object
     refine_lattice: bool = True
-    stage: Literal["lattice", "all"] = "all"
+    toler: float = -1.0
 
     def __post_init__(self) -> None:
         import diffpy.pdffit2 as pdffit2
@@ -122,11 +126,6 @@ class PdfFitRefiner:
                 pf.setpar(par, float(v))
                 par += 1
         self.n_parameters = par - 1
-        if self.stage == "lattice":
-            if not self.refine_lattice:
-                raise InputError("diffpy.refine_lattice", "the lattice stage needs refine_lattice: true")
-            for k in range(4, par):
-                pf.fixpar(k)
         self._pf = pf
         self._reference = self.structure
 
@@ -153,10 +152,14 @@ class PdfFitRefiner:
         Levenberg–Marquardt steps keep increasing the misfit) or after ``max_calls`` calls without change.
         """
         before = self.current()
-        for calls in range(1, max_calls + 1):
-            self.calls += 1
+        calls = 0
+        for _ in range(max_calls):
+            # pdffit2's first step also evaluates the starting point: two PDF + derivative calculations
+            n = 2 if self.calls == 0 else 1
+            calls += n
+            self.calls += n
             try:
-                done = self._pf.refine_step(1e-8)
+                done = self._pf.refine_step(self.toler)
             except Exception as exc:  # pdffit2's own exception types (e.g. a singular matrix)
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise RuntimeError(f"pdffit2 refinement failed: {msg}") from None
@@ -247,92 +250,95 @@ class DiffPyRefinement(Optimizer):
         refiner = PdfFitRefiner(self.head(state), target, sim, self.refine_lattice)
         out: list[CandidateProposal] = []
         restarts = 0
-        calls_since = 0
+        spent = 0  # PDF + derivative calculations since the last proposal
         while len(out) < ctx.q:
+            origin = refiner.current()
             new, calls = refiner.step(self.max_steps)
-            calls_since += calls
-            if new is not None and structure_fingerprint(new) in seen:
-                new = None  # back on a structure already simulated: as good as converged
-            if new is None and refiner.stage == "all" and self.refine_lattice:
-                # the full least-squares problem makes no progress (e.g. the lattice is too far off for
-                # the positions' linearisation): refine the lattice alone from here
-                refiner = PdfFitRefiner(refiner.current(), target, sim, self.refine_lattice, stage="lattice")
-                continue
-            if new is None:
-                # converged: restart from a perturbed best structure (a multi-start refinement)
+            spent += calls
+            structure, halvings = None, 0
+            if new is not None:
+                structure, halvings = self._enforce_min_distances(new, origin, state.dmin_matrix)
+                if structure is not None and structure_fingerprint(structure) in seen:
+                    structure = None  # back on a structure already simulated: as good as converged
+            if structure is None:
+                # converged or stuck (a symmetric structure has zero derivative with respect to the
+                # positions): restart from the best structure so far, perturbed (multi-start refinement)
                 if restarts >= 3 * ctx.q:
                     break
-                best = ctx.evaluated[0][0] if ctx.evaluated else refiner.current()
-                seed = np.random.SeedSequence(
-                    [state.config.seed & 0xFFFFFFFF, ctx.iteration, len(out), restarts]
-                )
-                sampler = PerturbationSampler(
-                    min_displacement=0.0,
-                    max_displacement=self.restart_displacement,
-                    seed=int(seed.generate_state(1)[0]),
-                )
                 restarts += 1
-                perturbed = sampler.sample(best, 1, dmin_matrix=state.dmin_matrix)[0]
-                refiner = PdfFitRefiner(perturbed, target, sim, self.refine_lattice)
+                refiner = PdfFitRefiner(
+                    self._perturbed_best(ctx, len(out), restarts), target, sim, self.refine_lattice
+                )
                 continue
-            stage = refiner.stage
-            structure, halvings = self._enforce_min_distances(new, refiner, state.dmin_matrix)
-            if halvings or stage == "lattice":
-                # go on from the structure actually proposed, with every parameter free again
-                refiner = PdfFitRefiner(structure, target, sim, self.refine_lattice)
-            fp = structure_fingerprint(structure)
-            if fp in seen:
-                continue
-            seen.add(fp)
+            if halvings:
+                refiner = PdfFitRefiner(structure, target, sim, self.refine_lattice)  # go on from there
+            seen.add(structure_fingerprint(structure))
             out.append(
                 CandidateProposal(
                     structure=structure,
                     predicted={
                         "diffpy": {
-                            "refine_steps": calls_since,
-                            "stage": stage,
+                            "pdf_calculations": spent,
                             "parameters": refiner.n_parameters,
                             "lattice_abc": [float(v) for v in structure.lattice.abc],
                             "restarts": restarts,
                             "min_distance_halvings": halvings,
                         }
                     },
-                    note=f"pdffit2 refinement ({stage}), {calls_since} step(s)"
+                    note=f"pdffit2 refinement, {spent} PDF calculation(s)"
                     + (f", after {restarts} restart(s)" if restarts else ""),
                 )
             )
-            calls_since = 0
+            spent = 0
         return out
+
+    def _perturbed_best(self, ctx: ProposalContext, candidate: int, restart: int) -> Structure:
+        """The best structure so far with every atom moved by up to ``restart_displacement`` Å (seeded)."""
+        state = ctx.state
+        best = ctx.evaluated[0][0] if ctx.evaluated else state.start
+        seq = np.random.SeedSequence([state.config.seed & 0xFFFFFFFF, ctx.iteration, candidate, restart])
+        sampler = PerturbationSampler(
+            min_displacement=0.0,
+            max_displacement=self.restart_displacement,
+            seed=int(seq.generate_state(1)[0]),
+        )
+        return sampler.sample(best, 1, dmin_matrix=state.dmin_matrix)[0]
 
     @staticmethod
     def _enforce_min_distances(
-        new: Structure, refiner: PdfFitRefiner, dmin: np.ndarray
-    ) -> tuple[Structure, int]:
-        """``new`` if it keeps every minimum distance, else the refinement step halved until it does."""
-        start = refiner._reference
-        df = np.asarray(new.frac_coords) - np.asarray(start.frac_coords)
+        new: Structure, origin: Structure, dmin: np.ndarray
+    ) -> tuple[Structure | None, int]:
+        """``new`` if it keeps every minimum distance, else the step from ``origin`` halved until it does.
+
+        ``None`` if even a step shortened 2^-10 times breaks one (``origin`` itself is too close).
+        """
+        df = np.asarray(new.frac_coords) - np.asarray(origin.frac_coords)
         df -= np.round(df)
-        for halvings in range(0, 30):
+        m0, m1 = np.asarray(origin.lattice.matrix), np.asarray(new.lattice.matrix)
+        for halvings in range(0, 11):
             t = 0.5**halvings
-            matrix = np.asarray(start.lattice.matrix) + t * (
-                np.asarray(new.lattice.matrix) - start.lattice.matrix
-            )
-            frac = np.asarray(start.frac_coords) + t * df
+            matrix = m0 + t * (m1 - m0)
+            frac = np.asarray(origin.frac_coords) + t * df
             cart = torch.from_numpy(frac @ matrix)[None]
             if not bool(violations(cart, torch.from_numpy(matrix.copy())[None], dmin)[0]):
                 if halvings == 0:
                     return new, 0
-                return (
-                    Structure(Lattice(matrix), start.species, frac, to_unit_cell=True),
-                    halvings,
+                structure = Structure(
+                    Lattice(matrix),
+                    origin.species,
+                    frac,
+                    to_unit_cell=True,
+                    site_properties=origin.site_properties or None,
                 )
-        return start, 30
+                return structure, halvings
+        return None, 11
 
 
 def pdf_calculations(evaluations: list[dict], proposals: dict[str, dict] | None = None) -> list[int]:
     """Cumulative PDF calculations spent after each evaluation (chronological order).
 
-    One per evaluation, except DiffPy evaluations, which cost the ``refine_steps`` their proposal took.
+    One per evaluation, except DiffPy evaluations, which cost the ``pdf_calculations`` (PDF + derivative
+    calculations of pdffit2) their proposal took.
 
     Parameters
     ----------
@@ -346,7 +352,7 @@ def pdf_calculations(evaluations: list[dict], proposals: dict[str, dict] | None 
         cost = 1
         if e.get("kind") == KIND and proposals is not None:
             p = proposals.get(e.get("proposal_id"), {})
-            cost = int(((p.get("predicted") or {}).get("diffpy") or {}).get("refine_steps", 1))
+            cost = int(((p.get("predicted") or {}).get("diffpy") or {}).get("pdf_calculations", 1))
         total += cost
         out.append(total)
     return out
