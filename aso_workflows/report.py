@@ -269,6 +269,9 @@ def write_outputs(state, out: str | Path, n_best: int = 3) -> dict[str, Path]:
     return paths
 
 
+_YLABEL = {"pdf": "G(r) (Å⁻²)", "exafs": "k^w χ(k)", "xanes": "normalised μ(E)"}
+
+
 class _Figures:
     """The report's matplotlib figures (one method per PNG), sharing the data they all use."""
 
@@ -314,6 +317,9 @@ class _Figures:
         n_initial = sum(r["iteration"] == 0 for r in done)
         if 0 < n_initial < len(done):
             ax.axvline(n_initial + 0.5, color="0.8", lw=1)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("simulations")
         ax.set_ylabel("mismatch (objective)")
         ax.set_title(f"{self.state.name}: best mismatch")
@@ -332,6 +338,7 @@ class _Figures:
             offset = y.min() - 0.15 * float(np.ptp(y) or 1.0)
             ax.plot(b.x, np.asarray(b.y) - y + offset, color="0.45", lw=0.8, label="best − target (offset)")
         ax.set_xlabel(f"{tgt.grid.name} ({tgt.grid.unit})")
+        ax.set_ylabel(_YLABEL.get(technique, technique))
         ax.set_title(technique.upper())
         ax.legend(fontsize=8)
 
