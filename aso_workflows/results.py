@@ -32,7 +32,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 from pymatgen.core import Structure
 
 from aso_workflows.campaign.state import CampaignState, get_db
@@ -42,9 +41,8 @@ from aso_workflows.store import CampaignDB, StoreSpec
 
 __all__ = ["Candidate", "CampaignSummary", "Campaign", "list_campaigns", "open_db"]
 
-FAILED_STATUSES = ("failed", "error")
-# projections are built fresh for every query: a driver may add keys to a dict it is given (a shared one
-# then mixed inclusion and exclusion on the next query)
+# Note: projections are built fresh for every query: a driver may add keys to a dict it is given (a shared
+# one then mixed inclusion and exclusion on the next query). Every status but "completed" is a failure.
 _REF_FORMS = "'start', 'best', 'best:N', 'ITERATION:CANDIDATE' (e.g. 2:0), an evaluation or proposal id"
 
 
@@ -484,10 +482,3 @@ class Campaign:
         from aso_workflows.report import write_outputs
 
         return write_outputs(self.state, out, n_best=n_best)
-
-
-def objective_ratio(start: float | None, best: float | None) -> float | None:
-    """How many times lower the best mismatch is than the start's."""
-    if start is None or best is None or best <= 0:
-        return None
-    return float(np.float64(start) / best)
