@@ -80,6 +80,18 @@ def test_status_lists_campaigns_of_a_store(embedded, mocked):
     assert rows[0]["n_used"] == rows[0]["budget"] == 8
 
 
+def test_status_without_store_lists_the_runs_folders_here(embedded, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = aso("status")
+    assert res.exit_code == 2 and "no runs/*/store folder here" in res.stderr
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / embedded.name).symlink_to(embedded.output)
+    rows = json.loads(aso("status", "--json").stdout)
+    assert [r["name"] for r in rows] == [embedded.name]
+    # and a campaign by name alone is found in runs/<name>/store
+    assert json.loads(aso("status", embedded.name, "--json").stdout)["n_used"] == 8
+
+
 def test_status_of_one_campaign_by_file_and_by_name(embedded):
     res = aso("status", str(embedded.config_path))
     assert res.exit_code == 0, res.output
