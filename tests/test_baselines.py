@@ -252,6 +252,18 @@ def test_gpbo_campaign_lands_in_store(tmp_path, one_torch_thread):
         assert np.abs(df @ state.start.lattice.matrix).max() <= box + 1e-6
     # every evaluation was simulated once (distinct structures)
     assert len(set(fingerprints(state))) == 12
+    # q = 1 (analytic LogEI) and q = 1 with a pending candidate (qLogEI with X_pending), from the store
+    from aso_workflows.optimizers import ProposalContext
+    from aso_workflows.structures import structure_fingerprint
+
+    ranked = sorted(state.evaluations(), key=lambda e: e["objective"])
+    evaluated = [(Structure.from_dict(e["structure"]), e["objective"]) for e in ranked]
+    gp = state.config.gpbo
+    for pending in ([], [evaluated[-1][0].copy().perturb(0.05)]):
+        ctx = ProposalContext(state, evaluated, pending, None, iteration=9, n_used=12, budget=13, q=1, seed=9)
+        (prop,) = gp.propose(ctx)
+        assert not violates_min_distance(prop.structure, table)
+        assert structure_fingerprint(prop.structure) not in set(fingerprints(state))
 
 
 # ---- DiffPy refinement -----------------------------------------------------------------------------
@@ -335,3 +347,34 @@ def test_diffpy_needs_a_pdf_target(tmp_path):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(InputError, match=r"optimizer 'diffpy' refines against a PDF, but the targets are"):
         load_config(path)
+
+
+# ---- on the cluster --------------------------------------------------------------------------------
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_rmc_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, tmp_path):
+    """Every propose job is its own Slurm job and process: the RMC chain comes from the store alone."""
+    from aso_workflows.campaign.cluster import ClusterCampaignRunner
+    from aso_workflows.cluster.jobstore import shared_job_store
+    from aso_workflows.cluster.launchpad import mongomock_launchpad
+
+    small = {"budget": 7, "initial_size": 2, "rmc": {"sigma": 0.08}}  # 3 initial, then 2 iterations of 2
+    path = write_nio_campaign(tmp_path, "slurm-rmc", "rmc", **small)
+    cfg = load_config(path)
+    runner = ClusterCampaignRunner(
+        launchpad=mongomock_launchpad(),
+        launch_dir=tmp_path / "launches",
+        queues=slurm_queues,
+        job_store=shared_job_store(tmp_path / "jobstore"),
+        timeout=600,
+    )
+    state, summary = runner.run(cfg)
+    assert summary.workflow_state == "COMPLETED", summary.as_dict()
+    assert state.n_used() == 7
+    evals = state.evaluations()
+    rmc_evals = [e for e in evals if e["kind"] == "rmc"]
+    assert len(rmc_evals) == 4 and all(e["provenance"]["pdf"]["slurm_job_id"] for e in rmc_evals)
+    assert any(r.name.endswith("/ propose") for r in summary.launches)
+    # the same campaign run locally proposes exactly the same moves (replay is deterministic)
+    local = run(write_nio_campaign(tmp_path, "local-rmc", "rmc", **small))
+    assert fingerprints(local) == fingerprints(state)
