@@ -142,7 +142,8 @@ def _read_launchpad_file(path: Path) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise InputError(
-            source, f"not valid YAML{where}; expected a launchpad file (host, port, name, ...)"
+            source,
+            f"not a readable YAML/JSON launchpad file (invalid YAML{where}); expected host, port, name, ...",
         ) from None
     if not isinstance(d, dict) or ("host" not in d and not d.get("uri_mode")):
         raise InputError(source, "not a launchpad file: expected a mapping with 'host' (and 'name', ...)")
