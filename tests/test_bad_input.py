@@ -376,7 +376,11 @@ def test_budget_below_the_initial_design(existing, fault_ledger):
     ("case", "text", "needles"),
     [
         ("empty", "", ["expected a mapping of campaign fields"]),
-        ("invalid-yaml", "name: [unclosed\nbudget: 3\n", ["not valid YAML at line 2"]),
+        (
+            "invalid-yaml",
+            "name: [unclosed\nbudget: 3\n",
+            ["not valid YAML at line 2"],
+        ),
         ("list", "- a\n- b\n", ["expected a mapping of campaign fields"]),
     ],
 )
@@ -475,7 +479,10 @@ LAUNCHPAD_CASES = {
     "missing": (None, ["missing.yaml", "launchpad file not found", "expected my_launchpad.yaml"]),
     "directory": ("DIR", ["directory.yaml", "is a directory", "expected a launchpad file"]),
     "empty": ("", ["empty.yaml", "not a launchpad file", "expected a mapping with 'host'"]),
-    "invalid-yaml": ("host: [unclosed\nport: 1\n", ["invalid-yaml.yaml", "not valid YAML at line 2"]),
+    "invalid-yaml": (
+        "host: [unclosed\nport: 1\n",
+        ["invalid-yaml.yaml", "not a readable YAML/JSON launchpad file (invalid YAML at line 2)"],
+    ),
     "binary": (b"\x00\xff\xfe\xfa", ["binary.yaml", "cannot be read (not UTF-8 text)"]),
     "no-host": ("name: fireworks\n", ["no-host.yaml", "expected a mapping with 'host'"]),
     "port-type": ("host: 127.0.0.1\nport: abc\n", ["field 'port': expected an integer", "got 'abc'"]),
