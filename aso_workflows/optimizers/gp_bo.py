@@ -19,8 +19,8 @@ Objective and acquisition
 -------------------------
 The GP models ``-log(mismatch)`` (BoTorch maximises; the log evens out the orders of magnitude between a
 poor and a good structure), standardised (``Standardize`` outcome transform). ``SingleTaskGP`` keeps
-BoTorch's defaults (Matérn-5/2 kernel with one length scale per feature and priors scaled with the
-dimension, which suits 24–200 features). The acquisition is ``LogExpectedImprovement`` for one candidate,
+BoTorch's defaults (botorch 0.18: RBF kernel with one length scale per feature and a log-normal
+length-scale prior scaled with the dimension, which suits 24–200 features). The acquisition is ``LogExpectedImprovement`` for one candidate,
 ``qLogExpectedImprovement`` for a batch, with candidates proposed but not yet evaluated as pending
 points, optimised with ``botorch.optim.optimize_acqf`` (multi-start L-BFGS-B in the box).
 
