@@ -338,6 +338,19 @@ def _run_summary(state, cfg) -> None:
 
 
 # ---- aso submit ----------------------------------------------------------------------------------
+def _warn_inline_passwords(uris: dict[str, str | None]) -> None:
+    """One stderr line per URI whose password would be copied into every Firework (never the password)."""
+    from aso_workflows.store import redact_uri
+
+    for where, uri in uris.items():
+        if uri and redact_uri(uri) != uri:
+            typer.echo(
+                f"warning: the password in {where} is copied into every Firework and FW.json; "
+                "put it in a password file instead (docs/security.md)",
+                err=True,
+            )
+
+
 @app.command()
 def submit(
     campaign: Annotated[Path, typer.Argument(help="Campaign YAML file.", show_default=False)],
@@ -423,6 +436,7 @@ def submit(
             python=python,
             timeout=timeout,
         )
+        _warn_inline_passwords({"store.uri": cfg.store.uri, "--job-store": job_store})
         if not wait:
             fw_id = runner.submit(cfg)
             typer.echo(
