@@ -420,3 +420,19 @@ def test_campaign_fireworks_carry_the_password_file_not_the_password(tmp_path):
     assert fireworks
     dumped = json.dumps(fireworks + list(lp.workflows.find({})), default=str)
     assert secret not in dumped and str(pw) in dumped
+
+
+def test_submit_warns_about_inline_passwords_without_printing_them(capsys):
+    from aso_workflows.cli import _warn_inline_passwords
+
+    secret = f"pw-{uuid.uuid4().hex[:12]}"
+    _warn_inline_passwords(
+        {
+            "store.uri": f"mongodb://aso:{secret}@db.example.org/aso",
+            "--job-store": "mongodb://aso@db.example.org/outputs",  # user only: no warning
+            "other": None,
+        }
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: the password in store.uri")
+    assert "password file" in err[0] and secret not in err[0]
