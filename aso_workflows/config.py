@@ -291,6 +291,23 @@ def load_config(path: str | Path, overrides: dict | None = None) -> CampaignConf
     return cfg
 
 
+def _check_folder(path: Path, source: str | Path, field: str) -> None:
+    """``path`` is a folder, or one can be created there (nothing is created now)."""
+    import os
+
+    p = Path(path).expanduser().absolute()
+    for existing in (p, *p.parents):
+        if not existing.exists():
+            continue
+        if not existing.is_dir():
+            raise InputError(source, f"field '{field}': {existing} is a file; expected a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise InputError(
+                source, f"field '{field}': {existing} is not writable; expected a writable folder"
+            )
+        return
+
+
 def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
     """Read the start structure and every target now, so bad input fails before any store is touched.
 
@@ -308,6 +325,9 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
     from aso_workflows.spectra.targets import read_target
     from aso_workflows.structures import load_structure
 
+    _check_folder(cfg.output_dir, source, "output")
+    if cfg.store.kind == "embedded" and cfg.store.path is not None:
+        _check_folder(cfg.store.path, source, "store.path")
     start = load_structure(cfg.start)
     for i, t in enumerate(cfg.targets):
         where = f"targets[{i}]"

@@ -242,7 +242,13 @@ def open_store(spec: StoreSpec | dict) -> CampaignDB:
         from montydb import MontyClient, set_storage
 
         root = Path(spec.path)
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"store.path ({root})",
+                f"cannot create the embedded store folder ({exc.strerror or exc}); expected a writable folder",
+            ) from None
         # Same storage options as maggma's MontyStore (pymongo's BSON): montydb fixes the BSON choice
         # once per process, and jobflow's JobStore opens a MontyStore in the same process.
         # Written once, by whoever creates the store: rewriting it from every job races with other jobs
