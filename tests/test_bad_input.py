@@ -474,6 +474,16 @@ def test_bad_store_settings(existing, fault_ledger, case, store, needles):
     assert "s3cret-pw" not in line
 
 
+@pytest.mark.parametrize("field", ["output", "store.path"])
+def test_output_or_store_folder_is_a_file(existing, fault_ledger, field):
+    """A folder setting that names an existing file: refused before anything is created."""
+    a_file = existing.file(f"not-a-folder-{field}", "x")
+    fields = {"output": str(a_file / "out")} if field == "output" else {"store": {"path": str(a_file)}}
+    yml = existing.variant(f"folder-{field}", **fields)
+    needles = [f"folder-{field}.yaml", f"field '{field}'", "is a file; expected a folder"]
+    inject(fault_ledger, existing, "bad-input:config", f"{field} is a file", ["run", str(yml), "-q"], needles)
+
+
 # ---- launchpad files -----------------------------------------------------------------------------------
 LAUNCHPAD_CASES = {
     "missing": (None, ["missing.yaml", "launchpad file not found", "expected my_launchpad.yaml"]),
