@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote_plus, urlsplit, urlunsplit
+from urllib.parse import quote_plus, unquote, urlsplit, urlunsplit
 
 import pytest
 import yaml
@@ -265,7 +265,7 @@ def test_password_file_connects_and_stays_out_of_the_spec(tmp_path):
     if parts.password is None:
         pytest.skip("ASO_TEST_MONGODB_URI has no password to move into a file")
     pw = tmp_path / "pw"
-    pw.write_text(parts.password)
+    pw.write_text(unquote(parts.password))
     user_only = urlunsplit(parts._replace(netloc=f"{parts.username}@{parts.netloc.rsplit('@', 1)[-1]}"))
     spec = StoreSpec(
         kind="mongodb", uri=user_only, database=f"aso_test_{uuid.uuid4().hex[:8]}", password_file=str(pw)
@@ -277,7 +277,7 @@ def test_password_file_connects_and_stays_out_of_the_spec(tmp_path):
     finally:
         db._client.drop_database(spec.database)
         db.close()
-    assert parts.password not in json.dumps(spec.as_dict())
+    assert unquote(parts.password) not in json.dumps(spec.as_dict())
 
 
 # ---- launchpad templates: auth and TLS ------------------------------------------------------------------------
