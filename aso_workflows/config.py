@@ -333,8 +333,9 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
         where = f"targets[{i}]"
         try:
             sim = make_simulator(t.technique, **t.settings)
-        except InputError as exc:
-            raise InputError(source, f"field '{where}.settings': {exc.problem}") from None
+        except InputError as exc:  # source: "<technique>.settings" (unknown names) or the setting's name
+            field = f"{where}.settings" + ("" if exc.source.endswith(".settings") else f".{exc.source}")
+            raise InputError(source, f"field '{field}': {exc.problem}") from None
         structures = {cfg.start: start}
         if t.structure is not None:
             structures[t.structure] = load_structure(t.structure)
