@@ -339,6 +339,21 @@ def test_unknown_simulator_setting_and_read_option(existing, fault_ledger):
     )
 
 
+@pytest.mark.parametrize(
+    ("settings", "needles"),
+    [
+        ({"qmax": "abc"}, ["field 'targets[0].settings.qmax'", "expected a number, got 'abc'"]),
+        ({"rstep": 0}, ["field 'targets[0].settings.rstep'", "must be > 0"]),
+    ],
+)
+def test_bad_simulator_setting_value(existing, fault_ledger, settings, needles):
+    target = {"technique": "pdf", "structure": str(EXAMPLE / "target.cif"), "settings": settings}
+    yml = existing.variant("setting-value", targets=[target])
+    inject(
+        fault_ledger, existing, "bad-input:config", f"setting {settings}", ["run", str(yml), "-q"], needles
+    )
+
+
 @pytest.mark.parametrize("budget", [0, -3])
 def test_zero_or_negative_budget(existing, fault_ledger, budget):
     yml = existing.variant(f"budget{budget}", budget=budget)
