@@ -82,41 +82,50 @@ class JobKiller(threading.Thread):
     """Watches the campaign's Slurm jobs and kills the ones whose Firework name ends with a target.
 
     ``targets``: ``(name suffix, "scancel" | "kill9")`` pairs, used in order; a suffix listed twice kills
-    the Firework's rerun too. A job is killed once its Firework has started inside the job
-    (``FW_offline.json`` has ``started_on``) and has no result yet.
+    the Firework's rerun too. A job is killed while Slurm runs it and before it has a result (for
+    ``kill9``: once the Firework started inside the job, so that its process exists).
     """
 
     def __init__(self, env: dict, launch_dir: Path, targets: list[tuple[str, str]]):
         super().__init__(daemon=True)
         self.env, self.launch_dir, self.targets = env, launch_dir, list(targets)
         self.killed: dict[str, dict] = {}  # slurm job id → {"suffix", "how", "fw_name"}
+        self.errors: list[str] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set() and self.targets:
-            for job_id, (state, launch) in running_jobs(self.env, self.launch_dir).items():
-                if state != "RUNNING" or job_id in self.killed:
+            try:
+                self._round()
+            except Exception as exc:  # noqa: BLE001 - a job ending under our hands: try again next round
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(0.1)
+
+    def _round(self) -> None:
+        for job_id, (state, launch) in running_jobs(self.env, self.launch_dir).items():
+            if state != "RUNNING" or job_id in self.killed:
+                continue
+            try:
+                name = json.loads((launch / "FW.json").read_text())["name"]
+                offline = json.loads((launch / "FW_offline.json").read_text())
+            except (OSError, ValueError, KeyError):
+                continue
+            target = next((t for t in self.targets if name.endswith(t[0])), None)
+            if target is None or "fwaction" in offline:
+                continue
+            how = target[1]
+            if how == "kill9" and "started_on" not in offline:
+                continue  # its process is not there yet
+            if how == "scancel":
+                subprocess.run(["scancel", job_id], env=self.env, check=True)
+            else:
+                pids = job_processes(launch)
+                if not pids:  # not started yet: try again next round
                     continue
-                try:
-                    name = json.loads((launch / "FW.json").read_text())["name"]
-                    offline = json.loads((launch / "FW_offline.json").read_text())
-                except (OSError, ValueError, KeyError):
-                    continue
-                target = next((t for t in self.targets if name.endswith(t[0])), None)
-                if target is None or "started_on" not in offline or "fwaction" in offline:
-                    continue
-                how = target[1]
-                if how == "scancel":
-                    subprocess.run(["scancel", job_id], env=self.env, check=True)
-                else:
-                    pids = job_processes(launch)
-                    if not pids:  # not started yet: try again next round
-                        continue
-                    for pid in pids:
-                        os.kill(pid, signal.SIGKILL)
-                self.targets.remove(target)
-                self.killed[job_id] = {"suffix": target[0], "how": how, "fw_name": name}
-            time.sleep(0.2)
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+            self.targets.remove(target)
+            self.killed[job_id] = {"suffix": target[0], "how": how, "fw_name": name}
 
 
 def test_jobs_killed_mid_run_are_rerun_or_given_up_never_duplicated(
@@ -158,16 +167,21 @@ def test_jobs_killed_mid_run_are_rerun_or_given_up_never_duplicated(
         killer.join(5)
 
     by_job = {r.slurm_job_id: r for r in summary.launches}
-    assert len(killer.killed) == 5, f"only {len(killer.killed)} jobs could be killed mid-run: {killer.killed}"
-    assert {r.slurm_job_id for r in summary.lost()} == set(killer.killed)  # each kill seen, nothing else
-    for job_id, k in killer.killed.items():
+    assert len(killer.killed) == 5, f"{len(killer.killed)} jobs killed: {killer.killed}; {killer.errors}"
+    # a very short job (the training job of a random-search campaign) may finish between the check and
+    # the signal: then it is not a fault, and it must have completed normally
+    landed = {j: k for j, k in killer.killed.items() if by_job[j].lost}
+    assert all(by_job[j].state == "COMPLETED" for j in set(killer.killed) - set(landed))
+    assert len(landed) >= 4 and [k["suffix"] for k in landed.values()].count(given_up) == 2, killer.killed
+    assert {r.slurm_job_id for r in summary.lost()} == set(landed)  # each kill seen, nothing else lost
+    for job_id, k in landed.items():
         kind = f"slurm_job_{k['how']}"
         fault_ledger.inject(kind, f"{k['fw_name']} (Slurm job {job_id})")
         rec = by_job[job_id]
         assert rec.lost and rec.state == "FIZZLED" and "without a FireWorks result" in rec.error
         later = [r for r in summary.launches if r.fw_id == rec.fw_id and r.launch_id > rec.launch_id]
         if later:  # detected and rerun; the rerun completed (or is the second kill of the same Firework)
-            assert rec.rerun and (later[-1].state == "COMPLETED" or later[-1].slurm_job_id in killer.killed)
+            assert rec.rerun and (later[-1].state == "COMPLETED" or later[-1].slurm_job_id in landed)
             fault_ledger.recovered(kind, f"fw {rec.fw_id} rerun as Slurm job {later[0].slurm_job_id}")
         else:  # the second loss of the same Firework: given up, recorded below
             assert k["suffix"] == given_up and not rec.rerun
@@ -182,13 +196,13 @@ def test_jobs_killed_mid_run_are_rerun_or_given_up_never_duplicated(
     # each evaluation was written once, by a job that ran to the end (not by a killed one)
     for e in state.evaluations():
         job_id = e["provenance"]["pdf"]["slurm_job_id"]
-        assert job_id not in killer.killed and by_job[job_id].state == "COMPLETED"
+        assert job_id not in landed and by_job[job_id].state == "COMPLETED"
     lost, duplicated = store_check(state)
     fault_ledger.evaluations(lost=lost, duplicated=duplicated)
     assert (lost, duplicated) == (0, 0)
     # the LaunchPad keeps the Slurm side of every lost launch
     lost_docs = list(runner.launchpad.launches.find({"slurm.lost": True}))
-    assert sorted(d["slurm"]["job_id"] for d in lost_docs) == sorted(killer.killed)
+    assert sorted(d["slurm"]["job_id"] for d in lost_docs) == sorted(landed)
 
 
 def test_untracked_running_launch_goes_through_fireworks_lost_run_detection(

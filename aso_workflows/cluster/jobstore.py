@@ -43,7 +43,12 @@ class SharedMontyStore(_monty_store_class()):
             # montydb creates the SQLite file before its table; create the table now, so a job reading
             # while another writes the first output never sees a file without a table ("no such table")
             if self.database_path != ":memory:" and self._coll.count_documents({}) == 0:
-                self._coll.insert_one({"_id": "__aso_init__"})
+                from montydb.errors import DuplicateKeyError
+
+                try:
+                    self._coll.insert_one({"_id": "__aso_init__"})
+                except DuplicateKeyError:
+                    pass  # another job is doing the same at this moment (seen under load): the table exists
                 self._coll.delete_one({"_id": "__aso_init__"})
 
 

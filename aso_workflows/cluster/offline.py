@@ -512,8 +512,9 @@ class SlurmOfflineExecutor:
             if rec.state == "FIZZLED" and self.rerun_failed:
                 # the job raised: jobs report simulation failures as results, so an exception here is
                 # the infrastructure (store busy, node trouble) or a bug: rerun like a lost job
-                stack = str(((offline["fwaction"] or {}).get("stored_data") or {}).get("_exception", {}))
-                lines = [ln.strip() for ln in stack.replace("\\n", "\n").splitlines() if ln.strip()]
+                exc = ((offline["fwaction"] or {}).get("stored_data") or {}).get("_exception") or {}
+                stack = str(exc.get("_stacktrace", "")) if isinstance(exc, dict) else str(exc)
+                lines = [ln.strip() for ln in stack.splitlines() if ln.strip()]
                 rec.error = f"job raised: {lines[-1][:300] if lines else 'no traceback'}"
                 rec.raised = True
                 logger.warning(
