@@ -83,7 +83,9 @@ class JobKiller(threading.Thread):
 
     ``targets``: ``(name suffix, "scancel" | "kill9")`` pairs, used in order; a suffix listed twice kills
     the Firework's rerun too. A job is killed while Slurm runs it and before it has a result (for
-    ``kill9``: once the Firework started inside the job, so that its process exists).
+    ``kill9``: once its launcher process exists). On an idle machine a PDF job spends ~1.5 s starting
+    Python and ~0.1 s in the Firework, so most kills land during start-up, some after the evaluation
+    was written (the rerun must then write nothing).
     """
 
     def __init__(self, env: dict, launch_dir: Path, targets: list[tuple[str, str]]):
@@ -114,8 +116,6 @@ class JobKiller(threading.Thread):
             if target is None or "fwaction" in offline:
                 continue
             how = target[1]
-            if how == "kill9" and "started_on" not in offline:
-                continue  # its process is not there yet
             if how == "scancel":
                 subprocess.run(["scancel", job_id], env=self.env, check=True)
             else:
@@ -193,10 +193,19 @@ def test_jobs_killed_mid_run_are_rerun_or_given_up_never_duplicated(
     # the campaign ended normally and replaced the given-up candidate
     assert state.doc["status"] == "completed" and state.n_used() == cfg.budget
     assert len(state.proposals()) == cfg.budget + 1
-    # each evaluation was written once, by a job that ran to the end (not by a killed one)
+    # each evaluation was written once: by a job that ran to the end, or by a killed job that had written
+    # it just before the kill (its rerun then found it in the store and wrote nothing)
     for e in state.evaluations():
         job_id = e["provenance"]["pdf"]["slurm_job_id"]
-        assert job_id not in landed and by_job[job_id].state == "COMPLETED"
+        assert job_id in landed or by_job[job_id].state == "COMPLETED"
+        if job_id in landed:
+            fault_ledger.details.append(
+                {
+                    "event": "note",
+                    "kind": "killed_after_write",
+                    "detail": f"{e['proposal_id']} by job {job_id}",
+                }
+            )
     lost, duplicated = store_check(state)
     fault_ledger.evaluations(lost=lost, duplicated=duplicated)
     assert (lost, duplicated) == (0, 0)

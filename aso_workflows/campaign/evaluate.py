@@ -306,7 +306,8 @@ def combine_absorbers(state: CampaignState, pid: str, technique: str, results: l
     A result that is ``None`` is an absorber job that never reported (lost Slurm job, reruns exhausted).
     The candidate succeeds if at least ``min_absorber_fraction`` of its absorbers succeeded (default 1:
     all of them); its spectrum is then the average of the successful ones and ``absorbers_failed``
-    lists the others. Otherwise it fails with the reason of the first failed absorber.
+    lists the others. Otherwise it fails with every absorber's reason; its ``failure_kind`` is the most
+    common one among the failed absorbers (ties: the first in site order).
     """
     t0 = time.perf_counter()
     prop = state.proposal(pid)
@@ -329,7 +330,7 @@ def combine_absorbers(state: CampaignState, pid: str, technique: str, results: l
     if failed and len(ok) < fraction * len(results) - 1e-9:
         errs = "; ".join(f"site {r.get('site')}: {r.get('error')}" for r in failed)
         kinds = [r.get("failure_kind") or "simulator_error" for r in failed]
-        kind = max(set(kinds), key=kinds.count)
+        kind = max(kinds, key=kinds.count)  # ties: the first failed absorber (site order)
         return _failed(
             f"{len(failed)} of {len(results)} absorber run(s) failed: {errs}"[:1000],
             kind,
