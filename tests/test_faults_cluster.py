@@ -243,3 +243,45 @@ def test_untracked_running_launch_goes_through_fireworks_lost_run_detection(
     assert ex._detect_untracked_lost(fw_ids[0], {2: _Active(tracked)}) == [fw_ids[0]]
     assert lp.get_fw_by_id(fw_ids[0]).state == "READY" and lp.get_fw_by_id(fw_ids[1]).state == "RUNNING"
     fault_ledger.recovered("online_worker_lost", "lp.detect_lostruns(rerun=True)")
+
+
+def test_feff_crash_in_a_slurm_absorber_job_is_recorded_and_replaced(
+    slurm_testbed, slurm_queues, tmp_path, fault_ledger
+):
+    """EXAFS on Slurm (one job per absorber, an averaging job, a record job): FEFF segfaults in one job."""
+    from test_faults_simulation import TINY_EXAFS, fault_feff, store_check
+
+    exe = fault_feff(tmp_path, [("*/work/feff-slurm_0000_001/exafs/site_*", "segv")])
+    exafs = {**TINY_EXAFS, "sites": 1, "engine": str(exe)}
+    cfg = load_config(
+        slurm_campaign(
+            tmp_path,
+            "feff-slurm",
+            targets=[{"technique": "exafs", "structure": str(DATA / "LiNiO2.cif"), "settings": exafs}],
+            budget=3,
+            initial_size=2,
+            batch_size=1,
+        )
+    )
+    runner = ClusterCampaignRunner(
+        launchpad=mongomock_launchpad(),
+        launch_dir=tmp_path / "launches",
+        queues=slurm_queues,
+        job_store=shared_job_store(tmp_path / "jobstore"),
+        timeout=600,
+        poll_interval=0.5,
+        lost_after=2.0,
+    )
+    fault_ledger.inject("feff_segfault_slurm", "absorber job of feff-slurm:0000:001")
+    state, summary = runner.run(cfg, write_outputs=False)
+
+    assert summary.workflow_state == "COMPLETED" and not summary.lost()  # a failed simulation is a result
+    failed = state.evaluations("failed")
+    assert [e["proposal_id"] for e in failed] == ["feff-slurm:0000:001"]
+    assert failed[0]["failure_kind"] == "simulator_error" and "exit status -11" in failed[0]["error"]
+    assert failed[0]["provenance"]["exafs"]["slurm_job_id"]  # the averaging job that recorded the failure
+    assert state.n_used() == cfg.budget and len(state.proposals()) == cfg.budget + 1
+    fault_ledger.recovered("feff_segfault_slurm", failed[0]["error"][:120])
+    lost, duplicated = store_check(state)
+    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
+    assert (lost, duplicated) == (0, 0)
