@@ -33,7 +33,8 @@ def store_check(state: CampaignState) -> tuple[int, int]:
 
     lost: proposals without an evaluation document (every proposal of a campaign that ended must have
     one: completed or failed with a reason). duplicated: evaluation documents beyond one per structure
-    fingerprint, plus proposals pointing at an evaluation of another structure.
+    fingerprint, plus proposals pointing at an evaluation of another structure. Also asserts that the
+    campaign document's counters (``n_used``, ``n_failed``) agree with the evaluations.
     """
     evals = state.evaluations(status=None)
     by_id = {e["_id"] for e in evals}
@@ -46,6 +47,9 @@ def store_check(state: CampaignState) -> tuple[int, int]:
         elif p.get("evaluation_id") not in (None, eid):
             wrong += 1
     duplicated = len(evals) - len({e["fingerprint"] for e in evals}) + wrong
+    # the campaign document's counters agree with the evaluations (campaign state consistent)
+    doc = state.db.campaigns.find_one({"_id": state.name})
+    assert (doc["n_used"], doc.get("n_failed", 0)) == (state.n_used(), len(state.evaluations("failed")))
     return lost, duplicated
 
 

@@ -38,6 +38,8 @@ __all__ = [
     "failure_kind",
     "FAILURE_KINDS",
     "NONPHYSICAL_FRACTION",
+    "record_lost",
+    "refresh_counters",
 ]
 
 FAILURE_KINDS = (
@@ -417,14 +419,23 @@ def record_evaluation(state: CampaignState, pid: str, results: dict[str, dict | 
     state.db.evaluations.update_one({"_id": eid}, {"$setOnInsert": doc}, upsert=True)
     stored = state.db.evaluations.find_one({"_id": eid}) or doc  # a concurrent writer may have won
     state.db.proposals.update_one({"_id": pid}, {"$set": {"status": stored["status"], "evaluation_id": eid}})
+    refresh_counters(state)
+    progress.notify(state)
+    return {"evaluation_id": eid, "status": stored["status"], "objective": stored.get("objective")}
+
+
+def refresh_counters(state: CampaignState) -> None:
+    """Recount ``n_used``, ``n_failed`` and ``best_objective`` of the campaign document from the evaluations.
+
+    Concurrent record jobs may write their counts in either order; the propose step recounts once every
+    evaluation of the iteration is in, so the document agrees with the evaluations at each iteration.
+    """
     best = state.best(1)
     state.update(
         n_used=state.n_used(),
         n_failed=len(state.evaluations("failed")),
         best_objective=best[0]["objective"] if best else None,
     )
-    progress.notify(state)
-    return {"evaluation_id": eid, "status": stored["status"], "objective": stored.get("objective")}
 
 
 def record_lost(state: CampaignState, iteration: int) -> list[str]:
@@ -441,6 +452,7 @@ def record_lost(state: CampaignState, iteration: int) -> list[str]:
         if state.db.evaluations.find_one({"_id": eid}, {"_id": 1}) is None:
             rec = record_evaluation(state, p["_id"], dict.fromkeys(state.simulators))
             out.append(rec["evaluation_id"])
+    refresh_counters(state)
     return out
 
 
