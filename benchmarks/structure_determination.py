@@ -42,7 +42,6 @@ import os
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,6 +240,13 @@ def run_one(case: BenchmarkCase, method: str, seed: int, s: SuiteSettings, out: 
         "initial_fingerprints": initial_fp,
         "threads": torch.get_num_threads(),
     }
+    if method == "diffpy":
+        # DiffPy's proposals may each take several pdffit2 refine steps (a PDF calculation with
+        # derivatives each): keep the cumulative count, the honest x axis for this method
+        from aso_workflows.optimizers.diffpy_refine import pdf_calculations
+
+        props = {p["_id"]: p for p in state.proposals()}
+        result["pdf_calculations"] = pdf_calculations(state.evaluations(), props)
     if state.doc.get("status") == "completed":
         (run_dir(out, case.name, method, seed) / "result.json").write_text(json.dumps(result, indent=1))
     return result
@@ -277,8 +283,14 @@ def run_suite(
     jobs: int = 1,
     rerun: tuple[str, ...] = (),
     progress: bool = True,
+    timeout: float | None = None,
 ) -> dict:
-    """Run every (case, method, seed) not finished yet, then write the results, curves, plots and table."""
+    """Run every (case, method, seed) not finished yet, then write the results, curves, plots and table.
+
+    With ``jobs > 1`` or a ``timeout`` (seconds per run) every run is its own process; a run past its
+    timeout is terminated and reported (``timeout.json`` in its folder keeps later invocations from
+    retrying it unless its method is in ``rerun``; its store keeps what it had done).
+    """
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -294,9 +306,13 @@ def run_suite(
     for case in cases:
         for seed in s.seeds:
             for m in runnable:
-                f = run_dir(out, case.name, m, seed) / "result.json"
-                if f.is_file() and m not in rerun:
-                    results.append(json.loads(f.read_text()))
+                d = run_dir(out, case.name, m, seed)
+                if m in rerun:
+                    todo.append((case, m, seed, s, out))
+                elif (d / "result.json").is_file():
+                    results.append(json.loads((d / "result.json").read_text()))
+                elif (d / "timeout.json").is_file():
+                    results.append(json.loads((d / "timeout.json").read_text()))
                 else:
                     todo.append((case, m, seed, s, out))
     todo.sort(key=lambda t: t[1] != "aso")  # the long runs first, for a better balance over workers
@@ -305,16 +321,11 @@ def run_suite(
     # each run gets its share of the cores: oversubscribed torch threads slow training several-fold
     # (measured: the same 31-structure training took 4.6 s or 112 s on the shared 2-core machine)
     os.environ.setdefault("ASO_BENCH_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
-    if jobs > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_task, t) for t in todo]
-            for fut in as_completed(futures):
-                r = fut.result()
-                results.append(r)
-                bar.set_postfix_str(_describe(r))
-                bar.update()
+    if (jobs > 1 or timeout) and todo:
+        for r in _run_in_processes(todo, jobs, timeout):
+            results.append(r)
+            bar.set_postfix_str(_describe(r))
+            bar.update()
     else:
         for t in todo:
             r = _run_task(t)
@@ -324,6 +335,54 @@ def run_suite(
     bar.close()
     summary = write_outputs(cases, methods, skipped, results, s, out, time.perf_counter() - t0)
     return summary
+
+
+def _task_to_file(task: tuple, path: str) -> None:
+    Path(path).write_text(json.dumps(_run_task(task), default=str))
+
+
+def _run_in_processes(todo: list[tuple], jobs: int, timeout: float | None):
+    """Yield the result of every task, ``jobs`` processes at a time, each killed after ``timeout`` s."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # torch and forked threads do not mix
+    queue = list(todo)
+    active: list[tuple] = []  # (process, task, started, result file)
+    while queue or active:
+        while queue and len(active) < max(1, jobs):
+            task = queue.pop(0)
+            case, m, seed, _, out = task
+            d = run_dir(out, case.name, m, seed)
+            d.mkdir(parents=True, exist_ok=True)
+            for stale in ("attempt.json", "timeout.json"):
+                (d / stale).unlink(missing_ok=True)
+            proc = ctx.Process(target=_task_to_file, args=(task, str(d / "attempt.json")), daemon=True)
+            proc.start()
+            active.append((proc, task, time.perf_counter(), d / "attempt.json"))
+        time.sleep(0.5)
+        still = []
+        for proc, task, started, path in active:
+            case, m, seed, _, out = task
+            if proc.is_alive() and timeout and time.perf_counter() - started > timeout:
+                proc.terminate()  # our own child, by its handle
+                proc.join(10)
+                r = {"case": case.name, "method": m, "seed": seed, "error": f"timeout after {timeout:.0f} s"}
+                (run_dir(out, case.name, m, seed) / "timeout.json").write_text(json.dumps(r))
+                yield r
+            elif proc.is_alive():
+                still.append((proc, task, started, path))
+            else:
+                proc.join()
+                if path.is_file():
+                    yield json.loads(path.read_text())
+                else:
+                    yield {
+                        "case": case.name,
+                        "method": m,
+                        "seed": seed,
+                        "error": f"process exit {proc.exitcode}",
+                    }
+        active = still
 
 
 def _describe(r: dict) -> str:
@@ -398,7 +457,7 @@ def write_outputs(cases, methods, skipped, results, s: SuiteSettings, out: Path,
                 w.writerow(
                     [r["case"], r["method"], r["seed"], n, f"{b:.6g}", f"{b / r['start_objective']:.6g}"]
                 )
-    _write_table(table, skipped, s, out)
+    _write_table(table, skipped, s, out, failed)
     if ok:
         _plot_median(ok, methods, s, out / "median_curves.png")
         _plot_cases(ok, methods, s, out / "per_case.png")
@@ -411,7 +470,9 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _write_table(table: list[dict], skipped: dict, s: SuiteSettings, out: Path) -> None:
+def _write_table(
+    table: list[dict], skipped: dict, s: SuiteSettings, out: Path, failed: list[dict] = ()
+) -> None:
     keys: list[str] = []
     for row in table:
         keys += [k for k in row if k not in keys]
@@ -445,6 +506,11 @@ def _write_table(table: list[dict], skipped: dict, s: SuiteSettings, out: Path) 
         )
     for m, why in skipped.items():
         lines.append(f"| {m} | skipped: {why} |")
+    for m in sorted({r["method"] for r in failed}):
+        bad = [r for r in failed if r["method"] == m]
+        what = "; ".join(sorted({r["error"].splitlines()[0][:80] for r in bad}))
+        names = ", ".join(f"{r['case']}/s{r['seed']}" for r in bad)
+        lines.append(f"| {m} | {len(bad)} run(s) not finished ({what}): {names} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 
@@ -521,6 +587,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     ap.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda")
     ap.add_argument("--rerun", nargs="*", default=[], help="methods whose finished runs are run again")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per run (default: 20 min; 0: none)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -545,7 +612,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or ROOT / "benchmarks" / "results" / "structure_determination" / s.name
     cases = resolve_cases(args.cases or default_cases, out / "cases")
     t0 = time.perf_counter()
-    doc = run_suite(cases, args.methods, s, out, jobs=args.jobs, rerun=tuple(args.rerun))
+    timeout = 1200.0 if args.timeout is None else (args.timeout or None)
+    doc = run_suite(cases, args.methods, s, out, jobs=args.jobs, rerun=tuple(args.rerun), timeout=timeout)
     print((out / "table.md").read_text())
     print(f"wall {time.perf_counter() - t0:.0f} s for this invocation; outputs in {out}")
     return doc
