@@ -85,6 +85,13 @@ class SurrogateSettings:
         Give the head the pair distribution in the radial basis too (partial RDFs per structure at graph
         level, each absorber's neighbour distribution at node level); see
         :class:`~aso_workflows.surrogate.model.EnsembleGNN`.
+    linear_readout
+        Also map the pair distribution linearly, straight to the outputs (with ``readout``). A PDF is a
+        linear functional of the partial RDFs, so this path fits it from a handful of structures.
+        Measured on the reduced structure-determination benchmark's data (train on the first 11 or 21
+        structures of an ASO run, predict the rest; 4 cases × 2 sizes): spectrum error lower in 7 of 8,
+        rank correlation of predicted vs true mismatch higher in 7 of 8 (e.g. LiNiO2 JT, 21 structures:
+        Spearman −0.22 → 0.74). Models saved without it load with it off.
     epochs
         Maximum training epochs.
     lr, weight_decay
@@ -125,6 +132,7 @@ class SurrogateSettings:
     basis: str = "bspline"
     pool: str = "mean"
     readout: bool = True
+    linear_readout: bool = True
     epochs: int = 300
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -277,6 +285,7 @@ class EnsembleSurrogate(Surrogate):
             pool=s.pool,
             readout=s.readout,
             seed=s.seed,
+            linear_readout=s.linear_readout,
         ).to(self.device, getattr(torch, s.dtype))
         self.model.requires_grad_(False)
         self.y_mean = torch.zeros(self.output_dim, device=self.device, dtype=self.dtype)
@@ -724,6 +733,7 @@ class EnsembleSurrogate(Surrogate):
             if device != "auto" and resolve_device(device).type == "cuda" and not torch.cuda.is_available():
                 device = "auto"
         stored["device"] = device
+        stored.setdefault("linear_readout", False)  # saved before the linear readout existed
         obj = cls(
             species=state["species"],
             output_dim=state["output_dim"],

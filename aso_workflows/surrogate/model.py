@@ -292,6 +292,7 @@ class EnsembleGNN(nn.Module):
         pool: str = "mean",
         readout: bool = True,
         seed: int = 0,
+        linear_readout: bool = False,
     ):
         super().__init__()
         if level not in ("graph", "node"):
@@ -321,6 +322,11 @@ class EnsembleGNN(nn.Module):
         n_read = (n_species * n_species if level == "graph" else n_species) * n_rbf if readout else 0
         self.head_mid = StackedLinear(k, hidden + n_read, hidden)
         self.head_out = StackedLinear(k, hidden, output_dim)
+        # a linear path from the pair distribution straight to the outputs (a PDF is linear in the partial
+        # RDFs): starts at zero, so the model begins as without it
+        self.head_skip = (
+            StackedLinear(k, n_read, output_dim, bias=False) if readout and linear_readout else None
+        )
         self.reset_parameters(seed)
 
     @property
@@ -338,6 +344,9 @@ class EnsembleGNN(nn.Module):
             block.reset_parameters(gen)
         self.head_mid.reset_parameters(gen)
         self.head_out.reset_parameters(gen)
+        if self.head_skip is not None:
+            with torch.no_grad():
+                self.head_skip.weight.zero_()
 
     def geometry(self, positions: torch.Tensor, lattice: torch.Tensor) -> RadialGraph:
         """The model's input for Cartesian ``positions [B, N, 3]`` and ``lattice [B, 3, 3]`` (Å)."""
@@ -449,4 +458,6 @@ class EnsembleGNN(nn.Module):
             rho = (self.pair_distribution(inputs) if rho is None else rho) * self.readout_scale
             rho = rho.expand(k, *rho.shape) if ids is None else rho[ids]
             h = torch.cat([h, rho], dim=-1)
+            if self.head_skip is not None:
+                return self.head_out(_ssp(self.head_mid(h))) + self.head_skip(rho)
         return self.head_out(_ssp(self.head_mid(h)))
