@@ -209,3 +209,31 @@ def test_cluster_controller_killed_resumes_from_the_store(slurm_testbed, tmp_pat
     assert not running_jobs(env, launch_dir)  # nothing left behind on the cluster
     for stage in ("controller killed during evaluation", "resume killed after propose"):
         fault_ledger.recovered("cluster_controller_sigkill", stage)
+
+
+def test_batch_cut_short_by_a_crash_is_completed_on_resume(tmp_path, fault_ledger):
+    """The propose job died after storing 1 of q=2 candidates: rebuilding the campaign fills in the other,
+    keeps the stored one, and marks the batch complete (seen in CI when a kill landed mid-batch)."""
+    from aso_workflows.campaign import learn
+    from aso_workflows.campaign.jobs import CampaignMaker
+    from aso_workflows.campaign.local import LocalCampaignRunner
+
+    cfg = load_config(campaign_file(tmp_path, "cut", optimizer="random", budget=7))
+    LocalCampaignRunner(progress=False, write_outputs=False).run(cfg)
+    db = get_db(cfg.store_spec())
+    state = CampaignState.load(db, "cut")
+    assert [len(state.proposals(i)) for i in range(2)] == [5, 2]
+    # rewind to "the propose job of iteration 0 stored candidate 0 of iteration 1 and was killed"
+    db.evaluations.delete_many({"campaign": "cut", "iteration": 1})
+    db.proposals.delete_one({"_id": f"cut:{1:04d}:{1:03d}"})
+    db.campaigns.update_one({"_id": "cut"}, {"$set": {"iteration": 0, "status": "running"}})
+    kept = db.proposals.find_one({"_id": f"cut:{1:04d}:{0:03d}"})["fingerprint"]
+    fault_ledger.inject("propose_killed_mid_batch", "1 of 2 candidates stored")
+
+    flow = CampaignMaker().make(cfg, workdir=cfg.output_dir)
+    state = CampaignState.load(db, "cut")
+    props = state.proposals(1)
+    assert len(props) == 2 and props[0]["fingerprint"] == kept
+    assert props[1]["fingerprint"] != kept and state.doc["iteration"] == 1
+    assert learn.propose_candidates(state, 1, {}) == [p["_id"] for p in props]  # now idempotent
+    fault_ledger.recovered("propose_killed_mid_batch", "batch completed, stored candidate kept")

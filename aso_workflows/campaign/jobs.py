@@ -249,6 +249,11 @@ class CampaignMaker(Maker):
         state = learn.init_campaign(config, db, workdir)
         store = db.spec.as_dict()
         it = max(state.last_iteration(), 0)
+        if it > 0 and int(state.doc.get("iteration") or 0) < it:
+            # the propose job died while storing this batch: fill in the missing candidates with the
+            # models it used (stored ones keep their structure), then mark the batch complete
+            learn.propose_candidates(state, it, learn.stored_model_ids(state, it - 1))
+            state.update(iteration=it)
         pids = [p["_id"] for p in state.proposals(it)]
         flow = self.iteration.make(store, config.name, it, pids)
         flow.name = f"{config.name} (from iteration {it})"

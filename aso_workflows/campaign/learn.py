@@ -16,6 +16,7 @@ from aso_workflows.optimizers import ProposalContext, make_optimizer
 __all__ = [
     "train_models",
     "load_models",
+    "stored_model_ids",
     "propose_candidates",
     "init_campaign",
     "should_stop",
@@ -83,6 +84,12 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
         )  # montydb: no upsert in replace_one
         out[technique] = mid
     return out
+
+
+def stored_model_ids(state: CampaignState, iteration: int) -> dict:
+    """``{technique: model id}`` of the completed models trained in ``iteration`` (empty if none)."""
+    ids = {t: _model_id(state, iteration, t) for t in state.simulators}
+    return {t: mid for t, mid in ids.items() if state.db.models.find_one({"_id": mid, "status": "completed"})}
 
 
 def load_models(state: CampaignState, model_ids: dict) -> dict:

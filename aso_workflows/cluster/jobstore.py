@@ -42,14 +42,35 @@ class SharedMontyStore(_monty_store_class()):
             self._coll = client[self.database_name][self.collection_name]
             # montydb creates the SQLite file before its table; create the table now, so a job reading
             # while another writes the first output never sees a file without a table ("no such table")
-            if self.database_path != ":memory:" and self._coll.count_documents({}) == 0:
-                from montydb.errors import DuplicateKeyError
+            if self.database_path != ":memory:":
+                _ensure_table(self._coll)
 
+
+def _ensure_table(coll, tries: int = 20) -> None:
+    """Create the collection's SQLite table if it is missing, tolerating jobs that do the same at once.
+
+    A job that opens the file in the instant between another job creating it and creating its table gets
+    ``sqlite3.OperationalError: no such table`` (seen in CI with two Slurm jobs starting together on a
+    fresh store): wait a moment and look again.
+    """
+    import sqlite3
+    import time
+
+    from montydb.errors import DuplicateKeyError
+
+    for attempt in range(tries):
+        try:
+            if coll.count_documents({}) == 0:
                 try:
-                    self._coll.insert_one({"_id": "__aso_init__"})
+                    coll.insert_one({"_id": "__aso_init__"})
                 except DuplicateKeyError:
-                    pass  # another job is doing the same at this moment (seen under load): the table exists
-                self._coll.delete_one({"_id": "__aso_init__"})
+                    pass  # another job is doing the same at this moment: the table exists
+                coll.delete_one({"_id": "__aso_init__"})
+            return
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _mongo_store_class():

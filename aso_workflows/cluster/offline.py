@@ -314,6 +314,8 @@ class SlurmOfflineExecutor:
         self.queues = queues
         if self.job_store is not None:
             _check_job_store(self.job_store)
+            # create the store's tables/indexes here, before any job opens it (no first-writer races)
+            self.job_store.connect()
 
     # ---- public API ------------------------------------------------------------------------------
     @property
