@@ -230,7 +230,7 @@ def test_batch_cut_short_by_a_crash_is_completed_on_resume(tmp_path, fault_ledge
     kept = db.proposals.find_one({"_id": f"cut:{1:04d}:{0:03d}"})["fingerprint"]
     fault_ledger.inject("propose_killed_mid_batch", "1 of 2 candidates stored")
 
-    flow = CampaignMaker().make(cfg, workdir=cfg.output_dir)
+    CampaignMaker().make(cfg, workdir=cfg.output_dir)
     state = CampaignState.load(db, "cut")
     props = state.proposals(1)
     assert len(props) == 2 and props[0]["fingerprint"] == kept
