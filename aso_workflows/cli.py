@@ -151,9 +151,16 @@ def _plot(spectrum, title: str, path: Path) -> None:
         ax2.set_xlabel("R (Å)")
         ax2.set_ylabel("|χ(R)|")
     fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """Write a matplotlib figure (creating the folder) and close it; an unwritable path is one line."""
+    import matplotlib.pyplot as plt
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=dpi)
     except OSError as exc:
         raise InputError(path, f"cannot write the plot ({exc.strerror or exc})") from None
     finally:

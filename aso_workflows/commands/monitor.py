@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from aso_workflows.cli import _guard, app
+from aso_workflows.cli import _guard, app, save_figure
 from aso_workflows.commands.common import DatabaseOption, StoreOption, resolve_campaign, store_spec_from
 from aso_workflows.errors import InputError
 
@@ -504,13 +504,7 @@ def _plot_spectra(c, cand, spectra: dict, targets: dict, path: Path) -> None:
         ax.set_title(f"{c.name} {t.upper()}: MSE {_g(cand.mse.get(t))}")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-    except OSError as exc:
-        raise InputError(path, f"cannot write the plot ({exc.strerror or exc})") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---- aso report ----------------------------------------------------------------------------------------
