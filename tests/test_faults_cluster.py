@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from campaign_files import campaign_yaml
 
 from aso_workflows.campaign.cluster import ClusterCampaignRunner
 from aso_workflows.cluster.jobstore import shared_job_store
@@ -30,23 +30,7 @@ DATA = Path(__file__).parents[1] / "aso_workflows" / "data"
 
 def slurm_campaign(tmp_path: Path, name: str, **fields) -> Path:
     """A small PDF campaign (random proposals: no training cost) for Slurm fault tests."""
-    doc = {
-        "name": name,
-        "start": str(DATA / "LiNiO2.cif"),
-        "targets": [{"technique": "pdf", "structure": str(DATA / "LiNiO2.cif")}],
-        "budget": 6,
-        "initial_size": 3,
-        "batch_size": 2,
-        "optimizer": "random",
-        "seed": 5,
-        "sampler": {"min_displacement": 0.05, "max_displacement": 0.2},
-        "min_distances": {"Ni-O": 1.6, "Li-O": 1.6, "O-O": 2.0},
-        "output": str(tmp_path / "out"),
-    }
-    doc.update(fields)
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(yaml.safe_dump(doc))
-    return p
+    return campaign_yaml(tmp_path, name, **{"optimizer": "random", "seed": 5, **fields})
 
 
 def running_jobs(env: dict, launch_dir: Path) -> dict[str, tuple[str, Path]]:

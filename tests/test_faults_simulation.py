@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from campaign_files import campaign_yaml
 from pymatgen.core import Structure
 
 from aso_workflows.campaign.learn import init_campaign
@@ -74,23 +74,8 @@ def fault_feff(tmp_path: Path, cases: list[tuple[str, str]]) -> Path:
 
 
 def write_campaign(tmp_path: Path, **fields) -> Path:
-    doc = {
-        "name": "faults",
-        "start": str(DATA / "LiNiO2.cif"),
-        "targets": [{"technique": "pdf", "structure": str(DATA / "LiNiO2.cif")}],
-        "budget": 6,
-        "initial_size": 3,
-        "batch_size": 2,
-        "optimizer": "random",
-        "seed": 3,
-        "sampler": {"min_displacement": 0.05, "max_displacement": 0.2},
-        "min_distances": {"Ni-O": 1.6, "Li-O": 1.6, "O-O": 2.0},
-        "output": str(tmp_path / "out"),
-    }
-    doc.update(fields)
-    p = tmp_path / f"{doc['name']}.yaml"
-    p.write_text(yaml.safe_dump(doc))
-    return p
+    fields = {"name": "faults", "optimizer": "random", "seed": 3, **fields}
+    return campaign_yaml(tmp_path, fields.pop("name"), **fields)
 
 
 def test_feff_crash_hang_and_bad_absorber_are_recorded_and_replaced(tmp_path, fault_ledger):

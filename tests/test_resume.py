@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
+from campaign_files import campaign_yaml
 
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.config import load_config
@@ -24,24 +24,9 @@ ASO = [str(Path(sys.executable).parent / "aso")]  # the console script (python -
 
 
 def campaign_file(tmp_path: Path, name: str, **fields) -> Path:
-    doc = {
-        "name": name,
-        "start": str(DATA / "LiNiO2.cif"),
-        "targets": [{"technique": "pdf", "structure": str(DATA / "LiNiO2.cif")}],
-        "budget": 9,
-        "initial_size": 4,
-        "batch_size": 2,
-        "seed": 2,
-        "sampler": {"min_displacement": 0.05, "max_displacement": 0.2},
-        "min_distances": {"Ni-O": 1.6, "Li-O": 1.6, "O-O": 2.0},
-        "surrogate": TINY_SURROGATE,
-        "proposal": {"n_starts": 8, "steps": 10, "progress": False},
-        "output": str(tmp_path / "out"),
-    }
-    doc.update(fields)
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(yaml.safe_dump(doc))
-    return p
+    defaults = {"budget": 9, "initial_size": 4, "seed": 2, "surrogate": TINY_SURROGATE}
+    defaults["proposal"] = {"n_starts": 8, "steps": 10, "progress": False}
+    return campaign_yaml(tmp_path, name, **{**defaults, **fields})
 
 
 def kill_when(
