@@ -259,12 +259,26 @@ def test_feff_crash_in_a_slurm_absorber_job_is_recorded_and_replaced(
     fault_ledger.inject("feff_segfault_slurm", "absorber job of feff-slurm:0000:001")
     state, summary = runner.run(cfg, write_outputs=False)
 
-    assert summary.workflow_state == "COMPLETED" and not summary.lost()  # a failed simulation is a result
+    # a failed simulation is a result; the messages say what went wrong (this test failed once in 5 runs
+    # of the fault files under load, cause not captured)
+    why = (
+        summary.workflow_state,
+        summary.fw_states,
+        [(r.name, r.error) for r in summary.launches if r.error],
+    )
+    assert summary.workflow_state == "COMPLETED" and not summary.lost(), why
     failed = state.evaluations("failed")
-    assert [e["proposal_id"] for e in failed] == ["feff-slurm:0000:001"]
-    assert failed[0]["failure_kind"] == "simulator_error" and "exit status -11" in failed[0]["error"]
+    assert [e["proposal_id"] for e in failed] == ["feff-slurm:0000:001"], [
+        (e["proposal_id"], e["error"]) for e in failed
+    ]
+    assert failed[0]["failure_kind"] == "simulator_error" and "exit status -11" in failed[0]["error"], failed[
+        0
+    ]
     assert failed[0]["provenance"]["exafs"]["slurm_job_id"]  # the averaging job that recorded the failure
-    assert state.n_used() == cfg.budget and len(state.proposals()) == cfg.budget + 1
+    assert state.n_used() == cfg.budget and len(state.proposals()) == cfg.budget + 1, (
+        state.n_used(),
+        [(p["_id"], p.get("status")) for p in state.proposals()],
+    )
     fault_ledger.recovered("feff_segfault_slurm", failed[0]["error"][:120])
     lost, duplicated = store_check(state)
     fault_ledger.evaluations(lost=lost, duplicated=duplicated)
