@@ -12,6 +12,7 @@ from aso_workflows.structures import load_structure
 pytest_plugins = [
     "slurm_fixtures",  # the real Slurm testbed (tests/slurm_fixtures.py)
     "fault_ledger",  # counts of injected / recovered faults (tests/fault_ledger.py)
+    "results_fixtures",  # small real campaigns for the results/report/CLI tests
 ]
 
 DATA = Path(__file__).resolve().parents[1] / "aso_workflows" / "data"

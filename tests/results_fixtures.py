@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 
 from aso_workflows.store import COLLECTIONS, StoreSpec, open_store
@@ -97,3 +98,15 @@ def copy_store(spec: StoreSpec, target: StoreSpec) -> StoreSpec:
         if docs:
             dst.db[name].insert_many(docs)
     return target
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory) -> Built:
+    """The ``aso`` campaign on the embedded store (registered as a plugin in conftest.py)."""
+    return build("embedded", tmp_path_factory.getbasetemp() / "results-campaigns")
+
+
+@pytest.fixture(scope="session")
+def mocked(tmp_path_factory) -> Built:
+    """The ``random`` campaign on in-process mongomock."""
+    return build("mongomock", tmp_path_factory.getbasetemp() / "results-campaigns")

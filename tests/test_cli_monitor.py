@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pymatgen.core import Structure
-from results_fixtures import MOCK_URI, build, copy_to_mongomock
+from results_fixtures import MOCK_URI, copy_to_mongomock
 from typer.testing import CliRunner
 
 from aso_workflows.cli import app
@@ -20,16 +20,6 @@ runner = CliRunner()
 
 def aso(*args: str, env: dict | None = None):
     return runner.invoke(app, list(args), env={"COLUMNS": "200", "ASO_STORE": "", **(env or {})})
-
-
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory):
-    return build("embedded", tmp_path_factory.getbasetemp() / "results-campaigns")
-
-
-@pytest.fixture(scope="module")
-def mocked(tmp_path_factory):
-    return build("mongomock", tmp_path_factory.getbasetemp() / "results-campaigns")
 
 
 @pytest.fixture(scope="module")

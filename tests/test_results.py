@@ -10,20 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from pymatgen.core import Structure
-from results_fixtures import MOCK_URI, build, copy_to_mongomock
+from results_fixtures import MOCK_URI, copy_to_mongomock
 
 from aso_workflows.errors import InputError
 from aso_workflows.results import Campaign, list_campaigns, open_db
-
-
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory):
-    return build("embedded", tmp_path_factory.getbasetemp() / "results-campaigns")
-
-
-@pytest.fixture(scope="module")
-def mocked(tmp_path_factory):
-    return build("mongomock", tmp_path_factory.getbasetemp() / "results-campaigns")
 
 
 @pytest.fixture(scope="module")
