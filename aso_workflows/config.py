@@ -27,13 +27,13 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aso_workflows.acquisition import LCBSchedule
 from aso_workflows.errors import InputError
+from aso_workflows.optimizers.aso.acquisition import LCBSchedule
+from aso_workflows.optimizers.aso.proposal import GradientProposer
 from aso_workflows.optimizers.diffpy_refine import DiffPyRefinement
 from aso_workflows.optimizers.gp_bo import GPBayesOpt
 from aso_workflows.optimizers.rmc import ReverseMonteCarlo
-from aso_workflows.proposal import GradientProposer
-from aso_workflows.sampling import PerturbationSampler
+from aso_workflows.optimizers.sampling import PerturbationSampler
 from aso_workflows.store import StoreSpec, redact_uri
 from aso_workflows.surrogate.ensemble import SurrogateSettings
 

@@ -102,7 +102,7 @@ def generated_case(name: str, folder: Path) -> BenchmarkCase:
     """Write (once) and return a generated case; its CIFs go to ``folder/<name>/``."""
     from pymatgen.core import Structure
 
-    from aso_workflows.generators import (
+    from aso_workflows.testing.generators import (
         amorphize,
         cubic_perovskite,
         jahn_teller_distort,

@@ -80,10 +80,10 @@ def run_local(directory: Path, iterations: int) -> dict:
 def run_slurm(directory: Path, iterations: int) -> dict:
     from aso_workflows.campaign.cluster import ClusterCampaignRunner
     from aso_workflows.cluster.jobstore import shared_job_store
-    from aso_workflows.cluster.launchpad import mongomock_launchpad
     from aso_workflows.cluster.queues import slurm_queue
-    from aso_workflows.cluster.testbed import SlurmTestbed, testbed_unavailable_reason
     from aso_workflows.config import load_config
+    from aso_workflows.testing.launchpad import mongomock_launchpad
+    from aso_workflows.testing.slurm_testbed import SlurmTestbed, testbed_unavailable_reason
 
     reason = testbed_unavailable_reason()
     if reason:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pymatgen.core import Structure
 
-from aso_workflows.generators import amorphize, jahn_teller_distort
+from aso_workflows.testing.generators import amorphize, jahn_teller_distort
 
 HERE = Path(__file__).parent
 DATA = HERE.parent / "aso_workflows" / "data"

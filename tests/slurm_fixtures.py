@@ -2,7 +2,7 @@
 
 Register it in ``tests/conftest.py`` with ``pytest_plugins = ["slurm_fixtures"]``.
 
-The cluster (munged, slurmctld, slurmd; :class:`~aso_workflows.cluster.testbed.SlurmTestbed`) starts once
+The cluster (munged, slurmctld, slurmd; :class:`~aso_workflows.testing.slurm_testbed.SlurmTestbed`) starts once
 per session in ``/tmp/aso-slurm-testbed`` and is stopped at the end; a testbed already running from that
 directory is reused and left running. Without root or the Debian packages ``slurm-wlm`` and ``munge``,
 the tests that use it are skipped with the reason.
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from aso_workflows.cluster.queues import slurm_queue
-from aso_workflows.cluster.testbed import SlurmTestbed, testbed_unavailable_reason
+from aso_workflows.testing.slurm_testbed import SlurmTestbed, testbed_unavailable_reason
 
 
 @pytest.fixture(scope="session")

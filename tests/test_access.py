@@ -392,8 +392,8 @@ def test_campaign_fireworks_carry_the_password_file_not_the_password(tmp_path):
     """The campaign's own Fireworks (aso submit --no-wait path on a mongomock LaunchPad)."""
     from aso_workflows.campaign.cluster import ClusterCampaignRunner
     from aso_workflows.cluster.jobstore import shared_job_store
-    from aso_workflows.cluster.launchpad import mongomock_launchpad
     from aso_workflows.config import load_config
+    from aso_workflows.testing.launchpad import mongomock_launchpad
 
     secret = f"pw-{uuid.uuid4().hex[:12]}"
     pw = tmp_path / "store.pw"

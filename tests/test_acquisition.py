@@ -7,14 +7,14 @@ import pytest
 import torch
 from pydantic import TypeAdapter
 
-from aso_workflows.acquisition import (
+from aso_workflows.errors import InputError
+from aso_workflows.optimizers.aso.acquisition import (
     AcquisitionFunction,
     ExpectedMismatch,
     LCBSchedule,
     LowerConfidenceBound,
     rms_spread,
 )
-from aso_workflows.errors import InputError
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from aso_workflows.optimizers.rmc import (
     acceptance_draw,
     metropolis_accept,
 )
-from aso_workflows.sampling import PerturbationSampler
+from aso_workflows.optimizers.sampling import PerturbationSampler
 from aso_workflows.structures import min_distance_table, violates_min_distance
 
 DATA = Path(__file__).resolve().parents[1] / "aso_workflows" / "data"
@@ -356,7 +356,7 @@ def test_rmc_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, tmp_path):
     """Every propose job is its own Slurm job and process: the RMC chain comes from the store alone."""
     from aso_workflows.campaign.cluster import ClusterCampaignRunner
     from aso_workflows.cluster.jobstore import shared_job_store
-    from aso_workflows.cluster.launchpad import mongomock_launchpad
+    from aso_workflows.testing.launchpad import mongomock_launchpad
 
     small = {"budget": 7, "initial_size": 2, "rmc": {"sigma": 0.08}}  # 3 initial, then 2 iterations of 2
     path = write_nio_campaign(tmp_path, "slurm-rmc", "rmc", **small)

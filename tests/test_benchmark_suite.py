@@ -73,7 +73,7 @@ def test_tiny_suite_writes_curves_table_and_plot(sd, tmp_path, one_torch_thread)
 def test_octahedral_tilt_gives_the_glazer_space_group(angles, in_phase, space_group):
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    from aso_workflows.generators import cubic_perovskite, octahedral_tilt
+    from aso_workflows.testing.generators import cubic_perovskite, octahedral_tilt
 
     cubic = cubic_perovskite("Ca", "Ti", "O", a=3.84, supercell=2)
     tilted = octahedral_tilt(cubic, "Ti", "O", angles=angles, in_phase=in_phase)

@@ -18,8 +18,9 @@ import yaml
 
 from aso_workflows.campaign.cluster import ClusterCampaignRunner
 from aso_workflows.cluster.jobstore import shared_job_store
-from aso_workflows.cluster.launchpad import load_launchpad, mongomock_launchpad
+from aso_workflows.cluster.launchpad import load_launchpad
 from aso_workflows.config import load_config
+from aso_workflows.testing.launchpad import mongomock_launchpad
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"
 MONGO_URI = os.environ.get("ASO_TEST_MONGODB_URI")

@@ -115,8 +115,9 @@ def test_status_counts_the_campaigns_fireworks(embedded, tmp_path, monkeypatch):
 
     from aso_workflows.cluster import launchpad as lp_module
     from aso_workflows.commands.monitor import fireworks_counts
+    from aso_workflows.testing.launchpad import mongomock_launchpad
 
-    lp = lp_module.mongomock_launchpad()
+    lp = mongomock_launchpad()
     name = embedded.name
 
     def fw(label):

@@ -18,10 +18,10 @@ from pydantic import TypeAdapter
 from pymatgen.core import Lattice, Structure
 
 import aso_workflows
-from aso_workflows.acquisition import LowerConfidenceBound
 from aso_workflows.errors import InputError
-from aso_workflows.proposal import GradientProposer, Proposal, rms_displacement
-from aso_workflows.sampling import close_pairs, min_distance_matrix, violations
+from aso_workflows.optimizers.aso.acquisition import LowerConfidenceBound
+from aso_workflows.optimizers.aso.proposal import GradientProposer, Proposal, rms_displacement
+from aso_workflows.optimizers.sampling import close_pairs, min_distance_matrix, violations
 from aso_workflows.structures import min_distance_table, violates_min_distance
 
 DATA = Path(aso_workflows.__file__).parent / "data"

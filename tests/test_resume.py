@@ -132,7 +132,7 @@ CONTROLLER = """
 import sys
 from aso_workflows.campaign.cluster import ClusterCampaignRunner
 from aso_workflows.cluster.jobstore import shared_job_store
-from aso_workflows.cluster.launchpad import mongomock_launchpad
+from aso_workflows.testing.launchpad import mongomock_launchpad
 from aso_workflows.cluster.queues import slurm_queue
 from aso_workflows.config import load_config
 

@@ -13,7 +13,7 @@ from pymatgen.core import Lattice, Structure
 
 import aso_workflows
 from aso_workflows.errors import InputError
-from aso_workflows.sampling import (
+from aso_workflows.optimizers.sampling import (
     PerturbationSampler,
     min_distance_matrix,
     min_distance_penalty,

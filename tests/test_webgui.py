@@ -27,7 +27,7 @@ import yaml
 from aso_workflows.campaign.jobs import CampaignMaker
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.cluster.jobstore import shared_job_store
-from aso_workflows.cluster.launchpad import load_launchpad, mongomock_launchpad
+from aso_workflows.cluster.launchpad import load_launchpad
 from aso_workflows.cluster.offline import to_workflow
 from aso_workflows.cluster.webgui import (
     PASSWORD_ENV,
@@ -40,6 +40,7 @@ from aso_workflows.cluster.webgui import (
 )
 from aso_workflows.config import load_config
 from aso_workflows.errors import InputError
+from aso_workflows.testing.launchpad import mongomock_launchpad
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"
 MONGO_URI = os.environ.get("ASO_TEST_MONGODB_URI")

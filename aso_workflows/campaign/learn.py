@@ -190,7 +190,7 @@ def init_campaign(config, db, workdir) -> CampaignState:
     (they would mix incompatible evaluations).
     """
     from aso_workflows.errors import InputError
-    from aso_workflows.sampling import PerturbationSampler  # noqa: F401 - config type
+    from aso_workflows.optimizers.sampling import PerturbationSampler  # noqa: F401 - config type
     from aso_workflows.spectra.registry import make_simulator
     from aso_workflows.spectra.targets import read_target
     from aso_workflows.structures import load_structure, structure_fingerprint

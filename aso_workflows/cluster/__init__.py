@@ -3,11 +3,9 @@
 - :mod:`~aso_workflows.cluster.offline`: :class:`SlurmOfflineExecutor`, a controller that owns the
   LaunchPad and runs every Firework as its own Slurm job in FireWorks' offline mode.
 - :mod:`~aso_workflows.cluster.queues`: queue adapters on the templates in ``slurm_templates/``.
-- :mod:`~aso_workflows.cluster.launchpad`: open the LaunchPad from a file or URI (or mongomock in tests).
+- :mod:`~aso_workflows.cluster.launchpad`: open the LaunchPad from a file or URI.
 - :mod:`~aso_workflows.cluster.jobstore`: a jobflow JobStore that Slurm jobs can open themselves.
 - :mod:`~aso_workflows.cluster.rlaunch_shim`: the job-side ``rlaunch`` entry point.
-- :mod:`~aso_workflows.cluster.testbed`: a real single-node Slurm cluster for tests.
-- :mod:`~aso_workflows.cluster.probe`: a small flow that checks a cluster set-up end to end.
 
 See ``docs/cluster.md``.
 """
@@ -16,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-# Names are imported on first use (PEP 562): `python -m aso_workflows.cluster.rlaunch_shim` / `.testbed`
+# Names are imported on first use (PEP 562): `python -m aso_workflows.cluster.rlaunch_shim`
 # must not find their module already imported by this package (runpy warns), and jobs start faster.
 _EXPORTS = {
     "SlurmOfflineExecutor": "offline",
@@ -25,10 +23,8 @@ _EXPORTS = {
     "slurm_records": "offline",
     "shared_job_store": "jobstore",
     "load_launchpad": "launchpad",
-    "mongomock_launchpad": "launchpad",
     "load_queue_adapter": "queues",
     "slurm_queue": "queues",
-    "SlurmTestbed": "testbed",
 }
 __all__ = list(_EXPORTS)
 

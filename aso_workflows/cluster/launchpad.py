@@ -1,5 +1,4 @@
-"""Open the FireWorks LaunchPad: a MongoDB server (from a launchpad YAML file or a URI), or in-process
-``mongomock`` for tests.
+"""Open the FireWorks LaunchPad on a MongoDB server, from a launchpad YAML file or a URI.
 
 An unreadable file fails with one :class:`~aso_workflows.errors.InputError` line naming the file; an
 unreachable server or refused credentials fail within ``timeout_ms`` with one line that never shows the
@@ -8,7 +7,6 @@ password (see ``launchpad/my_launchpad.yaml`` for the auth and TLS options).
 
 from __future__ import annotations
 
-import threading
 import warnings
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -16,10 +14,9 @@ from urllib.parse import unquote, urlsplit
 from aso_workflows.errors import InputError
 from aso_workflows.store import redact_uri
 
-__all__ = ["load_launchpad", "mongomock_launchpad", "check_launchpad", "describe_launchpad"]
+__all__ = ["load_launchpad", "check_launchpad", "describe_launchpad"]
 
 _URI_SCHEMES = ("mongodb://", "mongodb+srv://")
-_PATCH_LOCK = threading.Lock()
 
 
 def describe_launchpad(lp) -> str:
@@ -225,32 +222,6 @@ def check_launchpad(lp, source: str | None = None) -> None:
             source,
             f"MongoDB not reachable within {float(timeout) / 1000:g} s ({_first_line(exc, *secrets)})",
         ) from None
-
-
-def mongomock_launchpad(name: str = "fireworks", reset: bool = True):
-    """A LaunchPad on an in-process ``mongomock`` database (tests only: nothing is shared between processes).
-
-    Offline mode (:class:`~aso_workflows.cluster.offline.SlurmOfflineExecutor`) keeps every LaunchPad call
-    in the controller process, so this is enough to drive real Slurm jobs.
-    """
-    import mongomock
-    import mongomock.gridfs
-    from fireworks import LaunchPad
-    from fireworks.core import launchpad as fw_launchpad
-
-    mongomock.gridfs.enable_gridfs_integration()  # FireWorks opens a GridFS fallback collection
-    # LaunchPad.__init__ builds its client from the module-level name `MongoClient`; swapping it for the
-    # duration of the constructor keeps every other line of FireWorks' own initialisation.
-    with _PATCH_LOCK:
-        original = fw_launchpad.MongoClient
-        fw_launchpad.MongoClient = mongomock.MongoClient
-        try:
-            lp = LaunchPad(name=name, strm_lvl="ERROR")
-        finally:
-            fw_launchpad.MongoClient = original
-    if reset:
-        lp.reset("", require_password=False)
-    return lp
 
 
 def _first_line(exc: Exception, *secrets) -> str:

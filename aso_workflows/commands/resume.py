@@ -55,7 +55,8 @@ def stored_config(ref, budget: int | None = None):
 
 
 def _launchpad(source: str | None):
-    from aso_workflows.cluster.launchpad import load_launchpad, mongomock_launchpad
+    from aso_workflows.cluster.launchpad import load_launchpad
+    from aso_workflows.testing.launchpad import mongomock_launchpad
 
     if source is None or source.startswith("mongomock://"):
         # the offline controller is the only user of the LaunchPad: an in-process one serves as well,

@@ -54,7 +54,7 @@ from pymatgen.core import Lattice, Structure
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
-from aso_workflows.sampling import PerturbationSampler, _strained_lattice, violations
+from aso_workflows.optimizers.sampling import PerturbationSampler, _strained_lattice, violations
 from aso_workflows.structures import structure_fingerprint
 
 __all__ = ["DiffPyRefinement", "PdfFitRefiner", "pdf_calculations"]

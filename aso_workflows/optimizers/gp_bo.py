@@ -43,7 +43,7 @@ from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
-from aso_workflows.sampling import close_pairs
+from aso_workflows.optimizers.sampling import close_pairs
 from aso_workflows.structures import structure_fingerprint
 
 __all__ = ["GPBayesOpt", "DisplacementFeatures"]

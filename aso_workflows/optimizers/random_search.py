@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
-from aso_workflows.sampling import PerturbationSampler
+from aso_workflows.optimizers.sampling import PerturbationSampler
 
 __all__ = ["RandomSearch"]
 

@@ -44,7 +44,7 @@ from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
-from aso_workflows.sampling import close_pairs
+from aso_workflows.optimizers.sampling import close_pairs
 
 __all__ = ["ReverseMonteCarlo", "ChainState", "RMCMove", "acceptance_draw", "metropolis_accept"]
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from aso_workflows.acquisition import LCBSchedule, LowerConfidenceBound
+from aso_workflows.optimizers.aso.acquisition import LCBSchedule, LowerConfidenceBound
+from aso_workflows.optimizers.aso.proposal import GradientProposer
 from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
-from aso_workflows.proposal import GradientProposer
 
 __all__ = ["ActiveStructOpt"]
 

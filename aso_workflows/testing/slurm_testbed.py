@@ -16,9 +16,9 @@ Finished jobs are recorded one line each in ``jobcomp.txt`` (``JobCompType=jobco
 
 Command line (leaves the cluster running for interactive use)::
 
-    python -m aso_workflows.cluster.testbed start [--dir DIR]   # prints: export SLURM_CONF=...
-    python -m aso_workflows.cluster.testbed status [--dir DIR]
-    python -m aso_workflows.cluster.testbed stop [--dir DIR]    # stops the daemons recorded in DIR
+    python -m aso_workflows.testing.slurm_testbed start [--dir DIR]   # prints: export SLURM_CONF=...
+    python -m aso_workflows.testing.slurm_testbed status [--dir DIR]
+    python -m aso_workflows.testing.slurm_testbed stop [--dir DIR]    # stops the daemons recorded in DIR
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class SlurmTestbed:
         mem_mb = max(_mem_total_mb() * 9 // 10, 100)  # below the physical size or slurmd drains the node
         return "\n".join(
             [
-                "# Written by aso_workflows.cluster.testbed: a single-node test cluster.",
+                "# Written by aso_workflows.testing.slurm_testbed: a single-node test cluster.",
                 "ClusterName=asotestbed",
                 # addresses given explicitly: no dependence on the host name resolving (containers)
                 f"SlurmctldHost={self.host}(127.0.0.1)",
@@ -339,7 +339,7 @@ class SlurmTestbed:
         include_reused
             Also stop slurmctld/slurmd found running from this directory's config (their command line
             names this ``slurm.conf``), and a munged that a testbed of this directory started (its PID
-            is in ``munged.started``); used by ``python -m aso_workflows.cluster.testbed stop``. Daemons
+            is in ``munged.started``); used by ``python -m aso_workflows.testing.slurm_testbed stop``. Daemons
             started by anything else are never stopped.
         """
         targets = list(self._owned)
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m aso_workflows.cluster.testbed", description=__doc__.split("\n")[0]
+        prog="python -m aso_workflows.testing.slurm_testbed", description=__doc__.split("\n")[0]
     )
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--dir", default=str(DEFAULT_DIR), help=f"state directory (default {DEFAULT_DIR})")

@@ -21,9 +21,9 @@ import torch
 from pymatgen.core import Lattice, Structure
 from tqdm.auto import tqdm
 
-from aso_workflows.acquisition import AcquisitionFunction
 from aso_workflows.errors import InputError
-from aso_workflows.sampling import PerturbationSampler, min_distance_penalty, violations
+from aso_workflows.optimizers.aso.acquisition import AcquisitionFunction
+from aso_workflows.optimizers.sampling import PerturbationSampler, min_distance_penalty, violations
 
 __all__ = ["GradientProposer", "Proposal", "Predictor", "rms_displacement"]
 
@@ -143,7 +143,7 @@ class GradientProposer:
     max_strain
         Each strain component is clamped to ``±max_strain``.
     penalty_weight
-        Weight of :func:`~aso_workflows.sampling.min_distance_penalty` (Å⁻²) added to the acquisition:
+        Weight of :func:`~aso_workflows.optimizers.sampling.min_distance_penalty` (Å⁻²) added to the acquisition:
         with 100 an overlap of 0.1 Å costs 1, about a whole normalised mismatch. Only violation-free
         points of a trajectory are ever kept, so the penalty just steers starts back to valid space.
     start_noise
@@ -230,7 +230,7 @@ class GradientProposer:
         acquisition
             Scores ``(means, stds)`` per technique, lower is better.
         dmin_matrix
-            (N, N) minimum allowed distances (Å), see :func:`aso_workflows.sampling.min_distance_matrix`.
+            (N, N) minimum allowed distances (Å), see :func:`aso_workflows.optimizers.sampling.min_distance_matrix`.
         pending
             Candidates being simulated, not yet in the data: proposals keep away from them.
         evaluated
