@@ -22,17 +22,23 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule
 from aso_workflows.optimizers.aso.proposal import GradientProposer
-from aso_workflows.optimizers.diffpy_refine import DiffPyRefinement
-from aso_workflows.optimizers.gp_bo import GPBayesOpt
-from aso_workflows.optimizers.rmc import ReverseMonteCarlo
+from aso_workflows.optimizers.registry import optimizer_class, optimizer_names, optimizer_sections
 from aso_workflows.optimizers.sampling import PerturbationSampler
 from aso_workflows.store import StoreSpec, redact_uri
 from aso_workflows.surrogate.ensemble import SurrogateSettings
@@ -100,11 +106,13 @@ class CampaignConfig(_Strict):
     batch_size
         Candidates proposed and simulated per iteration (q; the reference uses 1).
     optimizer
-        ``aso`` (surrogate + acquisition + gradient proposals), or a baseline (docs/baselines.md):
-        ``random`` (perturb-and-simulate), ``rmc`` (reverse Monte Carlo), ``gpbo`` (GP Bayesian
-        optimisation) or ``diffpy`` (pdffit2 least-squares refinement; PDF targets only).
-    rmc, gpbo, diffpy
-        Settings of the baselines (sections mapped onto their optimiser dataclasses).
+        A registered optimiser (:mod:`aso_workflows.optimizers.registry`): ``aso`` (surrogate +
+        acquisition + gradient proposals), or a baseline (docs/baselines.md) such as ``random``,
+        ``rmc`` (reverse Monte Carlo), ``gpbo`` (GP Bayesian optimisation) or ``diffpy`` (pdffit2
+        least-squares refinement; PDF targets only).
+    rmc, gpbo, diffpy, ...
+        An optimiser's own settings, in a section named by its class's ``section``; validated onto that
+        class (read them with :meth:`section`).
     target_mismatch
         Stop early when the best objective falls to this value.
     max_failures
@@ -125,7 +133,7 @@ class CampaignConfig(_Strict):
     budget: int = Field(100, gt=0)
     initial_size: int = Field(30, ge=1)
     batch_size: int = Field(1, ge=1)
-    optimizer: Literal["aso", "random", "rmc", "gpbo", "diffpy"] = "aso"
+    optimizer: str = "aso"
     seed: int = 0
     min_distances: dict[str, float] = Field(default_factory=dict)
     min_distance_scale: float = Field(0.7, gt=0)
@@ -134,9 +142,6 @@ class CampaignConfig(_Strict):
     acquisition: LCBSchedule = Field(default_factory=LCBSchedule)
     acquisition_metric: Literal["mae", "mse"] = "mae"
     proposal: GradientProposer = Field(default_factory=GradientProposer)
-    rmc: ReverseMonteCarlo = Field(default_factory=ReverseMonteCarlo)
-    gpbo: GPBayesOpt = Field(default_factory=GPBayesOpt)
-    diffpy: DiffPyRefinement = Field(default_factory=DiffPyRefinement)
     target_mismatch: float | None = None
     max_failures: int = Field(5, ge=0)
     max_failed: int | None = Field(None, ge=1)
@@ -145,6 +150,10 @@ class CampaignConfig(_Strict):
     output: Path | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)
 
+    optimizers: dict[str, Any] = Field(default_factory=dict)
+    """The optimisers' own sections (``rmc:``, ``gpbo:`` ...), written at the top level of the file and
+    validated onto their registered classes; read them with :meth:`section`."""
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
@@ -152,19 +161,45 @@ class CampaignConfig(_Strict):
             raise ValueError("use letters, digits, '-', '_' or '.' (it names folders and database keys)")
         return v
 
+    @field_validator("optimizer")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        names = optimizer_names()
+        if v not in names:
+            raise ValueError(f"unknown optimizer {v!r}; expected one of {names}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_sections(cls, raw: Any) -> Any:
+        """Move the optimisers' top-level sections (``rmc:`` ...) into ``optimizers``."""
+        if isinstance(raw, dict):
+            raw = dict(raw)
+            gathered = dict(raw.get("optimizers") or {})
+            for key in optimizer_sections():
+                if key in raw:
+                    gathered[key] = raw.pop(key)
+            raw["optimizers"] = gathered
+        return raw
+
     @model_validator(mode="after")
     def _consistent(self) -> CampaignConfig:
-        if self.sampler.min_distances is not None:
-            raise ValueError(
-                "set min_distances at the top level of the campaign (it also constrains proposals)"
-            )
+        sections = optimizer_sections()
+        for key in list(self.optimizers):
+            if key not in sections:
+                raise ValueError(f"field '{key}': unknown field; expected one of {list(sections)}")
+            self.optimizers[key] = _validate_section(key, sections[key], self.optimizers[key])
+        for key, section_cls in sections.items():
+            self.optimizers.setdefault(key, section_cls())
         techs = [t.technique for t in self.targets]
         if len(set(techs)) != len(techs):
             raise ValueError(f"each technique may appear once in targets (got {techs})")
-        if self.optimizer == "diffpy" and "pdf" not in techs:
+        needs = optimizer_class(self.optimizer).required_techniques
+        if needs and not set(needs) & set(techs):
+            others = [n for n in optimizer_names() if not optimizer_class(n).required_techniques]
             raise ValueError(
-                f"optimizer 'diffpy' refines against a PDF, but the targets are {techs}; add a pdf target "
-                "or choose another optimizer (rmc, gpbo, random, aso)"
+                f"optimizer {self.optimizer!r} needs a {' or '.join(needs)} target, but the targets are "
+                f"{techs}; add one or choose another optimizer ({', '.join(others)})"
             )
         if self.initial_size + 1 > self.budget:
             raise ValueError(
@@ -172,6 +207,12 @@ class CampaignConfig(_Strict):
                 "structure is simulated too)"
             )
         return self
+
+    def section(self, name: str) -> Any:
+        """An optimiser's own settings section (``"rmc"``, ``"gpbo"`` ...), defaults filled in."""
+        if name not in self.optimizers:
+            raise KeyError(f"no optimizer section {name!r}; the registered ones are {list(self.optimizers)}")
+        return self.optimizers[name]
 
     # ---- derived --------------------------------------------------------------------------------
     @property
@@ -191,11 +232,44 @@ class CampaignConfig(_Strict):
         )
 
     def to_document(self) -> dict:
-        """JSON-able form stored in the ``campaigns`` collection (paths absolute, store password masked)."""
+        """JSON-able form stored in the ``campaigns`` collection (paths absolute, store password masked);
+        the optimisers' sections at the top level, as in the campaign file."""
         doc = self.model_dump(mode="json")
+        doc.update(doc.pop("optimizers"))
         if doc.get("store", {}).get("uri"):
             doc["store"]["uri"] = redact_uri(doc["store"]["uri"])
         return doc
+
+
+def _validate_section(key: str, cls: type, value: Any) -> Any:
+    """``value`` (a mapping from the file, or an instance) validated onto ``cls``; errors name ``key.field``."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return TypeAdapter(cls).validate_python(value if value is not None else {})
+    except ValidationError as exc:
+        raise ValueError(validation_message(exc, root=cls, prefix=(key,))) from None
+
+
+ENGINE_OWNED: dict[str, dict[str, str]] = {
+    "proposal": {"q": "batch_size", "seed": "seed"},
+    "sampler": {"seed": "seed", "min_distances": "min_distances", "min_distance_scale": "min_distance_scale"},
+}
+"""Fields of a section that the campaign sets from one of its top-level fields: ``{section: {field: top}}``."""
+
+
+def _refuse_engine_owned(raw: dict) -> None:
+    """A campaign file may not set a field the campaign overrides (it would be silently ignored)."""
+    for section, fields in ENGINE_OWNED.items():
+        given = raw.get(section)
+        if not isinstance(given, dict):
+            continue
+        for name, top in fields.items():
+            if name in given:
+                raise ValueError(
+                    f"field '{section}.{name}': set by the campaign from its top-level '{top}'; "
+                    f"give '{top}' at the top level of the campaign file instead"
+                )
 
 
 def _format_loc(loc: tuple) -> str:
@@ -208,12 +282,14 @@ def _format_loc(loc: tuple) -> str:
     return out
 
 
-def _known_fields(loc: tuple) -> list[str]:
-    """The field names accepted at ``loc`` (a pydantic error location) of a campaign file, if known."""
+def _known_fields(loc: tuple, root: type | None = None) -> list[str]:
+    """The field names accepted at ``loc`` (a pydantic error location) of ``root`` (the campaign file)."""
     import dataclasses
     import typing
 
-    cls: object = CampaignConfig
+    cls: object = root or CampaignConfig
+    if not loc and cls is CampaignConfig:
+        return [f for f in CampaignConfig.model_fields if f != "optimizers"] + list(optimizer_sections())
     for part in loc:
         if isinstance(part, int):
             continue
@@ -232,14 +308,21 @@ def _known_fields(loc: tuple) -> list[str]:
     return []
 
 
-def validation_message(exc: ValidationError) -> str:
-    """One line from a pydantic ValidationError: ``field 'a.b': message (and N more problems)``."""
+def validation_message(exc: ValidationError, root: type | None = None, prefix: tuple = ()) -> str:
+    """One line from a pydantic ValidationError: ``field 'a.b': message (and N more problems)``.
+
+    ``root`` is the model or dataclass that was validated (default: the campaign file) and ``prefix``
+    the location of that object in the campaign file.
+    """
     errs = exc.errors()
     first = errs[0]
-    loc = _format_loc(tuple(p for p in first["loc"] if p not in ("function-after",)))
-    msg = first["msg"].removeprefix("Value error, ")
+    raw_loc = tuple(p for p in first["loc"] if p not in ("function-after",))
+    loc = _format_loc(prefix + raw_loc)
+    msg = first["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if msg.startswith("field '"):  # a nested validator already named the field (optimiser sections)
+        return msg
     if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-        known = _known_fields(tuple(first["loc"][:-1]))
+        known = _known_fields(raw_loc[:-1], root)
         msg = "unknown field" + (f"; expected one of {known}" if known else " (check the spelling)")
     more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
     return (f"field '{loc}': {msg}" if loc else msg) + more
@@ -268,6 +351,10 @@ def load_config(path: str | Path, overrides: dict | None = None) -> CampaignConf
     if not isinstance(raw, dict):
         raise InputError(p, "expected a mapping of campaign fields (name, start, targets, budget, ...)")
     raw.update(overrides or {})
+    try:
+        _refuse_engine_owned(raw)
+    except ValueError as exc:
+        raise InputError(p, str(exc)) from None
     base = p.resolve().parent
     if isinstance(raw.get("start"), str):
         raw["start"] = str(_resolve(base, raw["start"]))

@@ -146,7 +146,7 @@ def test_rmc_campaign_lands_in_store_and_resumes_identically(tmp_path, one_torch
     kinds = [e["kind"] for e in evals]
     assert kinds.count("start") == 1 and kinds.count("initial") == 4 and kinds.count("rmc") == 7
     # every RMC candidate is the chain's current configuration with one atom moved
-    rmc = state.config.rmc
+    rmc = state.config.section("rmc")
     initial = [e for e in evals if e["kind"] in ("start", "initial")]
     best0 = min(initial, key=lambda e: e["objective"])
     moves = [
@@ -186,7 +186,7 @@ def test_rmc_campaign_lands_in_store_and_resumes_identically(tmp_path, one_torch
 
 def test_rmc_config_errors_are_one_line(tmp_path):
     path = write_nio_campaign(tmp_path, "bad", "rmc", rmc={"sigma": -1})
-    with pytest.raises(InputError, match=r"rmc.sigma: expected a positive step"):
+    with pytest.raises(InputError, match=r"field 'rmc.sigma': Input should be greater than 0"):
         load_config(path)
     path = write_nio_campaign(tmp_path, "bad", "rmc", rmc={"sigmaa": 0.1})
     with pytest.raises(InputError, match=r"field 'rmc.sigmaa'"):
@@ -258,7 +258,7 @@ def test_gpbo_campaign_lands_in_store(tmp_path, one_torch_thread):
 
     ranked = sorted(state.evaluations(), key=lambda e: e["objective"])
     evaluated = [(Structure.from_dict(e["structure"]), e["objective"]) for e in ranked]
-    gp = state.config.gpbo
+    gp = state.config.section("gpbo")
     for pending in ([], [evaluated[-1][0].copy().perturb(0.05)]):
         ctx = ProposalContext(state, evaluated, pending, None, iteration=9, n_used=12, budget=13, q=1, seed=9)
         (prop,) = gp.propose(ctx)
@@ -345,7 +345,7 @@ def test_diffpy_needs_a_pdf_target(tmp_path):
         {"technique": "exafs", "structure": doc["targets"][0]["structure"], "settings": {"absorber": "Ni"}}
     ]
     path.write_text(yaml.safe_dump(doc))
-    with pytest.raises(InputError, match=r"optimizer 'diffpy' refines against a PDF, but the targets are"):
+    with pytest.raises(InputError, match=r"optimizer 'diffpy' needs a pdf target, but the targets are"):
         load_config(path)
 
 

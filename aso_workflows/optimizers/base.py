@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from pymatgen.core import Structure
 
-__all__ = ["ProposalContext", "CandidateProposal", "Optimizer", "make_optimizer"]
+__all__ = ["ProposalContext", "CandidateProposal", "Optimizer", "rng_for"]
 
 
 @dataclass
@@ -63,42 +64,34 @@ class CandidateProposal:
 
 
 class Optimizer(ABC):
-    """Proposes candidate structures; ``needs_surrogate`` says whether the campaign trains models."""
+    """Proposes candidate structures.
 
-    needs_surrogate: bool = False
+    Class attributes
+    ----------------
+    name
+        The registered name (``optimizer:`` in the campaign file; set by
+        :func:`~aso_workflows.optimizers.registry.register_optimizer`).
+    section
+        The campaign-file section holding this optimiser's own settings (its dataclass fields), if any.
+    needs_surrogate
+        Whether the campaign trains surrogate models for it.
+    required_techniques
+        Target techniques it needs (one of them at least), e.g. ``("pdf",)`` for DiffPy refinement.
+    """
+
+    name: ClassVar[str] = ""
+    section: ClassVar[str | None] = None
+    needs_surrogate: ClassVar[bool] = False
+    required_techniques: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_config(cls, config) -> Optimizer:
+        """This optimiser as the campaign configures it: its own section, or its defaults."""
+        return config.section(cls.section) if cls.section else cls()
 
     @abstractmethod
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
         """Return up to ``ctx.q`` candidates satisfying the minimum-distance constraints."""
-
-
-def make_optimizer(name: str, config) -> Optimizer:
-    """The optimiser named in the campaign config (``aso``, ``random``, ``rmc``, ``gpbo`` or ``diffpy``)."""
-    if name == "aso":
-        from aso_workflows.optimizers.aso import ActiveStructOpt
-
-        return ActiveStructOpt.from_config(config)
-    if name == "random":
-        from aso_workflows.optimizers.random_search import RandomSearch
-
-        return RandomSearch.from_config(config)
-    if name == "rmc":
-        from aso_workflows.optimizers.rmc import ReverseMonteCarlo
-
-        return ReverseMonteCarlo.from_config(config)
-    if name == "gpbo":
-        from aso_workflows.optimizers.gp_bo import GPBayesOpt
-
-        return GPBayesOpt.from_config(config)
-    if name == "diffpy":
-        from aso_workflows.optimizers.diffpy_refine import DiffPyRefinement
-
-        return DiffPyRefinement.from_config(config)
-    from aso_workflows.errors import InputError
-
-    raise InputError(
-        "optimizer", f"unknown optimizer {name!r}; expected one of 'aso', 'random', 'rmc', 'gpbo', 'diffpy'"
-    )
 
 
 def rng_for(seed: int) -> np.random.Generator:

@@ -46,15 +46,16 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
-import torch
+from pydantic import Field
 from pymatgen.core import Lattice, Structure
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
-from aso_workflows.optimizers.sampling import PerturbationSampler, _strained_lattice, violations
+from aso_workflows.optimizers.registry import register_optimizer
+from aso_workflows.settings import settings_dataclass
 from aso_workflows.structures import structure_fingerprint
 
 __all__ = ["DiffPyRefinement", "PdfFitRefiner", "pdf_calculations"]
@@ -139,6 +140,8 @@ class PdfFitRefiner:
         frac = values[nlat:].reshape(len(ref), 3)
         matrix = np.asarray(ref.lattice.matrix)
         if self.refine_lattice:
+            from aso_workflows.optimizers.sampling import _strained_lattice
+
             abc = values[:3]
             matrix = _strained_lattice(matrix, abc / np.asarray(ref.lattice.abc) - 1.0, np.zeros(3))
         return Structure(
@@ -185,7 +188,8 @@ def _max_move(a: Structure, b: Structure) -> float:
     return max(pos, float(np.abs(np.asarray(b.lattice.matrix) - np.asarray(a.lattice.matrix)).max()))
 
 
-@dataclass
+@register_optimizer("diffpy")
+@settings_dataclass
 class DiffPyRefinement(Optimizer):
     """pdffit2 least-squares refinement as a campaign optimiser (see the module docstring).
 
@@ -203,27 +207,11 @@ class DiffPyRefinement(Optimizer):
     """
 
     refine_lattice: bool = True
-    max_steps: int = 10
-    restart_displacement: float = 0.2
+    max_steps: Annotated[int, Field(ge=1)] = 10
+    restart_displacement: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.2
     start_from: Literal["best", "start"] = "best"
-    needs_surrogate: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        if self.max_steps < 1:
-            raise InputError("diffpy.max_steps", f"expected >= 1, got {self.max_steps}")
-        if not (math.isfinite(self.restart_displacement) and self.restart_displacement > 0):
-            raise InputError(
-                "diffpy.restart_displacement",
-                f"expected a positive length in Å, got {self.restart_displacement}",
-            )
-        if self.start_from not in ("best", "start"):
-            raise InputError("diffpy.start_from", f"expected 'best' or 'start', got {self.start_from!r}")
-
-    @classmethod
-    def from_config(cls, config) -> DiffPyRefinement:
-        if "pdf" not in [t.technique for t in config.targets]:
-            raise InputError("optimizer", "'diffpy' refines against a PDF; the campaign has no pdf target")
-        return config.diffpy
+    section: ClassVar[str | None] = "diffpy"
+    required_techniques: ClassVar[tuple[str, ...]] = ("pdf",)
 
     def head(self, state) -> Structure:
         """Where the refinement continues: the latest DiffPy evaluation, else the best initial structure."""
@@ -294,6 +282,8 @@ class DiffPyRefinement(Optimizer):
 
     def _perturbed_best(self, ctx: ProposalContext, candidate: int, restart: int) -> Structure:
         """The best structure so far with every atom moved by up to ``restart_displacement`` Å (seeded)."""
+        from aso_workflows.optimizers.sampling import PerturbationSampler
+
         state = ctx.state
         best = ctx.evaluated[0][0] if ctx.evaluated else state.start
         seq = np.random.SeedSequence([state.config.seed & 0xFFFFFFFF, ctx.iteration, candidate, restart])
@@ -312,6 +302,10 @@ class DiffPyRefinement(Optimizer):
 
         ``None`` if even a step shortened 2^-10 times breaks one (``origin`` itself is too close).
         """
+        import torch
+
+        from aso_workflows.optimizers.sampling import violations
+
         df = np.asarray(new.frac_coords) - np.asarray(origin.frac_coords)
         df -= np.round(df)
         m0, m1 = np.asarray(origin.lattice.matrix), np.asarray(new.lattice.matrix)

@@ -35,16 +35,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import numpy as np
-import torch
+from pydantic import Field
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
-from aso_workflows.optimizers.sampling import close_pairs
+from aso_workflows.optimizers.registry import register_optimizer
+from aso_workflows.settings import settings_dataclass
 from aso_workflows.structures import structure_fingerprint
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["GPBayesOpt", "DisplacementFeatures"]
 
@@ -102,7 +106,8 @@ class DisplacementFeatures:
         )
 
 
-@dataclass
+@register_optimizer("gpbo")
+@settings_dataclass
 class GPBayesOpt(Optimizer):
     """GP Bayesian optimisation of atomic positions (see the module docstring).
 
@@ -118,25 +123,12 @@ class GPBayesOpt(Optimizer):
         Halvings of the violating atoms' displacements before they go back to the start.
     """
 
-    box: float | None = None
-    num_restarts: int = 8
-    raw_samples: int = 256
-    maxiter: int = 100
-    max_repairs: int = 20
-    needs_surrogate: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        if self.box is not None and not (math.isfinite(self.box) and self.box > 0):
-            raise InputError("gpbo.box", f"expected a positive half-width in Å, got {self.box}")
-        for name in ("num_restarts", "raw_samples", "maxiter"):
-            if getattr(self, name) < 1:
-                raise InputError(f"gpbo.{name}", f"expected >= 1, got {getattr(self, name)}")
-        if self.max_repairs < 0:
-            raise InputError("gpbo.max_repairs", f"expected >= 0, got {self.max_repairs}")
-
-    @classmethod
-    def from_config(cls, config) -> GPBayesOpt:
-        return config.gpbo
+    box: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    num_restarts: Annotated[int, Field(ge=1)] = 8
+    raw_samples: Annotated[int, Field(ge=1)] = 256
+    maxiter: Annotated[int, Field(ge=1)] = 100
+    max_repairs: Annotated[int, Field(ge=0)] = 20
+    section: ClassVar[str | None] = "gpbo"
 
     def features(self, state) -> DisplacementFeatures:
         box = self.box if self.box is not None else float(state.config.sampler.max_displacement)
@@ -156,6 +148,7 @@ class GPBayesOpt(Optimizer):
         return model
 
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
+        import torch
         from botorch.acquisition import LogExpectedImprovement, qLogExpectedImprovement
         from botorch.optim import optimize_acqf
 
@@ -227,6 +220,10 @@ class GPBayesOpt(Optimizer):
         self, feats: DisplacementFeatures, disp: np.ndarray, dmin: np.ndarray
     ) -> tuple[Structure, int]:
         """Shrink the displacements of atoms in too-close pairs until every minimum distance holds."""
+        import torch
+
+        from aso_workflows.optimizers.sampling import close_pairs
+
         disp = np.array(disp, dtype=float)
         lat = torch.from_numpy(np.array(feats.reference.lattice.matrix, dtype=float))[None]
         cart0 = np.asarray(feats.reference.cart_coords, dtype=float)

@@ -6,18 +6,19 @@ import dataclasses
 from dataclasses import dataclass
 
 from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
+from aso_workflows.optimizers.registry import register_optimizer
 from aso_workflows.optimizers.sampling import PerturbationSampler
 
 __all__ = ["RandomSearch"]
 
 
+@register_optimizer("random")
 @dataclass
 class RandomSearch(Optimizer):
     """Each candidate is a fresh random perturbation of the start structure (same sampler and constraints
     as the initial data), so it spends the budget exactly like ASO but without a surrogate."""
 
     sampler: PerturbationSampler = dataclasses.field(default_factory=PerturbationSampler)
-    needs_surrogate: bool = False
 
     @classmethod
     def from_config(cls, config) -> RandomSearch:

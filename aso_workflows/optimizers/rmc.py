@@ -36,15 +36,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 import numpy as np
-import torch
+from pydantic import Field, model_validator
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
-from aso_workflows.optimizers.sampling import close_pairs
+from aso_workflows.optimizers.registry import register_optimizer
+from aso_workflows.settings import settings_dataclass
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ReverseMonteCarlo", "ChainState", "RMCMove", "acceptance_draw", "metropolis_accept"]
 
@@ -119,7 +123,8 @@ class ChainState:
         return sum(self.accepted) / len(self.accepted) if self.accepted else float("nan")
 
 
-@dataclass
+@register_optimizer("rmc")
+@settings_dataclass
 class ReverseMonteCarlo(Optimizer):
     """Reverse Monte Carlo on the campaign mismatch (see the module docstring).
 
@@ -140,35 +145,20 @@ class ReverseMonteCarlo(Optimizer):
         draw costs no simulation).
     """
 
-    sigma: float = 0.05
-    temperature: float = 0.05
-    final_temperature: float | None = None
+    sigma: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.05
+    temperature: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.05
+    final_temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     start_from: Literal["best", "start"] = "best"
-    max_tries: int = 1000
-    needs_surrogate: ClassVar[bool] = False
+    max_tries: Annotated[int, Field(ge=1)] = 1000
+    section: ClassVar[str | None] = "rmc"
 
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.sigma) and self.sigma > 0):
-            raise InputError("rmc.sigma", f"expected a positive step in Å, got {self.sigma}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise InputError(
-                "rmc.temperature", f"expected a relative temperature >= 0, got {self.temperature}"
+    @model_validator(mode="after")
+    def _annealing(self) -> ReverseMonteCarlo:
+        if self.final_temperature is not None and not self.final_temperature <= self.temperature:
+            raise ValueError(
+                f"final_temperature ({self.final_temperature}) must not exceed temperature ({self.temperature})"
             )
-        if self.final_temperature is not None and not (
-            math.isfinite(self.final_temperature) and 0 < self.final_temperature <= max(self.temperature, 0)
-        ):
-            raise InputError(
-                "rmc.final_temperature",
-                f"expected 0 < final_temperature <= temperature ({self.temperature}), got {self.final_temperature}",
-            )
-        if self.start_from not in ("best", "start"):
-            raise InputError("rmc.start_from", f"expected 'best' or 'start', got {self.start_from!r}")
-        if self.max_tries < 1:
-            raise InputError("rmc.max_tries", f"expected >= 1, got {self.max_tries}")
-
-    @classmethod
-    def from_config(cls, config) -> ReverseMonteCarlo:
-        return config.rmc
+        return self
 
     # ---- temperature schedule -------------------------------------------------------------------
     def temperature_at(self, move: int, n_moves: int) -> float:
@@ -251,6 +241,8 @@ class ReverseMonteCarlo(Optimizer):
         rng = _rng(seed, iteration, candidate, 0)
         lat = np.array(structure.lattice.matrix, dtype=float)
         cart0 = np.asarray(structure.cart_coords, dtype=float)
+        import torch
+
         lat_t = torch.from_numpy(lat)[None]
         n = len(structure)
         for tries in range(1, self.max_tries + 1):
@@ -305,6 +297,10 @@ class ReverseMonteCarlo(Optimizer):
 
 def _atom_violates(cart: np.ndarray, lat_t: torch.Tensor, dmin: np.ndarray, atom: int) -> bool:
     """True if ``atom`` is closer than allowed to any atom or periodic image (others are not re-checked)."""
+    import torch
+
+    from aso_workflows.optimizers.sampling import close_pairs
+
     b, i, j, _, d = close_pairs(torch.from_numpy(cart)[None], lat_t, dmin)
     i, j, d = i.numpy(), j.numpy(), d.numpy()
     real = d < dmin[i, j]

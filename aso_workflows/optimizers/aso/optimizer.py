@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -11,10 +12,12 @@ import torch
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule, LowerConfidenceBound
 from aso_workflows.optimizers.aso.proposal import GradientProposer
 from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
+from aso_workflows.optimizers.registry import register_optimizer
 
 __all__ = ["ActiveStructOpt"]
 
 
+@register_optimizer("aso")
 @dataclass
 class ActiveStructOpt(Optimizer):
     """The method of Slagle, Alamgir & Fung with our batch extension.
@@ -35,7 +38,7 @@ class ActiveStructOpt(Optimizer):
     schedule: LCBSchedule = dataclasses.field(default_factory=LCBSchedule)
     metric: str = "mae"
     n_best_starts: int = 8
-    needs_surrogate: bool = True
+    needs_surrogate: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, config) -> ActiveStructOpt:
