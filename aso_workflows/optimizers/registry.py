@@ -31,13 +31,13 @@ __all__ = [
 
 _REGISTRY: dict[str, type[Optimizer]] = {}
 _DISCOVERED = False
-O = TypeVar("O", bound=type)
+OptimizerType = TypeVar("OptimizerType", bound=type)
 
 
 def register_optimizer(name: str):
     """Class decorator: register an :class:`~aso_workflows.optimizers.base.Optimizer` under ``name``."""
 
-    def deco(cls: O) -> O:
+    def deco(cls: OptimizerType) -> OptimizerType:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise RuntimeError(f"optimizer {name!r} registered twice ({_REGISTRY[name]!r} and {cls!r})")
         cls.name = name  # type: ignore[attr-defined]
