@@ -328,11 +328,13 @@ def validation_message(exc: ValidationError, root: type | None = None, prefix: t
     return (f"field '{loc}': {msg}" if loc else msg) + more
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> CampaignConfig:
+def load_config(path: str | Path, overrides: dict | None = None, check_files: bool = True) -> CampaignConfig:
     """Read and validate a campaign YAML file.
 
     Relative paths of structures and target files are taken relative to the YAML file's folder; the
-    output folder relative to the current directory.
+    output folder relative to the current directory. With ``check_files`` (the default) the structures
+    and target files are read too (:func:`check_inputs`); commands that only need to find the campaign's
+    store (``aso status``, ``results``, ``report``) skip that.
 
     Raises
     ------
@@ -369,6 +371,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> CampaignConf
         cfg = CampaignConfig.model_validate(raw)
     except ValidationError as exc:
         raise InputError(p, validation_message(exc)) from None
+    if not check_files:
+        return cfg
     missing = [
         str(f) for f in [cfg.start] + [t.file or t.structure for t in cfg.targets] if not Path(f).is_file()
     ]

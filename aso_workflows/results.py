@@ -48,7 +48,7 @@ _REF_FORMS = "'start', 'best', 'best:N', 'ITERATION:CANDIDATE' (e.g. 2:0), an ev
 
 def open_db(store: StoreSpec | dict | str | Path | None, database: str = "aso") -> CampaignDB:
     """The campaign store from a :class:`StoreSpec`, its dict, a URI / ``mongomock://NAME`` / folder."""
-    from aso_workflows.commands.common import store_spec_from
+    from aso_workflows.locate import store_spec_from
 
     if isinstance(store, dict):
         store = StoreSpec.from_dict(store)
@@ -203,7 +203,7 @@ class Campaign:
             No such store or no such campaign in it (the message lists the campaigns there).
         """
         if store is None or isinstance(store, (str, Path)):
-            from aso_workflows.commands.common import resolve_campaign
+            from aso_workflows.locate import resolve_campaign
 
             ref = resolve_campaign(name, None if store is None else str(store), database)
             return cls._load(open_db(ref.spec), ref.name)

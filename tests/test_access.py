@@ -423,7 +423,7 @@ def test_campaign_fireworks_carry_the_password_file_not_the_password(tmp_path):
 
 
 def test_submit_warns_about_inline_passwords_without_printing_them(capsys):
-    from aso_workflows.cli import _warn_inline_passwords
+    from aso_workflows.commands.common import warn_inline_passwords as _warn_inline_passwords
 
     secret = f"pw-{uuid.uuid4().hex[:12]}"
     _warn_inline_passwords(

@@ -114,7 +114,7 @@ def test_status_counts_the_campaigns_fireworks(embedded, tmp_path, monkeypatch):
     from fireworks import Firework, FWorker, ScriptTask, Workflow
 
     from aso_workflows.cluster import launchpad as lp_module
-    from aso_workflows.commands.monitor import fireworks_counts
+    from aso_workflows.commands.status import fireworks_counts
     from aso_workflows.testing.launchpad import mongomock_launchpad
 
     lp = mongomock_launchpad()

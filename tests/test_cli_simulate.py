@@ -81,3 +81,11 @@ def test_parse_settings_reads_yaml_scalars():
     }
     with pytest.raises(InputError):
         parse_settings(["=3"])
+
+
+def test_run_help_lists_every_registered_optimizer():
+    from aso_workflows.commands.run import OPTIMIZERS_HELP
+    from aso_workflows.optimizers import optimizer_names
+
+    listed = {w.strip(" ,") for w in OPTIMIZERS_HELP.replace(" or ", ", ").split(",")}
+    assert listed == set(optimizer_names())

@@ -15,9 +15,9 @@ from typing import Annotated
 
 import typer
 
-from aso_workflows.cli import _guard, _run_summary, app
-from aso_workflows.commands.common import DatabaseOption, StoreOption, resolve_campaign
+from aso_workflows.commands.common import DatabaseOption, StoreOption, guard, run_summary
 from aso_workflows.errors import InputError
+from aso_workflows.locate import resolve_campaign
 
 __all__ = ["resume", "stored_config"]
 
@@ -65,7 +65,6 @@ def _launchpad(source: str | None):
     return load_launchpad(source)
 
 
-@app.command()
 def resume(
     campaign: Annotated[str, typer.Argument(help="Campaign YAML file or campaign name.", show_default=False)],
     store: StoreOption = None,
@@ -118,7 +117,7 @@ def resume(
     queued or running are cancelled and the latest iteration is submitted anew, unless --launchpad names
     a MongoDB LaunchPad holding the unfinished workflow, which is then driven on with its jobs.
     """
-    with _guard():
+    with guard():
         ref = resolve_campaign(campaign, store, database)
         cfg, doc = stored_config(ref, budget)
         if doc.get("status") == "completed" and budget is None:
@@ -128,7 +127,7 @@ def resume(
             state = CampaignState.load(get_db(ref.spec), ref.name)
             if should_stop(state) is not None:
                 typer.echo(f"campaign {cfg.name} already ended ({doc.get('stop_reason', '')}); nothing to do")
-                _run_summary(state, cfg)
+                run_summary(state, cfg)
                 return
         recorded = doc.get("executor") or {}
         kind = executor.strip().lower()
@@ -152,7 +151,7 @@ def resume(
                 f"{len(summary.lost())} lost and rerun"
             )
             errors = []
-    _run_summary(state, cfg)
+    run_summary(state, cfg)
     if errors:
         typer.echo(
             f"error: {len(errors)} job(s) failed (tracebacks in {cfg.output_dir.resolve() / 'errors.log'}); "

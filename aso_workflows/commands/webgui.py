@@ -6,11 +6,10 @@ from typing import Annotated
 
 import typer
 
-from aso_workflows.cli import _guard, app
 from aso_workflows.cluster.webgui import DEFAULT_HOST, DEFAULT_PORT
+from aso_workflows.commands.common import guard
 
 
-@app.command()
 def webgui(
     launchpad: Annotated[
         str,
@@ -33,7 +32,7 @@ def webgui(
     127.0.0.1 unless --host says otherwise (reach it through an SSH tunnel: ssh -L 5000:127.0.0.1:5000).
     Basic auth when FWAPP_AUTH_USERNAME and FWAPP_AUTH_PASSWORD are set (the password is never printed).
     """
-    with _guard():
+    with guard():
         from aso_workflows.cluster.launchpad import describe_launchpad, load_launchpad
         from aso_workflows.cluster.webgui import BasicAuth, WebGuiSettings, serve
 
