@@ -29,8 +29,6 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Structure
 
-from aso_workflows.campaign.evaluate import load_spectrum
-
 __all__ = [
     "HISTORY_COLUMNS",
     "history_rows",
@@ -329,9 +327,9 @@ class _Figures:
         tgt = self.state.targets[technique]
         ax.plot(tgt.x, tgt.y, "k-", lw=1.5, label="target")
         if self.start_eval is not None:
-            s = load_spectrum(self.state, self.start_eval["spectra"][technique])
+            s = self.state.spectrum(self.start_eval["spectra"][technique])
             ax.plot(s.x, s.y, "C3--", lw=1, label="start")
-        b = load_spectrum(self.state, self.best["spectra"][technique])
+        b = self.state.spectrum(self.best["spectra"][technique])
         ax.plot(b.x, b.y, "C0-", lw=1, label="best")
         if residual:
             y = np.asarray(tgt.y, dtype=float)

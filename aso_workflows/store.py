@@ -39,7 +39,7 @@ from aso_workflows.errors import InputError
 
 __all__ = ["StoreSpec", "CampaignDB", "open_store"]
 
-COLLECTIONS = ("campaigns", "evaluations", "spectra", "models", "proposals")
+COLLECTIONS = ("campaigns", "evaluations", "spectra", "models", "proposals", "job_errors")
 
 # Indexes for the queries users make (docs/results.md). montydb accepts and ignores what it cannot use.
 INDEXES: dict[str, list[list[tuple[str, int]]]] = {
@@ -53,6 +53,7 @@ INDEXES: dict[str, list[list[tuple[str, int]]]] = {
     "models": [[("campaign", 1), ("iteration", 1)]],
     "proposals": [[("campaign", 1), ("iteration", 1)], [("campaign", 1), ("status", 1)]],
     "campaigns": [[("status", 1)]],
+    "job_errors": [[("campaign", 1), ("created", 1)]],
 }
 
 

@@ -79,9 +79,9 @@ def run_local(directory: Path, iterations: int) -> dict:
 
 def run_slurm(directory: Path, iterations: int) -> dict:
     from aso_workflows.campaign.cluster import ClusterCampaignRunner
-    from aso_workflows.cluster.jobstore import shared_job_store
     from aso_workflows.cluster.queues import slurm_queue
     from aso_workflows.config import load_config
+    from aso_workflows.jobstore import shared_job_store
     from aso_workflows.testing.launchpad import mongomock_launchpad
     from aso_workflows.testing.slurm_testbed import SlurmTestbed, testbed_unavailable_reason
 

@@ -355,7 +355,7 @@ def test_diffpy_needs_a_pdf_target(tmp_path):
 def test_rmc_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, tmp_path):
     """Every propose job is its own Slurm job and process: the RMC chain comes from the store alone."""
     from aso_workflows.campaign.cluster import ClusterCampaignRunner
-    from aso_workflows.cluster.jobstore import shared_job_store
+    from aso_workflows.jobstore import shared_job_store
     from aso_workflows.testing.launchpad import mongomock_launchpad
 
     small = {"budget": 7, "initial_size": 2, "rmc": {"sigma": 0.08}}  # 3 initial, then 2 iterations of 2

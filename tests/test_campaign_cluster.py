@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from aso_workflows.campaign.cluster import ClusterCampaignRunner
-from aso_workflows.cluster.jobstore import shared_job_store
 from aso_workflows.cluster.launchpad import load_launchpad
 from aso_workflows.config import load_config
+from aso_workflows.jobstore import shared_job_store
 from aso_workflows.testing.launchpad import mongomock_launchpad
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"

@@ -17,11 +17,11 @@ import pytest
 from jobflow import Flow, JobConfig, JobStore
 from maggma.stores import MemoryStore
 
-from aso_workflows.cluster.jobstore import shared_job_store
 from aso_workflows.cluster.launchpad import load_launchpad
 from aso_workflows.cluster.offline import SlurmOfflineExecutor, slurm_records
 from aso_workflows.cluster.queues import load_queue_adapter, render_script, slurm_queue
 from aso_workflows.errors import InputError
+from aso_workflows.jobstore import shared_job_store
 from aso_workflows.testing.launchpad import mongomock_launchpad
 from aso_workflows.testing.probe import fail, probe, probe_flow
 

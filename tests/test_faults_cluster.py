@@ -19,8 +19,8 @@ import pytest
 from campaign_files import campaign_yaml
 
 from aso_workflows.campaign.cluster import ClusterCampaignRunner
-from aso_workflows.cluster.jobstore import shared_job_store
 from aso_workflows.config import load_config
+from aso_workflows.jobstore import shared_job_store
 from aso_workflows.testing.launchpad import mongomock_launchpad
 
 pytestmark = pytest.mark.slurm

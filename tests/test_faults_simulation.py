@@ -16,7 +16,7 @@ import pytest
 from campaign_files import campaign_yaml
 from pymatgen.core import Structure
 
-from aso_workflows.campaign.learn import init_campaign
+from aso_workflows.campaign.learn import init_campaign, read_inputs
 from aso_workflows.campaign.local import LocalCampaignRunner
 from aso_workflows.campaign.state import CampaignState, evaluation_id, get_db
 from aso_workflows.config import load_config
@@ -135,7 +135,7 @@ def test_feff_crash_hang_and_bad_absorber_are_recorded_and_replaced(tmp_path, fa
 def test_nonphysical_geometry_is_refused_without_running_the_code(tmp_path, fault_ledger):
     cfg = load_config(write_campaign(tmp_path, name="geom", budget=6, initial_size=3))
     db = get_db(cfg.store_spec())
-    state = init_campaign(cfg, db, cfg.output_dir.resolve())
+    state = init_campaign(cfg, db, cfg.output_dir.resolve(), read_inputs(cfg))
     existing = [
         {"structure": Structure.from_dict(p["structure"]), "kind": p["kind"]} for p in state.proposals(0)
     ]

@@ -131,7 +131,7 @@ def test_resume_of_an_unknown_campaign_is_one_line(tmp_path):
 CONTROLLER = """
 import sys
 from aso_workflows.campaign.cluster import ClusterCampaignRunner
-from aso_workflows.cluster.jobstore import shared_job_store
+from aso_workflows.jobstore import shared_job_store
 from aso_workflows.testing.launchpad import mongomock_launchpad
 from aso_workflows.cluster.queues import slurm_queue
 from aso_workflows.config import load_config
@@ -200,7 +200,6 @@ def test_batch_cut_short_by_a_crash_is_completed_on_resume(tmp_path, fault_ledge
     """The propose job died after storing 1 of q=2 candidates: rebuilding the campaign fills in the other,
     keeps the stored one, and marks the batch complete (seen in CI when a kill landed mid-batch)."""
     from aso_workflows.campaign import learn
-    from aso_workflows.campaign.jobs import CampaignMaker
     from aso_workflows.campaign.local import LocalCampaignRunner
 
     cfg = load_config(campaign_file(tmp_path, "cut", optimizer="random", budget=7))
@@ -215,7 +214,7 @@ def test_batch_cut_short_by_a_crash_is_completed_on_resume(tmp_path, fault_ledge
     kept = db.proposals.find_one({"_id": f"cut:{1:04d}:{0:03d}"})["fingerprint"]
     fault_ledger.inject("propose_killed_mid_batch", "1 of 2 candidates stored")
 
-    CampaignMaker().make(cfg, workdir=cfg.output_dir)
+    learn.resume_point(CampaignState.load(db, "cut"))  # what the start job does on a resume
     state = CampaignState.load(db, "cut")
     props = state.proposals(1)
     assert len(props) == 2 and props[0]["fingerprint"] == kept

@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from aso_workflows.campaign.jobs import CampaignMaker
+from aso_workflows.campaign.learn import read_inputs
 from aso_workflows.campaign.state import CampaignState, get_db
-from aso_workflows.cluster.jobstore import shared_job_store
 from aso_workflows.cluster.launchpad import load_launchpad
 from aso_workflows.cluster.offline import to_workflow
 from aso_workflows.cluster.webgui import (
@@ -40,6 +40,7 @@ from aso_workflows.cluster.webgui import (
 )
 from aso_workflows.config import load_config
 from aso_workflows.errors import InputError
+from aso_workflows.jobstore import shared_job_store
 from aso_workflows.testing.launchpad import mongomock_launchpad
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"
@@ -93,7 +94,8 @@ def campaign(request, tmp_path_factory, one_torch_thread):
     }
     (tmp / "campaign.yaml").write_text(yaml.safe_dump(doc))
     cfg = load_config(tmp / "campaign.yaml")
-    lp.add_wf(to_workflow(CampaignMaker().make(cfg, workdir=cfg.output_dir), job_store, name=cfg.name))
+    flow = CampaignMaker().make(cfg, workdir=cfg.output_dir, inputs=read_inputs(cfg))
+    lp.add_wf(to_workflow(flow, job_store, name=cfg.name))
     (tmp / "launches").mkdir()
     rapidfire(lp, FWorker(), m_dir=str(tmp / "launches"), strm_lvl="ERROR")
     state = CampaignState.load(get_db(cfg.store_spec()), cfg.name)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aso_workflows.campaign.jobs import CampaignMaker
+from aso_workflows.campaign.local import prepare_inputs, quiet_loggers
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.config import CampaignConfig
 
@@ -34,7 +35,7 @@ class ClusterCampaignRunner:
     queues
         FireWorks category → queue adapter or ``my_qadapter_*.yaml`` (``default`` and ``gpu``).
     job_store
-        jobflow JobStore reachable from the jobs (:func:`aso_workflows.cluster.jobstore.shared_job_store`).
+        jobflow JobStore reachable from the jobs (:func:`aso_workflows.jobstore.shared_job_store`).
     python
         Python on the compute nodes.
     timeout, poll_interval, lost_after, max_reruns
@@ -67,12 +68,20 @@ class ClusterCampaignRunner:
             rerun_failed=True,
         )
 
-    def submit(self, config: CampaignConfig) -> int:
-        """Validate, store the campaign and add its workflow to the LaunchPad; returns an fw_id."""
+    def _flow(self, config: CampaignConfig):
+        """The campaign's start flow, with its input files read here and how it runs recorded."""
         out = config.output_dir.resolve()
         out.mkdir(parents=True, exist_ok=True)
-        flow = CampaignMaker().make(config, workdir=out)
-        return self.executor().add_flow(flow, name=f"{config.name}")
+        inputs = prepare_inputs(config) or {}
+        inputs["executor"] = self.executor_record()
+        return CampaignMaker().make(config, workdir=out, inputs=inputs)
+
+    def submit(self, config: CampaignConfig) -> int:
+        """Validate the campaign and add its workflow to the LaunchPad; returns an fw_id.
+
+        The workflow's first job creates the campaign in the store (online workers run it).
+        """
+        return self.executor().add_flow(self._flow(config), name=f"{config.name}")
 
     def run(self, config: CampaignConfig, write_outputs: bool = True, resume: bool = False):
         """Submit and drive the campaign to the end; returns ``(CampaignState, RunSummary)``.
@@ -84,8 +93,6 @@ class ClusterCampaignRunner:
         iteration is rebuilt from the campaign store, which reuses every stored evaluation, model and
         proposal (see ``docs/reliability.md``).
         """
-        for name in ("jobflow", "fireworks", "maggma"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         ex = self.executor()
         out = config.output_dir.resolve()
         out.mkdir(parents=True, exist_ok=True)
@@ -99,10 +106,10 @@ class ClusterCampaignRunner:
                         len(cancelled),
                         " ".join(cancelled),
                     )
-            fw_id = ex.add_flow(CampaignMaker().make(config, workdir=out), name=config.name)
+            fw_id = ex.add_flow(self._flow(config), name=config.name)
         db = get_db(config.store_spec())
-        self._record_executor(db, config.name)
-        summary = ex.run_workflow(fw_id)
+        with quiet_loggers():
+            summary = ex.run_workflow(fw_id)
         state = CampaignState.load(db, config.name)
         annotate_fireworks(state, summary.launches)
         if write_outputs:
@@ -124,27 +131,20 @@ class ClusterCampaignRunner:
         newest = max(docs, key=lambda d: str(d.get("updated_on", "")))
         return min(newest["nodes"])
 
-    def _record_executor(self, db, name: str) -> None:
-        """Remember in the campaign document how it runs on the cluster (``aso resume`` reuses it)."""
+    def executor_record(self) -> dict:
+        """How the campaign runs on the cluster, for its campaign document (``aso resume`` reuses it)."""
         queues = {}
         for category, qa in dict(self.queues).items():
             queues[str(category)] = str(qa) if isinstance(qa, str | Path) else qa.to_dict()
         store = getattr(self.job_store, "docs_store", None)
         path = getattr(store, "database_path", None)
-        db.campaigns.update_one(
-            {"_id": name},
-            {
-                "$set": {
-                    "executor": {
-                        "kind": "slurm",
-                        "launch_dir": str(Path(self.launch_dir).resolve()),
-                        "queues": queues,
-                        "job_store": str(path) if path and path != ":memory:" else None,
-                        "python": self.python,
-                    }
-                }
-            },
-        )
+        return {
+            "kind": "slurm",
+            "launch_dir": str(Path(self.launch_dir).resolve()),
+            "queues": queues,
+            "job_store": str(path) if path and path != ":memory:" else None,
+            "python": self.python,
+        }
 
 
 def cancel_orphan_jobs(launch_dir: Path, env: Mapping[str, str] | None = None) -> list[str]:

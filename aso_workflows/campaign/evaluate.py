@@ -4,9 +4,13 @@ These functions are what the jobflow jobs call; they need only the store and ids
 own process or Slurm job. A spectrum is never computed twice for the same structure and settings: the
 ``spectra`` collection is a cache keyed by fingerprint + technique + settings hash (+ absorber site).
 
-Failures are returned, never raised, so one bad candidate never stops an iteration: every failed result
-carries a one-line ``error`` and a ``failure_kind`` (:data:`FAILURE_KINDS`), and the campaign proposes a
-replacement (see ``docs/reliability.md``). Before any code runs, a structure is checked for a physical
+A failed *simulation* is returned, never raised, so one bad candidate never stops an iteration: the
+simulator's own errors (:class:`~aso_workflows.errors.AsoError`: the code crashed, refused the structure,
+ran past its wall time) give a :class:`~aso_workflows.schemas.SimulationResult` with a one-line ``error``
+and a ``failure_kind`` (:data:`~aso_workflows.schemas.FAILURE_KINDS`), and the campaign proposes a
+replacement (see ``docs/reliability.md``). Anything else is a bug or a broken environment, not a failed
+simulation: it is raised, the job fails, its traceback is kept (:func:`record_job_error`) and the
+candidate is recorded as ``job_error``. Before any code runs, a structure is checked for a physical
 geometry (:func:`geometry_problem`); the campaign's ``simulation_timeout_s`` limits every simulator call.
 """
 
@@ -21,9 +25,19 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Structure
 
-from aso_workflows.campaign import progress
-from aso_workflows.campaign.state import CampaignState, evaluation_id, now
-from aso_workflows.errors import AsoError, InputError
+from aso_workflows import progress
+from aso_workflows.campaign.state import CampaignState, evaluation_id
+from aso_workflows.errors import AsoError, InputError, SimulationError
+from aso_workflows.schemas import (
+    FAILURE_KINDS,
+    EvaluationDoc,
+    JobErrorDoc,
+    Provenance,
+    RecordResult,
+    SimulationResult,
+    SpectrumDoc,
+    now,
+)
 from aso_workflows.spectra.base import AbsorberSimulator, Simulator
 from aso_workflows.spectra.spectrum import Spectrum
 
@@ -39,17 +53,9 @@ __all__ = [
     "FAILURE_KINDS",
     "NONPHYSICAL_FRACTION",
     "record_lost",
+    "record_job_error",
     "refresh_counters",
 ]
-
-FAILURE_KINDS = (
-    "simulator_error",  # the code failed (FEFF crashed, exited non-zero, wrote no/NaN output)
-    "walltime",  # the run exceeded the campaign's simulation_timeout_s and was killed
-    "nonphysical_geometry",  # atoms on top of each other, NaN coordinates, a collapsed cell: not run
-    "input_error",  # the simulator refused the structure (e.g. no absorbing atom)
-    "lost_job",  # the job never reported (Slurm job killed/preempted/node lost, reruns exhausted)
-)
-"""The ``failure_kind`` values of failed evaluations (``aso status`` groups failures by them)."""
 
 NONPHYSICAL_FRACTION = 0.5
 """A pair closer than this fraction of the campaign's minimum distance for that pair is non-physical.
@@ -59,46 +65,45 @@ half of them did not come from the optimiser's constraints: it is a corrupt or h
 FEFF or the PDF engine would fail on (or worse, silently give nonsense for)."""
 
 
-def provenance(t0: float | None = None) -> dict:
-    """Where and how a job ran: host, Slurm job id/partition when under Slurm, jobflow job uuid."""
-    out = {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "slurm_partition": os.environ.get("SLURM_JOB_PARTITION"),
-        "finished": now(),
-    }
-    try:
-        from jobflow import CURRENT_JOB
+def _current_job_uuid() -> str | None:
+    """The uuid of the jobflow job running in this process, if any."""
+    from jobflow import CURRENT_JOB
 
-        if CURRENT_JOB.job is not None:
-            out["job_uuid"] = CURRENT_JOB.job.uuid
-    except Exception:  # noqa: BLE001 - outside jobflow there is no current job
-        pass
-    if t0 is not None:
-        out["wall_time_s"] = round(time.perf_counter() - t0, 3)
-    return out
+    return CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else None
+
+
+def provenance(t0: float | None = None) -> Provenance:
+    """Where and how a job ran: host, Slurm job id/partition when under Slurm, jobflow job uuid."""
+    return Provenance(
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        slurm_job_id=os.environ.get("SLURM_JOB_ID"),
+        slurm_partition=os.environ.get("SLURM_JOB_PARTITION"),
+        finished=now(),
+        job_uuid=_current_job_uuid(),
+        wall_time_s=round(time.perf_counter() - t0, 3) if t0 is not None else None,
+    )
 
 
 def _cache_id(fingerprint: str, technique: str, key: str, site: int | None = None) -> str:
     return f"{fingerprint}:{technique}:{key}" + (f":site{site}" if site is not None else "")
 
 
-def _cached(state: CampaignState, cid: str) -> Spectrum | None:
-    doc = state.db.spectra.find_one({"_id": cid})
-    return Spectrum.model_validate(doc["spectrum"]) if doc is not None else None
+def _cached(state: CampaignState, cid: str) -> bool:
+    return state.has_spectrum(cid)
 
 
 def _put_cache(
-    state: CampaignState, cid: str, fingerprint: str, technique: str, spectrum: Spectrum, prov: dict
-):
-    doc = {
-        "fingerprint": fingerprint,
-        "technique": technique,
-        "spectrum": spectrum.model_dump(mode="json"),
-        "provenance": prov,
-    }
-    state.db.spectra.update_one({"_id": cid}, {"$setOnInsert": doc}, upsert=True)
+    state: CampaignState, cid: str, fingerprint: str, technique: str, spectrum: Spectrum, prov: Provenance
+) -> None:
+    doc = SpectrumDoc(
+        _id=cid,
+        fingerprint=fingerprint,
+        technique=technique,
+        spectrum=spectrum.model_dump(mode="json"),
+        provenance=prov,
+    )
+    state.db.spectra.update_one({"_id": cid}, {"$setOnInsert": doc.to_mongo_fields()}, upsert=True)
 
 
 def _workdir(state: CampaignState, pid: str, technique: str) -> Path:
@@ -155,17 +160,19 @@ def geometry_problem(structure: Structure, dmin_matrix: np.ndarray | None = None
 
 
 def failure_kind(exc: BaseException) -> str:
-    """The :data:`FAILURE_KINDS` entry for an exception raised by a simulator."""
+    """The :data:`~aso_workflows.schemas.FAILURE_KINDS` entry for an error raised by a simulator."""
     text = str(exc)
-    if "timed out after" in text:  # feff_engine's message when it killed a run at its wall-time limit
+    if isinstance(exc, _WallTime) or "timed out after" in text:  # feff_engine kills a run at its limit
         return "walltime"
     if isinstance(exc, InputError):
         return "input_error"
     return "simulator_error"
 
 
-def _failed(error: str, kind: str, t0: float, **extra) -> dict:
-    return {"status": "failed", "error": error, "failure_kind": kind, **extra, "provenance": provenance(t0)}
+def _failed(error: str, kind: str, t0: float, **extra) -> SimulationResult:
+    return SimulationResult(
+        status="failed", error=error, failure_kind=kind, provenance=provenance(t0), **extra
+    )
 
 
 def _simulator(state: CampaignState, technique: str) -> Simulator:
@@ -202,10 +209,14 @@ def _call_with_limit(sim: Simulator, structure: Structure, workdir: Path, limit:
     recv, send = ctx.Pipe(duplex=False)
 
     def child() -> None:
+        import traceback
+
         try:
             send.send(("ok", sim.simulate(structure, workdir=workdir).model_dump_json()))
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
-            send.send(("error", _one_line(exc)))
+        except _SIM_ERRORS as exc:  # a failed simulation: one line for the evaluation record
+            send.send(("failed", _one_line(exc)))
+        except BaseException as exc:  # noqa: BLE001 - a bug: its traceback goes to the parent's job error
+            send.send(("raised", f"{_one_line(exc)}\n{traceback.format_exc()}"))
         finally:
             send.close()
 
@@ -218,43 +229,50 @@ def _call_with_limit(sim: Simulator, structure: Structure, workdir: Path, limit:
             raise _WallTime(f"{sim.technique} simulation timed out after {limit:g} s and was killed")
         status, payload = recv.recv()
     except EOFError:
-        raise RuntimeError(f"{sim.technique} simulation process died (exit code {proc.exitcode})") from None
+        # the code crashed the process (a C extension's segfault or abort): a failed simulation
+        raise SimulationError(
+            f"{sim.technique} simulation process died (exit code {proc.exitcode})"
+        ) from None
     finally:
         proc.join(5)
         recv.close()
-    if status != "ok":
+    if status == "failed":
         raise _ChildError(payload)
+    if status == "raised":
+        raise ChildProcessError(f"the {sim.technique} simulation raised in its child process: {payload}")
     return Spectrum.model_validate_json(payload)
 
 
-class _ChildError(RuntimeError):
-    """An error raised in the child process, already as one line ``Type: message``."""
+class _ChildError(SimulationError):
+    """A simulator error raised in the child process, already as one line ``Type: message``."""
 
     def __str__(self) -> str:
         return self.args[0]
 
 
-class _WallTime(RuntimeError):
+class _WallTime(SimulationError):
     """A simulator call killed at the campaign's wall-time limit (message says 'timed out after')."""
 
 
-_SIM_ERRORS = (AsoError, OSError, RuntimeError, ValueError)
+_SIM_ERRORS = (AsoError,)
+"""What a simulator raises when the *simulation* fails (:class:`~aso_workflows.errors.SimulationError`,
+:class:`~aso_workflows.errors.InputError`): recorded as a failed evaluation. Anything else propagates."""
 
 
-def simulate_technique(state: CampaignState, pid: str, technique: str) -> dict:
+def simulate_technique(state: CampaignState, pid: str, technique: str) -> SimulationResult:
     """Simulate one candidate with one technique (all absorbers in this process for XAS).
 
-    Returns a small dict: ``{"status", "cache_id" | "error" + "failure_kind", "cached", "provenance"}``.
-    Failures are returned, not raised, so the iteration goes on and the campaign proposes a replacement.
-    XAS absorbers run one by one through :func:`simulate_absorber` and :func:`combine_absorbers`, so the
-    rule for failed absorbers is the same with and without the per-absorber fan-out.
+    A failed simulation is returned (``status`` ``failed``, with ``error`` and ``failure_kind``), not
+    raised, so the iteration goes on and the campaign proposes a replacement. XAS absorbers run one by
+    one through :func:`simulate_absorber` and :func:`combine_absorbers`, so the rule for failed absorbers
+    is the same with and without the per-absorber fan-out.
     """
     t0 = time.perf_counter()
     prop = state.proposal(pid)
     sim = _simulator(state, technique)
     cid = _cache_id(prop["fingerprint"], technique, sim.settings_key())
-    if _cached(state, cid) is not None:
-        return {"status": "completed", "cache_id": cid, "cached": True, "provenance": provenance(t0)}
+    if _cached(state, cid):
+        return SimulationResult(status="completed", cache_id=cid, cached=True, provenance=provenance(t0))
     structure = Structure.from_dict(prop["structure"])
     problem = _check_geometry(state, structure)
     if problem:
@@ -270,24 +288,20 @@ def simulate_technique(state: CampaignState, pid: str, technique: str) -> dict:
         return _failed(_one_line(exc), failure_kind(exc), t0)
     prov = provenance(t0)
     _put_cache(state, cid, prop["fingerprint"], technique, spectrum, prov)
-    return {"status": "completed", "cache_id": cid, "cached": False, "provenance": prov}
+    return SimulationResult(status="completed", cache_id=cid, provenance=prov)
 
 
-def simulate_absorber(state: CampaignState, pid: str, technique: str, site: int) -> dict:
+def simulate_absorber(state: CampaignState, pid: str, technique: str, site: int) -> SimulationResult:
     """One absorber run of an XAS technique (the cluster fan-out unit)."""
     t0 = time.perf_counter()
     prop = state.proposal(pid)
     sim = _simulator(state, technique)
     assert isinstance(sim, AbsorberSimulator)
     cid = _cache_id(prop["fingerprint"], technique, sim.settings_key(), site)
-    if _cached(state, cid) is not None:
-        return {
-            "status": "completed",
-            "cache_id": cid,
-            "site": site,
-            "cached": True,
-            "provenance": provenance(t0),
-        }
+    if _cached(state, cid):
+        return SimulationResult(
+            status="completed", cache_id=cid, site=site, cached=True, provenance=provenance(t0)
+        )
     structure = Structure.from_dict(prop["structure"])
     problem = _check_geometry(state, structure)
     if problem:
@@ -299,28 +313,53 @@ def simulate_absorber(state: CampaignState, pid: str, technique: str, site: int)
         return _failed(_one_line(exc), failure_kind(exc), t0, site=site)
     prov = provenance(t0)
     _put_cache(state, cid, prop["fingerprint"], technique, spectrum, prov)
-    return {"status": "completed", "cache_id": cid, "site": site, "cached": False, "provenance": prov}
+    return SimulationResult(status="completed", cache_id=cid, site=site, provenance=prov)
 
 
-def combine_absorbers(state: CampaignState, pid: str, technique: str, results: list[dict | None]) -> dict:
+def _result(
+    state: CampaignState, pid: str, key: str, raw: SimulationResult | dict | None, what: str
+) -> SimulationResult:
+    """A job's output as a :class:`SimulationResult`; ``None`` (the job did not deliver) becomes
+    ``job_error`` with its traceback when the job raised (:func:`record_job_error`), else ``lost_job``."""
+    if raw is not None:
+        return SimulationResult.model_validate(raw)
+    err = state.db.job_errors.find_one({"_id": job_error_id(state.name, pid, key)})
+    if err is not None:
+        return SimulationResult(
+            status="failed",
+            failure_kind="job_error",
+            error=f"{what} raised {err['error']}",
+            traceback=err.get("traceback"),
+        )
+    return SimulationResult.lost(what)
+
+
+def combine_absorbers(
+    state: CampaignState, pid: str, technique: str, results: list[SimulationResult | dict | None]
+) -> SimulationResult:
     """Average the per-absorber spectra of one candidate into its spectrum (cached like the others).
 
-    A result that is ``None`` is an absorber job that never reported (lost Slurm job, reruns exhausted).
-    The candidate succeeds if at least ``min_absorber_fraction`` of its absorbers succeeded (default 1:
-    all of them); its spectrum is then the average of the successful ones and ``absorbers_failed``
-    lists the others. Otherwise it fails with every absorber's reason; its ``failure_kind`` is the most
-    common one among the failed absorbers (ties: the first in site order).
+    ``results`` are the absorber jobs' outputs in the order of ``state.absorber_sites(technique)``. One
+    that is ``None`` did not deliver: the job raised (``job_error``) or never reported (lost Slurm job,
+    reruns exhausted: ``lost_job``). The candidate succeeds if at least ``min_absorber_fraction`` of its
+    absorbers succeeded (default 1: all of them); its spectrum is then the average of the successful
+    ones and ``absorbers_failed`` lists the others. Otherwise it fails with every absorber's reason; its
+    ``failure_kind`` is the most common one among the failed absorbers (ties: the first in site order).
     """
     t0 = time.perf_counter()
     prop = state.proposal(pid)
     sim = state.simulators[technique]
-    results = [r if r is not None else {"status": "failed", "failure_kind": "lost_job"} for r in results]
-    for r in results:
-        if r.get("failure_kind") == "lost_job" and not r.get("error"):
-            r["error"] = "absorber job did not complete (Slurm job lost and reruns exhausted, or it raised)"
-    ok = [r for r in results if r.get("status") == "completed"]
-    failed = [r for r in results if r.get("status") != "completed"]
-    if not results:
+    sites = state.absorber_sites(technique)
+    checked = []
+    for k, r in enumerate(results):
+        site = sites[k] if k < len(sites) else None
+        res = _result(state, pid, f"{technique}:site{site}", r, f"absorber job (site {site})")
+        if res.site is None and site is not None:
+            res = res.model_copy(update={"site": site})
+        checked.append(res)
+    ok = [r for r in checked if r.status == "completed"]
+    failed = [r for r in checked if r.status != "completed"]
+    if not checked:
         s = Structure.from_dict(prop["structure"])
         try:
             sim.absorber_sites(s)
@@ -329,99 +368,93 @@ def combine_absorbers(state: CampaignState, pid: str, technique: str, results: l
             why = _one_line(exc)
         return _failed(why, "input_error", t0)
     fraction = float(getattr(state.config, "min_absorber_fraction", 1.0))
-    if failed and len(ok) < fraction * len(results) - 1e-9:
-        errs = "; ".join(f"site {r.get('site')}: {r.get('error')}" for r in failed)
-        kinds = [r.get("failure_kind") or "simulator_error" for r in failed]
+    if failed and len(ok) < fraction * len(checked) - 1e-9:
+        errs = "; ".join(f"site {r.site}: {r.error}" for r in failed)
+        kinds = [r.failure_kind or "simulator_error" for r in failed]
         kind = max(kinds, key=kinds.count)  # ties: the first failed absorber (site order)
         return _failed(
-            f"{len(failed)} of {len(results)} absorber run(s) failed: {errs}"[:1000],
+            f"{len(failed)} of {len(checked)} absorber run(s) failed: {errs}"[:1000],
             kind,
             t0,
-            absorbers_failed=[r.get("site") for r in failed],
+            absorbers_failed=[r.site for r in failed],
+            traceback=next((r.traceback for r in failed if r.traceback), None),
         )
-    spectra = [_cached(state, r["cache_id"]) for r in ok]
-    combined = sim.combine(spectra, [r["site"] for r in ok])
+    spectra = [state.spectrum(r.cache_id) for r in ok]
+    combined = sim.combine(spectra, [r.site for r in ok])
     cid = _cache_id(prop["fingerprint"], technique, sim.settings_key())
     prov = provenance(t0)
-    prov["absorber_jobs"] = [r["provenance"] for r in ok]
-    out = {"status": "completed", "cache_id": cid, "cached": False, "provenance": prov}
+    prov.absorber_jobs = [r.provenance.model_dump(mode="json") for r in ok if r.provenance is not None]
+    out = SimulationResult(status="completed", cache_id=cid, provenance=prov)
     if failed:
-        prov["absorbers_failed"] = [
-            {"site": r.get("site"), "error": r.get("error"), "failure_kind": r.get("failure_kind")}
-            for r in failed
+        prov.absorbers_failed = [
+            {"site": r.site, "error": r.error, "failure_kind": r.failure_kind} for r in failed
         ]
-        out["absorbers_failed"] = [r.get("site") for r in failed]
+        out.absorbers_failed = [r.site for r in failed]
     _put_cache(state, cid, prop["fingerprint"], technique, combined, prov)
     return out
 
 
-def record_evaluation(state: CampaignState, pid: str, results: dict[str, dict | None]) -> dict:
+def record_evaluation(
+    state: CampaignState, pid: str, results: dict[str, SimulationResult | dict | None]
+) -> RecordResult:
     """Write the evaluation of one candidate (all techniques) and its mismatch; idempotent.
 
-    A result that is ``None`` is a job that never reported (lost Slurm job, reruns exhausted): the
-    evaluation is recorded as failed with ``failure_kind`` ``lost_job``. Returns
-    ``{"evaluation_id", "status", "objective"}``.
+    A result that is ``None`` is a job that did not deliver: the evaluation is recorded as failed with
+    ``failure_kind`` ``job_error`` (the job raised; its traceback is kept) or ``lost_job`` (it never
+    reported: Slurm job lost and reruns exhausted).
     """
     prop = state.proposal(pid)
     eid = evaluation_id(state.name, prop["fingerprint"], state.settings_key)
-    existing = state.db.evaluations.find_one({"_id": eid})
+    existing = state.db.evaluations.find_one({"_id": eid}, {"status": 1, "objective": 1, "proposal_id": 1})
     if existing is not None:
         if existing.get("proposal_id") != pid:
             # the same structure proposed again: this proposal shares the stored evaluation
             state.db.proposals.update_one(
                 {"_id": pid}, {"$set": {"status": existing["status"], "evaluation_id": eid}}
             )
-        return {"evaluation_id": eid, "status": existing["status"], "objective": existing.get("objective")}
-    results = {
-        t: r
-        if r is not None
-        else {
-            "status": "failed",
-            "failure_kind": "lost_job",
-            "error": "simulation job did not complete (Slurm job lost and reruns exhausted, or the job raised)",
-        }
-        for t, r in results.items()
-    }
-    failed = {t: r for t, r in results.items() if r.get("status") != "completed"}
-    doc = {
-        "campaign": state.name,
-        "iteration": prop["iteration"],
-        "candidate": prop["candidate"],
-        "proposal_id": pid,
-        "kind": prop.get("kind", "proposal"),
-        "fingerprint": prop["fingerprint"],
-        "settings_key": state.settings_key,
-        "structure": prop["structure"],
-        "provenance": {t: r.get("provenance") for t, r in results.items()},
-        "created": now(),
-    }
-    partial = {t: r["absorbers_failed"] for t, r in results.items() if r.get("absorbers_failed")}
-    if partial:
-        doc["absorbers_failed"] = partial
+        return RecordResult(evaluation_id=eid, status=existing["status"], objective=existing.get("objective"))
+    checked = {t: _result(state, pid, t, r, f"{t} simulation job") for t, r in results.items()}
+    failed = {t: r for t, r in checked.items() if r.status != "completed"}
+    fields: dict = {}
+    partial = {t: r.absorbers_failed for t, r in checked.items() if r.absorbers_failed}
     if failed:
-        kinds = [r.get("failure_kind") or "simulator_error" for r in failed.values()]
-        doc.update(
+        kinds = [r.failure_kind or "simulator_error" for r in failed.values()]
+        fields.update(
             status="failed",
-            error="; ".join(f"{t}: {r.get('error')}" for t, r in failed.items()),
+            error="; ".join(f"{t}: {r.error}" for t, r in failed.items()),
             failure_kind=kinds[0],
-            objective=None,
-            mse={},
+            traceback=next((r.traceback for r in failed.values() if r.traceback), None),
         )
     else:
-        spectra = {t: _cached(state, r["cache_id"]) for t, r in results.items()}
+        spectra = {t: state.spectrum(r.cache_id) for t, r in checked.items()}
+        state.check_engines(spectra)
         total, per_mse = state.objective.evaluate(spectra)
-        doc.update(
+        fields.update(
             status="completed",
             objective=float(total),
             mse={t: float(v) for t, v in per_mse.items()},
-            spectra={t: r["cache_id"] for t, r in results.items()},
+            spectra={t: r.cache_id for t, r in checked.items()},
         )
-    state.db.evaluations.update_one({"_id": eid}, {"$setOnInsert": doc}, upsert=True)
-    stored = state.db.evaluations.find_one({"_id": eid}) or doc  # a concurrent writer may have won
+    doc = EvaluationDoc(
+        _id=eid,
+        campaign=state.name,
+        iteration=prop["iteration"],
+        candidate=prop["candidate"],
+        proposal_id=pid,
+        kind=prop.get("kind", "proposal"),
+        fingerprint=prop["fingerprint"],
+        settings_key=state.settings_key,
+        structure=prop["structure"],
+        provenance={t: r.provenance for t, r in checked.items()},
+        absorbers_failed=partial or None,
+        **fields,
+    )
+    state.db.evaluations.update_one({"_id": eid}, {"$setOnInsert": doc.to_mongo_fields()}, upsert=True)
+    stored = state.db.evaluations.find_one({"_id": eid}, {"status": 1, "objective": 1}) or doc.to_mongo()
     state.db.proposals.update_one({"_id": pid}, {"$set": {"status": stored["status"], "evaluation_id": eid}})
     refresh_counters(state)
     progress.notify(state)
-    return {"evaluation_id": eid, "status": stored["status"], "objective": stored.get("objective")}
+    return RecordResult(evaluation_id=eid, status=stored["status"], objective=stored.get("objective"))
 
 
 def refresh_counters(state: CampaignState) -> None:
@@ -439,31 +472,56 @@ def refresh_counters(state: CampaignState) -> None:
 
 
 def record_lost(state: CampaignState, iteration: int) -> list[str]:
-    """Record, as failed ``lost_job``, every proposal of ``iteration`` that has no evaluation.
+    """Record, as failed, every proposal of ``iteration`` that has no evaluation.
 
-    Called once all evaluation jobs of the iteration have ended (completed or, after their reruns,
-    given up): a candidate whose jobs never reported is then visible in ``aso status`` and counts as a
-    failure (the campaign proposes a replacement) instead of silently disappearing. Idempotent.
-    Returns the evaluation ids written.
+    Called once all evaluation jobs of the iteration have ended (completed, raised or, after their
+    reruns, given up): a candidate whose jobs did not deliver is then visible in ``aso status``
+    (``job_error`` with its traceback, or ``lost_job``) and counts as a failure (the campaign proposes a
+    replacement) instead of silently disappearing. Idempotent. Returns the evaluation ids written.
     """
     out = []
     for p in state.proposals(iteration):
         eid = evaluation_id(state.name, p["fingerprint"], state.settings_key)
         if state.db.evaluations.find_one({"_id": eid}, {"_id": 1}) is None:
             rec = record_evaluation(state, p["_id"], dict.fromkeys(state.simulators))
-            out.append(rec["evaluation_id"])
+            out.append(rec.evaluation_id)
     refresh_counters(state)
     return out
 
 
-def load_spectrum(state: CampaignState, cache_id: str) -> Spectrum:
-    s = _cached(state, cache_id)
-    if s is None:
-        raise KeyError(cache_id)
-    return s
+def job_error_id(campaign: str, where: str, key: str) -> str:
+    """The ``_id`` of a job error: the campaign, the proposal id (or ``iteration N``) and the job's key."""
+    return f"{campaign}|{where}|{key}"
+
+
+def record_job_error(
+    db, campaign: str, where: str, key: str, exc: BaseException, iteration: int | None
+) -> None:
+    """Keep the traceback of a job that raised, in the ``job_errors`` collection (one per job).
+
+    ``where`` is the proposal id (evaluation jobs) or ``iteration N`` (train, propose, start); ``key``
+    the technique (``pdf``; ``exafs:site3`` for one absorber run), ``record``, or the job's kind. The
+    record job and the local runner read it back: a candidate whose job raised is recorded as
+    ``job_error`` with this traceback, never as a lost job and never as a failed simulation.
+    """
+    import traceback
+
+    doc = JobErrorDoc(
+        _id=job_error_id(campaign, where, key),
+        campaign=campaign,
+        where=where,
+        key=key,
+        iteration=iteration,
+        error=_one_line(exc),
+        traceback="".join(traceback.format_exception(exc))[-20000:],
+        job_uuid=_current_job_uuid(),
+        host=socket.gethostname(),
+    )
+    db.job_errors.update_one({"_id": doc.id}, {"$set": doc.to_mongo_fields()}, upsert=True)
 
 
 def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 500 characters)."""
     if isinstance(exc, _ChildError):
         return str(exc)[:500]
     text = str(exc).strip().splitlines()

@@ -1,26 +1,35 @@
 """jobflow jobs and Makers of a campaign.
 
-Each iteration is one jobflow Flow::
+A campaign starts with one job that creates (or finds) it in the store, then each iteration is one
+jobflow Flow::
 
-    evaluate candidate 0 ─┐  (per technique; XAS: one job per absorber site + an average job)
-    evaluate candidate 1 ─┼─► train surrogates (GPU job) ─► propose (dynamic job)
-    ...                   ┘                                    └─► Response(addition=next iteration)
+    start ─► evaluate candidate 0 ─┐  (per technique; XAS: one job per absorber site + an average job)
+             evaluate candidate 1 ─┼─► train surrogates (GPU job) ─► propose (dynamic job)
+             ...                   ┘                                    └─► Response(addition=next iteration)
 
+Makers are pure: ``make()`` only builds jobs from its arguments (no store, no files, no simulation).
 Jobs receive only the store spec (a small dict) and ids; structures, spectra and weights are read from
 and written to the campaign store, so FireWorks actions stay small (MongoDB's 16 MB document limit) and
-every job can run in its own process or Slurm job.
+every job can run in its own process or Slurm job. Job outputs are the pydantic models of
+:mod:`aso_workflows.schemas`.
+
+A job that raises (a bug or a broken environment, not a failed simulation) keeps its traceback in the
+store's ``job_errors`` collection before it fails; the candidate is then recorded as ``job_error``.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from jobflow import Flow, Job, Maker, Response, job
 
 from aso_workflows.campaign import evaluate as ev
 from aso_workflows.campaign import learn
 from aso_workflows.campaign.state import CampaignState, get_db
-from aso_workflows.spectra.base import AbsorberSimulator
+from aso_workflows.schemas import ProposeResult, RecordResult, SimulationResult
 
 __all__ = [
     "EvaluateCandidateMaker",
@@ -35,94 +44,166 @@ def _state(store: dict, campaign: str) -> CampaignState:
     return CampaignState.load(get_db(store), campaign)
 
 
+def _keeps_traceback(where: Callable[..., tuple[str, str, int | None]]):
+    """Decorator of a job function: a raised exception is kept in ``job_errors`` before it propagates.
+
+    ``where(*args)`` gives ``(where, key, iteration)`` of the job from its arguments (see
+    :func:`~aso_workflows.campaign.evaluate.record_job_error`).
+    """
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(store: dict, campaign: str, *args, **kwargs):
+            try:
+                return fn(store, campaign, *args, **kwargs)
+            except Exception as exc:
+                place, key, iteration = where(*args, **kwargs)
+                try:
+                    ev.record_job_error(get_db(store).db, campaign, place, key, exc, iteration)
+                except Exception as inner:  # noqa: BLE001 - the store itself is down: the job's own error wins
+                    exc.add_note(f"(its traceback could not be stored: {inner!r})")
+                raise
+
+        return wrapper
+
+    return deco
+
+
+def _iteration_of(pid: str) -> int:
+    return int(pid.rsplit(":", 2)[1])
+
+
 def _tolerate_lost_parents(j: Job) -> Job:
-    """Run ``j`` even when a parent job was given up (lost Slurm job after its reruns): the missing
-    output arrives as ``None`` and is recorded as a failed ``lost_job`` evaluation (FireWorks:
-    ``_allow_fizzled_parents``), so one lost job never stalls the campaign (docs/reliability.md)."""
+    """Run ``j`` even when a parent job did not deliver (it raised, or a lost Slurm job after its
+    reruns): the missing output arrives as ``None`` and is recorded as a failed ``job_error`` or
+    ``lost_job`` evaluation (FireWorks: ``_allow_fizzled_parents``), so one failed job never stalls the
+    campaign (docs/reliability.md)."""
     from jobflow.core.reference import OnMissing
 
     j.config.on_missing_references = OnMissing.NONE
     return j
 
 
-def _key_numbers(state: CampaignState, rec: dict) -> Response:
+def _key_numbers(state: CampaignState, rec: RecordResult) -> Response:
     """The record as job output, with its key numbers as FireWorks ``stored_data`` (shown by the web GUI)."""
-    ev_doc = state.db.evaluations.find_one({"_id": rec["evaluation_id"]}, {"mse": 1}) or {}
-    stored = {"mismatch": rec.get("objective"), "status": rec.get("status"), "mse": ev_doc.get("mse") or {}}
+    ev_doc = state.db.evaluations.find_one({"_id": rec.evaluation_id}, {"mse": 1}) or {}
+    stored = {"mismatch": rec.objective, "status": rec.status, "mse": ev_doc.get("mse") or {}}
     return Response(output=rec, stored_data=stored)
 
 
-def _tag(j: Job, campaign: str, iteration: int, kind: str, **extra) -> Job:
+def _tag(j: Job, campaign: str, iteration: int, kind: str, **extra: Any) -> Job:
     """Key numbers of a job in its metadata: jobflow copies them into the Firework spec as ``_aso``."""
     j.metadata["_aso"] = {"campaign": campaign, "iteration": int(iteration), "kind": kind, **extra}
     return j
 
 
 # ---- jobs (thin wrappers; the logic lives in evaluate.py / learn.py) ---------------------------------
-@job
-def simulate_job(store: dict, campaign: str, pid: str, technique: str) -> dict:
+@job(output_schema=SimulationResult)
+@_keeps_traceback(lambda pid, technique: (pid, technique, _iteration_of(pid)))
+def simulate_job(store: dict, campaign: str, pid: str, technique: str) -> SimulationResult:
     """Simulate one candidate with one technique."""
     return ev.simulate_technique(_state(store, campaign), pid, technique)
 
 
-@job
-def absorber_job(store: dict, campaign: str, pid: str, technique: str, site: int) -> dict:
+@job(output_schema=SimulationResult)
+@_keeps_traceback(lambda pid, technique, site: (pid, f"{technique}:site{site}", _iteration_of(pid)))
+def absorber_job(store: dict, campaign: str, pid: str, technique: str, site: int) -> SimulationResult:
     """One XAS absorber run (the finest fan-out unit)."""
     return ev.simulate_absorber(_state(store, campaign), pid, technique, site)
 
 
-@job
-def combine_job(store: dict, campaign: str, pid: str, technique: str, results: list[dict]) -> dict:
+@job(output_schema=SimulationResult)
+@_keeps_traceback(lambda pid, technique, results: (pid, technique, _iteration_of(pid)))
+def combine_job(
+    store: dict, campaign: str, pid: str, technique: str, results: list[SimulationResult | None]
+) -> SimulationResult:
     """Average the absorber runs of one candidate."""
     return ev.combine_absorbers(_state(store, campaign), pid, technique, results)
 
 
-@job
-def evaluate_job(store: dict, campaign: str, pid: str) -> dict:
+@job(output_schema=RecordResult)
+@_keeps_traceback(lambda pid: (pid, "record", _iteration_of(pid)))
+def evaluate_job(store: dict, campaign: str, pid: str) -> Response:
     """Simulate one candidate with every technique and record it, all in one job (no absorber fan-out)."""
     state = _state(store, campaign)
     results = {t: ev.simulate_technique(state, pid, t) for t in state.simulators}
     return _key_numbers(state, ev.record_evaluation(state, pid, results))
 
 
-@job
-def record_job(store: dict, campaign: str, pid: str, results: dict) -> dict:
+@job(output_schema=RecordResult)
+@_keeps_traceback(lambda pid, results: (pid, "record", _iteration_of(pid)))
+def record_job(store: dict, campaign: str, pid: str, results: dict) -> Response:
     """Store the evaluation (spectra references + mismatch) of one candidate."""
     state = _state(store, campaign)
     return _key_numbers(state, ev.record_evaluation(state, pid, results))
 
 
 @job
-def train_job(store: dict, campaign: str, iteration: int, evaluations: list[dict]) -> dict:
+@_keeps_traceback(lambda iteration, evaluations: (f"iteration {iteration}", "train", iteration))
+def train_job(store: dict, campaign: str, iteration: int, evaluations: list) -> dict:
     """Retrain the surrogate ensembles on everything evaluated so far (routed to the GPU worker)."""
     state = _state(store, campaign)
-    from aso_workflows.optimizers import make_optimizer
+    from aso_workflows.optimizers import optimizer_class
 
-    if not make_optimizer(state.config.optimizer, state.config).needs_surrogate:
+    if not optimizer_class(state.config.optimizer).needs_surrogate:
         return {}
     return learn.train_models(state, iteration)
 
 
-@job
+@job(output_schema=ProposeResult)
+@_keeps_traceback(lambda iteration, *a, **k: (f"iteration {iteration}", "propose", iteration))
 def propose_job(
-    store: dict, campaign: str, iteration: int, models: dict, evaluations: list[dict] | None = None
-):
-    """Propose the next candidates and append the next iteration, or end the campaign."""
+    store: dict,
+    campaign: str,
+    iteration: int,
+    models: dict | None,
+    evaluations: list | None,
+    maker: IterationMaker,
+) -> Response:
+    """Propose the next candidates and append the next iteration (built by ``maker``), or end."""
     state = _state(store, campaign)
-    ev.record_lost(state, iteration)  # candidates whose jobs never reported count as failed (lost_job)
+    ev.record_lost(state, iteration)  # candidates whose jobs did not deliver count as failed
     reason = learn.should_stop(state)
     if reason is not None:
         state.update(status="completed", stop_reason=reason)
-        return Response(output={"stopped": reason, "iteration": iteration, "n_used": state.n_used()})
-    if models is None:  # the training job was given up (lost): train here rather than stall
-        from aso_workflows.optimizers import make_optimizer
+        return Response(output=ProposeResult(iteration=iteration, stopped=reason, n_used=state.n_used()))
+    if models is None:  # the training job did not deliver (lost, or raised): train here rather than stall
+        from aso_workflows.optimizers import optimizer_class
 
-        needs = make_optimizer(state.config.optimizer, state.config).needs_surrogate
+        needs = optimizer_class(state.config.optimizer).needs_surrogate
         models = learn.train_models(state, iteration) if needs else {}
     pids = learn.propose_candidates(state, iteration + 1, models)
     state.update(iteration=iteration + 1)
-    nxt = IterationMaker().make(store, campaign, iteration + 1, pids)
-    return Response(output={"iteration": iteration + 1, "proposals": pids}, addition=nxt)
+    nxt = maker.make(store, campaign, iteration + 1, pids, _plan(state))
+    return Response(output=ProposeResult(iteration=iteration + 1, proposals=pids), addition=nxt)
+
+
+@job
+@_keeps_traceback(lambda config, inputs, workdir, maker: ("iteration 0", "start", 0))
+def start_job(
+    store: dict, campaign: str, config: dict, inputs: dict | None, workdir: str, maker: IterationMaker
+) -> Response:
+    """Create the campaign in the store (target spectra, initial structures) or find it, then append
+    the iteration to run: the first one, or the latest one again on a resume (nothing stored is redone).
+    ``inputs`` are the campaign's files as the runner read them (:func:`~.learn.read_inputs`)."""
+    from aso_workflows.config import CampaignConfig
+
+    cfg = CampaignConfig.model_validate(config)
+    state = learn.init_campaign(cfg, get_db(store), workdir, inputs)
+    iteration, pids = learn.resume_point(state)
+    flow = maker.make(store, campaign, iteration, pids, _plan(state))
+    return Response(output={"iteration": iteration, "proposals": pids}, addition=flow)
+
+
+def _plan(state: CampaignState) -> dict[str, list[int] | None]:
+    """``{technique: absorber sites}`` (``None`` for techniques without absorbers): what the pure
+    Makers need to know about a campaign to build an iteration."""
+    from aso_workflows.spectra.base import AbsorberSimulator
+
+    return {
+        t: state.absorber_sites(t) if isinstance(sim, AbsorberSimulator) else None
+        for t, sim in state.simulators.items()
+    }
 
 
 # ---- Makers ---------------------------------------------------------------------------------------
@@ -131,7 +212,7 @@ def _cand_name(campaign: str, pid: str) -> str:
     return f"{campaign} / it {int(it)} / cand {int(cand)}"
 
 
-def _cand_tag(j: Job, campaign: str, pid: str, kind: str, technique: str, **extra) -> Job:
+def _cand_tag(j: Job, campaign: str, pid: str, kind: str, technique: str, **extra: Any) -> Job:
     _, it, cand = pid.rsplit(":", 2)
     return _tag(j, campaign, int(it), kind, candidate=int(cand), technique=technique, **extra)
 
@@ -141,29 +222,27 @@ class EvaluateCandidateMaker(Maker):
     """Evaluate one candidate with every target technique.
 
     XAS techniques fan out into one job per absorber site plus an averaging job; PDF is one job.
+    With ``split_absorbers`` off, or when no technique has absorbers, one job simulates and records.
     """
 
     name: str = "evaluate"
     split_absorbers: bool = True
 
-    def make(self, store: dict, campaign: str, pid: str) -> Flow:
-        state = _state(store, campaign)
+    def make(self, store: dict, campaign: str, pid: str, plan: dict[str, list[int] | None]) -> Flow:
+        """The evaluation flow of candidate ``pid``; ``plan`` is ``{technique: absorber sites or None}``."""
         base = _cand_name(campaign, pid)
-        split = self.split_absorbers and any(
-            isinstance(s, AbsorberSimulator) for s in state.simulators.values()
-        )
-        if not split:
-            # one job simulates and records (PDF, or XAS without the per-absorber fan-out)
+        techniques = "+".join(plan)
+        if not (self.split_absorbers and any(sites is not None for sites in plan.values())):
             j = evaluate_job(store, campaign, pid)
-            j.name = f"{base} / {'+'.join(state.simulators)}"
-            _cand_tag(j, campaign, pid, "evaluate", "+".join(state.simulators))
+            j.name = f"{base} / {techniques}"
+            _cand_tag(j, campaign, pid, "evaluate", techniques)
             return Flow([j], output=j.output, name=base)
         jobs: list[Job] = []
         results = {}
-        for technique, sim in state.simulators.items():
-            if isinstance(sim, AbsorberSimulator) and self.split_absorbers:
+        for technique, sites in plan.items():
+            if sites is not None:
                 site_jobs = []
-                for site in ev.absorber_sites(state, pid, technique):
+                for site in sites:
                     j = absorber_job(store, campaign, pid, technique, site)
                     j.name = f"{base} / {technique} / site {site}"
                     _cand_tag(j, campaign, pid, "absorber", technique, site=int(site))
@@ -183,7 +262,7 @@ class EvaluateCandidateMaker(Maker):
                 results[technique] = j.output
         rec = _tolerate_lost_parents(record_job(store, campaign, pid, results))
         rec.name = f"{base} / record"
-        _cand_tag(rec, campaign, pid, "record", "+".join(state.simulators))
+        _cand_tag(rec, campaign, pid, "record", techniques)
         return Flow(jobs + [rec], output=rec.output, name=base)
 
 
@@ -204,12 +283,14 @@ class TrainMaker(Maker):
 
 @dataclass
 class ProposeMaker(Maker):
-    """The dynamic job: proposes the next candidates and appends the next iteration."""
+    """The dynamic job: proposes the next candidates and appends the next iteration with ``maker``."""
 
     name: str = "propose"
 
-    def make(self, store: dict, campaign: str, iteration: int, models, evaluations: list) -> Job:
-        j = _tolerate_lost_parents(propose_job(store, campaign, iteration, models, evaluations))
+    def make(
+        self, store: dict, campaign: str, iteration: int, models, evaluations: list, maker: IterationMaker
+    ) -> Job:
+        j = _tolerate_lost_parents(propose_job(store, campaign, iteration, models, evaluations, maker))
         j.name = f"{campaign} / it {iteration} / propose"
         _tag(j, campaign, iteration, "propose")
         return j
@@ -217,44 +298,44 @@ class ProposeMaker(Maker):
 
 @dataclass
 class IterationMaker(Maker):
-    """One iteration: evaluate its candidates (fan-out), retrain, propose (dynamic)."""
+    """One iteration: evaluate its candidates (fan-out), retrain, propose (dynamic).
+
+    The propose job appends the next iteration with this same Maker (its settings travel with the job).
+    """
 
     name: str = "iteration"
     evaluate: EvaluateCandidateMaker = field(default_factory=EvaluateCandidateMaker)
     train: TrainMaker = field(default_factory=TrainMaker)
     propose: ProposeMaker = field(default_factory=ProposeMaker)
 
-    def make(self, store: dict, campaign: str, iteration: int, pids: list[str]) -> Flow:
-        evals = [self.evaluate.make(store, campaign, pid) for pid in pids]
+    def make(
+        self, store: dict, campaign: str, iteration: int, pids: list[str], plan: dict[str, list[int] | None]
+    ) -> Flow:
+        evals = [self.evaluate.make(store, campaign, pid, plan) for pid in pids]
         outputs = [f.output for f in evals]
         tr = self.train.make(store, campaign, iteration, outputs)
-        pr = self.propose.make(store, campaign, iteration, tr.output, outputs)
+        pr = self.propose.make(store, campaign, iteration, tr.output, outputs, self)
         return Flow(evals + [tr, pr], output=pr.output, name=f"{campaign} / iteration {iteration}")
 
 
 @dataclass
 class CampaignMaker(Maker):
-    """The flow that starts — or resumes — a campaign from what the store holds.
+    """The flow that starts — or resumes — a campaign.
 
-    New campaign: targets and initial perturbations are stored, then iteration 0 evaluates them.
-    Existing campaign: the latest iteration with stored proposals is rebuilt; evaluations, models and
-    proposals already stored are reused, so nothing is simulated twice.
+    One job creates the campaign from ``config`` and its ``inputs`` (target spectra, initial structures),
+    or finds it in the store when it exists, and appends the iteration to run with ``iteration``: the first one, or the
+    latest stored one on a resume (evaluations, models and proposals already stored are reused, so
+    nothing is simulated twice).
     """
 
     name: str = "campaign"
     iteration: IterationMaker = field(default_factory=IterationMaker)
 
-    def make(self, config, workdir) -> Flow:
-        db = get_db(config.store_spec())
-        state = learn.init_campaign(config, db, workdir)
-        store = db.spec.as_dict()
-        it = max(state.last_iteration(), 0)
-        if it > 0 and int(state.doc.get("iteration") or 0) < it:
-            # the propose job died while storing this batch: fill in the missing candidates with the
-            # models it used (stored ones keep their structure), then mark the batch complete
-            learn.propose_candidates(state, it, learn.stored_model_ids(state, it - 1))
-            state.update(iteration=it)
-        pids = [p["_id"] for p in state.proposals(it)]
-        flow = self.iteration.make(store, config.name, it, pids)
-        flow.name = f"{config.name} (from iteration {it})"
-        return flow
+    def make(self, config, workdir, inputs: dict | None = None) -> Flow:
+        """The start flow of ``config``'s campaign; ``inputs`` as :func:`~.learn.read_inputs` gives them
+        (``None`` to resume a campaign that is in the store already)."""
+        store = config.store_spec().as_dict()
+        j = start_job(store, config.name, config.to_document(), inputs, str(workdir), self.iteration)
+        j.name = f"{config.name} / start"
+        _tag(j, config.name, 0, "start")
+        return Flow([j], output=j.output, name=config.name)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
+import os
 import time
 from pathlib import Path
 
-import numpy as np
 from pymatgen.core import Structure
 
-from aso_workflows.campaign.evaluate import load_spectrum, provenance
-from aso_workflows.campaign.state import CampaignState, now
+from aso_workflows.campaign.evaluate import provenance
+from aso_workflows.campaign.state import CampaignState
+from aso_workflows.errors import InputError
 from aso_workflows.optimizers import ProposalContext, make_optimizer
+from aso_workflows.schemas import CampaignDoc, ModelDoc, now, plain
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "train_models",
@@ -19,13 +25,54 @@ __all__ = [
     "stored_model_ids",
     "propose_candidates",
     "init_campaign",
+    "read_inputs",
+    "check_existing",
+    "resolved_target_settings",
+    "resume_point",
     "should_stop",
     "max_failed",
+    "device_warnings",
 ]
 
 
 def _model_id(state: CampaignState, iteration: int, technique: str) -> str:
     return f"{state.name}:{iteration:04d}:{technique}"
+
+
+def device_warnings(requested: str) -> list[str]:
+    """Why the training job's device is not what its queue promised (empty when all is well).
+
+    A training job routed to the GPU queue (its ``_category`` is ``gpu``) inside a Slurm job that finds
+    no CUDA device trains on the CPU, slowly: that is worth a warning in the log and in the model
+    document. When the campaign asks for ``surrogate.device: cuda`` explicitly, no CUDA is an error.
+
+    Raises
+    ------
+    InputError
+        On ``surrogate.device`` when CUDA was asked for and none is visible.
+    """
+    import socket
+
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    host = socket.gethostname()
+    if requested.startswith("cuda"):
+        raise InputError(
+            "surrogate.device", f"{requested!r} asked for, but no CUDA device is visible on {host}"
+        )
+    from jobflow import CURRENT_JOB
+
+    job = CURRENT_JOB.job
+    category = (job.config.manager_config or {}).get("_category") if job is not None else None
+    if category == "gpu" and os.environ.get("SLURM_JOB_ID"):
+        partition = os.environ.get("SLURM_JOB_PARTITION", "?")
+        return [
+            f"routed to the GPU queue (Slurm job {os.environ['SLURM_JOB_ID']}, partition {partition}, "
+            f"host {host}) but no CUDA device is visible: trained on the CPU"
+        ]
+    return []
 
 
 def train_models(state: CampaignState, iteration: int, progress_bar: bool = False) -> dict:
@@ -41,47 +88,45 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
     out = {}
     evals = state.evaluations("completed")
     structures = [Structure.from_dict(e["structure"]) for e in evals]
+    settings = state.config.surrogate
+    warnings = device_warnings(str(settings.device))
+    for message in warnings:
+        logger.warning("training %s iteration %d: %s", state.name, iteration, message)
     for technique, sim in state.simulators.items():
         mid = _model_id(state, iteration, technique)
         if state.db.models.find_one({"_id": mid, "status": "completed"}) is not None:
             out[technique] = mid
             continue
         t0 = time.perf_counter()
-        spectra = [load_spectrum(state, e["spectra"][technique]) for e in evals]
+        spectra = [state.spectrum(e["spectra"][technique]) for e in evals]
         level = "graph" if technique == "pdf" else "node"
         absorber = getattr(sim, "absorber", None)
-        settings = state.config.surrogate
-        import dataclasses
-
-        settings = dataclasses.replace(settings, seed=settings.seed + 1000 * iteration)
         model = EnsembleSurrogate(
             species=state.species,
             output_dim=len(state.targets[technique].values),
             level=level,
             absorber=absorber,
-            settings=settings,
+            settings=dataclasses.replace(settings, seed=settings.seed + 1000 * iteration),
         )
         metrics = model.fit(structures, spectra)
         buf = io.BytesIO()
         model.save(buf)
         ref = state.db.put_blob(f"{state.name}/model_{iteration:04d}_{technique}.pt", buf.getvalue())
-        doc = {
-            "campaign": state.name,
-            "iteration": iteration,
-            "technique": technique,
-            "n_train": len(structures),
-            "metrics": _jsonable(metrics),
-            "weights": ref,
-            "device": str(getattr(model, "device", "cpu")),
-            "cuda": torch.cuda.is_available(),
-            "seconds": round(time.perf_counter() - t0, 2),
-            "provenance": provenance(t0),
-            "status": "completed",
-            "created": now(),
-        }
-        state.db.models.update_one(
-            {"_id": mid}, {"$set": doc}, upsert=True
-        )  # montydb: no upsert in replace_one
+        doc = ModelDoc(
+            _id=mid,
+            campaign=state.name,
+            iteration=iteration,
+            technique=technique,
+            n_train=len(structures),
+            metrics=plain(metrics),
+            weights=ref,
+            device=str(getattr(model, "device", "cpu")),
+            cuda=torch.cuda.is_available(),
+            warnings=warnings,
+            seconds=round(time.perf_counter() - t0, 2),
+            provenance=provenance(t0),
+        )
+        state.db.models.update_one({"_id": mid}, {"$set": doc.to_mongo_fields()}, upsert=True)
         out[technique] = mid
     return out
 
@@ -172,7 +217,7 @@ def propose_candidates(state: CampaignState, iteration: int, model_ids: dict | N
         {
             "structure": p.structure,
             "kind": cfg.optimizer,
-            "predicted": _jsonable(p.predicted) if p.predicted else None,
+            "predicted": plain(p.predicted) if p.predicted else None,
             "acquisition": p.acquisition,
             "seconds": seconds,
             "note": p.note,
@@ -182,88 +227,171 @@ def propose_candidates(state: CampaignState, iteration: int, model_ids: dict | N
     return state.add_proposals(iteration, items)
 
 
-def init_campaign(config, db, workdir) -> CampaignState:
-    """Create the campaign document (targets, start) and the initial proposals; idempotent.
+def resolved_target_settings(config) -> list[dict]:
+    """Each target's simulator settings with the engine resolved (``engine: auto`` → the code that
+    imports here), as the campaign stores them: every job then uses that code, or fails saying so."""
+    from aso_workflows.spectra.registry import make_simulator
 
-    On a second call with the same name the stored campaign is reused: a larger budget or new
-    optimiser settings are taken over, but a different start structure or different targets are refused
-    (they would mix incompatible evaluations).
+    out = []
+    for t in config.targets:
+        settings = dict(t.settings)
+        resolved = make_simulator(t.technique, **settings).settings_dict()
+        if "engine" in resolved:
+            settings["engine"] = resolved["engine"]
+        out.append(settings)
+    return out
+
+
+def read_inputs(config) -> dict:
+    """The campaign's input files, read now: ``{"start": structure, "targets": {technique: {...}}}``.
+
+    Each target is ``{"structure": ...}`` (a target structure, simulated by the start job) or
+    ``{"spectrum": ...}`` (a measured spectrum on the simulator's grid), as JSON-able dicts. The runner
+    reads them where the files are and gives them to :class:`~aso_workflows.campaign.jobs.CampaignMaker`,
+    so the start job needs no access to the user's files (it may run on a compute node).
     """
-    from aso_workflows.errors import InputError
-    from aso_workflows.optimizers.sampling import PerturbationSampler  # noqa: F401 - config type
     from aso_workflows.spectra.registry import make_simulator
     from aso_workflows.spectra.targets import read_target
-    from aso_workflows.structures import load_structure, structure_fingerprint
+    from aso_workflows.structures import load_structure
 
-    existing = db.campaigns.find_one({"_id": config.name})
-    if existing is not None and not Path(config.start).is_file():
-        # resuming from the store alone (``aso resume``): the stored start structure is the reference
-        start = Structure.from_dict(existing["start_structure"])
-    else:
-        start = load_structure(config.start)
-    if existing is not None:
-        if existing["start_fingerprint"] != structure_fingerprint(start):
-            raise InputError(
-                "name",
-                f"campaign {config.name!r} already exists with a different start structure; use another name",
-            )
-        old_targets = [(t["technique"], t.get("settings")) for t in existing["config"]["targets"]]
-        new_targets = [(t.technique, t.settings) for t in config.targets]
-        if old_targets != new_targets:
-            raise InputError(
-                "targets",
-                f"campaign {config.name!r} already exists with other targets/settings; use another name",
-            )
-        db.campaigns.update_one(
-            {"_id": config.name}, {"$set": {"config": config.to_document(), "updated": now()}}
-        )
-        state = CampaignState.load(db, config.name)
-        if len(state.proposals(0)) < state.config.initial_size + 1:
-            _initial_proposals(state)  # the first run died while storing them: same seed, same structures
-        return state
-
-    targets = {}
-    target_structure = None
+    start = load_structure(config.start)
+    targets: dict[str, dict] = {}
     for t in config.targets:
-        sim = make_simulator(t.technique, **t.settings)
         if t.structure is not None:
             ts = load_structure(t.structure)
             if ts.composition.reduced_formula != start.composition.reduced_formula or len(ts) != len(start):
                 raise InputError(
                     t.structure, f"target structure {ts.formula} does not match the start {start.formula}"
                 )
+            targets[t.technique] = {"structure": ts.as_dict(), "path": str(t.structure)}
+        else:
+            grid = make_simulator(t.technique, **t.settings).grid()
+            spectrum = read_target(t.file, t.technique, grid=grid, **t.read_options)
+            targets[t.technique] = {"spectrum": spectrum.model_dump(mode="json"), "path": str(t.file)}
+    return {"start": start.as_dict(), "targets": targets}
+
+
+def check_existing(config, db, start: Structure | None = None) -> dict | None:
+    """The stored campaign of the same name, after checking it can be continued with ``config``.
+
+    A larger budget or new optimiser settings are taken over later, but a different ``start`` structure
+    (when given: ``aso resume`` from the store alone has none) or different targets are refused (they
+    would mix incompatible evaluations).
+
+    Raises
+    ------
+    InputError
+        On ``name`` (another start structure) or ``targets`` (other targets or settings).
+    """
+    from aso_workflows.structures import structure_fingerprint
+
+    existing = db.campaigns.find_one({"_id": config.name}, {"start_fingerprint": 1, "config.targets": 1})
+    if existing is None:
+        return None
+    if start is not None and existing["start_fingerprint"] != structure_fingerprint(start):
+        raise InputError(
+            "name",
+            f"campaign {config.name!r} already exists with a different start structure; use another name",
+        )
+    old_targets = [(t["technique"], t.get("settings")) for t in existing["config"]["targets"]]
+    settings = resolved_target_settings(config)
+    new_targets = [(t.technique, s) for t, s in zip(config.targets, settings, strict=True)]
+    if old_targets != new_targets:
+        raise InputError(
+            "targets",
+            f"campaign {config.name!r} already exists with other targets/settings; use another name",
+        )
+    return existing
+
+
+def init_campaign(config, db, workdir, inputs: dict | None = None) -> CampaignState:
+    """Create the campaign document (targets, start) and the initial proposals; idempotent.
+
+    ``inputs`` are the campaign's files as read by :func:`read_inputs` (without them: a campaign that
+    exists already, resumed from the store alone), and ``inputs["executor"]`` how it runs (recorded in the
+    campaign document for ``aso resume``). On a second call with the same name the stored campaign is
+    reused (see :func:`check_existing`). The targets' simulator engines are resolved once, here, and
+    stored with the campaign.
+    """
+    from aso_workflows.spectra.base import AbsorberSimulator
+    from aso_workflows.spectra.registry import make_simulator
+    from aso_workflows.spectra.spectrum import Spectrum
+    from aso_workflows.structures import structure_fingerprint
+
+    settings = resolved_target_settings(config)
+    config = config.model_copy(
+        update={
+            "targets": [
+                t.model_copy(update={"settings": s}) for t, s in zip(config.targets, settings, strict=True)
+            ]
+        }
+    )
+    start = Structure.from_dict(inputs["start"]) if inputs and "start" in inputs else None
+    existing = check_existing(config, db, start)
+    executor = (inputs or {}).get("executor")
+    if existing is not None:
+        update = {"config": config.to_document(), "updated": now()}
+        if executor is not None and executor.get("kind") != "local":
+            update["executor"] = executor  # a local resume keeps the cluster set-up recorded
+        db.campaigns.update_one({"_id": config.name}, {"$set": update})
+        state = CampaignState.load(db, config.name)
+        if len(state.proposals(0)) < state.config.initial_size + 1:
+            _initial_proposals(state)  # the first run died while storing them: same seed, same structures
+        return state
+    if start is None:
+        raise InputError("campaign", f"no campaign named {config.name!r} in {db.spec.redacted()} to resume")
+
+    targets = {}
+    sites = {}
+    target_structure = None
+    for t in config.targets:
+        sim = make_simulator(t.technique, **t.settings)
+        if isinstance(sim, AbsorberSimulator):
+            sites[t.technique] = [int(i) for i in sim.absorber_sites(start)]
+        given = inputs["targets"][t.technique]
+        if "structure" in given:
+            ts = Structure.from_dict(given["structure"])
             target_structure = ts
             spec = sim.simulate(ts, workdir=_mk(workdir, "target", t.technique))
-            spec = spec.model_copy(update={"source": f"simulated from {t.structure}"})
+            spec = spec.model_copy(update={"source": f"simulated from {given['path']}"})
         else:
-            spec = read_target(t.file, t.technique, grid=sim.grid(), **t.read_options)
+            spec = Spectrum.model_validate(given["spectrum"])
         targets[t.technique] = spec.model_dump(mode="json")
-    doc = {
-        "_id": config.name,
-        "config": config.to_document(),
-        "status": "running",
-        "budget": config.budget,
-        "n_used": 0,
-        "best_objective": None,
-        "start_structure": start.as_dict(),
-        "start_fingerprint": structure_fingerprint(start),
-        "target_structure": target_structure.as_dict() if target_structure is not None else None,
-        "targets": targets,
-        "workdir": str(workdir),
-        "store": db.spec.redacted(),
-        "created": now(),
-        "updated": now(),
-    }
-    db.campaigns.update_one({"_id": config.name}, {"$setOnInsert": doc}, upsert=True)
+    doc = CampaignDoc(
+        _id=config.name,
+        config=config.to_document(),
+        budget=config.budget,
+        start_structure=start.as_dict(),
+        start_fingerprint=structure_fingerprint(start),
+        target_structure=target_structure.as_dict() if target_structure is not None else None,
+        targets=targets,
+        absorber_sites=sites,
+        executor=executor,
+        workdir=str(workdir),
+        store=db.spec.redacted(),
+    )
+    db.campaigns.update_one({"_id": config.name}, {"$setOnInsert": doc.to_mongo_fields()}, upsert=True)
     state = CampaignState.load(db, config.name)
     _initial_proposals(state)
     return state
 
 
+def resume_point(state: CampaignState) -> tuple[int, list[str]]:
+    """The iteration to run (or run again) and its proposal ids, completing a batch cut short.
+
+    The latest iteration with stored proposals is rebuilt; if the propose job died while storing that
+    batch, the missing candidates are filled in with the models it used (stored ones keep their
+    structure) and the batch is marked complete. Nothing stored is simulated, trained or proposed again.
+    """
+    it = max(state.last_iteration(), 0)
+    if it > 0 and int(state.doc.get("iteration") or 0) < it:
+        propose_candidates(state, it, stored_model_ids(state, it - 1))
+        state.update(iteration=it)
+    return it, [p["_id"] for p in state.proposals(it)]
+
+
 def _initial_proposals(state: CampaignState) -> list[str]:
     """Store the start structure and the seeded initial perturbations as iteration 0 (idempotent)."""
-    import dataclasses
-
     config = state.config
     sampler = dataclasses.replace(
         config.sampler,
@@ -277,22 +405,7 @@ def _initial_proposals(state: CampaignState) -> list[str]:
     return state.add_proposals(0, initial)
 
 
-def _mk(base, *parts):
-    from pathlib import Path
-
+def _mk(base, *parts) -> Path:
     d = Path(base).joinpath(*parts)
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def _jsonable(obj):
-    """Numpy scalars/arrays → plain Python for MongoDB."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

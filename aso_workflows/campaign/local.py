@@ -6,37 +6,68 @@ outputs to a maggma ``MontyStore`` in the campaign folder. Re-running resumes fr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aso_workflows.campaign import progress
+from aso_workflows import progress
+from aso_workflows.campaign import learn
 from aso_workflows.campaign.jobs import CampaignMaker
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.config import CampaignConfig
+from aso_workflows.errors import SimulationError
+from aso_workflows.schemas import JobErrorDoc, now
 
-__all__ = ["LocalCampaignRunner", "job_store"]
+__all__ = ["LocalCampaignRunner", "job_store", "prepare_inputs", "quiet_loggers"]
 
 
 def job_store(directory: str | Path):
     """jobflow JobStore on a file-backed MontyStore (SQLite), safe for several local processes."""
-    from aso_workflows.cluster.jobstore import shared_job_store
+    from aso_workflows.jobstore import shared_job_store
 
     return shared_job_store(directory)
 
 
-class _ErrorCollector(logging.Handler):
-    """Keeps the "<job> failed with exception" records of jobflow's local manager."""
+def prepare_inputs(config: CampaignConfig) -> dict | None:
+    """Check the campaign against the store and read its input files (the runner's I/O before the flow).
 
-    def __init__(self):
-        super().__init__(level=logging.INFO)
-        self.messages: list[str] = []
+    A campaign of the same name with another start or other targets is refused now, with one line.
+    Returns :func:`~aso_workflows.campaign.learn.read_inputs`, or ``None`` when the campaign is in the
+    store already and its files are gone (``aso resume`` from the store alone).
+    """
+    db = get_db(config.store_spec())
+    files = [Path(config.start)] + [Path(t.file or t.structure) for t in config.targets]
+    stored = db.campaigns.find_one({"_id": config.name}, {"_id": 1}) is not None
+    if stored and not all(f.is_file() for f in files):
+        learn.check_existing(config, db)
+        return None
+    inputs = learn.read_inputs(config)
+    from pymatgen.core import Structure
 
-    def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        if "failed with exception" in msg:
-            self.messages.append(msg)
+    learn.check_existing(config, db, Structure.from_dict(inputs["start"]))
+    return inputs
+
+
+@contextlib.contextmanager
+def quiet_loggers(names: tuple[str, ...] = ("jobflow", "fireworks", "maggma")) -> Iterator[None]:
+    """Raise the level of these libraries' loggers to ERROR for the block, then restore them.
+
+    jobflow's local manager logs every job at INFO and warns that FireWorks' ``stored_data`` is not
+    supported locally; job failures are read from the store (``job_errors``), not from these logs.
+    """
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="jobflow")
+        try:
+            yield
+        finally:
+            for n, level in saved.items():
+                logging.getLogger(n).setLevel(level)
 
 
 @dataclass
@@ -46,50 +77,74 @@ class LocalCampaignRunner:
     Attributes
     ----------
     progress
-        Show a progress bar (simulations used / budget, best mismatch).
+        Show the campaign bar (simulations used / budget, best mismatch) and the current phase's bar.
     write_outputs
         Write best CIFs, the history CSV and the report when done.
+    errors
+        After :meth:`run`: the jobs that raised during it (``job_errors`` documents, with tracebacks).
     """
 
     progress: bool = True
     write_outputs: bool = True
-    errors: list[str] = field(default_factory=list, init=False)
+    errors: list[JobErrorDoc] = field(default_factory=list, init=False)
 
     def run(self, config: CampaignConfig) -> CampaignState:
+        """Run the campaign; returns its state when jobflow has nothing left to run."""
         from jobflow.managers.local import run_locally
 
         out = config.output_dir.resolve()
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("jobflow", "fireworks", "maggma"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        warnings.filterwarnings("ignore", category=FutureWarning, module="jobflow")
-        flow = CampaignMaker().make(config, workdir=out)
-        state = CampaignState.load(get_db(config.store_spec()), config.name)
-        reporter = None
+        inputs = prepare_inputs(config) or {}
+        inputs["executor"] = {"kind": "local"}
+        db = get_db(config.store_spec())
+        flow = CampaignMaker().make(config, workdir=out, inputs=inputs)
+        started = now()
+        display = None
         if self.progress:
-            reporter = progress.TqdmReporter(config.budget, initial=state.n_used(), desc=config.name)
-            progress.install(reporter)
-        # jobflow logs job exceptions at INFO on its local-manager logger: collect them instead of printing
-        errors = _ErrorCollector()
-        jf_logger = logging.getLogger("jobflow.managers.local")
-        jf_logger.addHandler(errors)
-        jf_logger.setLevel(logging.INFO)
-        jf_logger.propagate = False
+            doc = db.campaigns.find_one({"_id": config.name}, {"n_used": 1}) or {}
+            display = progress.CampaignDisplay(
+                config.budget, initial=int(doc.get("n_used") or 0), desc=config.name
+            )
+            progress.install(display)
         try:
-            run_locally(flow, store=job_store(out / "jobstore"), log=False, ensure_success=False)
+            with quiet_loggers():
+                run_locally(flow, store=job_store(out / "jobstore"), log=False, ensure_success=False)
         finally:
-            jf_logger.removeHandler(errors)
-            if reporter is not None:
-                progress.uninstall(reporter)
-                reporter.close()
-        state = CampaignState.load(get_db(config.store_spec()), config.name)
-        self.errors = errors.messages
-        if errors.messages:
-            (out / "errors.log").write_text("\n\n".join(errors.messages))
+            if display is not None:
+                progress.uninstall(display)
+                display.close()
+        self.errors = [
+            JobErrorDoc.from_mongo(d)
+            for d in db.job_errors.find({"campaign": config.name, "created": {"$gte": started}})
+        ]
+        self.errors.sort(key=lambda e: e.created)
+        if db.campaigns.find_one({"_id": config.name}, {"_id": 1}) is None:
+            # the start job itself raised: nothing to load or report
+            self._write_errors(out)
+            raise _StartFailed(self.errors, out)
+        state = CampaignState.load(db, config.name)
+        if self.errors:
+            self._write_errors(out)
             if state.doc.get("status") != "completed":
-                state.update(status="interrupted", failed_jobs=len(errors.messages))
+                state.update(status="interrupted", failed_jobs=len(self.errors))
         if self.write_outputs:
             from aso_workflows.report import write_outputs
 
             write_outputs(state, out)
         return state
+
+    def _write_errors(self, out: Path) -> None:
+        if self.errors:
+            text = "\n\n".join(
+                f"{e.where} / {e.key} ({e.created}, {e.host}):\n{e.traceback}" for e in self.errors
+            )
+            (out / "errors.log").write_text(text)
+
+
+class _StartFailed(SimulationError):
+    """The campaign's start job raised: simulating a target failed, or a bug (traceback in errors.log)."""
+
+    def __init__(self, errors: list[JobErrorDoc], out: Path):
+        self.errors = errors
+        first = errors[0].error if errors else "no error was recorded"
+        super().__init__(f"the campaign could not start: {first} (traceback in {out / 'errors.log'})")

@@ -6,7 +6,6 @@ Slurm job run again — never duplicates an evaluation, a proposal or a model.
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import json
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pymatgen.core import Structure
 
 from aso_workflows.config import CampaignConfig
 from aso_workflows.errors import InputError
+from aso_workflows.schemas import ProposalDoc, now
 from aso_workflows.spectra.base import Simulator
 from aso_workflows.spectra.spectrum import Spectrum
 from aso_workflows.store import CampaignDB, StoreSpec, open_store
@@ -28,10 +28,6 @@ from aso_workflows.structures import (
 )
 
 __all__ = ["CampaignState", "get_db", "now", "proposal_id", "evaluation_id"]
-
-
-def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @functools.lru_cache(maxsize=8)
@@ -126,6 +122,45 @@ class CampaignState:
     def workdir(self) -> Path:
         return Path(self.doc.get("workdir") or ".")
 
+    def absorber_sites(self, technique: str) -> list[int]:
+        """The absorber sites of an XAS technique, fixed for the campaign when it was created (every
+        candidate has the start's species in the start's order, so the same sites)."""
+        return list((self.doc.get("absorber_sites") or {}).get(technique) or [])
+
+    # ---- spectra --------------------------------------------------------------------------------
+    def spectrum(self, cache_id: str) -> Spectrum:
+        """A simulated spectrum from the ``spectra`` collection.
+
+        Raises
+        ------
+        KeyError
+            If no spectrum has that id.
+        """
+        doc = self.db.spectra.find_one({"_id": cache_id}, {"spectrum": 1})
+        if doc is None:
+            raise KeyError(cache_id)
+        return Spectrum.model_validate(doc["spectrum"])
+
+    def has_spectrum(self, cache_id: str) -> bool:
+        return self.db.spectra.find_one({"_id": cache_id}, {"_id": 1}) is not None
+
+    def check_engines(self, spectra: dict[str, Spectrum]) -> None:
+        """Refuse spectra made by another code than the campaign's (its engine is fixed when it is created).
+
+        Raises
+        ------
+        InputError
+            Naming the technique, the spectrum's engine setting and the campaign's.
+        """
+        for technique, spectrum in spectra.items():
+            want = self.simulators[technique].settings_dict().get("engine")
+            got = (spectrum.settings or {}).get("engine")
+            if want is not None and got is not None and got != want:
+                raise InputError(
+                    f"targets.{technique}.settings.engine",
+                    f"a {technique} spectrum was made with engine {got!r}, the campaign uses {want!r}",
+                )
+
     # ---- dynamic parts ------------------------------------------------------------------------
     def evaluations(self, status: str | None = "completed") -> list[dict]:
         """Evaluation documents in order of evaluation (iteration, candidate)."""
@@ -168,20 +203,20 @@ class CampaignState:
         for k, item in enumerate(items):
             s: Structure = item["structure"]
             pid = proposal_id(self.name, iteration, k)
-            doc = {
-                "campaign": self.name,
-                "iteration": iteration,
-                "candidate": k,
-                "kind": item.get("kind", "proposal"),
-                "structure": s.as_dict(),
-                "fingerprint": structure_fingerprint(s),
-                "predicted": item.get("predicted"),
-                "acquisition": item.get("acquisition"),
-                "seconds": item.get("seconds"),
-                "note": item.get("note", ""),
-                "created": now(),
-            }
-            self.db.proposals.update_one({"_id": pid}, {"$setOnInsert": doc}, upsert=True)
+            doc = ProposalDoc(
+                _id=pid,
+                campaign=self.name,
+                iteration=iteration,
+                candidate=k,
+                kind=item.get("kind", "proposal"),
+                structure=s.as_dict(),
+                fingerprint=structure_fingerprint(s),
+                predicted=item.get("predicted"),
+                acquisition=item.get("acquisition"),
+                seconds=item.get("seconds"),
+                note=item.get("note", ""),
+            )
+            self.db.proposals.update_one({"_id": pid}, {"$setOnInsert": doc.to_mongo_fields()}, upsert=True)
             ids.append(pid)
         return ids
 

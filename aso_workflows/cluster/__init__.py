@@ -4,7 +4,6 @@
   LaunchPad and runs every Firework as its own Slurm job in FireWorks' offline mode.
 - :mod:`~aso_workflows.cluster.queues`: queue adapters on the templates in ``slurm_templates/``.
 - :mod:`~aso_workflows.cluster.launchpad`: open the LaunchPad from a file or URI.
-- :mod:`~aso_workflows.cluster.jobstore`: a jobflow JobStore that Slurm jobs can open themselves.
 - :mod:`~aso_workflows.cluster.rlaunch_shim`: the job-side ``rlaunch`` entry point.
 
 See ``docs/cluster.md``.
@@ -21,7 +20,7 @@ _EXPORTS = {
     "RunSummary": "offline",
     "LaunchRecord": "offline",
     "slurm_records": "offline",
-    "shared_job_store": "jobstore",
+    "shared_job_store": "aso_workflows.jobstore",  # shared with the local executor
     "load_launchpad": "launchpad",
     "load_queue_adapter": "queues",
     "slurm_queue": "queues",
@@ -31,5 +30,6 @@ __all__ = list(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        module = _EXPORTS[name]
+        return getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

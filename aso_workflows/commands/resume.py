@@ -167,7 +167,7 @@ def _resume_slurm(
     from fireworks.utilities.fw_serializers import load_object
 
     from aso_workflows.campaign.cluster import ClusterCampaignRunner
-    from aso_workflows.cluster.jobstore import shared_job_store
+    from aso_workflows.jobstore import shared_job_store
 
     out = cfg.output_dir.resolve()
     queues: dict = {}

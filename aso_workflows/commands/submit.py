@@ -72,9 +72,9 @@ def submit(
     """
     with guard():
         from aso_workflows.campaign.cluster import ClusterCampaignRunner
-        from aso_workflows.cluster.jobstore import shared_job_store
         from aso_workflows.cluster.launchpad import load_launchpad
         from aso_workflows.config import load_config
+        from aso_workflows.jobstore import shared_job_store
 
         cfg = load_config(campaign)
         lp_dir = Path(launchpad).expanduser().resolve().parent if "://" not in launchpad else Path.cwd()

@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from aso_workflows.errors import InputError
+from aso_workflows.progress import phase
 from aso_workflows.spectra.spectrum import Spectrum
 from aso_workflows.surrogate.base import Surrogate
 from aso_workflows.surrogate.model import EnsembleGNN
@@ -509,46 +509,46 @@ class EnsembleSurrogate(Surrogate):
         since = torch.zeros(k, dtype=torch.long)
         best_state = [p.detach().clone() for p in params]
         show = s.progress if progress is None else progress
-        bar = tqdm(range(s.epochs), desc=f"surrogate ({self.level}, K={k})", disable=not show, leave=False)
         epochs_run = 0
-        for epoch in bar:
-            epochs_run = epoch + 1
-            order = torch.stack([train[m, torch.randperm(n_train, generator=gen)] for m in range(k)]).to(
-                self.device
-            )
-            running = torch.zeros(k, device=self.device, dtype=self.dtype)
-            for start in range(0, n_train, s.batch_size):
-                ids = order[:, start : start + s.batch_size]
-                loss = self._row_loss(model(basis, rho, ids), ids, data, s.loss)
-                opt.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                opt.step()
-                running += loss.detach() * ids.shape[1]
-            train_loss = (running / n_train).cpu()
-            if n_hold:
-                with torch.no_grad():
-                    val = self._row_loss(model(basis, rho, hold_d), hold_d, data, s.loss).cpu()
-            else:
-                val = train_loss
-            improved = val < best
-            best = torch.where(improved, val, best)
-            best_epoch = torch.where(improved, torch.tensor(epoch), best_epoch)
-            since = torch.where(improved, torch.zeros_like(since), since + 1)
-            if bool(improved.any()):
-                sel = improved.to(self.device)
-                with torch.no_grad():
-                    for b, p in zip(best_state, params, strict=True):
-                        b[sel] = p[sel]
-            sched.step(float(val.mean()))
-            bar.set_postfix(
-                train=f"{float(train_loss.mean()):.3f}",
-                heldout=f"{float(val.mean()):.3f}" if n_hold else "-",
-                lr=f"{opt.param_groups[0]['lr']:.1e}",
-                done=int((since >= s.patience).sum()),
-            )
-            if n_hold and bool((since >= s.patience).all()):
-                break
-        bar.close()
+        with phase(f"surrogate ({self.level}, K={k})", s.epochs, enabled=show) as bar:
+            for epoch in range(s.epochs):
+                epochs_run = epoch + 1
+                order = torch.stack([train[m, torch.randperm(n_train, generator=gen)] for m in range(k)]).to(
+                    self.device
+                )
+                running = torch.zeros(k, device=self.device, dtype=self.dtype)
+                for start in range(0, n_train, s.batch_size):
+                    ids = order[:, start : start + s.batch_size]
+                    loss = self._row_loss(model(basis, rho, ids), ids, data, s.loss)
+                    opt.zero_grad(set_to_none=True)
+                    loss.sum().backward()
+                    opt.step()
+                    running += loss.detach() * ids.shape[1]
+                train_loss = (running / n_train).cpu()
+                if n_hold:
+                    with torch.no_grad():
+                        val = self._row_loss(model(basis, rho, hold_d), hold_d, data, s.loss).cpu()
+                else:
+                    val = train_loss
+                improved = val < best
+                best = torch.where(improved, val, best)
+                best_epoch = torch.where(improved, torch.tensor(epoch), best_epoch)
+                since = torch.where(improved, torch.zeros_like(since), since + 1)
+                if bool(improved.any()):
+                    sel = improved.to(self.device)
+                    with torch.no_grad():
+                        for b, p in zip(best_state, params, strict=True):
+                            b[sel] = p[sel]
+                sched.step(float(val.mean()))
+                bar.update(
+                    1,
+                    train=f"{float(train_loss.mean()):.3f}",
+                    heldout=f"{float(val.mean()):.3f}" if n_hold else "-",
+                    lr=f"{opt.param_groups[0]['lr']:.1e}",
+                    done=int((since >= s.patience).sum()),
+                )
+                if n_hold and bool((since >= s.patience).all()):
+                    break
         with torch.no_grad():
             for b, p in zip(best_state, params, strict=True):
                 p.copy_(b)

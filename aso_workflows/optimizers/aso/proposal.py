@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from pymatgen.core import Lattice, Structure
-from tqdm.auto import tqdm
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.aso.acquisition import AcquisitionFunction
 from aso_workflows.optimizers.sampling import PerturbationSampler, min_distance_penalty, violations
+from aso_workflows.progress import phase
 
 __all__ = ["GradientProposer", "Proposal", "Predictor", "rms_displacement"]
 
@@ -389,40 +389,40 @@ class GradientProposer:
             "means": {},
             "stds": {},
         }
-        bar = tqdm(range(self.steps + 1), desc="proposal", disable=not self.progress, leave=False)
-        for step in bar:
-            pos, lat = self._geometry(x0, l0, disp, strain)
-            value, means, stds = self._evaluate(pos, lat, predict, acquisition)
-            penalty = min_distance_penalty(pos, lat, dmin)
-            with torch.no_grad():
-                better = torch.isfinite(value) & (penalty == 0) & (value < best["value"])
-                best["value"] = torch.where(better, value, best["value"])
-                best["pos"] = torch.where(better[:, None, None], pos, best["pos"])
-                best["lat"] = torch.where(better[:, None, None], lat, best["lat"])
-                for src, dst in ((means, best["means"]), (stds, best["stds"])):
-                    for t, v in src.items():
-                        dst[t] = torch.where(better[:, None], v, dst[t]) if t in dst else v.detach().clone()
-                if self.progress:
-                    bar.set_postfix(
-                        best=float(best["value"].min()), valid=int(torch.isfinite(best["value"]).sum())
-                    )
-            if step == self.steps:
-                break
-            finite = torch.isfinite(value)
-            loss = (
-                torch.where(finite, value, torch.zeros_like(value)).sum()
-                + self.penalty_weight * penalty.sum()
-            )
-            opt.zero_grad()
-            loss.backward()
-            for p in (disp, strain):
-                if p is not None and p.grad is not None:
-                    p.grad.nan_to_num_(0.0, 0.0, 0.0)  # one bad start must not poison the others
-            opt.step()
-            if strain is not None:
+        with phase(f"proposal ({b} starts)", self.steps + 1, enabled=self.progress) as bar:
+            for step in range(self.steps + 1):
+                pos, lat = self._geometry(x0, l0, disp, strain)
+                value, means, stds = self._evaluate(pos, lat, predict, acquisition)
+                penalty = min_distance_penalty(pos, lat, dmin)
                 with torch.no_grad():
-                    strain.clamp_(-self.max_strain, self.max_strain)
-        bar.close()
+                    better = torch.isfinite(value) & (penalty == 0) & (value < best["value"])
+                    best["value"] = torch.where(better, value, best["value"])
+                    best["pos"] = torch.where(better[:, None, None], pos, best["pos"])
+                    best["lat"] = torch.where(better[:, None, None], lat, best["lat"])
+                    for src, dst in ((means, best["means"]), (stds, best["stds"])):
+                        for t, v in src.items():
+                            dst[t] = (
+                                torch.where(better[:, None], v, dst[t]) if t in dst else v.detach().clone()
+                            )
+                    bar.update(
+                        1, best=float(best["value"].min()), valid=int(torch.isfinite(best["value"]).sum())
+                    )
+                if step == self.steps:
+                    break
+                finite = torch.isfinite(value)
+                loss = (
+                    torch.where(finite, value, torch.zeros_like(value)).sum()
+                    + self.penalty_weight * penalty.sum()
+                )
+                opt.zero_grad()
+                loss.backward()
+                for p in (disp, strain):
+                    if p is not None and p.grad is not None:
+                        p.grad.nan_to_num_(0.0, 0.0, 0.0)  # one bad start must not poison the others
+                opt.step()
+                if strain is not None:
+                    with torch.no_grad():
+                        strain.clamp_(-self.max_strain, self.max_strain)
         return best
 
     def _greedy(

@@ -1,4 +1,6 @@
-"""The jobflow JobStore for cluster runs: one that Slurm jobs can open themselves.
+"""The jobflow JobStore for job outputs: one that every job can open itself, in any process.
+
+Used by both executors: the local one (``aso run``) and the cluster one (``aso submit``).
 
 jobflow's ``JobFiretask`` writes each job's output from inside the job, and the store travels inside the
 Firework (serialised), so it must be reachable from compute nodes: MongoDB, or a file-backed maggma

@@ -1,0 +1,288 @@
+"""The documents a campaign stores, and the outputs of its jobs, as pydantic models.
+
+One model per kind of document (as atomate2's task documents), used
+
+- when writing the store: every document is built as a model and written with :meth:`StoredDoc.to_mongo`,
+  so a field that is misspelt, of the wrong type, or a numpy value never reaches the database;
+- as the output schemas of the campaign's jobflow jobs (:class:`SimulationResult`, :class:`RecordResult`,
+  :class:`ProposeResult`);
+- when reading, in :mod:`aso_workflows.results` and :mod:`aso_workflows.report`
+  (``EvaluationDoc.from_mongo(doc)``).
+
+``docs/results.md`` describes the same fields; ``tests/test_schemas.py`` checks that the two agree.
+
+Collections: ``campaigns`` (:class:`CampaignDoc`), ``proposals`` (:class:`ProposalDoc`), ``evaluations``
+(:class:`EvaluationDoc`), ``spectra`` (:class:`SpectrumDoc`), ``models`` (:class:`ModelDoc`) and
+``job_errors`` (:class:`JobErrorDoc`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "FAILURE_KINDS",
+    "FailureKind",
+    "Provenance",
+    "StoredDoc",
+    "CampaignDoc",
+    "ProposalDoc",
+    "EvaluationDoc",
+    "SpectrumDoc",
+    "ModelDoc",
+    "JobErrorDoc",
+    "SimulationResult",
+    "RecordResult",
+    "ProposeResult",
+    "now",
+    "plain",
+]
+
+FAILURE_KINDS = (
+    "simulator_error",  # the code failed (FEFF crashed, exited non-zero, wrote no/NaN output)
+    "walltime",  # the run exceeded the campaign's simulation_timeout_s and was killed
+    "nonphysical_geometry",  # atoms on top of each other, NaN coordinates, a collapsed cell: not run
+    "input_error",  # the simulator refused the structure (e.g. no absorbing atom)
+    "job_error",  # the job raised: a bug or an environment problem, not the simulation (traceback kept)
+    "lost_job",  # the job never reported (Slurm job killed/preempted/node lost, reruns exhausted)
+)
+"""The ``failure_kind`` values of failed evaluations (``aso status`` groups failures by them)."""
+
+FailureKind = Literal[
+    "simulator_error", "walltime", "nonphysical_geometry", "input_error", "job_error", "lost_job"
+]
+Status = Literal["completed", "failed"]
+
+
+def now() -> str:
+    """The current time as an ISO 8601 UTC string (how every stored time is written)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars and arrays turned into Python numbers and lists, recursively.
+
+    Free-form parts of documents (metrics, predicted spectra) are often built with numpy; BSON has no
+    numpy types (pymongo refuses them, mongomock does not), so every document passes through here.
+    """
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if type(obj).__module__ == "numpy":
+        return obj.tolist() if hasattr(obj, "tolist") else obj.item()
+    return obj
+
+
+class _Doc(BaseModel):
+    """Strict field names (a typo is an error), numbers as plain Python numbers."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, data: Any) -> Any:
+        return plain(data) if isinstance(data, dict) else data
+
+
+class StoredDoc(_Doc):
+    """A document of a store collection; ``id`` is its ``_id``."""
+
+    id: str = Field(alias="_id")
+
+    def to_mongo(self) -> dict[str, Any]:
+        """The document to write: JSON types only (never a numpy value), ``_id`` as the key."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_mongo_fields(self) -> dict[str, Any]:
+        """:meth:`to_mongo` without ``_id`` (for ``$setOnInsert``/``$set`` of a keyed upsert)."""
+        doc = self.to_mongo()
+        doc.pop("_id")
+        return doc
+
+    @classmethod
+    def from_mongo(cls, doc: dict[str, Any]):
+        """Validate a document read from the store (projections may leave fields out: they default)."""
+        return cls.model_validate(doc)
+
+
+class Provenance(_Doc):
+    """Where and how a job ran."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)  # executors add their ids (fw_id)
+
+    host: str | None = None
+    pid: int | None = None
+    slurm_job_id: str | None = None
+    slurm_partition: str | None = None
+    job_uuid: str | None = None
+    finished: str | None = None
+    wall_time_s: float | None = None
+    absorber_jobs: list[dict[str, Any]] | None = None
+    absorbers_failed: list[dict[str, Any]] | None = None
+
+
+class CampaignDoc(StoredDoc):
+    """``campaigns``: one per campaign; ``_id`` is the campaign name."""
+
+    config: dict[str, Any]
+    status: Literal["running", "completed", "interrupted"] = "running"
+    stop_reason: str | None = None
+    budget: int
+    n_used: int = 0
+    n_failed: int = 0
+    best_objective: float | None = None
+    iteration: int = 0
+    start_structure: dict[str, Any]
+    start_fingerprint: str
+    target_structure: dict[str, Any] | None = None
+    targets: dict[str, dict[str, Any]]
+    absorber_sites: dict[str, list[int]] = Field(default_factory=dict)
+    workdir: str
+    store: str
+    executor: dict[str, Any] | None = None
+    failed_jobs: int | None = None
+    lease: dict[str, Any] | None = None
+    created: str = Field(default_factory=now)
+    updated: str = Field(default_factory=now)
+
+
+class ProposalDoc(StoredDoc):
+    """``proposals``: one per (campaign, iteration, candidate); ``_id`` is ``campaign:IIII:CCC``."""
+
+    campaign: str
+    iteration: int
+    candidate: int
+    kind: str
+    structure: dict[str, Any] | None = None  # left out by projections that skip it
+    fingerprint: str
+    predicted: dict[str, Any] | None = None
+    acquisition: float | None = None
+    seconds: float | None = None
+    note: str = ""
+    created: str = Field(default_factory=now)
+    status: Status | None = None  # set once evaluated (None: pending)
+    evaluation_id: str | None = None
+
+
+class EvaluationDoc(StoredDoc):
+    """``evaluations``: one per evaluated structure; ``_id`` is ``campaign:fingerprint:settings_key``."""
+
+    campaign: str
+    iteration: int
+    candidate: int
+    proposal_id: str
+    kind: str
+    status: Status
+    objective: float | None = None
+    mse: dict[str, float] = Field(default_factory=dict)
+    spectra: dict[str, str] = Field(default_factory=dict)
+    error: str | None = None
+    failure_kind: FailureKind | None = None
+    traceback: str | None = None
+    absorbers_failed: dict[str, list[int]] | None = None
+    structure: dict[str, Any] | None = None  # left out by projections that skip it
+    fingerprint: str
+    settings_key: str
+    provenance: dict[str, Provenance | None] = Field(default_factory=dict)
+    created: str = Field(default_factory=now)
+
+    @field_validator("objective")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and v != v:  # NaN
+            raise ValueError("the objective of an evaluation must be a number (NaN given)")
+        return v
+
+
+class SpectrumDoc(StoredDoc):
+    """``spectra``: the cache of simulated spectra; ``_id`` is ``fingerprint:technique:settings_hash``
+    (``:siteN`` for one absorber of an XAS spectrum). ``spectrum`` is a
+    :class:`~aso_workflows.spectra.spectrum.Spectrum` document."""
+
+    fingerprint: str
+    technique: str
+    spectrum: dict[str, Any]
+    provenance: Provenance | None = None
+
+
+class ModelDoc(StoredDoc):
+    """``models``: one surrogate ensemble per (campaign, iteration, technique); ``_id`` is
+    ``campaign:IIII:technique``; the weights are in the blob store (files or GridFS)."""
+
+    campaign: str
+    iteration: int
+    technique: str
+    status: Literal["completed"] = "completed"
+    n_train: int
+    metrics: dict[str, Any]
+    weights: str
+    device: str
+    cuda: bool
+    warnings: list[str] = Field(default_factory=list)
+    seconds: float
+    provenance: Provenance | None = None
+    created: str = Field(default_factory=now)
+
+
+class JobErrorDoc(StoredDoc):
+    """``job_errors``: the traceback of a job that raised (a bug or a broken environment, not a failed
+    simulation); ``_id`` is ``campaign|where|key`` (``where``: the proposal id, or ``iteration N``)."""
+
+    campaign: str
+    where: str
+    key: str
+    iteration: int | None = None
+    error: str
+    traceback: str
+    job_uuid: str | None = None
+    host: str | None = None
+    created: str = Field(default_factory=now)
+
+
+# ---- job outputs ----------------------------------------------------------------------------------------
+class SimulationResult(_Doc):
+    """Output of a simulation job (one technique of one candidate, or one XAS absorber run).
+
+    Failures are outputs, not exceptions: ``status`` ``failed`` with a one-line ``error`` and its
+    ``failure_kind``, so one bad candidate never stops an iteration.
+    """
+
+    status: Status
+    cache_id: str | None = None
+    cached: bool = False
+    site: int | None = None
+    error: str | None = None
+    failure_kind: FailureKind | None = None
+    traceback: str | None = None
+    absorbers_failed: list[int] | None = None
+    provenance: Provenance | None = None
+
+    @classmethod
+    def lost(cls, what: str = "simulation job") -> SimulationResult:
+        """The result of a job that never reported (its output reference resolved to nothing)."""
+        return cls(
+            status="failed",
+            failure_kind="lost_job",
+            error=f"{what} did not report (Slurm job lost and reruns exhausted, or never run)",
+        )
+
+
+class RecordResult(_Doc):
+    """Output of a record job: the stored evaluation's id, status and objective."""
+
+    evaluation_id: str
+    status: Status
+    objective: float | None = None
+
+
+class ProposeResult(_Doc):
+    """Output of a propose job: the next iteration and its proposals, or why the campaign stopped."""
+
+    iteration: int
+    proposals: list[str] = Field(default_factory=list)
+    stopped: str | None = None
+    n_used: int | None = None
