@@ -55,45 +55,46 @@ HISTORY_COLUMNS = (
 )
 
 
+def _predicted_objectives(state) -> dict[str, float]:
+    """The surrogate's predicted mismatch of each proposal that has one, by proposal id."""
+    out = {}
+    for p in state.proposal_docs():
+        value = (p.predicted or {}).get("objective")
+        if value is not None:
+            out[p.id] = float(value)
+    return out
+
+
 def history_rows(state) -> list[dict]:
     """One row per evaluation in order: iteration, candidate, kind, status, objective, best so far, MSEs.
 
-    Three queries in all (evaluations, proposals' predictions, nothing per row), so it stays fast on a
-    remote MongoDB with thousands of evaluations.
+    Two queries in all (evaluations, proposals), so it stays fast on a remote MongoDB with thousands of
+    evaluations.
     """
-    predictions = {
-        d["_id"]: d
-        for d in state.db.proposals.find(
-            {"campaign": state.name}, {"predicted.objective": 1, "acquisition": 1}
-        )
-    }
-    docs = sorted(
-        state.db.evaluations.find({"campaign": state.name}, {"structure": 0}),
-        key=lambda d: (d["iteration"], d["candidate"]),
-    )
+    proposals = {p.id: p for p in state.proposal_docs()}
     rows = []
     best = np.inf
     n = 0
-    for e in docs:
-        if e["status"] == "completed":
+    for e in state.evaluation_docs():
+        if e.status == "completed":
             n += 1
-            best = min(best, e["objective"])
-        prop = predictions.get(e.get("proposal_id"), {})
+            best = min(best, e.objective)
+        prop = proposals.get(e.proposal_id)
         row = {
             "n_simulations": n,
-            "iteration": e["iteration"],
-            "candidate": e["candidate"],
-            "kind": e.get("kind"),
-            "status": e["status"],
-            "failure_kind": e.get("failure_kind") or "",
-            "objective": e.get("objective"),
+            "iteration": e.iteration,
+            "candidate": e.candidate,
+            "kind": e.kind,
+            "status": e.status,
+            "failure_kind": e.failure_kind or "",
+            "objective": e.objective,
             "best_objective": best if np.isfinite(best) else None,
-            "predicted_objective": (prop.get("predicted") or {}).get("objective"),
-            "acquisition": prop.get("acquisition"),
-            "fingerprint": e["fingerprint"],
-            "error": e.get("error", "") or "",
+            "predicted_objective": ((prop.predicted or {}).get("objective") if prop else None),
+            "acquisition": prop.acquisition if prop else None,
+            "fingerprint": e.fingerprint,
+            "error": e.error or "",
         }
-        for t, v in (e.get("mse") or {}).items():
+        for t, v in e.mse.items():
             row[f"mse_{t}"] = v
         rows.append(row)
     return rows
@@ -105,24 +106,15 @@ def surrogate_accuracy_rows(state) -> list[dict]:
     The candidates of iteration *k* were proposed with the ensembles trained at the end of iteration
     *k − 1*, so row *k* carries those models' ``heldout_mae_<technique>`` / ``coverage_<technique>``.
     """
-    predicted = {}
-    for d in state.db.proposals.find({"campaign": state.name}, {"predicted.objective": 1}):
-        value = (d.get("predicted") or {}).get("objective")
-        if value is not None:
-            predicted[d["_id"]] = float(value)
+    predicted = _predicted_objectives(state)
     if not predicted:
         return []
     pairs: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    for e in state.db.evaluations.find(
-        {"campaign": state.name, "status": "completed"}, {"proposal_id": 1, "iteration": 1, "objective": 1}
-    ):
-        if e.get("proposal_id") in predicted:
-            pairs[int(e["iteration"])].append((predicted[e["proposal_id"]], float(e["objective"])))
+    for it, p, sim in _pairs_by_iteration(state, predicted):
+        pairs[it].append((p, sim))
     models: dict[int, dict] = defaultdict(dict)
-    for m in state.db.models.find(
-        {"campaign": state.name}, {"iteration": 1, "technique": 1, "metrics": 1, "n_train": 1}
-    ):
-        models[int(m["iteration"])][m["technique"]] = m
+    for m in state.model_docs():
+        models[m.iteration][m.technique] = m
     rows = []
     for it in sorted(pairs):
         p = np.array(pairs[it])
@@ -138,10 +130,9 @@ def surrogate_accuracy_rows(state) -> list[dict]:
             "model_iteration": it - 1 if (it - 1) in models else None,
         }
         for technique, m in sorted(models.get(it - 1, {}).items()):
-            metrics = m.get("metrics") or {}
-            row[f"heldout_mae_{technique}"] = metrics.get("heldout_mae")
-            row[f"coverage_{technique}"] = metrics.get("coverage_1sigma")
-            row["n_train"] = m.get("n_train", metrics.get("n_structures"))
+            row[f"heldout_mae_{technique}"] = m.metrics.get("heldout_mae")
+            row[f"coverage_{technique}"] = m.metrics.get("coverage_1sigma")
+            row["n_train"] = m.n_train
         rows.append(row)
     return rows
 
@@ -155,19 +146,14 @@ def _spearman(predicted: np.ndarray, simulated: np.ndarray) -> float | None:
     return float(spearmanr(predicted, simulated).statistic)
 
 
-def _pairs_by_iteration(state) -> list[tuple[int, float, float]]:
+def _pairs_by_iteration(state, predicted: dict[str, float] | None = None) -> list[tuple[int, float, float]]:
     """(iteration, predicted, simulated) of every evaluated candidate that has a prediction."""
-    predicted = {
-        d["_id"]: (d.get("predicted") or {}).get("objective")
-        for d in state.db.proposals.find({"campaign": state.name}, {"predicted.objective": 1})
-    }
+    predicted = _predicted_objectives(state) if predicted is None else predicted
     out = []
-    for e in state.db.evaluations.find(
-        {"campaign": state.name, "status": "completed"}, {"proposal_id": 1, "iteration": 1, "objective": 1}
-    ):
-        p = predicted.get(e.get("proposal_id"))
+    for e in state.evaluation_docs("completed"):
+        p = predicted.get(e.proposal_id)
         if p is not None:
-            out.append((int(e["iteration"]), float(p), float(e["objective"])))
+            out.append((e.iteration, p, float(e.objective)))
     return sorted(out)
 
 

@@ -36,6 +36,7 @@ from pymatgen.core import Structure
 
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.errors import InputError
+from aso_workflows.schemas import EvaluationDoc
 from aso_workflows.spectra.spectrum import Spectrum
 from aso_workflows.store import CampaignDB, StoreSpec
 
@@ -121,20 +122,26 @@ class Candidate:
         return f"{self.iteration}:{self.candidate}"
 
     @classmethod
-    def from_doc(cls, doc: dict, rank: int | None = None, predicted: float | None = None) -> Candidate:
+    def from_doc(
+        cls, doc: EvaluationDoc | dict, rank: int | None = None, predicted: float | None = None
+    ) -> Candidate:
+        """From an evaluation document (with its structure)."""
+        e = doc if isinstance(doc, EvaluationDoc) else EvaluationDoc.from_mongo(doc)
+        if e.structure is None:
+            raise InputError("candidate", f"evaluation {e.id!r} was read without its structure")
         return cls(
-            id=doc["_id"],
-            proposal_id=doc.get("proposal_id", ""),
-            iteration=int(doc["iteration"]),
-            candidate=int(doc["candidate"]),
-            kind=doc.get("kind") or "",
-            status=doc["status"],
-            objective=doc.get("objective"),
-            mse=dict(doc.get("mse") or {}),
-            fingerprint=doc.get("fingerprint", ""),
-            structure=Structure.from_dict(doc["structure"]),
-            spectra=dict(doc.get("spectra") or {}),
-            error=doc.get("error", "") or "",
+            id=e.id,
+            proposal_id=e.proposal_id,
+            iteration=e.iteration,
+            candidate=e.candidate,
+            kind=e.kind,
+            status=e.status,
+            objective=e.objective,
+            mse=dict(e.mse),
+            fingerprint=e.fingerprint,
+            structure=Structure.from_dict(e.structure),
+            spectra=dict(e.spectra),
+            error=e.error or "",
             rank=rank,
             predicted_objective=predicted,
         )
@@ -248,27 +255,18 @@ class Campaign:
         self.__dict__.pop("_predicted", None)
         return self
 
-    # ---- raw documents (one query each) -----------------------------------------------------------------
-    def _evaluations(self, status: str | None = None, structure: bool = True) -> list[dict]:
-        query: dict = {"campaign": self.name}
-        if status is not None:
-            query["status"] = status
-        docs = list(self.db.evaluations.find(query, None if structure else {"structure": 0}))
-        return sorted(docs, key=lambda d: (d["iteration"], d["candidate"]))
-
-    def _proposals(self) -> list[dict]:
-        """Proposal documents without structures and predicted spectra (small), in order."""
-        docs = list(self.db.proposals.find({"campaign": self.name}, {"structure": 0}))
-        return sorted(docs, key=lambda d: (d["iteration"], d["candidate"]))
+    # ---- documents (one query each) ---------------------------------------------------------------------
+    def _evaluations(self, status: str | None = None, structure: bool = True) -> list[EvaluationDoc]:
+        return self.state.evaluation_docs(status, structure=structure)
 
     @functools.cached_property
     def _predicted(self) -> dict[str, float]:
         """Predicted objective per proposal id (one query)."""
         out = {}
-        for d in self.db.proposals.find({"campaign": self.name}, {"predicted.objective": 1}):
-            value = (d.get("predicted") or {}).get("objective")
+        for p in self.state.proposal_docs():
+            value = (p.predicted or {}).get("objective")
             if value is not None:
-                out[d["_id"]] = float(value)
+                out[p.id] = float(value)
         return out
 
     # ---- the API ---------------------------------------------------------------------------------------
@@ -276,20 +274,19 @@ class Campaign:
         """The ``n`` completed candidates with the lowest objective, best first (``rank`` 1, 2, ...)."""
         if n < 1:
             raise InputError("n", f"expected a positive number of structures, got {n}")
-        docs = sorted(self._evaluations("completed"), key=lambda d: d["objective"])[:n]
+        docs = sorted(self._evaluations("completed"), key=lambda d: d.objective)[:n]
         pred = self._predicted
         return [
-            Candidate.from_doc(d, rank=i + 1, predicted=pred.get(d.get("proposal_id")))
-            for i, d in enumerate(docs)
+            Candidate.from_doc(d, rank=i + 1, predicted=pred.get(d.proposal_id)) for i, d in enumerate(docs)
         ]
 
     def structures(self, iteration: int | None = None, status: str | None = "completed") -> list[Candidate]:
         """Evaluated candidates (all iterations, or one), in evaluation order; ``status=None`` for all."""
         docs = self._evaluations(status)
         if iteration is not None:
-            docs = [d for d in docs if d["iteration"] == iteration]
+            docs = [d for d in docs if d.iteration == iteration]
         pred = self._predicted
-        return [Candidate.from_doc(d, predicted=pred.get(d.get("proposal_id"))) for d in docs]
+        return [Candidate.from_doc(d, predicted=pred.get(d.proposal_id)) for d in docs]
 
     def history(self):
         """One row per evaluation in order (pandas DataFrame): see :func:`aso_workflows.report.history_rows`."""
@@ -321,7 +318,7 @@ class Campaign:
         """The candidate named by ``ref`` (see the module docstring for the accepted forms)."""
         return Candidate.from_doc(self._resolve(ref))
 
-    def _resolve(self, ref) -> dict:
+    def _resolve(self, ref) -> EvaluationDoc:
         if isinstance(ref, Candidate):
             ref = ref.id
         text = str(ref).strip()
@@ -334,9 +331,9 @@ class Campaign:
             doc = ev.find_one({**q, "kind": "start"})
         elif m_best:
             k = int(m_best.group(1) or 1)
-            ranked = sorted(self._evaluations("completed", structure=False), key=lambda d: d["objective"])
+            ranked = sorted(self._evaluations("completed", structure=False), key=lambda d: d.objective)
             if 1 <= k <= len(ranked):
-                doc = ev.find_one({"_id": ranked[k - 1]["_id"]})
+                doc = ev.find_one({"_id": ranked[k - 1].id})
         elif m_ic:
             it, cand = int(m_ic.group(1)), int(m_ic.group(2))
             doc = ev.find_one({**q, "iteration": it, "candidate": cand})
@@ -352,7 +349,7 @@ class Campaign:
             raise InputError(
                 "candidate", f"no evaluated candidate {text!r} in campaign {self.name!r}; use {_REF_FORMS}"
             )
-        return doc
+        return EvaluationDoc.from_mongo(doc)
 
     def _from_proposal(self, pid: str) -> dict | None:
         prop = self.db.proposals.find_one({"_id": pid}, {"evaluation_id": 1, "campaign": 1})
@@ -363,17 +360,19 @@ class Campaign:
     def spectra(self, candidate) -> dict[str, Spectrum]:
         """Simulated spectra of a candidate, by technique."""
         doc = self._resolve(candidate)
-        if doc["status"] != "completed":
+        if doc.status != "completed":
             raise InputError(
                 "candidate",
-                f"candidate {doc['iteration']}:{doc['candidate']} has no spectra ({doc['status']}: {doc.get('error', '')})",
+                f"candidate {doc.iteration}:{doc.candidate} has no spectra ({doc.status}: {doc.error or ''})",
             )
         out = {}
-        for technique, cid in (doc.get("spectra") or {}).items():
-            cached = self.db.spectra.find_one({"_id": cid})
-            if cached is None:
-                raise InputError("candidate", f"spectrum {cid!r} is missing from the spectra collection")
-            out[technique] = Spectrum.model_validate(cached["spectrum"])
+        for technique, cid in doc.spectra.items():
+            try:
+                out[technique] = self.state.spectrum(cid)
+            except KeyError:
+                raise InputError(
+                    "candidate", f"spectrum {cid!r} is missing from the spectra collection"
+                ) from None
         return out
 
     def spectrum(self, candidate, technique: str | None = None) -> Spectrum:
@@ -404,25 +403,23 @@ class Campaign:
         """Evaluations that did not complete, with their reasons (``ref``, ``status``, ``error``, ...)."""
         out = []
         for d in self._evaluations(structure=False):
-            if d["status"] == "completed":
+            if d.status == "completed":
                 continue
-            prov = d.get("provenance") or {}
-            hosts = sorted({(p or {}).get("host") for p in prov.values() if isinstance(p, dict)} - {None})
-            jobs = sorted(
-                {(p or {}).get("slurm_job_id") for p in prov.values() if isinstance(p, dict)} - {None}
-            )
+            prov = [p for p in d.provenance.values() if p is not None]
+            hosts = sorted({p.host for p in prov} - {None})
+            jobs = sorted({p.slurm_job_id for p in prov} - {None})
             out.append(
                 {
-                    "ref": f"{d['iteration']}:{d['candidate']}",
-                    "id": d["_id"],
-                    "iteration": d["iteration"],
-                    "candidate": d["candidate"],
-                    "status": d["status"],
-                    "failure_kind": d.get("failure_kind") or "unspecified",
-                    "error": d.get("error", "") or "",
+                    "ref": f"{d.iteration}:{d.candidate}",
+                    "id": d.id,
+                    "iteration": d.iteration,
+                    "candidate": d.candidate,
+                    "status": d.status,
+                    "failure_kind": d.failure_kind or "unspecified",
+                    "error": d.error or "",
                     "host": ", ".join(hosts),
                     "slurm_job_id": ", ".join(jobs),
-                    "created": d.get("created"),
+                    "created": d.created,
                 }
             )
         return out
@@ -436,15 +433,15 @@ class Campaign:
         }
         return [
             {
-                "ref": f"{p['iteration']}:{p['candidate']}",
-                "id": p["_id"],
-                "iteration": p["iteration"],
-                "candidate": p["candidate"],
-                "kind": p.get("kind"),
-                "created": p.get("created"),
+                "ref": f"{p.iteration}:{p.candidate}",
+                "id": p.id,
+                "iteration": p.iteration,
+                "candidate": p.candidate,
+                "kind": p.kind,
+                "created": p.created,
             }
-            for p in self._proposals()
-            if p.get("fingerprint") not in evaluated and p.get("status") is None
+            for p in self.state.proposal_docs()
+            if p.fingerprint not in evaluated and p.status is None
         ]
 
     def summary(self) -> CampaignSummary:
@@ -452,10 +449,10 @@ class Campaign:
         self.refresh()
         doc = self.state.doc
         evals = self._evaluations(structure=False)
-        done = [d for d in evals if d["status"] == "completed"]
-        best = min(done, key=lambda d: d["objective"]) if done else None
-        start = next((d for d in done if d.get("kind") == "start"), None)
-        proposals = self._proposals()
+        done = [d for d in evals if d.status == "completed"]
+        best = min(done, key=lambda d: d.objective) if done else None
+        start = next((d for d in done if d.kind == "start"), None)
+        proposals = self.state.proposal_docs()
         failures = self.failures()
         return CampaignSummary(
             name=self.name,
@@ -463,14 +460,14 @@ class Campaign:
             stop_reason=str(doc.get("stop_reason", "") or ""),
             store=self.db.spec.redacted(),
             optimizer=self.config.optimizer,
-            iteration=max((p["iteration"] for p in proposals), default=0),
+            iteration=max((p.iteration for p in proposals), default=0),
             n_used=len(done),
             budget=self.config.budget,
             n_failed=len(failures),
             failures_by_kind=dict(Counter(f["failure_kind"] for f in failures).most_common()),
-            best_objective=best["objective"] if best else None,
-            best_ref=f"{best['iteration']}:{best['candidate']}" if best else None,
-            start_objective=start["objective"] if start else None,
+            best_objective=best.objective if best else None,
+            best_ref=f"{best.iteration}:{best.candidate}" if best else None,
+            start_objective=start.objective if start else None,
             n_models=self.db.models.count_documents({"campaign": self.name}),
             updated=doc.get("updated"),
             failures=failures,

@@ -16,7 +16,7 @@ from pymatgen.core import Structure
 
 from aso_workflows.config import CampaignConfig
 from aso_workflows.errors import InputError
-from aso_workflows.schemas import ProposalDoc, now
+from aso_workflows.schemas import EvaluationDoc, ModelDoc, ProposalDoc, now
 from aso_workflows.spectra.base import Simulator
 from aso_workflows.spectra.spectrum import Spectrum
 from aso_workflows.store import CampaignDB, StoreSpec, open_store
@@ -169,6 +169,27 @@ class CampaignState:
             query["status"] = status
         docs = list(self.db.evaluations.find(query))
         return sorted(docs, key=lambda d: (d["iteration"], d["candidate"]))
+
+    def evaluation_docs(self, status: str | None = None, structure: bool = False) -> list[EvaluationDoc]:
+        """Evaluations as :class:`~aso_workflows.schemas.EvaluationDoc`, in order (one query; without
+        their structures unless asked)."""
+        query: dict = {"campaign": self.name}
+        if status is not None:
+            query["status"] = status
+        docs = self.db.evaluations.find(query, None if structure else {"structure": 0})
+        return sorted((EvaluationDoc.from_mongo(d) for d in docs), key=lambda d: (d.iteration, d.candidate))
+
+    def proposal_docs(self) -> list[ProposalDoc]:
+        """Proposals as :class:`~aso_workflows.schemas.ProposalDoc` without their structures and predicted
+        spectra (only the predicted objective and λ), in order (one query)."""
+        projection = {"structure": 0, **{f"predicted.{t}": 0 for t in self.targets}}
+        docs = self.db.proposals.find({"campaign": self.name}, projection)
+        return sorted((ProposalDoc.from_mongo(d) for d in docs), key=lambda d: (d.iteration, d.candidate))
+
+    def model_docs(self) -> list[ModelDoc]:
+        """The surrogate models' documents, by iteration and technique."""
+        docs = self.db.models.find({"campaign": self.name})
+        return sorted((ModelDoc.from_mongo(d) for d in docs), key=lambda d: (d.iteration, d.technique))
 
     def n_used(self) -> int:
         return len(self.evaluations("completed"))

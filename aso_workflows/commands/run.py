@@ -64,9 +64,9 @@ def run(
         state = runner.run(cfg)
     run_summary(state, cfg)
     if runner.errors:
-        first = runner.errors[0].strip().splitlines()
+        first = runner.errors[0]
         typer.echo(
-            f"error: {len(runner.errors)} job(s) failed, first: {first[0]} ... {first[-1]} "
+            f"error: {len(runner.errors)} job(s) raised, first: {first.where} / {first.key}: {first.error} "
             f"(tracebacks in {cfg.output_dir.resolve() / 'errors.log'}); run the same command again to resume",
             err=True,
         )
