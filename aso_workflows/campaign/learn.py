@@ -326,7 +326,7 @@ def init_campaign(config, db, workdir, inputs: dict | None = None) -> CampaignSt
             ]
         }
     )
-    start = Structure.from_dict(inputs["start"]) if inputs and "start" in inputs else None
+    start = _structure(inputs["start"]) if inputs and "start" in inputs else None
     existing = check_existing(config, db, start)
     executor = (inputs or {}).get("executor")
     if existing is not None:
@@ -350,7 +350,7 @@ def init_campaign(config, db, workdir, inputs: dict | None = None) -> CampaignSt
             sites[t.technique] = [int(i) for i in sim.absorber_sites(start)]
         given = inputs["targets"][t.technique]
         if "structure" in given:
-            ts = Structure.from_dict(given["structure"])
+            ts = _structure(given["structure"])
             target_structure = ts
             spec = sim.simulate(ts, workdir=_mk(workdir, "target", t.technique))
             spec = spec.model_copy(update={"source": f"simulated from {given['path']}"})
@@ -403,6 +403,12 @@ def _initial_proposals(state: CampaignState) -> list[str]:
     initial = [{"structure": start, "kind": "start"}]
     initial += [{"structure": s, "kind": "initial"} for s in sampler.sample(start, config.initial_size)]
     return state.add_proposals(0, initial)
+
+
+def _structure(value: Structure | dict) -> Structure:
+    """A structure given as such or as its dict (job arguments that went through FireWorks' JSON come
+    back as objects: pymatgen dicts carry ``@class``)."""
+    return value if isinstance(value, Structure) else Structure.from_dict(value)
 
 
 def _mk(base, *parts) -> Path:

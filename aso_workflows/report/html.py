@@ -1,0 +1,168 @@
+"""The self-contained ``report.html``: every figure embedded, no scripts, no external files."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Structure
+
+from aso_workflows.report.descriptors import min_distance
+
+__all__ = ["write_html", "fmt", "table"]
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
+    "td,th{border:1px solid #ccc;padding:3px 9px;text-align:right}th{background:#f3f3f3}"
+    "td.l,th.l{text-align:left}img{max-width:100%;border:1px solid #eee;margin:0.3em 0}"
+    "dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{font-weight:600}"
+    ".muted{color:#777;font-size:90%}"
+)
+
+
+def fmt(v, spec: str = ".4g") -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    if isinstance(v, (int, np.integer)):
+        return str(v)
+    if isinstance(v, (float, np.floating)):
+        return format(float(v), spec)
+    return html.escape(str(v))
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def table(headers: list[str], rows: list[list], left: set[int] = frozenset(), css_id: str = "") -> str:
+    ident = f" id='{css_id}'" if css_id else ""
+    head = "".join(f"<th class='l'>{h}</th>" if i in left else f"<th>{h}</th>" for i, h in enumerate(headers))
+    body = []
+    for r in rows:
+        cells = "".join(f"<td class='l'>{c}</td>" if i in left else f"<td>{c}</td>" for i, c in enumerate(r))
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def write_html(state, rows, best, accuracy, paths: dict[str, Path], path: Path) -> Path:
+    from aso_workflows import __version__
+
+    done = [r for r in rows if r["status"] == "completed"]
+    failed = [r for r in rows if r["status"] != "completed"]
+    start = next((r for r in done if r["kind"] == "start"), None)
+    doc = state.doc
+    b0 = best[0].objective
+    facts = [
+        ("status", f"{doc.get('status')}" + (f" ({doc['stop_reason']})" if doc.get("stop_reason") else "")),
+        ("optimizer", state.config.optimizer),
+        ("techniques", ", ".join(t.upper() for t in state.targets)),
+        ("simulations", f"{len(done)} / {state.config.budget} used, {len(failed)} failed"),
+        ("iterations", str(max((r["iteration"] for r in rows), default=0))),
+        ("start mismatch", fmt(start["objective"]) if start else "–"),
+        ("best mismatch", f"{fmt(b0)} (candidate {best[0].iteration}:{best[0].candidate})"),
+    ]
+    if start is not None and b0 > 0:
+        facts.append(("improvement", f"{start['objective'] / b0:.1f}× lower than the start"))
+    facts.append(("store", html.escape(state.db.spec.redacted())))
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>aso-workflows report: {html.escape(state.name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Campaign {html.escape(state.name)}</h1>",
+        "<dl id='summary'>"
+        + "".join(f"<dt>{k}</dt><dd>{html.escape(str(v)) if k != 'store' else v}</dd>" for k, v in facts)
+        + "</dl>",
+        "<h2 id='convergence'>Best mismatch vs simulations</h2>",
+        _img(paths["convergence_png"], "best mismatch vs simulations"),
+        "<h2 id='spectra'>Spectra: target, start and best</h2>",
+        _img(paths["spectra_png"], "target, start and best spectra"),
+        "<h2 id='structure'>Neighbour distances and bond angles</h2>",
+        _img(paths["structure_png"], "neighbour-distance and bond-angle histograms"),
+        "<h2 id='surrogate'>Surrogate accuracy per iteration</h2>",
+    ]
+    if accuracy:
+        techs = list(state.targets)
+        parts.append(_img(paths["surrogate_png"], "surrogate accuracy: predicted vs simulated mismatch"))
+        headers = [
+            "iteration",
+            "candidates",
+            "predicted (mean)",
+            "simulated (mean)",
+            "|pred − sim|",
+            "relative error",
+            "rank corr.",
+        ]
+        headers += [f"held-out MAE {t}" for t in techs] + [f"1σ coverage {t}" for t in techs] + ["trained on"]
+        table_rows = [
+            [
+                r["iteration"],
+                r["n_candidates"],
+                fmt(r["predicted_mean"]),
+                fmt(r["simulated_mean"]),
+                fmt(r["mae"]),
+                fmt(r["relative_error"], ".2f"),
+                fmt(r["rank_correlation"], ".2f"),
+            ]
+            + [fmt(r.get(f"heldout_mae_{t}")) for t in techs]
+            + [fmt(r.get(f"coverage_{t}"), ".2f") for t in techs]
+            + [fmt(r.get("n_train"))]
+            for r in accuracy
+        ]
+        parts.append(table(headers, table_rows, css_id="surrogate-table"))
+    else:
+        parts.append(
+            f"<p class='muted'>No surrogate predictions: the {html.escape(state.config.optimizer)} optimizer proposes without one.</p>"
+        )
+    techs = list(state.targets)
+    headers = ["rank", "candidate", "kind", "objective"] + [f"MSE {t}" for t in techs]
+    headers += ["predicted", "shortest distance (Å)", "CIF", "fingerprint"]
+    predicted = {r["fingerprint"]: r.get("predicted_objective") for r in rows}
+    best_rows = []
+    for i, e in enumerate(best):
+        s = Structure.from_dict(e.structure)
+        cif = paths.get(f"best_{i + 1}")
+        link = f"<a href='{cif.name}'>{cif.name}</a>" if cif is not None else "–"
+        best_rows.append(
+            [i + 1, f"{e.iteration}:{e.candidate}", fmt(e.kind), fmt(e.objective)]
+            + [fmt(e.mse.get(t)) for t in techs]
+            + [
+                fmt(predicted.get(e.fingerprint)),
+                fmt(min_distance(s), ".3f"),
+                link,
+                fmt(e.fingerprint),
+            ]
+        )
+    parts += [
+        "<h2 id='best'>Best structures</h2>",
+        table(headers, best_rows, left={2, 6 + len(techs), 7 + len(techs)}, css_id="best-table"),
+    ]
+    if failed:
+        parts.append("<h2 id='failed'>Failed evaluations</h2>")
+        parts.append(
+            table(
+                ["candidate", "status", "kind", "reason"],
+                [
+                    [
+                        f"{r['iteration']}:{r['candidate']}",
+                        fmt(r["status"]),
+                        fmt(r["failure_kind"]),
+                        fmt(r["error"]),
+                    ]
+                    for r in failed
+                ],
+                left={1, 2, 3},
+                css_id="failed-table",
+            )
+        )
+    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    parts.append(
+        f"<p class='muted'>Written by aso-workflows {html.escape(__version__)} at {stamp}. "
+        "Figures are also beside this file as report_*.png; the full history is history.csv.</p></body></html>"
+    )
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
