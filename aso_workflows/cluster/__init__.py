@@ -2,6 +2,8 @@
 
 - :mod:`~aso_workflows.cluster.offline`: :class:`SlurmOfflineExecutor`, a controller that owns the
   LaunchPad and runs every Firework as its own Slurm job in FireWorks' offline mode.
+- :mod:`~aso_workflows.cluster.slurm`: launch records and what Slurm says about the jobs.
+- :mod:`~aso_workflows.cluster.workflow`: a jobflow flow as a named FireWorks workflow.
 - :mod:`~aso_workflows.cluster.queues`: queue adapters on the templates in ``slurm_templates/``.
 - :mod:`~aso_workflows.cluster.launchpad`: open the LaunchPad from a file or URI.
 - :mod:`~aso_workflows.cluster.rlaunch_shim`: the job-side ``rlaunch`` entry point.
@@ -17,9 +19,10 @@ import importlib
 # must not find their module already imported by this package (runpy warns), and jobs start faster.
 _EXPORTS = {
     "SlurmOfflineExecutor": "offline",
-    "RunSummary": "offline",
-    "LaunchRecord": "offline",
-    "slurm_records": "offline",
+    "RunSummary": "slurm",
+    "LaunchRecord": "slurm",
+    "slurm_records": "slurm",
+    "to_workflow": "workflow",
     "shared_job_store": "aso_workflows.jobstore",  # shared with the local executor
     "load_launchpad": "launchpad",
     "load_queue_adapter": "queues",

@@ -45,12 +45,20 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from aso_workflows.cluster.rlaunch_shim import SLURM_RECORD
+from aso_workflows.cluster.slurm import (
+    ENDED_STATES,
+    LaunchRecord,
+    RunSummary,
+    slurm_records,
+    squeue_snapshot,
+)
+from aso_workflows.cluster.workflow import check_job_store, to_workflow
 from aso_workflows.errors import InputError
 
 __all__ = [
@@ -68,121 +76,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_CATEGORY = "default"
 """Key in ``queues`` for Fireworks without a ``_category``."""
 
-# Slurm job states after which the job will not run again (squeue --states=all shows them for MinJobAge).
-_ENDED = {
-    "BOOT_FAIL",
-    "CANCELLED",
-    "COMPLETED",
-    "DEADLINE",
-    "FAILED",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "PREEMPTED",
-    "REVOKED",
-    "SPECIAL_EXIT",
-    "TIMEOUT",
-}
-_IN_MEMORY_STORES = {"MemoryStore", "MongomockStore"}
-
-
-@dataclass
-class LaunchRecord:
-    """One Firework launch submitted as one Slurm job.
-
-    ``state`` is the FireWorks state of the launch (RESERVED → RUNNING → COMPLETED/FIZZLED);
-    ``start``/``end`` are the times the Firework started and finished inside the job (ISO, UTC).
-    """
-
-    fw_id: int
-    name: str
-    launch_id: int
-    category: str
-    launch_dir: str
-    slurm_job_id: str
-    partition: str | None
-    submitted: str
-    state: str = "RESERVED"
-    slurm_state: str | None = None
-    node: str | None = None
-    start: str | None = None
-    end: str | None = None
-    error: str | None = None
-    lost: bool = False
-    raised: bool = False
-    rerun: bool = False
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class RunSummary:
-    """What :meth:`SlurmOfflineExecutor.run` did for one workflow."""
-
-    fw_ids: list[int]
-    workflow_state: str
-    fw_states: dict[int, str]
-    launches: list[LaunchRecord]
-    timed_out: bool
-    wall_s: float
-
-    @property
-    def completed(self) -> bool:
-        return self.workflow_state == "COMPLETED"
-
-    def slurm_job_ids(self) -> dict[int, str]:
-        """fw_id → Slurm job id of its last launch."""
-        return {rec.fw_id: rec.slurm_job_id for rec in self.launches}
-
-    def by_name(self, name: str) -> list[LaunchRecord]:
-        return [rec for rec in self.launches if rec.name == name]
-
-    def lost(self) -> list[LaunchRecord]:
-        """Launches detected as lost (their Slurm job ended without a FireWorks result)."""
-        return [rec for rec in self.launches if rec.lost]
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["fw_states"] = {str(k): v for k, v in self.fw_states.items()}
-        return d
-
 
 @dataclass
 class _Active:
     record: LaunchRecord
     ended_seen: float | None = None  # monotonic time the Slurm job was first seen ended
     marked_running: bool = False
-
-
-def squeue_snapshot(env: Mapping[str, str] | None = None, timeout: float = 30.0) -> dict[str, dict] | None:
-    """This user's Slurm jobs that the controller still knows (also ended ones, for ``MinJobAge``).
-
-    Returns
-    -------
-    dict or None
-        job id → ``{"state", "partition", "nodes"}``; None if ``squeue`` failed (controller busy or
-        down), so callers can retry instead of taking every job for ended.
-    """
-    try:
-        out = subprocess.run(
-            ["squeue", "--me", "--noheader", "--states=all", "--format=%i|%T|%P|%N"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=None if env is None else dict(env),
-        )
-    except (subprocess.SubprocessError, OSError) as exc:
-        logger.warning("squeue failed: %s", exc)
-        return None
-    if out.returncode != 0:
-        logger.warning("squeue failed: %s", out.stderr.strip()[:200])
-        return None
-    jobs = {}
-    for line in out.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 4:
-            jobs[parts[0]] = {"state": parts[1], "partition": parts[2], "nodes": parts[3] or None}
-    return jobs
 
 
 @contextlib.contextmanager
@@ -194,26 +93,6 @@ def _chdir(path: Path) -> Iterator[None]:
         yield
     finally:
         os.chdir(old)
-
-
-def slurm_records(launchpad, fw_ids: list[int] | None = None) -> list[dict]:
-    """The Slurm side of every launch the executor made (from the LaunchPad, readable by any process).
-
-    Returns
-    -------
-    list of dict
-        ``{"fw_id", "launch_id", "state", "job_id", "partition", "category", "node", "slurm_state"}`` per
-        launch, in launch order; ``fw_ids`` restricts to those Fireworks.
-    """
-    query: dict = {"slurm": {"$exists": True}}
-    if fw_ids is not None:
-        query["fw_id"] = {"$in": list(fw_ids)}
-    out = []
-    for doc in launchpad.launches.find(query, {"fw_id": 1, "launch_id": 1, "state": 1, "slurm": 1}):
-        slurm = dict(doc["slurm"])
-        slurm["slurm_state"] = slurm.pop("state", None)
-        out.append({"fw_id": doc["fw_id"], "launch_id": doc["launch_id"], "state": doc["state"], **slurm})
-    return sorted(out, key=lambda r: r["launch_id"])
 
 
 def _read_json(path: Path) -> dict | None:
@@ -313,7 +192,7 @@ class SlurmOfflineExecutor:
             )
         self.queues = queues
         if self.job_store is not None:
-            _check_job_store(self.job_store)
+            check_job_store(self.job_store)
             # create the store's tables/indexes here, before any job opens it (no first-writer races)
             self.job_store.connect()
 
@@ -496,7 +375,7 @@ class SlurmOfflineExecutor:
             rec.slurm_state = info["state"]
             rec.node = info["nodes"] or rec.node
             rec.partition = info["partition"] or rec.partition
-            if info["state"] not in _ENDED:
+            if info["state"] not in ENDED_STATES:
                 if info["state"] == "RUNNING" and not act.marked_running:
                     act.marked_running = self._mark_running(rec)
                 return False
@@ -510,7 +389,7 @@ class SlurmOfflineExecutor:
             launch = self.launchpad.launches.find_one({"launch_id": rec.launch_id}, {"state": 1})
             rec.state = (launch or {}).get("state", rec.state)
             if info is None:
-                rec.slurm_state = rec.slurm_state if rec.slurm_state in _ENDED else "ENDED"
+                rec.slurm_state = rec.slurm_state if rec.slurm_state in ENDED_STATES else "ENDED"
             if rec.state == "FIZZLED" and self.rerun_failed:
                 # the job raised: jobs report simulation failures as results, so an exception here is
                 # the infrastructure (store busy, node trouble) or a bug: rerun like a lost job
@@ -674,30 +553,3 @@ class SlurmOfflineExecutor:
             out.append(rec)
             logger.info("picked up fw %d (%s), Slurm job %s", rec.fw_id, rec.name, rec.slurm_job_id)
         return out
-
-
-def to_workflow(flow, job_store=None, name: str | None = None):
-    """A jobflow ``Flow``/``Job`` as a FireWorks ``Workflow`` (``flow_to_workflow``), tagged for the web GUI.
-
-    A campaign's workflow gets ``metadata.campaign`` (from its jobs' ``_aso`` spec), so the web GUI's
-    ``/wf/metadata/campaign/<name>/`` and ``lpad get_wflows -q '{"metadata.campaign": ...}'`` find it.
-    """
-    from jobflow.managers.fireworks import flow_to_workflow
-
-    wf = flow_to_workflow(flow, store=job_store, **({"name": name} if name else {}))
-    campaigns = {(fw.spec.get("_aso") or {}).get("campaign") for fw in wf.fws} - {None}
-    if len(campaigns) == 1:
-        wf.metadata.setdefault("campaign", campaigns.pop())
-    return wf
-
-
-def _check_job_store(store) -> None:
-    """Refuse JobStores that Slurm jobs cannot open (in-memory ones)."""
-    stores = [getattr(store, "docs_store", None), *getattr(store, "additional_stores", {}).values()]
-    for s in stores:
-        if s is not None and type(s).__name__ in _IN_MEMORY_STORES:
-            raise InputError(
-                "job_store",
-                f"{type(s).__name__} lives in this process only; Slurm jobs write outputs themselves, so use "
-                "MongoDB or MontyStore(..., storage='sqlite') on a shared disk",
-            )
