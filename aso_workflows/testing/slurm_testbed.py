@@ -154,7 +154,7 @@ class SlurmTestbed:
 
     # ---- config -------------------------------------------------------------------------------
     def slurm_conf_text(self) -> str:
-        """The ``slurm.conf`` (the one STACK.md records as working, plus a fake gpu GRES)."""
+        """The ``slurm.conf``: one node, partitions ``cpu`` (default) and ``gpu``, munge auth, no accounting database (finished jobs go to a jobcomp file), plus a fake gpu GRES."""
         d = self.directory
         cpus = self.cpus or os.cpu_count() or 1
         mem_mb = max(_mem_total_mb() * 9 // 10, 100)  # below the physical size or slurmd drains the node
