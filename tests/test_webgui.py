@@ -117,11 +117,10 @@ def test_fireworks_carry_campaign_numbers(campaign):
     assert set(wf["fw_states"].values()) == {"COMPLETED"}
     assert state.doc["status"] == "completed" and state.n_used() == 5
     fws = list(lp.fireworks.find({}, {"name": 1, "spec._aso": 1}))
-    assert len(fws) == 9  # 3 + 2 evaluations, a train and a propose job per iteration
+    assert len(fws) == 10  # the start job, 3 + 2 evaluations, a train and a propose job per iteration
     assert all(fw["spec"]["_aso"]["campaign"] == CAMPAIGN for fw in fws)
-    assert (
-        sorted(fw["spec"]["_aso"]["kind"] for fw in fws) == ["evaluate"] * 5 + ["propose"] * 2 + ["train"] * 2
-    )
+    kinds = sorted(fw["spec"]["_aso"]["kind"] for fw in fws)
+    assert kinds == ["evaluate"] * 5 + ["propose"] * 2 + ["start"] + ["train"] * 2
     # every evaluation Firework: its name and spec say which candidate; its launch holds the mismatch
     # that the campaign store recorded for that candidate
     by_pid = {(e["iteration"], e["candidate"]): e for e in state.evaluations(status=None)}

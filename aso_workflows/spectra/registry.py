@@ -61,10 +61,16 @@ def make_simulator(technique: str, **settings) -> Simulator:
         raise InputError(
             f"{technique}.settings", f"unknown setting(s) {unknown}; {technique} accepts {sorted(allowed)}"
         )
+    from pydantic import ValidationError
+
     try:
         return cls(**settings)
     except InputError:
         raise
+    except ValidationError as exc:  # a settings_dataclass: name the setting, as InputError does
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) or f"{technique}.settings"
+        raise InputError(name, first["msg"].removeprefix("Value error, ")) from None
     except (TypeError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{technique}.settings", msg) from None
