@@ -234,7 +234,7 @@ def run_one(case: BenchmarkCase, method: str, seed: int, s: SuiteSettings, out: 
         "stopped_early": stopped_early,
         "status": state.doc.get("status"),
         "stop_reason": state.doc.get("stop_reason"),
-        "errors": runner.errors[:3],
+        "errors": [f"{e.where} / {e.key}: {e.error}" for e in runner.errors[:3]],
         "wall_s": round(wall, 1),
         "cpu_s": round(_cpu_seconds() - cpu0, 1),
         "train_s": round(sum(m.get("seconds", 0.0) for m in models), 1),

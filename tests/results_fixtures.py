@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
+from campaign_files import campaign_yaml
 
 from aso_workflows.store import COLLECTIONS, StoreSpec, open_store
 
@@ -36,25 +36,8 @@ _BUILT: dict[str, Built] = {}
 
 
 def _write(root: Path, name: str, **fields) -> Path:
-    doc = {
-        "name": name,
-        "start": str(EXAMPLE / "start.cif"),
-        "targets": [{"technique": "pdf", "structure": str(EXAMPLE / "target.cif")}],
-        "budget": 8,
-        "initial_size": 3,
-        "batch_size": 2,
-        "seed": 3,
-        "sampler": {"min_displacement": 0.05, "max_displacement": 0.3},
-        "min_distances": {"Ni-O": 1.7, "Li-O": 1.7, "O-O": 2.2},
-        "surrogate": {"n_models": 2, "hidden": 16, "n_layers": 2, "n_rbf": 16, "epochs": 12, "patience": 6},
-        "proposal": {"n_starts": 8, "steps": 10},
-        "output": str(root / name),
-    }
-    doc.update(fields)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    defaults = {"budget": 8, "seed": 3, "proposal": {"n_starts": 8, "steps": 10}, "output": str(root / name)}
+    return campaign_yaml(root, name, **{**defaults, **fields})
 
 
 def build(kind: str, root: Path) -> Built:

@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import quote_plus, unquote, urlsplit, urlunsplit
 
 import pytest
-import yaml
+from campaign_files import campaign_yaml
 from typer.testing import CliRunner
 
 from aso_workflows.cli import app
@@ -51,22 +51,8 @@ runner = CliRunner()
 
 
 def campaign_file(folder: Path, **fields) -> Path:
-    doc = {
-        "name": "access",
-        "start": str(EXAMPLE / "start.cif"),
-        "targets": [{"technique": "pdf", "structure": str(EXAMPLE / "target.cif")}],
-        "budget": 5,
-        "initial_size": 3,
-        "optimizer": "random",
-        "seed": 2,
-        "sampler": {"min_displacement": 0.05, "max_displacement": 0.3},
-        "min_distances": {"Ni-O": 1.7, "Li-O": 1.7, "O-O": 2.2},
-        "output": str(folder / "out"),
-    }
-    doc.update(fields)
-    path = folder / f"{doc['name']}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    defaults = {"budget": 5, "optimizer": "random", "seed": 2, "batch_size": None}
+    return campaign_yaml(folder, fields.pop("name", "access"), **{**defaults, **fields})
 
 
 def one_error_line(stderr: str, exit_code: int) -> str:
@@ -157,7 +143,9 @@ def test_unreachable_store_closed_port_real_process(tmp_path, closed_port, fault
     assert secret not in proc.stdout + proc.stderr
     assert elapsed < ERROR_WITHIN_S, f"{elapsed:.1f} s"
     assert not (tmp_path / "out" / "store").exists()
-    fault_ledger.recovered("bad-input:mongodb-unreachable", f"{elapsed:.1f} s: {line}")
+    fault_ledger.verify(
+        "bad-input:mongodb-unreachable", not (tmp_path / "out" / "store").exists(), f"{elapsed:.1f} s: {line}"
+    )
 
 
 def test_unreachable_store_silent_server(tmp_path, silent_server, fault_ledger):
@@ -174,7 +162,11 @@ def test_unreachable_store_silent_server(tmp_path, silent_server, fault_ledger):
     assert secret not in result.output
     assert elapsed < ERROR_WITHIN_S, f"{elapsed:.1f} s"
     assert silent_server.accepted, "the client never reached the silent server"
-    fault_ledger.recovered("bad-input:mongodb-unreachable", f"{elapsed:.1f} s: {line}")
+    fault_ledger.verify(
+        "bad-input:mongodb-unreachable",
+        elapsed < ERROR_WITHIN_S and line.startswith("error:"),
+        f"{elapsed:.1f} s",
+    )
 
 
 def test_unreachable_store_api_with_password_file(tmp_path, silent_server):
@@ -225,7 +217,9 @@ def test_unreachable_launchpad(tmp_path, silent_server, closed_port, fault_ledge
     assert elapsed < ERROR_WITHIN_S, f"{elapsed:.1f} s"
     assert not (tmp_path / "out").exists(), "nothing may be written before the LaunchPad answers"
     assert how == "file" or silent_server.accepted
-    fault_ledger.recovered("bad-input:mongodb-unreachable", f"{elapsed:.1f} s: {line}")
+    fault_ledger.verify(
+        "bad-input:mongodb-unreachable", not (tmp_path / "out").exists(), f"{elapsed:.1f} s: {line}"
+    )
 
 
 # ---- refused credentials (needs a MongoDB server) ------------------------------------------------------------
@@ -255,7 +249,7 @@ def test_wrong_credentials_are_one_line(tmp_path, fault_ledger):
     result = runner.invoke(app, ["run", str(yml), "-q"])
     line = one_error_line(result.stderr, result.exit_code)
     assert "store.uri" in line and "refused the credentials" in line and secret not in result.output
-    fault_ledger.recovered("bad-input:credentials", line)
+    fault_ledger.verify("bad-input:credentials", result.exit_code == 2 and secret not in result.output, line)
 
 
 @needs_mongodb

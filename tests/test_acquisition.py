@@ -88,10 +88,13 @@ def test_acquisition_is_differentiable(spectra):
     assert torch.all(torch.sign(-mu.grad) == torch.sign(_t(target) - mu.detach()))
 
 
-def test_is_an_acquisition_function(spectra):
-    target, _, _ = spectra
-    assert isinstance(LowerConfidenceBound({"pdf": target}), AcquisitionFunction)
-    assert isinstance(ExpectedMismatch({"pdf": target}), AcquisitionFunction)
+def test_expected_mismatch_is_the_lcb_without_exploration(spectra):
+    target, means, stds = spectra
+    em = ExpectedMismatch({"pdf": target})({"pdf": _t(means)}, {"pdf": _t(stds)})
+    lcb0 = LowerConfidenceBound({"pdf": target}, lam=0.0)({"pdf": _t(means)}, {"pdf": _t(stds)})
+    lcb = LowerConfidenceBound({"pdf": target}, lam=0.5)({"pdf": _t(means)}, {"pdf": _t(stds)})
+    assert torch.equal(em, lcb0)
+    assert torch.all(lcb < em)  # exploration lowers the bound where the ensemble is unsure (std > 0)
     with pytest.raises(TypeError):
         AcquisitionFunction()  # abstract
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from campaign_files import campaign_yaml
 from typer.testing import CliRunner
 
 from aso_workflows.cli import app
@@ -68,20 +69,8 @@ class Existing:
 @pytest.fixture(scope="module")
 def existing(tmp_path_factory) -> Existing:
     folder = tmp_path_factory.mktemp("bad_input")
-    doc = {
-        "name": NAME,
-        "start": str(EXAMPLE / "start.cif"),
-        "targets": [{"technique": "pdf", "structure": str(EXAMPLE / "target.cif")}],
-        "budget": 5,
-        "initial_size": 3,
-        "optimizer": "random",
-        "seed": 1,
-        "sampler": {"min_displacement": 0.05, "max_displacement": 0.3},
-        "min_distances": {"Ni-O": 1.7, "Li-O": 1.7, "O-O": 2.2},
-        "output": str(folder / "out"),
-    }
-    path = folder / "campaign.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path = campaign_yaml(folder, NAME, budget=5, optimizer="random", seed=1, batch_size=None)
+    doc = yaml.safe_load(path.read_text())
     result = runner.invoke(app, ["run", str(path), "--quiet"])
     assert result.exit_code == 0, result.output
     sim = runner.invoke(app, ["simulate", str(EXAMPLE / "target.cif"), "-t", "pdf", "--json"])
@@ -139,10 +128,9 @@ def inject(fault_ledger, existing: Existing, kind: str, detail: str, args: list[
     line = assert_clear_error(result, needles)
     after = snapshot(existing.store)
     lost, duplicated = lost_and_duplicated(before, after)
-    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
+    fault_ledger.verify_unchanged(kind, before, after, f"{detail} -> {line}")
     assert (lost, duplicated) == (0, 0)
     assert after == before, "the bad input changed the existing campaign's store"
-    fault_ledger.recovered(kind, f"{detail} -> {line}")
     return line
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from campaign_files import campaign_yaml
 from pymatgen.core import Structure
 
 from aso_workflows.campaign.local import LocalCampaignRunner
@@ -40,23 +41,15 @@ def write_nio_campaign(tmp_path: Path, name: str, optimizer: str, **fields) -> P
             min_displacement=0.1, max_displacement=0.25, min_distances=MIN_DISTANCES, seed=5
         )
         sampler.sample(start, 1)[0].to(filename=str(target))
-    doc = {
-        "name": name,
+    pair = {
         "start": str(DATA / "NiO.cif"),
         "targets": [{"technique": "pdf", "structure": str(target)}],
-        "budget": 12,
-        "initial_size": 4,
-        "batch_size": 2,
-        "seed": 3,
-        "optimizer": optimizer,
         "sampler": {"min_displacement": 0.05, "max_displacement": 0.25},
         "min_distances": MIN_DISTANCES,
-        "output": str(tmp_path / name),
     }
-    doc.update(fields)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    defaults = {"budget": 12, "initial_size": 4, "seed": 3, "surrogate": None, "proposal": None}
+    defaults["output"] = str(tmp_path / name)
+    return campaign_yaml(tmp_path, name, pair=pair, optimizer=optimizer, **{**defaults, **fields})
 
 
 def run(path: Path, **overrides) -> CampaignState:

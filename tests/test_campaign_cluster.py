@@ -14,7 +14,7 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
-import yaml
+from campaign_files import campaign_yaml
 
 from aso_workflows.campaign.cluster import ClusterCampaignRunner
 from aso_workflows.cluster.launchpad import load_launchpad
@@ -61,23 +61,9 @@ def _t(s: str) -> datetime:
 
 def test_pdf_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, stores, tmp_path):
     lp, job_store, store_cfg = stores
-    doc = {
-        "name": "slurm-pdf",
-        "start": str(EXAMPLE / "start.cif"),
-        "targets": [{"technique": "pdf", "structure": str(EXAMPLE / "target.cif")}],
-        "budget": 8,  # start + 3 initial, then 2 iterations of q = 2
-        "initial_size": 3,
-        "batch_size": 2,
-        "seed": 0,
-        "sampler": {"min_displacement": 0.05, "max_displacement": 0.3},
-        "min_distances": {"Ni-O": 1.7, "Li-O": 1.7, "O-O": 2.2},
-        "surrogate": {"n_models": 2, "hidden": 16, "n_layers": 2, "n_rbf": 16, "epochs": 20, "patience": 5},
-        "proposal": {"n_starts": 8, "steps": 10, "progress": False},
-        "output": str(tmp_path / "out"),
-        "store": store_cfg,
-    }
-    path = tmp_path / "campaign.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    surrogate = {"n_models": 2, "hidden": 16, "n_layers": 2, "n_rbf": 16, "epochs": 20, "patience": 5}
+    # budget 8: start + 3 initial, then 2 iterations of q = 2
+    path = campaign_yaml(tmp_path, "slurm-pdf", budget=8, surrogate=surrogate, store=store_cfg)
     cfg = load_config(path)
     runner = ClusterCampaignRunner(
         launchpad=lp, launch_dir=tmp_path / "launches", queues=slurm_queues, job_store=job_store, timeout=900

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from campaign_files import campaign_yaml
 
 from aso_workflows.campaign.local import LocalCampaignRunner
 from aso_workflows.campaign.state import CampaignState, get_db
@@ -22,24 +22,9 @@ TINY_SURROGATE = {"n_models": 2, "hidden": 16, "n_layers": 2, "n_rbf": 16, "epoc
 
 
 def write_campaign(tmp_path: Path, **fields) -> Path:
-    doc = {
-        "name": "tiny",
-        "start": str(EXAMPLE / "start.cif"),
-        "targets": [{"technique": "pdf", "structure": str(EXAMPLE / "target.cif")}],
-        "budget": 10,
-        "initial_size": 4,
-        "batch_size": 2,
-        "seed": 1,
-        "sampler": {"min_displacement": 0.05, "max_displacement": 0.3},
-        "min_distances": {"Ni-O": 1.7, "Li-O": 1.7, "O-O": 2.2},
-        "surrogate": TINY_SURROGATE,
-        "proposal": {"n_starts": 16, "steps": 20},
-        "output": str(tmp_path / "out"),
-    }
-    doc.update(fields)
-    p = tmp_path / "campaign.yaml"
-    p.write_text(yaml.safe_dump(doc))
-    return p
+    defaults = {"budget": 10, "initial_size": 4, "seed": 1, "surrogate": TINY_SURROGATE}
+    defaults["proposal"] = {"n_starts": 16, "steps": 20}
+    return campaign_yaml(tmp_path, fields.pop("name", "tiny"), **{**defaults, **fields})
 
 
 def _counts(state: CampaignState) -> tuple[int, int, int]:

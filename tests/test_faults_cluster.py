@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from campaign_files import campaign_yaml
+from campaign_files import SELF_TARGET, campaign_yaml
+from fault_ledger import store_check
 
 from aso_workflows.campaign.cluster import ClusterCampaignRunner
 from aso_workflows.config import load_config
@@ -30,7 +31,7 @@ DATA = Path(__file__).parents[1] / "aso_workflows" / "data"
 
 def slurm_campaign(tmp_path: Path, name: str, **fields) -> Path:
     """A small PDF campaign (random proposals: no training cost) for Slurm fault tests."""
-    return campaign_yaml(tmp_path, name, **{"optimizer": "random", "seed": 5, **fields})
+    return campaign_yaml(tmp_path, name, pair=SELF_TARGET, **{"optimizer": "random", "seed": 5, **fields})
 
 
 def running_jobs(env: dict, launch_dir: Path) -> dict[str, tuple[str, Path]]:
@@ -117,8 +118,6 @@ def test_jobs_killed_mid_run_are_rerun_or_given_up_never_duplicated(
 ):
     """Four jobs killed once (rerun, completed) and one killed twice (max_reruns 1: given up, recorded as a
     failed ``lost_job`` candidate and replaced)."""
-    from test_faults_simulation import store_check
-
     cfg = load_config(slurm_campaign(tmp_path, "lost-jobs"))
     launch_dir = tmp_path / "launches"
     runner = ClusterCampaignRunner(
@@ -166,14 +165,15 @@ def test_jobs_killed_mid_run_are_rerun_or_given_up_never_duplicated(
         later = [r for r in summary.launches if r.fw_id == rec.fw_id and r.launch_id > rec.launch_id]
         if later:  # detected and rerun; the rerun completed (or is the second kill of the same Firework)
             assert rec.rerun and (later[-1].state == "COMPLETED" or later[-1].slurm_job_id in landed)
-            fault_ledger.recovered(kind, f"fw {rec.fw_id} rerun as Slurm job {later[0].slurm_job_id}")
+            fw_state = runner.launchpad.get_fw_by_id(rec.fw_id).state  # the LaunchPad's own record
+            fault_ledger.verify(kind, fw_state == "COMPLETED", f"fw {rec.fw_id} {fw_state} after its rerun")
         else:  # the second loss of the same Firework: given up, recorded below
             assert k["suffix"] == given_up and not rec.rerun
             given_up_kind = kind
     failed = state.evaluations("failed")
     assert [(e["proposal_id"], e["failure_kind"]) for e in failed] == [("lost-jobs:0001:000", "lost_job")]
-    assert "did not complete" in failed[0]["error"]
-    fault_ledger.recovered(given_up_kind, "given up after max_reruns: recorded as failed lost_job, replaced")
+    assert "did not report" in failed[0]["error"]
+    fault_ledger.verify_campaign(given_up_kind, state, failed={"lost-jobs:0001:000": "lost_job"})
     # the campaign ended normally and replaced the given-up candidate
     assert state.doc["status"] == "completed" and state.n_used() == cfg.budget
     assert len(state.proposals()) == cfg.budget + 1
@@ -190,9 +190,7 @@ def test_jobs_killed_mid_run_are_rerun_or_given_up_never_duplicated(
                     "detail": f"{e['proposal_id']} by job {job_id}",
                 }
             )
-    lost, duplicated = store_check(state)
-    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
-    assert (lost, duplicated) == (0, 0)
+    assert store_check(state) == (0, 0, True)
     # the LaunchPad keeps the Slurm side of every lost launch
     lost_docs = list(runner.launchpad.launches.find({"slurm.lost": True}))
     assert sorted(d["slurm"]["job_id"] for d in lost_docs) == sorted(landed)
@@ -233,7 +231,7 @@ def test_feff_crash_in_a_slurm_absorber_job_is_recorded_and_replaced(
     slurm_testbed, slurm_queues, tmp_path, fault_ledger
 ):
     """EXAFS on Slurm (one job per absorber, an averaging job, a record job): FEFF segfaults in one job."""
-    from test_faults_simulation import TINY_EXAFS, fault_feff, store_check
+    from test_faults_simulation import TINY_EXAFS, fault_feff
 
     exe = fault_feff(tmp_path, [("*/work/feff-slurm_0000_001/exafs/site_*", "segv")])
     exafs = {**TINY_EXAFS, "sites": 1, "engine": str(exe)}
@@ -279,7 +277,7 @@ def test_feff_crash_in_a_slurm_absorber_job_is_recorded_and_replaced(
         state.n_used(),
         [(p["_id"], p.get("status")) for p in state.proposals()],
     )
-    fault_ledger.recovered("feff_segfault_slurm", failed[0]["error"][:120])
-    lost, duplicated = store_check(state)
-    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
-    assert (lost, duplicated) == (0, 0)
+    fault_ledger.verify_campaign(
+        "feff_segfault_slurm", state, failed={"feff-slurm:0000:001": "simulator_error"}
+    )
+    assert store_check(state) == (0, 0, True)

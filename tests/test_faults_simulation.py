@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from campaign_files import campaign_yaml
+from campaign_files import SELF_TARGET, campaign_yaml
+from fault_ledger import store_check
 from pymatgen.core import Structure
 
 from aso_workflows.campaign.learn import init_campaign, read_inputs
 from aso_workflows.campaign.local import LocalCampaignRunner
-from aso_workflows.campaign.state import CampaignState, evaluation_id, get_db
+from aso_workflows.campaign.state import get_db
 from aso_workflows.config import load_config
 from aso_workflows.spectra.feff import EXAFSSimulator
 
@@ -26,31 +27,6 @@ DATA = Path(__file__).parents[1] / "aso_workflows" / "data"
 EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"
 # one or two absorbers per structure, single scattering only: ~2-7 s per FEFF run on a busy 2-core box
 TINY_EXAFS = {"absorber": "Ni", "radius": 4.0, "rpath": 3.0, "nlegs": 2}
-
-
-def store_check(state: CampaignState) -> tuple[int, int]:
-    """(lost, duplicated) evaluations of a campaign, computed from the store.
-
-    lost: proposals without an evaluation document (every proposal of a campaign that ended must have
-    one: completed or failed with a reason). duplicated: evaluation documents beyond one per structure
-    fingerprint, plus proposals pointing at an evaluation of another structure. Also asserts that the
-    campaign document's counters (``n_used``, ``n_failed``) agree with the evaluations.
-    """
-    evals = state.evaluations(status=None)
-    by_id = {e["_id"] for e in evals}
-    lost = 0
-    wrong = 0
-    for p in state.proposals():
-        eid = evaluation_id(state.name, p["fingerprint"], state.settings_key)
-        if eid not in by_id:
-            lost += 1
-        elif p.get("evaluation_id") not in (None, eid):
-            wrong += 1
-    duplicated = len(evals) - len({e["fingerprint"] for e in evals}) + wrong
-    # the campaign document's counters agree with the evaluations (campaign state consistent)
-    doc = state.db.campaigns.find_one({"_id": state.name})
-    assert (doc["n_used"], doc.get("n_failed", 0)) == (state.n_used(), len(state.evaluations("failed")))
-    return lost, duplicated
 
 
 def fault_feff(tmp_path: Path, cases: list[tuple[str, str]]) -> Path:
@@ -75,7 +51,7 @@ def fault_feff(tmp_path: Path, cases: list[tuple[str, str]]) -> Path:
 
 def write_campaign(tmp_path: Path, **fields) -> Path:
     fields = {"name": "faults", "optimizer": "random", "seed": 3, **fields}
-    return campaign_yaml(tmp_path, fields.pop("name"), **fields)
+    return campaign_yaml(tmp_path, fields.pop("name"), pair=SELF_TARGET, **fields)
 
 
 def test_feff_crash_hang_and_bad_absorber_are_recorded_and_replaced(tmp_path, fault_ledger):
@@ -110,9 +86,9 @@ def test_feff_crash_hang_and_bad_absorber_are_recorded_and_replaced(tmp_path, fa
     assert set(failed) == {"faults:0000:001", "faults:0001:000"}
     crash, hang = failed["faults:0000:001"], failed["faults:0001:000"]
     assert crash["failure_kind"] == "simulator_error" and "exit status -11" in crash["error"]
-    fault_ledger.recovered("feff_segfault", crash["error"][:120])
+    fault_ledger.verify_campaign("feff_segfault", state, failed={"faults:0000:001": "simulator_error"})
     assert hang["failure_kind"] == "walltime" and "timed out after 25 s" in hang["error"]
-    fault_ledger.recovered("feff_walltime", hang["error"][:120])
+    fault_ledger.verify_campaign("feff_walltime", state, failed={"faults:0001:000": "walltime"})
     assert all("\n" not in e["error"] for e in failed.values())
     # every completed candidate is the average of its good absorber; the bad one is listed
     done = state.evaluations("completed")
@@ -123,13 +99,17 @@ def test_feff_crash_hang_and_bad_absorber_are_recorded_and_replaced(tmp_path, fa
     assert (
         prov["absorbers_failed"][0]["site"] == bad and "exit status 7" in prov["absorbers_failed"][0]["error"]
     )
-    fault_ledger.recovered("feff_absorber_error", f"site {bad} averaged out of {len(done)} candidates")
+    averaged = all(e.get("absorbers_failed") == {"exafs": [bad]} for e in state.evaluations("completed"))
+    problems = fault_ledger.campaign_problems(state)
+    fault_ledger.verify(
+        "feff_absorber_error",
+        averaged and not problems,
+        "; ".join(problems) or f"site {bad} averaged out of {len(done)} candidates",
+    )
     # the failures were replaced: one proposal per completed simulation plus one per failure
     assert len(state.proposals()) == cfg.budget + len(failed)
     assert state.doc["n_failed"] == 2
-    lost, duplicated = store_check(state)
-    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
-    assert (lost, duplicated) == (0, 0)
+    assert store_check(state) == (0, 0, True)
 
 
 def test_nonphysical_geometry_is_refused_without_running_the_code(tmp_path, fault_ledger):
@@ -160,12 +140,10 @@ def test_nonphysical_geometry_is_refused_without_running_the_code(tmp_path, faul
         # the code never ran: no spectrum cached for it, no work folder written
         assert state.db.spectra.count_documents({"fingerprint": e["fingerprint"]}) == 0
         assert not any((cfg.output_dir / "work" / pid.replace(":", "_")).glob("pdf/*"))
-        fault_ledger.recovered("nonphysical_geometry", e["error"][:120])
+        fault_ledger.verify_campaign("nonphysical_geometry", state, failed={pid: "nonphysical_geometry"})
     assert state.db.spectra.count_documents({}) == cfg.budget
     assert len(state.proposals()) == cfg.budget + 2
-    lost, duplicated = store_check(state)
-    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
-    assert (lost, duplicated) == (0, 0)
+    assert store_check(state) == (0, 0, True)
 
 
 def test_wall_time_limit_kills_an_in_process_simulator(linio2, tmp_path, fault_ledger):
@@ -179,7 +157,7 @@ def test_wall_time_limit_kills_an_in_process_simulator(linio2, tmp_path, fault_l
     with pytest.raises(RuntimeError) as exc:
         _call_with_limit(sim, big, tmp_path, 0.2)
     assert failure_kind(exc.value) == "walltime" and "timed out after 0.2 s" in str(exc.value)
-    fault_ledger.recovered("pdf_walltime", str(exc.value))
+    fault_ledger.verify("pdf_walltime", failure_kind(exc.value) == "walltime", str(exc.value))
     ok = _call_with_limit(PDFSimulator(), linio2, tmp_path, 60.0)
     assert ok.model_dump() == PDFSimulator().simulate(linio2).model_dump()
 
@@ -201,7 +179,8 @@ def test_failures_in_a_row_and_in_all_are_bounded(tmp_path, fault_ledger):
     assert state.doc["stop_reason"] == "3 simulations in a row failed"
     assert len(state.evaluations("failed")) == 3 and state.n_used() == 0
     assert {e["failure_kind"] for e in state.evaluations("failed")} == {"simulator_error"}
-    fault_ledger.recovered("feff_always_fails", state.doc["stop_reason"])
+    stop = "3 simulations in a row failed"
+    fault_ledger.verify_campaign("feff_always_fails", state, stop_reason=stop)
 
     # the same campaign with the in-a-row limit off: the cap on failures in all stops it
     cfg = load_config(write_campaign(tmp_path, max_failures=0, max_failed=5, **fields))
@@ -211,10 +190,9 @@ def test_failures_in_a_row_and_in_all_are_bounded(tmp_path, fault_ledger):
     failed = state.evaluations("failed")
     assert len(failed) == 5 and [e["iteration"] for e in failed] == [0, 0, 0, 1, 1]
     assert len({e["fingerprint"] for e in failed}) == 5  # each retry is a new structure
-    fault_ledger.recovered("feff_always_fails", state.doc["stop_reason"])
-    lost, duplicated = store_check(state)
-    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
-    assert (lost, duplicated) == (0, 0)
+    stop = "5 simulations failed in all (max_failed 5)"
+    fault_ledger.verify_campaign("feff_always_fails", state, stop_reason=stop)
+    assert store_check(state) == (0, 0, True)
 
 
 def test_geometry_problem_names_the_pair(linio2):

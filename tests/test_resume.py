@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from campaign_files import campaign_yaml
+from campaign_files import SELF_TARGET, campaign_yaml
+from fault_ledger import store_check
 
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.config import load_config
@@ -26,7 +27,7 @@ ASO = [str(Path(sys.executable).parent / "aso")]  # the console script (python -
 def campaign_file(tmp_path: Path, name: str, **fields) -> Path:
     defaults = {"budget": 9, "initial_size": 4, "seed": 2, "surrogate": TINY_SURROGATE}
     defaults["proposal"] = {"n_starts": 8, "steps": 10, "progress": False}
-    return campaign_yaml(tmp_path, name, **{**defaults, **fields})
+    return campaign_yaml(tmp_path, name, pair=SELF_TARGET, **{**defaults, **fields})
 
 
 def kill_when(
@@ -64,57 +65,82 @@ def counts(db, name: str, iteration: int) -> tuple[int, int, int]:
     )
 
 
-def test_aso_run_killed_anywhere_resumes_to_the_budget(tmp_path, fault_ledger):
-    from test_faults_simulation import store_check
+KILL_AT = """
+import os, signal, sys
 
+from aso_workflows.campaign import evaluate, learn
+
+where, when, count = sys.argv[1].split(":")
+module = {"evaluate": evaluate, "learn": learn}[where.split(".")[0]]
+name = where.split(".")[1]
+original, calls = getattr(module, name), [0]
+
+
+def wrapped(*args, **kwargs):
+    calls[0] += 1
+    if when == "before" and calls[0] >= int(count):
+        os.kill(os.getpid(), signal.SIGKILL)
+    out = original(*args, **kwargs)
+    if when == "after" and calls[0] >= int(count):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+
+setattr(module, name, wrapped)
+sys.argv = ["aso", *sys.argv[2:]]
+from aso_workflows.cli import app
+
+app()
+"""
+"""``python -c KILL_AT module.function:before|after:N aso-arguments...``: the real ``aso`` command, SIGKILLed
+by itself when ``function`` is called the N-th time (before it runs or right after it returns): a kill
+point that does not depend on timing."""
+
+
+def killed_at(point: str, *aso_args: str) -> None:
+    """Run ``aso *aso_args`` until it SIGKILLs itself at ``point``; fails if it ended otherwise."""
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AT, point, *aso_args], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == -signal.SIGKILL, f"not killed at {point}: {proc.stderr[-1500:]}"
+
+
+def test_aso_run_killed_anywhere_resumes_to_the_budget(tmp_path, fault_ledger):
     path = campaign_file(tmp_path, "crash")
     cfg = load_config(path)
     db = get_db(cfg.store_spec())
-    store = str(cfg.store_spec().path)
-    resume = [*ASO, "resume", "crash", "--store", store, "--quiet"]
+    resume = ["resume", "crash", "--store", str(cfg.store_spec().path), "--quiet"]
     name = "crash"
 
-    # 1. during the evaluation of the initial structures
-    kill_when([*ASO, "run", str(path), "--quiet"], lambda: counts(db, name, 0)[1] >= 1)
-    n_prop, n_eval, _ = counts(db, name, 0)
-    assert n_prop == 5 and 1 <= n_eval < 5, (n_prop, n_eval)
-    fault_ledger.inject("controller_sigkill", f"during evaluation ({n_eval} of 5 evaluated)")
+    # 1. during the evaluation of the initial structures: right after the second of 5 was recorded
+    killed_at("evaluate.record_evaluation:after:2", "run", str(path), "--quiet")
+    assert counts(db, name, 0) == (5, 2, 0)
+    fault_ledger.inject("controller_sigkill", "during evaluation (2 of 5 evaluated)")
 
-    # 2. during training (all of iteration 0 evaluated, no model yet), by a resume
-    def training() -> bool:
-        if counts(db, name, 0)[1:] != (5, 0):
-            return False
-        time.sleep(0.5)  # training has started; it takes seconds
-        return counts(db, name, 0)[2] == 0
-
-    kill_when(resume, training)
-    assert counts(db, name, 0)[1:] == (5, 0) and counts(db, name, 1)[0] == 0
+    # 2. as training starts (all of iteration 0 evaluated, no model yet), by a resume
+    killed_at("learn.train_models:before:1", *resume)
+    assert counts(db, name, 0) == (5, 5, 0) and counts(db, name, 1)[0] == 0
     fault_ledger.inject("controller_sigkill", "during training")
 
-    # 3. right after a propose: iteration 1 proposed, nothing of it evaluated
-    kill_when(resume, lambda: counts(db, name, 1)[0] > 0)
-    n_prop, n_eval, _ = counts(db, name, 1)
-    assert 1 <= n_prop <= 2 and n_eval <= 1, (n_prop, n_eval)  # may land while the batch is being stored
-    fault_ledger.inject(
-        "controller_sigkill", f"in/right after propose ({n_prop} of 2 stored, {n_eval} evaluated)"
-    )
+    # 3. right after a propose: iteration 1 stored, nothing of it evaluated
+    killed_at("learn.propose_candidates:after:1", *resume)
+    assert counts(db, name, 0)[2] == 1 and counts(db, name, 1)[:2] == (2, 0)
+    fault_ledger.inject("controller_sigkill", "right after propose (2 of 2 stored, 0 evaluated)")
 
-    done = subprocess.run(resume, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*ASO, *resume], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     state = CampaignState.load(get_db(cfg.store_spec()), name)
     assert state.doc["status"] == "completed" and state.n_used() == cfg.budget
     assert state.db.spectra.count_documents({}) == cfg.budget  # nothing simulated twice
-    assert [len(state.proposals(i)) for i in range(3)] == [5, 2, 2]  # a batch cut short was completed
+    assert [len(state.proposals(i)) for i in range(3)] == [5, 2, 2]
     iterations = sorted(m["iteration"] for m in state.db.models.find({"campaign": name}))
     assert iterations == sorted(set(iterations)) and iterations[0] == 0  # one model set per iteration
-    lost, duplicated = store_check(state)
-    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
-    assert (lost, duplicated) == (0, 0)
+    assert store_check(state) == (0, 0, True)
     for stage in ("during evaluation", "during training", "right after propose"):
-        fault_ledger.recovered("controller_sigkill", f"{stage}: resumed to the budget")
+        fault_ledger.verify_campaign("controller_sigkill", state, detail=f"{stage}: resumed to the budget")
 
     # a finished campaign resumes to nothing
-    again = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+    again = subprocess.run([*ASO, *resume], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already ended" in again.stdout
     assert CampaignState.load(get_db(cfg.store_spec()), name).n_used() == cfg.budget
 
@@ -153,7 +179,6 @@ runner.run(load_config(sys.argv[1]), write_outputs=False)
 def test_cluster_controller_killed_resumes_from_the_store(slurm_testbed, tmp_path, fault_ledger):
     """The offline controller (LaunchPad in its memory) is killed twice; ``aso resume`` rebuilds from the store."""
     from test_faults_cluster import running_jobs
-    from test_faults_simulation import store_check
 
     name = "slurm-crash"
     path = campaign_file(tmp_path, name, optimizer="random", budget=6, initial_size=3)
@@ -188,12 +213,10 @@ def test_cluster_controller_killed_resumes_from_the_store(slurm_testbed, tmp_pat
     assert state.doc["status"] == "completed" and state.n_used() == cfg.budget
     assert state.doc["executor"]["kind"] == "slurm"
     assert state.db.spectra.count_documents({}) == cfg.budget
-    lost, duplicated = store_check(state)
-    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
-    assert (lost, duplicated) == (0, 0)
+    assert store_check(state) == (0, 0, True)
     assert not running_jobs(env, launch_dir)  # nothing left behind on the cluster
     for stage in ("controller killed during evaluation", "resume killed after propose"):
-        fault_ledger.recovered("cluster_controller_sigkill", stage)
+        fault_ledger.verify_campaign("cluster_controller_sigkill", state, detail=stage)
 
 
 def test_batch_cut_short_by_a_crash_is_completed_on_resume(tmp_path, fault_ledger):
@@ -220,4 +243,8 @@ def test_batch_cut_short_by_a_crash_is_completed_on_resume(tmp_path, fault_ledge
     assert len(props) == 2 and props[0]["fingerprint"] == kept
     assert props[1]["fingerprint"] != kept and state.doc["iteration"] == 1
     assert learn.propose_candidates(state, 1, {}) == [p["_id"] for p in props]  # now idempotent
-    fault_ledger.recovered("propose_killed_mid_batch", "batch completed, stored candidate kept")
+    fault_ledger.verify(
+        "propose_killed_mid_batch",
+        len(props) == 2 and props[0]["fingerprint"] == kept,
+        "stored candidate kept",
+    )

@@ -22,7 +22,7 @@ from base64 import b64encode
 from pathlib import Path
 
 import pytest
-import yaml
+from campaign_files import campaign_yaml
 
 from aso_workflows.campaign.jobs import CampaignMaker
 from aso_workflows.campaign.learn import read_inputs
@@ -77,23 +77,18 @@ def campaign(request, tmp_path_factory, one_torch_thread):
         lp = mongomock_launchpad()
         store = {"kind": kind} if kind == "embedded" else {"kind": "mongomock", "database": database}
         job_store = shared_job_store(tmp / "jobstore")
-    doc = {
-        "name": CAMPAIGN,
-        "start": str(EXAMPLE / "start.cif"),
-        "targets": [{"technique": "pdf", "structure": str(EXAMPLE / "target.cif")}],
-        "budget": 5,  # start + 2 initial in iteration 0, then 2 proposals in iteration 1
-        "initial_size": 2,
-        "batch_size": 2,
-        "seed": 0,
-        "sampler": {"min_displacement": 0.05, "max_displacement": 0.3},
-        "min_distances": {"Ni-O": 1.7, "Li-O": 1.7, "O-O": 2.2},
-        "surrogate": {"n_models": 2, "hidden": 16, "n_layers": 2, "n_rbf": 16, "epochs": 10, "patience": 5},
-        "proposal": {"n_starts": 4, "steps": 5, "progress": False},
-        "output": str(tmp / "out"),
-        "store": store,
-    }
-    (tmp / "campaign.yaml").write_text(yaml.safe_dump(doc))
-    cfg = load_config(tmp / "campaign.yaml")
+    surrogate = {"n_models": 2, "hidden": 16, "n_layers": 2, "n_rbf": 16, "epochs": 10, "patience": 5}
+    # budget 5: start + 2 initial in iteration 0, then 2 proposals in iteration 1
+    path = campaign_yaml(
+        tmp,
+        CAMPAIGN,
+        budget=5,
+        initial_size=2,
+        surrogate=surrogate,
+        proposal={"n_starts": 4, "steps": 5, "progress": False},
+        store=store,
+    )
+    cfg = load_config(path)
     flow = CampaignMaker().make(cfg, workdir=cfg.output_dir, inputs=read_inputs(cfg))
     lp.add_wf(to_workflow(flow, job_store, name=cfg.name))
     (tmp / "launches").mkdir()
