@@ -148,7 +148,7 @@ class CampaignConfig(_Strict):
     simulation_timeout_s: float | None = Field(None, gt=0)
     min_absorber_fraction: float = Field(1.0, gt=0, le=1)
     output: Path | None = None
-    store: StoreConfig = Field(default_factory=StoreConfig)
+    store: StoreConfig = Field(default_factory=lambda: StoreConfig())
 
     optimizers: dict[str, Any] = Field(default_factory=dict)
     """The optimisers' own sections (``rmc:``, ``gpbo:`` ...), written at the top level of the file and

@@ -13,7 +13,7 @@ class InputError(AsoError, ValueError):
     The message always names the file or field and what was expected, on one line.
     """
 
-    def __init__(self, source: str, problem: str):
+    def __init__(self, source: object, problem: str):
         self.source = str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")

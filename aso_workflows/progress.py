@@ -15,11 +15,12 @@ This module imports nothing heavy; tqdm is imported when a bar is drawn.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["CampaignDisplay", "Phase", "install", "uninstall", "notify", "phase", "installed"]
+__all__ = ["CampaignDisplay", "Quiet", "Phase", "install", "uninstall", "notify", "phase", "installed"]
 
 _DISPLAYS: list[Any] = []
 
@@ -82,11 +83,33 @@ def phase(desc: str, total: int, enabled: bool = True) -> Iterator[Phase]:
         return
     from tqdm.auto import tqdm
 
-    p = Phase(tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True), owned=True)
+    p = Phase(tqdm(total=total, desc=desc, leave=False, **_width()), owned=True)
     try:
         yield p
     finally:
         p.close()
+
+
+def _width() -> dict[str, Any]:
+    """tqdm's size: follow the terminal when it reports one; a pseudo-terminal that reports 0 × 0 (some
+    batch systems and CI runners) would make tqdm hide every bar, so it gets 100 × 24."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):
+        size = os.terminal_size((0, 0))
+    return {"dynamic_ncols": True} if size.columns > 0 and size.lines > 0 else {"ncols": 100, "nrows": 24}
+
+
+class Quiet:
+    """The display of ``aso run --quiet``: no bar at all, whatever the engines' ``progress`` settings."""
+
+    phase_bar = None
+
+    def __call__(self, state: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class CampaignDisplay:
@@ -106,9 +129,9 @@ class CampaignDisplay:
             initial=initial,
             desc=desc,
             unit="sim",
-            dynamic_ncols=True,
             position=0,
             mininterval=0.1 if tty else log_interval,
+            **_width(),
         )
         self.phase_bar = (
             tqdm(

@@ -224,7 +224,9 @@ def test_untracked_running_launch_goes_through_fireworks_lost_run_detection(
     tracked = LaunchRecord(fw_ids[1], "b", 2, "default", str(tmp_path), "1", None, "")
     assert ex._detect_untracked_lost(fw_ids[0], {2: _Active(tracked)}) == [fw_ids[0]]
     assert lp.get_fw_by_id(fw_ids[0]).state == "READY" and lp.get_fw_by_id(fw_ids[1]).state == "RUNNING"
-    fault_ledger.recovered("online_worker_lost", "lp.detect_lostruns(rerun=True)")
+    fault_ledger.verify(
+        "online_worker_lost", lp.get_fw_by_id(fw_ids[0]).state == "READY", "lp.detect_lostruns(rerun=True)"
+    )
 
 
 def test_feff_crash_in_a_slurm_absorber_job_is_recorded_and_replaced(

@@ -323,7 +323,13 @@ def _result(
     ``job_error`` with its traceback when the job raised (:func:`record_job_error`), else ``lost_job``."""
     if raw is not None:
         return SimulationResult.model_validate(raw)
-    err = state.db.job_errors.find_one({"_id": job_error_id(state.name, pid, key)})
+    # the job of this key, the technique's job (for an absorber), or the one job that simulates and
+    # records a candidate without fan-out ("record")
+    err = None
+    for k in dict.fromkeys([key, key.split(":")[0], "record"]):
+        err = state.db.job_errors.find_one({"_id": job_error_id(state.name, pid, k)})
+        if err is not None:
+            break
     if err is not None:
         return SimulationResult(
             status="failed",

@@ -99,20 +99,18 @@ class LocalCampaignRunner:
         db = get_db(config.store_spec())
         flow = CampaignMaker().make(config, workdir=out, inputs=inputs)
         started = now()
-        display = None
+        display: progress.CampaignDisplay | progress.Quiet = progress.Quiet()
         if self.progress:
             doc = db.campaigns.find_one({"_id": config.name}, {"n_used": 1}) or {}
-            display = progress.CampaignDisplay(
-                config.budget, initial=int(doc.get("n_used") or 0), desc=config.name
-            )
-            progress.install(display)
+            n_used = int(doc.get("n_used") or 0)
+            display = progress.CampaignDisplay(config.budget, initial=n_used, desc=config.name)
+        progress.install(display)
         try:
             with quiet_loggers():
                 run_locally(flow, store=job_store(out / "jobstore"), log=False, ensure_success=False)
         finally:
-            if display is not None:
-                progress.uninstall(display)
-                display.close()
+            progress.uninstall(display)
+            display.close()
         self.errors = [
             JobErrorDoc.from_mongo(d)
             for d in db.job_errors.find({"campaign": config.name, "created": {"$gte": started}})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pymatgen.core import Structure
@@ -42,7 +42,7 @@ class ProposalContext:
         Seed for this proposal (campaign seed + iteration), for reproducibility.
     """
 
-    state: object
+    state: Any
     evaluated: list[tuple[Structure, float]]
     pending: list[Structure]
     models: dict | None

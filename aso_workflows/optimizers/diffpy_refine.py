@@ -46,7 +46,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -87,7 +87,7 @@ class PdfFitRefiner:
 
     structure: Structure
     target: np.ndarray
-    simulator: object
+    simulator: Any
     refine_lattice: bool = True
     toler: float = -1.0
 

@@ -72,7 +72,7 @@ def optimizer_names() -> list[str]:
 
 def optimizer_sections() -> dict[str, type]:
     """``{section: class}`` of the optimisers that read a section of their own from the campaign file."""
-    return {cls.section: cls for cls in optimizer_classes().values() if getattr(cls, "section", None)}
+    return {cls.section: cls for cls in optimizer_classes().values() if cls.section is not None}
 
 
 def optimizer_class(name: str) -> type[Optimizer]:

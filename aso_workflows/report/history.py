@@ -79,8 +79,8 @@ def surrogate_accuracy_rows(state) -> list[dict]:
     if not predicted:
         return []
     pairs: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    for it, p, sim in pairs_by_iteration(state, predicted):
-        pairs[it].append((p, sim))
+    for it, pred, sim in pairs_by_iteration(state, predicted):
+        pairs[it].append((pred, sim))
     models: dict[int, dict] = defaultdict(dict)
     for m in state.model_docs():
         models[m.iteration][m.technique] = m

@@ -39,7 +39,9 @@ def _img(path: Path, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
-def table(headers: list[str], rows: list[list], left: set[int] = frozenset(), css_id: str = "") -> str:
+def table(
+    headers: list[str], rows: list[list], left: frozenset[int] | set[int] = frozenset(), css_id: str = ""
+) -> str:
     ident = f" id='{css_id}'" if css_id else ""
     head = "".join(f"<th class='l'>{h}</th>" if i in left else f"<th>{h}</th>" for i, h in enumerate(headers))
     body = []
