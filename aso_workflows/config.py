@@ -66,6 +66,13 @@ class TargetConfig(_Strict):
     settings: dict = Field(default_factory=dict)
     read_options: dict = Field(default_factory=dict)
 
+    @property
+    def source(self) -> Path:
+        """The target's file: the spectrum file, or the structure whose spectrum is the target."""
+        path = self.file if self.file is not None else self.structure
+        assert path is not None  # _one_source guarantees one of them
+        return path
+
     @model_validator(mode="after")
     def _one_source(self) -> TargetConfig:
         if (self.file is None) == (self.structure is None):
@@ -148,7 +155,7 @@ class CampaignConfig(_Strict):
     simulation_timeout_s: float | None = Field(None, gt=0)
     min_absorber_fraction: float = Field(1.0, gt=0, le=1)
     output: Path | None = None
-    store: StoreConfig = Field(default_factory=lambda: StoreConfig())
+    store: StoreConfig = Field(default_factory=lambda: StoreConfig.model_validate({}))
 
     optimizers: dict[str, Any] = Field(default_factory=dict)
     """The optimisers' own sections (``rmc:``, ``gpbo:`` ...), written at the top level of the file and
@@ -373,9 +380,7 @@ def load_config(path: str | Path, overrides: dict | None = None, check_files: bo
         raise InputError(p, validation_message(exc)) from None
     if not check_files:
         return cfg
-    missing = [
-        str(f) for f in [cfg.start] + [t.file or t.structure for t in cfg.targets] if not Path(f).is_file()
-    ]
+    missing = [str(f) for f in [cfg.start] + [t.source for t in cfg.targets] if not Path(f).is_file()]
     if missing:
         raise InputError(p, f"file(s) named in the campaign do not exist: {', '.join(missing)}")
     check_inputs(cfg, p)

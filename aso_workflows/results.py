@@ -57,7 +57,9 @@ def open_db(store: StoreSpec | dict | str | Path | None, database: str = "aso") 
         raise InputError("store", "give a mongodb:// URI, mongomock://NAME or an embedded store folder")
     spec = store if isinstance(store, StoreSpec) else store_spec_from(str(store), database)
     if spec.kind == "embedded" and (Path(spec.path or "") / "store" / "db").is_dir():
-        spec = dataclasses.replace(spec, path=str(Path(spec.path) / "store"))  # the campaign's output folder
+        spec = dataclasses.replace(
+            spec, path=str(Path(spec.path or "") / "store")
+        )  # the campaign's output folder
     if spec.kind == "embedded" and not (Path(spec.path or "") / "db").is_dir():
         # reading must not create an empty store (open_store would): the campaign has not run yet
         raise InputError("store", f"no campaign store at {spec.path} (has the campaign been run?)")
@@ -274,7 +276,7 @@ class Campaign:
         """The ``n`` completed candidates with the lowest objective, best first (``rank`` 1, 2, ...)."""
         if n < 1:
             raise InputError("n", f"expected a positive number of structures, got {n}")
-        docs = sorted(self._evaluations("completed"), key=lambda d: d.objective)[:n]
+        docs = sorted(self._evaluations("completed"), key=EvaluationDoc.rank_key)[:n]
         pred = self._predicted
         return [
             Candidate.from_doc(d, rank=i + 1, predicted=pred.get(d.proposal_id)) for i, d in enumerate(docs)
@@ -331,7 +333,7 @@ class Campaign:
             doc = ev.find_one({**q, "kind": "start"})
         elif m_best:
             k = int(m_best.group(1) or 1)
-            ranked = sorted(self._evaluations("completed", structure=False), key=lambda d: d.objective)
+            ranked = sorted(self._evaluations("completed", structure=False), key=EvaluationDoc.rank_key)
             if 1 <= k <= len(ranked):
                 doc = ev.find_one({"_id": ranked[k - 1].id})
         elif m_ic:
@@ -406,8 +408,8 @@ class Campaign:
             if d.status == "completed":
                 continue
             prov = [p for p in d.provenance.values() if p is not None]
-            hosts = sorted({p.host for p in prov} - {None})
-            jobs = sorted({p.slurm_job_id for p in prov} - {None})
+            hosts = sorted({p.host for p in prov if p.host})
+            jobs = sorted({p.slurm_job_id for p in prov if p.slurm_job_id})
             out.append(
                 {
                     "ref": f"{d.iteration}:{d.candidate}",
@@ -450,7 +452,7 @@ class Campaign:
         doc = self.state.doc
         evals = self._evaluations(structure=False)
         done = [d for d in evals if d.status == "completed"]
-        best = min(done, key=lambda d: d.objective) if done else None
+        best = min(done, key=EvaluationDoc.rank_key) if done else None
         start = next((d for d in done if d.kind == "start"), None)
         proposals = self.state.proposal_docs()
         failures = self.failures()

@@ -190,6 +190,18 @@ class EvaluationDoc(StoredDoc):
     provenance: dict[str, Provenance | None] = Field(default_factory=dict)
     created: str = Field(default_factory=now)
 
+    def pmg_structure(self) -> Any:
+        """The candidate as a pymatgen ``Structure`` (the document must have been read with it)."""
+        from pymatgen.core import Structure
+
+        if self.structure is None:
+            raise ValueError(f"evaluation {self.id!r} was read without its structure")
+        return Structure.from_dict(self.structure)
+
+    def rank_key(self) -> float:
+        """Objective for sorting (failed evaluations last)."""
+        return self.objective if self.objective is not None else float("inf")
+
     @field_validator("objective")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:

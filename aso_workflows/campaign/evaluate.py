@@ -20,7 +20,9 @@ import math
 import os
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pymatgen.core import Structure
@@ -31,6 +33,7 @@ from aso_workflows.errors import AsoError, InputError, SimulationError
 from aso_workflows.schemas import (
     FAILURE_KINDS,
     EvaluationDoc,
+    FailureKind,
     JobErrorDoc,
     Provenance,
     RecordResult,
@@ -159,7 +162,7 @@ def geometry_problem(structure: Structure, dmin_matrix: np.ndarray | None = None
     return None
 
 
-def failure_kind(exc: BaseException) -> str:
+def failure_kind(exc: BaseException) -> FailureKind:
     """The :data:`~aso_workflows.schemas.FAILURE_KINDS` entry for an error raised by a simulator."""
     text = str(exc)
     if isinstance(exc, _WallTime) or "timed out after" in text:  # feff_engine kills a run at its limit
@@ -169,7 +172,7 @@ def failure_kind(exc: BaseException) -> str:
     return "simulator_error"
 
 
-def _failed(error: str, kind: str, t0: float, **extra) -> SimulationResult:
+def _failed(error: str, kind: FailureKind, t0: float, **extra: Any) -> SimulationResult:
     return SimulationResult(
         status="failed", error=error, failure_kind=kind, provenance=provenance(t0), **extra
     )
@@ -279,7 +282,9 @@ def simulate_technique(state: CampaignState, pid: str, technique: str) -> Simula
         return _failed(problem, "nonphysical_geometry", t0)
     if isinstance(sim, AbsorberSimulator):
         sites = absorber_sites(state, pid, technique)
-        results = [simulate_absorber(state, pid, technique, site) for site in sites]
+        results: list[SimulationResult | dict | None] = [
+            simulate_absorber(state, pid, technique, site) for site in sites
+        ]
         return combine_absorbers(state, pid, technique, results)
     try:
         limit = getattr(state.config, "simulation_timeout_s", None)
@@ -341,7 +346,7 @@ def _result(
 
 
 def combine_absorbers(
-    state: CampaignState, pid: str, technique: str, results: list[SimulationResult | dict | None]
+    state: CampaignState, pid: str, technique: str, results: Sequence[SimulationResult | dict | None]
 ) -> SimulationResult:
     """Average the per-absorber spectra of one candidate into its spectrum (cached like the others).
 
@@ -355,6 +360,7 @@ def combine_absorbers(
     t0 = time.perf_counter()
     prop = state.proposal(pid)
     sim = state.simulators[technique]
+    assert isinstance(sim, AbsorberSimulator)
     sites = state.absorber_sites(technique)
     checked = []
     for k, r in enumerate(results):
@@ -382,11 +388,11 @@ def combine_absorbers(
             f"{len(failed)} of {len(checked)} absorber run(s) failed: {errs}"[:1000],
             kind,
             t0,
-            absorbers_failed=[r.site for r in failed],
+            absorbers_failed=[r.site for r in failed if r.site is not None],
             traceback=next((r.traceback for r in failed if r.traceback), None),
         )
-    spectra = [state.spectrum(r.cache_id) for r in ok]
-    combined = sim.combine(spectra, [r.site for r in ok])
+    spectra = [state.spectrum(_cache_id_of(r)) for r in ok]
+    combined = sim.combine(spectra, [r.site for r in ok if r.site is not None])
     cid = _cache_id(prop["fingerprint"], technique, sim.settings_key())
     prov = provenance(t0)
     prov.absorber_jobs = [r.provenance.model_dump(mode="json") for r in ok if r.provenance is not None]
@@ -395,13 +401,13 @@ def combine_absorbers(
         prov.absorbers_failed = [
             {"site": r.site, "error": r.error, "failure_kind": r.failure_kind} for r in failed
         ]
-        out.absorbers_failed = [r.site for r in failed]
+        out.absorbers_failed = [r.site for r in failed if r.site is not None]
     _put_cache(state, cid, prop["fingerprint"], technique, combined, prov)
     return out
 
 
 def record_evaluation(
-    state: CampaignState, pid: str, results: dict[str, SimulationResult | dict | None]
+    state: CampaignState, pid: str, results: Mapping[str, SimulationResult | dict | None]
 ) -> RecordResult:
     """Write the evaluation of one candidate (all techniques) and its mismatch; idempotent.
 
@@ -432,7 +438,7 @@ def record_evaluation(
             traceback=next((r.traceback for r in failed.values() if r.traceback), None),
         )
     else:
-        spectra = {t: state.spectrum(r.cache_id) for t, r in checked.items()}
+        spectra = {t: state.spectrum(_cache_id_of(r)) for t, r in checked.items()}
         state.check_engines(spectra)
         total, per_mse = state.objective.evaluate(spectra)
         fields.update(
@@ -461,6 +467,13 @@ def record_evaluation(
     refresh_counters(state)
     progress.notify(state)
     return RecordResult(evaluation_id=eid, status=stored["status"], objective=stored.get("objective"))
+
+
+def _cache_id_of(result: SimulationResult) -> str:
+    """The spectrum id of a completed simulation (a completed result without one is a bug)."""
+    if result.cache_id is None:
+        raise RuntimeError(f"a completed simulation result has no spectrum id: {result!r}")
+    return result.cache_id
 
 
 def refresh_counters(state: CampaignState) -> None:

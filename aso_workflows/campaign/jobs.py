@@ -87,7 +87,7 @@ def _tolerate_lost_parents(j: Job) -> Job:
 def _key_numbers(state: CampaignState, rec: RecordResult) -> Response:
     """The record as job output, with its key numbers as FireWorks ``stored_data`` (shown by the web GUI)."""
     ev_doc = state.db.evaluations.find_one({"_id": rec.evaluation_id}, {"mse": 1}) or {}
-    stored = {"mismatch": rec.objective, "status": rec.status, "mse": ev_doc.get("mse") or {}}
+    stored: dict = {"mismatch": rec.objective, "status": rec.status, "mse": ev_doc.get("mse") or {}}
     return Response(output=rec, stored_data=stored)
 
 
@@ -115,7 +115,7 @@ def absorber_job(store: dict, campaign: str, pid: str, technique: str, site: int
 @job(output_schema=SimulationResult)
 @_keeps_traceback(lambda pid, technique, results: (pid, technique, _iteration_of(pid)))
 def combine_job(
-    store: dict, campaign: str, pid: str, technique: str, results: list[SimulationResult | None]
+    store: dict, campaign: str, pid: str, technique: str, results: list[SimulationResult | dict | None]
 ) -> SimulationResult:
     """Average the absorber runs of one candidate."""
     return ev.combine_absorbers(_state(store, campaign), pid, technique, results)
@@ -126,7 +126,9 @@ def combine_job(
 def evaluate_job(store: dict, campaign: str, pid: str) -> Response:
     """Simulate one candidate with every technique and record it, all in one job (no absorber fan-out)."""
     state = _state(store, campaign)
-    results = {t: ev.simulate_technique(state, pid, t) for t in state.simulators}
+    results: dict[str, SimulationResult | dict | None] = {
+        t: ev.simulate_technique(state, pid, t) for t in state.simulators
+    }
     return _key_numbers(state, ev.record_evaluation(state, pid, results))
 
 
@@ -237,7 +239,7 @@ class EvaluateCandidateMaker(Maker):
             j.name = f"{base} / {techniques}"
             _cand_tag(j, campaign, pid, "evaluate", techniques)
             return Flow([j], output=j.output, name=base)
-        jobs: list[Job] = []
+        jobs: list[Job | Flow] = []
         results = {}
         for technique, sites in plan.items():
             if sites is not None:

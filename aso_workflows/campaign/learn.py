@@ -338,7 +338,7 @@ def init_campaign(config, db, workdir, inputs: dict | None = None) -> CampaignSt
         if len(state.proposals(0)) < state.config.initial_size + 1:
             _initial_proposals(state)  # the first run died while storing them: same seed, same structures
         return state
-    if start is None:
+    if start is None or inputs is None:
         raise InputError("campaign", f"no campaign named {config.name!r} in {db.spec.redacted()} to resume")
 
     targets = {}
@@ -355,7 +355,7 @@ def init_campaign(config, db, workdir, inputs: dict | None = None) -> CampaignSt
             spec = sim.simulate(ts, workdir=_mk(workdir, "target", t.technique))
             spec = spec.model_copy(update={"source": f"simulated from {given['path']}"})
         else:
-            spec = Spectrum.model_validate(given["spectrum"])
+            spec = Spectrum.model_validate(given.get("spectrum"))
         targets[t.technique] = spec.model_dump(mode="json")
     doc = CampaignDoc(
         _id=config.name,

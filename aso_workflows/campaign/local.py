@@ -39,7 +39,7 @@ def prepare_inputs(config: CampaignConfig) -> dict | None:
     store already and its files are gone (``aso resume`` from the store alone).
     """
     db = get_db(config.store_spec())
-    files = [Path(config.start)] + [Path(t.file or t.structure) for t in config.targets]
+    files = [Path(config.start)] + [t.source for t in config.targets]
     stored = db.campaigns.find_one({"_id": config.name}, {"_id": 1}) is not None
     if stored and not all(f.is_file() for f in files):
         learn.check_existing(config, db)

@@ -46,7 +46,7 @@ def run(
         from aso_workflows.campaign.local import LocalCampaignRunner
         from aso_workflows.config import load_config
 
-        overrides = {
+        overrides: dict[str, object] = {
             k: v
             for k, v in {
                 "output": output,
@@ -58,7 +58,7 @@ def run(
             if v is not None
         }
         if "output" in overrides:
-            overrides["output"] = str(Path(overrides["output"]).resolve())
+            overrides["output"] = str(Path(str(overrides["output"])).resolve())
         cfg = load_config(campaign, overrides)
         runner = LocalCampaignRunner(progress=not quiet)
         state = runner.run(cfg)

@@ -345,7 +345,7 @@ def pdf_calculations(evaluations: list[dict], proposals: dict[str, dict] | None 
     for e in evaluations:
         cost = 1
         if e.get("kind") == KIND and proposals is not None:
-            p = proposals.get(e.get("proposal_id"), {})
+            p = proposals.get(str(e.get("proposal_id")), {})
             cost = int(((p.get("predicted") or {}).get("diffpy") or {}).get("pdf_calculations", 1))
         total += cost
         out.append(total)

@@ -200,7 +200,7 @@ class GPBayesOpt(Optimizer):
             out.append(
                 CandidateProposal(
                     structure=structure,
-                    acquisition=float(value.reshape(-1)[0]),
+                    acquisition=float(torch.as_tensor(value).reshape(-1)[0]),
                     predicted={
                         "objective": float(math.exp(-mean[k])),
                         "gpbo": {

@@ -31,7 +31,7 @@ __all__ = [
 
 _REGISTRY: dict[str, type[Optimizer]] = {}
 _DISCOVERED = False
-OptimizerType = TypeVar("OptimizerType", bound=type)
+OptimizerType = TypeVar("OptimizerType", bound="type[Optimizer]")
 
 
 def register_optimizer(name: str):
@@ -40,8 +40,8 @@ def register_optimizer(name: str):
     def deco(cls: OptimizerType) -> OptimizerType:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise RuntimeError(f"optimizer {name!r} registered twice ({_REGISTRY[name]!r} and {cls!r})")
-        cls.name = name  # type: ignore[attr-defined]
-        _REGISTRY[name] = cls  # type: ignore[assignment]
+        cls.name = name
+        _REGISTRY[name] = cls
         return cls
 
     return deco

@@ -57,7 +57,7 @@ def write_outputs(state, out: str | Path, n_best: int = 3) -> dict[str, Path]:
     best = [EvaluationDoc.from_mongo(d) for d in state.best(n_best)]
     for i, e in enumerate(best):
         p = out / f"best_{i + 1:02d}.cif"
-        Structure.from_dict(e.structure).to(filename=str(p))
+        e.pmg_structure().to(filename=str(p))
         paths[f"best_{i + 1}"] = p
     if best:
         import matplotlib

@@ -26,7 +26,7 @@ class ReportFigures:
         self.best = best[0]
         self.start_eval = next((e for e in state.evaluation_docs("completed") if e.kind == "start"), None)
         self.techniques = list(state.targets)
-        self.structures = {"start": state.start, "best": Structure.from_dict(self.best.structure)}
+        self.structures = {"start": state.start, "best": self.best.pmg_structure()}
         if state.doc.get("target_structure"):
             self.structures["target"] = Structure.from_dict(state.doc["target_structure"])
         self.cutoffs = first_shell_cutoffs(state.start)

@@ -8,7 +8,6 @@ import html
 from pathlib import Path
 
 import numpy as np
-from pymatgen.core import Structure
 
 from aso_workflows.report.descriptors import min_distance
 
@@ -126,7 +125,7 @@ def write_html(state, rows, best, accuracy, paths: dict[str, Path], path: Path) 
     predicted = {r["fingerprint"]: r.get("predicted_objective") for r in rows}
     best_rows = []
     for i, e in enumerate(best):
-        s = Structure.from_dict(e.structure)
+        s = e.pmg_structure()
         cif = paths.get(f"best_{i + 1}")
         link = f"<a href='{cif.name}'>{cif.name}</a>" if cif is not None else "–"
         best_rows.append(
