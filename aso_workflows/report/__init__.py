@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-
 from aso_workflows.report.descriptors import bond_angles, first_shell_cutoffs, neighbour_distances
 from aso_workflows.report.history import HISTORY_COLUMNS, history_rows, surrogate_accuracy_rows
 from aso_workflows.schemas import EvaluationDoc
