@@ -23,23 +23,63 @@ Collections (see ``docs/results.md``):
 
 Large binary objects (surrogate weights) go to a blob store: files for the embedded store, GridFS for
 MongoDB, so no document approaches MongoDB's 16 MB limit.
+
+Every collection is reached through :class:`StoreCollection`, which keeps what a MongoDB server refuses
+out of the writes, the same way on all three backends:
+
+- numpy values (``np.float64``, ``np.int64``, ``np.bool_``, arrays) become Python numbers and lists, so
+  they never reach BSON (pymongo refuses them; mongomock and montydb would store them silently);
+- a document that would exceed :data:`INLINE_LIMIT` (a structure of a large supercell, a long spectrum)
+  keeps its largest fields in the blob store (GridFS on MongoDB) with a small reference in their place,
+  ``{"aso_blob": "gridfs:docs/<collection>/<sha1>", "bytes": N}``; reads through this class return the
+  original values (pymongo users see the reference: ``docs/results.md``);
+- a write the server refuses (FerretDB 1.x: arrays of arrays, infinities) is one line naming the
+  collection, the server's reason and what to do (:class:`StoreRefused`).
+
+A campaign is driven by one controller at a time: :meth:`CampaignDB.lease` takes a lease document in
+``leases`` (renewed by a thread while the controller lives, released when it ends, taken over when it
+expired or its holder died on this host); a second controller gets :class:`LeaseHeld`, one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
+import logging
 import os
+import socket
+import threading
+import time
+import uuid
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from aso_workflows.errors import InputError
+from aso_workflows.errors import AsoError, InputError
 
-__all__ = ["StoreSpec", "CampaignDB", "open_store"]
+__all__ = [
+    "StoreSpec",
+    "CampaignDB",
+    "StoreCollection",
+    "StoreRefused",
+    "LeaseHeld",
+    "Lease",
+    "open_store",
+    "bson_safe",
+    "INLINE_LIMIT",
+]
 
-COLLECTIONS = ("campaigns", "evaluations", "spectra", "models", "proposals", "job_errors")
+logger = logging.getLogger(__name__)
+
+COLLECTIONS = ("campaigns", "evaluations", "spectra", "models", "proposals", "job_errors", "leases")
+
+INLINE_LIMIT = 8 * 2**20
+"""Encoded size (bytes) above which a document's largest fields go to the blob store (MongoDB: 16 MiB)."""
+_BLOB_KEY = "aso_blob"
 
 # Indexes for the queries users make (docs/results.md). montydb accepts and ignores what it cannot use.
 INDEXES: dict[str, list[list[tuple[str, int]]]] = {
@@ -143,6 +183,10 @@ class BlobStore(ABC):
     @abstractmethod
     def exists(self, ref: str) -> bool: ...
 
+    @abstractmethod
+    def ref(self, name: str) -> str:
+        """The reference :meth:`put` returns for ``name``."""
+
 
 class FileBlobStore(BlobStore):
     def __init__(self, directory: str | Path):
@@ -159,6 +203,9 @@ class FileBlobStore(BlobStore):
 
     def get(self, ref: str) -> bytes:
         return (self.directory / ref.removeprefix("file:")).read_bytes()
+
+    def ref(self, name: str) -> str:
+        return f"file:{name}"
 
     def exists(self, ref: str) -> bool:
         return (self.directory / ref.removeprefix("file:")).is_file()
@@ -179,8 +226,242 @@ class GridFSBlobStore(BlobStore):
     def get(self, ref: str) -> bytes:
         return self.fs.get_last_version(ref.removeprefix("gridfs:")).read()
 
+    def ref(self, name: str) -> str:
+        return f"gridfs:{name}"
+
     def exists(self, ref: str) -> bool:
         return self.fs.exists({"filename": ref.removeprefix("gridfs:")})
+
+
+class StoreRefused(AsoError):
+    """The database server refused a write (one line: collection, the server's reason, what to do)."""
+
+
+class LeaseHeld(AsoError):
+    """Another controller holds the campaign's lease (one line: who, since when, until when)."""
+
+
+def bson_safe(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays turned into Python numbers and lists (recursively).
+
+    Dicts and lists are rebuilt only where something changes, so clean documents cost one walk.
+    """
+    t = type(value)
+    if t in (str, int, float, bool, type(None), bytes):
+        return value
+    if t is dict:
+        out = None
+        for k, v in value.items():
+            w = bson_safe(v)
+            if w is not v:
+                if out is None:
+                    out = dict(value)
+                out[k] = w
+        return value if out is None else out
+    if t in (list, tuple):
+        items = [bson_safe(v) for v in value]
+        if t is list and all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return items
+    module = getattr(t, "__module__", "") or ""
+    if module == "numpy" or module.startswith("numpy."):
+        import numpy as np
+
+        if isinstance(value, np.ndarray):
+            return bson_safe(value.tolist())
+        if isinstance(value, np.generic):
+            return value.item()
+    if isinstance(value, dict):  # OrderedDict, SON, ...: keep the type, clean the values
+        return type(value)((k, bson_safe(v)) for k, v in value.items())
+    return value
+
+
+def _bson_size(doc: dict) -> int:
+    import bson
+
+    return len(bson.encode(doc))
+
+
+class StoreCollection:
+    """One campaign collection, on any backend, with the write/read rules of the module docstring.
+
+    Every attribute not defined here is the backend collection's own (``count_documents``,
+    ``create_index``, ``delete_one`` ...).
+    """
+
+    def __init__(self, collection, owner: CampaignDB):
+        self._coll = collection
+        self._owner = owner
+        self.name = collection.name
+
+    def __getattr__(self, attr: str):
+        return getattr(self._coll, attr)
+
+    def __repr__(self) -> str:
+        return f"StoreCollection({self.name!r}, {self._owner.spec.redacted()})"
+
+    # ---- writes ---------------------------------------------------------------------------------
+    def _prepare(self, doc: dict) -> dict:
+        """A BSON-safe copy of a document (or of an update's ``$set`` part) under :data:`INLINE_LIMIT`."""
+        doc = bson_safe(doc)
+        if not isinstance(doc, dict) or _bson_size(doc) <= INLINE_LIMIT:
+            return doc
+        import bson
+
+        doc = dict(doc)
+        sizes = {k: _bson_size({"v": v}) for k, v in doc.items() if k != "_id"}
+        for key in sorted(sizes, key=sizes.get, reverse=True):
+            if _bson_size(doc) <= INLINE_LIMIT or sizes[key] < 4096:
+                break
+            data = bson.encode({"v": doc[key]})
+            name = f"docs/{self.name}/{hashlib.sha1(data).hexdigest()}"
+            ref = self._owner.blobs.ref(name)
+            if not self._owner.blobs.exists(ref):  # content-addressed: a rerun writes nothing new
+                ref = self._owner.blobs.put(name, data)
+            doc[key] = {_BLOB_KEY: ref, "bytes": len(data)}
+        return doc
+
+    def _prepare_update(self, update):
+        if not isinstance(update, dict):  # an aggregation-pipeline update: only numpy cleaned
+            return bson_safe(update)
+        out = {}
+        for op, fields in update.items():
+            out[op] = self._prepare(fields) if op in ("$set", "$setOnInsert") else bson_safe(fields)
+        return out
+
+    def _write(self, method: str, *args, **kwargs):
+        try:
+            return getattr(self._coll, method)(*args, **kwargs)
+        except Exception as exc:
+            raise _refused(exc, self) from None
+
+    def insert_one(self, document, *args, **kwargs):
+        return self._write("insert_one", self._prepare(document), *args, **kwargs)
+
+    def insert_many(self, documents, *args, **kwargs):
+        return self._write("insert_many", [self._prepare(d) for d in documents], *args, **kwargs)
+
+    def replace_one(self, filter, replacement, *args, **kwargs):  # noqa: A002 - pymongo's name
+        return self._write("replace_one", bson_safe(filter), self._prepare(replacement), *args, **kwargs)
+
+    def update_one(self, filter, update, *args, **kwargs):  # noqa: A002
+        return self._write("update_one", bson_safe(filter), self._prepare_update(update), *args, **kwargs)
+
+    def update_many(self, filter, update, *args, **kwargs):  # noqa: A002
+        return self._write("update_many", bson_safe(filter), self._prepare_update(update), *args, **kwargs)
+
+    # ---- reads ----------------------------------------------------------------------------------
+    def _resolve(self, doc):
+        if not isinstance(doc, dict):
+            return doc
+        refs = [k for k, v in doc.items() if isinstance(v, dict) and _BLOB_KEY in v and len(v) <= 2]
+        if not refs:
+            return doc
+        import bson
+
+        doc = dict(doc)
+        for key in refs:
+            doc[key] = bson.decode(self._owner.blobs.get(doc[key][_BLOB_KEY]))["v"]
+        return doc
+
+    def find_one(self, *args, **kwargs):
+        return self._resolve(self._coll.find_one(*args, **kwargs))
+
+    def find(self, *args, **kwargs) -> _Cursor:
+        return _Cursor(self._coll.find(*args, **kwargs), self._resolve)
+
+
+class _Cursor:
+    """A backend cursor whose documents are resolved (:meth:`StoreCollection._resolve`) as they come."""
+
+    def __init__(self, cursor, resolve):
+        self._cursor = cursor
+        self._resolve = resolve
+
+    def __iter__(self) -> Iterator[dict]:
+        return (self._resolve(d) for d in self._cursor)
+
+    def __next__(self) -> dict:
+        return self._resolve(next(self._cursor))
+
+    def __getattr__(self, attr: str):
+        value = getattr(self._cursor, attr)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            out = value(*args, **kwargs)
+            return _Cursor(out, self._resolve) if out is self._cursor else out
+
+        return call
+
+
+# Server codes of a document refused for what it holds: BadValue (FerretDB's nested arrays, infinities),
+# BSONObjectTooLarge, document too large to insert.
+_REFUSAL_CODES = {2, 10334, 17419, 17420}
+
+
+def _refused(exc: Exception, coll: StoreCollection) -> Exception:
+    """A server's refusal of a write as one :class:`StoreRefused` line; other exceptions unchanged."""
+    details = getattr(exc, "details", None) or {}
+    errors = details.get("writeErrors") or []
+    msg = (errors[0].get("errmsg") if errors else None) or details.get("errmsg")
+    code = (errors[0].get("code") if errors else None) or getattr(exc, "code", None)
+    if not msg or type(exc).__module__.split(".")[0] != "pymongo" or code not in _REFUSAL_CODES:
+        return exc  # duplicate keys, lost connections ...: the caller's business
+    hint = "expected a MongoDB server (docs/cluster.md, compatibility table)"
+    if "nested arrays are not supported" in msg:
+        hint = (
+            "FerretDB 1.x stores no arrays of arrays (a structure's lattice matrix is one); "
+            "use MongoDB, or FerretDB built with the patch in docs/cluster.md"
+        )
+    elif "infinity values are not allowed" in msg:
+        hint = "FerretDB 1.x stores no infinite numbers; use MongoDB"
+    first = " ".join(str(msg).split())
+    if len(first) > 200:
+        first = first[:120] + " … " + first[-60:]
+    return StoreRefused(
+        f"{coll._owner.spec.redacted()}: the server refused a write to '{coll.name}' "
+        f"(code {code}: {first}); {hint}"
+    )
+
+
+@dataclass
+class Lease:
+    """This process's hold on a campaign (see :meth:`CampaignDB.lease`)."""
+
+    campaign: str
+    holder: str
+    ttl: float
+    acquired: float
+    took_over: str | None = None  # the previous holder, when its lease had expired or it had died
+    lost: bool = False
+
+
+def _holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_alive(holder: str) -> bool | None:
+    """Whether the process of ``holder`` lives (True/False on this host; None: another host, unknown)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.split(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+_MOCK_CLIENTS: dict[str, Any] = {}
 
 
 _MOCK_CLIENTS: dict[str, Any] = {}
@@ -195,7 +476,7 @@ class CampaignDB:
         self.blobs = blobs
         self._client = client
         for name in COLLECTIONS:
-            setattr(self, name, db[name])
+            setattr(self, name, StoreCollection(db[name], self))
 
     def ensure_indexes(self) -> None:
         for coll, indexes in INDEXES.items():
@@ -218,6 +499,88 @@ class CampaignDB:
         buf = io.BytesIO()
         torch.save(obj, buf)
         return self.put_blob(name, buf.getvalue())
+
+    # ---- one controller per campaign ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def lease(self, campaign: str, ttl: float = 30.0) -> Iterator[Lease]:
+        """Hold the campaign's lease while the block runs: one controller per campaign.
+
+        The lease is a document ``leases/<campaign>`` with its holder (host:pid:random) and an expiry
+        ``ttl`` seconds ahead, renewed every ``ttl / 3`` seconds by a daemon thread and deleted at the
+        end. A lease held by a live controller is refused with :class:`LeaseHeld`; one whose expiry
+        passed (its controller stopped renewing: killed, host lost, store unreachable for long) or whose
+        holder's process is gone from this host is taken over (``Lease.took_over``). Taking a lease is a
+        single keyed insert or a compare-and-set on the expired document, so two controllers starting
+        together cannot both get it.
+        """
+        from pymongo.errors import DuplicateKeyError as PyDup
+
+        try:
+            from montydb.errors import DuplicateKeyError as MontyDup
+        except ImportError:  # pragma: no cover - montydb is a dependency
+            MontyDup = PyDup
+        try:
+            from mongomock import DuplicateKeyError as MockDup
+        except ImportError:  # pragma: no cover
+            MockDup = PyDup
+
+        me = _holder_id()
+        coll = self.leases
+        now = time.time()
+        lease = Lease(campaign=campaign, holder=me, ttl=ttl, acquired=now)
+        new = {"holder": me, "expires": now + ttl, "acquired": now, "renewed": now}
+        try:
+            coll.insert_one({"_id": campaign, **new})
+        except (PyDup, MontyDup, MockDup):
+            old = coll.find_one({"_id": campaign}) or {}
+            alive = _holder_alive(str(old.get("holder", "")))
+            if old and old.get("expires", 0) > now and alive is not False:
+                raise LeaseHeld(
+                    f"campaign {campaign!r} is already driven by another controller ({old['holder']}, "
+                    f"since {_when(old.get('acquired', now))}, lease renewed {_when(old.get('renewed', now))}); "
+                    f"stop that one first, or wait {old['expires'] - now:.0f} s if it died on another host"
+                ) from None
+            # expired or dead: take it over, unless someone else was faster (compare-and-set)
+            match = {"_id": campaign, "holder": old.get("holder"), "expires": old.get("expires")}
+            if coll.update_one(match, {"$set": new}).modified_count != 1:
+                raise LeaseHeld(
+                    f"campaign {campaign!r}: another controller took its lease at the same moment; "
+                    "only one may drive it"
+                ) from None
+            lease.took_over = str(old.get("holder"))
+            logger.warning(
+                "campaign %s: took over the lease of %s (%s)",
+                campaign,
+                lease.took_over,
+                "its process is gone" if alive is False else "expired",
+            )
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(ttl / 3):
+                t = time.time()
+                try:
+                    res = coll.update_one(
+                        {"_id": campaign, "holder": me}, {"$set": {"expires": t + ttl, "renewed": t}}
+                    )
+                except Exception as exc:  # noqa: BLE001 - store unreachable: try again next time
+                    logger.warning(
+                        "campaign %s: lease not renewed (%s)", campaign, str(exc).split("\n")[0][:120]
+                    )
+                    continue
+                if res.matched_count == 0 and not lease.lost:
+                    lease.lost = True
+                    logger.error("campaign %s: lease lost to another controller", campaign)
+
+        thread = threading.Thread(target=renew, name=f"aso-lease-{campaign}", daemon=True)
+        thread.start()
+        try:
+            yield lease
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+            with contextlib.suppress(Exception):
+                coll.delete_one({"_id": campaign, "holder": me})
 
     def close(self) -> None:
         if self._client is not None and self.spec.kind != "mongomock":

@@ -93,6 +93,11 @@ class ClusterCampaignRunner:
         iteration is rebuilt from the campaign store, which reuses every stored evaluation, model and
         proposal (see ``docs/reliability.md``).
         """
+        # one controller per campaign: a second `aso submit`/`aso resume` on it stops with one line
+        with get_db(config.store_spec()).lease(config.name):
+            return self._run(config, write_outputs, resume)
+
+    def _run(self, config: CampaignConfig, write_outputs: bool, resume: bool):
         ex = self.executor()
         out = config.output_dir.resolve()
         out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +137,13 @@ class ClusterCampaignRunner:
         return min(newest["nodes"])
 
     def executor_record(self) -> dict:
-        """How the campaign runs on the cluster, for its campaign document (``aso resume`` reuses it)."""
+        """How the campaign runs on the cluster, for its campaign document (``aso resume`` reuses it).
+
+        ``launchpad``: the launchpad file's path or the URI without its password (None for a LaunchPad
+        nothing can reopen, such as an in-process test one).
+        """
+        from aso_workflows.cluster.launchpad import launchpad_reference
+
         queues = {}
         for category, qa in dict(self.queues).items():
             queues[str(category)] = str(qa) if isinstance(qa, str | Path) else qa.to_dict()
@@ -144,6 +155,7 @@ class ClusterCampaignRunner:
             "queues": queues,
             "job_store": str(path) if path and path != ":memory:" else None,
             "python": self.python,
+            "launchpad": launchpad_reference(self.launchpad),
         }
 
 

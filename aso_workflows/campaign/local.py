@@ -89,7 +89,15 @@ class LocalCampaignRunner:
     errors: list[JobErrorDoc] = field(default_factory=list, init=False)
 
     def run(self, config: CampaignConfig) -> CampaignState:
-        """Run the campaign; returns its state when jobflow has nothing left to run."""
+        """Run the campaign; returns its state when jobflow has nothing left to run.
+
+        One controller per campaign: a second ``aso run``/``aso resume`` on it stops with one line
+        (:meth:`~aso_workflows.store.CampaignDB.lease`).
+        """
+        with get_db(config.store_spec()).lease(config.name):
+            return self._run(config)
+
+    def _run(self, config: CampaignConfig) -> CampaignState:
         from jobflow.managers.local import run_locally
 
         out = config.output_dir.resolve()

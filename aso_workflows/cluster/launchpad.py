@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 from aso_workflows.errors import InputError
 from aso_workflows.store import redact_uri
 
-__all__ = ["load_launchpad", "check_launchpad", "describe_launchpad"]
+__all__ = ["load_launchpad", "check_launchpad", "describe_launchpad", "launchpad_reference"]
 
 _URI_SCHEMES = ("mongodb://", "mongodb+srv://")
 
@@ -85,9 +85,36 @@ def load_launchpad(
                 source, f"invalid launchpad settings ({_first_line(exc, d.get('password'))})"
             ) from None
         source = f"{source} ({describe_launchpad(lp)})"
+    # where it came from, for launchpad_reference (aso submit records it, aso resume reopens it)
+    lp.aso_reference = {
+        "source": _without_password(text)
+        if text.startswith(_URI_SCHEMES)
+        else str(Path(text).expanduser().resolve()),
+        "database": lp.name,
+    }
     if check:
         check_launchpad(lp, source)
     return lp
+
+
+def launchpad_reference(lp) -> dict | None:
+    """How to open ``lp`` again from another process, never with a password: ``{"source", "database"}``.
+
+    ``source`` is the launchpad file's absolute path (which keeps the password, TLS and timeouts), or
+    the URI it was opened from without its password (the user name stays). None for a LaunchPad not
+    opened by :func:`load_launchpad` (e.g. an in-process test LaunchPad), which nothing can reopen.
+    """
+    ref = getattr(lp, "aso_reference", None)
+    return dict(ref) if ref else None
+
+
+def _without_password(uri: str) -> str:
+    """``mongodb://user:pw@host/db`` → ``mongodb://user@host/db``."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=f"{parts.username}@{host}").geturl()
 
 
 # The fields of FireWorks' LaunchPad.from_dict and their YAML types (None is allowed for all but host).

@@ -54,15 +54,24 @@ def stored_config(ref, budget: int | None = None):
     return cfg, doc
 
 
-def _launchpad(source: str | None):
-    from aso_workflows.cluster.launchpad import load_launchpad
-    from aso_workflows.testing.launchpad import mongomock_launchpad
+def _launchpad(source: str | None, recorded: dict, name: str):
+    """The LaunchPad given with --launchpad, else the one ``aso submit`` recorded for the campaign.
 
-    if source is None or source.startswith("mongomock://"):
-        # the offline controller is the only user of the LaunchPad: an in-process one serves as well,
-        # the campaign store being the record that survives a crash
-        return mongomock_launchpad()
-    return load_launchpad(source)
+    The record is the launchpad file's path or the URI without its password
+    (:func:`~aso_workflows.cluster.launchpad.launchpad_reference`); without either, one line says so.
+    """
+    from aso_workflows.cluster.launchpad import load_launchpad
+
+    if source is not None:
+        return load_launchpad(source)
+    ref = recorded.get("launchpad")
+    if not ref:
+        raise InputError(
+            "--launchpad",
+            f"no LaunchPad is recorded for campaign {name!r} (it was not submitted with aso submit "
+            "--launchpad); give my_launchpad.yaml or a mongodb:// URI",
+        )
+    return load_launchpad(ref["source"], database=ref.get("database"))
 
 
 def resume(
@@ -81,7 +90,7 @@ def resume(
             "--launchpad",
             "-l",
             help="slurm: my_launchpad.yaml or mongodb:// URI (an unfinished workflow there is picked up "
-            "with its running jobs); default: a fresh in-process LaunchPad, rebuilt from the store.",
+            "with its running jobs); default: the LaunchPad aso submit recorded for the campaign.",
         ),
     ] = None,
     qadapter_cpu: Annotated[
@@ -114,8 +123,9 @@ def resume(
 
     Nothing already stored is simulated again and nothing is duplicated (evaluations are keyed by
     structure fingerprint and simulator settings). On the Slurm path the dead controller's jobs still
-    queued or running are cancelled and the latest iteration is submitted anew, unless --launchpad names
-    a MongoDB LaunchPad holding the unfinished workflow, which is then driven on with its jobs.
+    queued or running are cancelled and the latest iteration is submitted anew, unless the LaunchPad (the
+    one aso submit recorded, or --launchpad) holds the unfinished workflow, which is then driven on with
+    its jobs.
     """
     with guard():
         ref = resolve_campaign(campaign, store, database)
@@ -186,7 +196,7 @@ def _resume_slurm(
         if isinstance(queues[key], str) and not Path(queues[key]).is_file():
             raise InputError(queues[key], "queue adapter file not found")
     runner = ClusterCampaignRunner(
-        launchpad=_launchpad(launchpad),
+        launchpad=_launchpad(launchpad, recorded, cfg.name),
         launch_dir=launch_dir or Path(recorded.get("launch_dir") or out / "launches"),
         queues=queues,
         job_store=shared_job_store(job_store or recorded.get("job_store") or str(out / "jobstore")),
