@@ -66,10 +66,12 @@ __all__ = [
     "CampaignDB",
     "StoreCollection",
     "StoreRefused",
+    "StoreUnavailable",
     "LeaseHeld",
     "Lease",
     "open_store",
     "bson_safe",
+    "server_refusal",
     "INLINE_LIMIT",
 ]
 
@@ -237,6 +239,29 @@ class StoreRefused(AsoError):
     """The database server refused a write (one line: collection, the server's reason, what to do)."""
 
 
+class StoreUnavailable(AsoError, Exception):
+    """The store's server stopped answering during a campaign (one line; nothing stored is lost)."""
+
+
+def _unavailable(exc: Exception, spec: StoreSpec) -> StoreUnavailable:
+    first = " ".join(str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0].split())[:160]
+    return StoreUnavailable(
+        f"{spec.redacted()} not reachable ({redact_uri(first)}); the campaign is intact in the store: "
+        "run the same command again (or aso resume CAMPAIGN) once the server answers"
+    )
+
+
+@contextlib.contextmanager
+def _reachable(spec: StoreSpec) -> Iterator[None]:
+    """Turn a lost connection to the store's server into one :class:`StoreUnavailable` line."""
+    from pymongo.errors import ConnectionFailure
+
+    try:
+        yield
+    except ConnectionFailure as exc:
+        raise _unavailable(exc, spec) from None
+
+
 class LeaseHeld(AsoError):
     """Another controller holds the campaign's lease (one line: who, since when, until when)."""
 
@@ -295,7 +320,16 @@ class StoreCollection:
         self.name = collection.name
 
     def __getattr__(self, attr: str):
-        return getattr(self._coll, attr)
+        value = getattr(self._coll, attr)
+        if not callable(value):
+            return value
+        spec = self._owner.spec
+
+        def call(*args, **kwargs):
+            with _reachable(spec):
+                return value(*args, **kwargs)
+
+        return call
 
     def __repr__(self) -> str:
         return f"StoreCollection({self.name!r}, {self._owner.spec.redacted()})"
@@ -330,8 +364,12 @@ class StoreCollection:
         return out
 
     def _write(self, method: str, *args, **kwargs):
+        from pymongo.errors import ConnectionFailure
+
         try:
             return getattr(self._coll, method)(*args, **kwargs)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc, self._owner.spec) from None
         except Exception as exc:
             raise _refused(exc, self) from None
 
@@ -365,24 +403,30 @@ class StoreCollection:
         return doc
 
     def find_one(self, *args, **kwargs):
-        return self._resolve(self._coll.find_one(*args, **kwargs))
+        with _reachable(self._owner.spec):
+            return self._resolve(self._coll.find_one(*args, **kwargs))
 
     def find(self, *args, **kwargs) -> _Cursor:
-        return _Cursor(self._coll.find(*args, **kwargs), self._resolve)
+        with _reachable(self._owner.spec):
+            return _Cursor(self._coll.find(*args, **kwargs), self._resolve, self._owner.spec)
 
 
 class _Cursor:
     """A backend cursor whose documents are resolved (:meth:`StoreCollection._resolve`) as they come."""
 
-    def __init__(self, cursor, resolve):
+    def __init__(self, cursor, resolve, spec: StoreSpec):
         self._cursor = cursor
         self._resolve = resolve
+        self._spec = spec
 
     def __iter__(self) -> Iterator[dict]:
-        return (self._resolve(d) for d in self._cursor)
+        with _reachable(self._spec):
+            for d in self._cursor:
+                yield self._resolve(d)
 
     def __next__(self) -> dict:
-        return self._resolve(next(self._cursor))
+        with _reachable(self._spec):
+            return self._resolve(next(self._cursor))
 
     def __getattr__(self, attr: str):
         value = getattr(self._cursor, attr)
@@ -390,8 +434,9 @@ class _Cursor:
             return value
 
         def call(*args, **kwargs):
-            out = value(*args, **kwargs)
-            return _Cursor(out, self._resolve) if out is self._cursor else out
+            with _reachable(self._spec):
+                out = value(*args, **kwargs)
+            return _Cursor(out, self._resolve, self._spec) if out is self._cursor else out
 
         return call
 
@@ -403,12 +448,21 @@ _REFUSAL_CODES = {2, 10334, 17419, 17420}
 
 def _refused(exc: Exception, coll: StoreCollection) -> Exception:
     """A server's refusal of a write as one :class:`StoreRefused` line; other exceptions unchanged."""
+    return (
+        server_refusal(exc, f"{coll._owner.spec.redacted()}: the server refused a write to '{coll.name}'")
+        or exc
+    )
+
+
+def server_refusal(exc: Exception, where: str) -> StoreRefused | None:
+    """:class:`StoreRefused` (one line: ``where``, the server's code and reason, what to do) when ``exc``
+    is a MongoDB server refusing a document for what it holds; None for any other exception."""
     details = getattr(exc, "details", None) or {}
     errors = details.get("writeErrors") or []
     msg = (errors[0].get("errmsg") if errors else None) or details.get("errmsg")
     code = (errors[0].get("code") if errors else None) or getattr(exc, "code", None)
     if not msg or type(exc).__module__.split(".")[0] != "pymongo" or code not in _REFUSAL_CODES:
-        return exc  # duplicate keys, lost connections ...: the caller's business
+        return None  # duplicate keys, lost connections ...: the caller's business
     hint = "expected a MongoDB server (docs/cluster.md, compatibility table)"
     if "nested arrays are not supported" in msg:
         hint = (
@@ -420,10 +474,7 @@ def _refused(exc: Exception, coll: StoreCollection) -> Exception:
     first = " ".join(str(msg).split())
     if len(first) > 200:
         first = first[:120] + " … " + first[-60:]
-    return StoreRefused(
-        f"{coll._owner.spec.redacted()}: the server refused a write to '{coll.name}' "
-        f"(code {code}: {first}); {hint}"
-    )
+    return StoreRefused(f"{where} (code {code}: {first}); {hint}")
 
 
 @dataclass
@@ -488,10 +539,12 @@ class CampaignDB:
 
     # ---- blobs ------------------------------------------------------------------------------
     def put_blob(self, name: str, data: bytes) -> str:
-        return self.blobs.put(name, data)
+        with _reachable(self.spec):
+            return self.blobs.put(name, data)
 
     def get_blob(self, ref: str) -> bytes:
-        return self.blobs.get(ref)
+        with _reachable(self.spec):
+            return self.blobs.get(ref)
 
     def put_torch(self, name: str, obj) -> str:
         import torch

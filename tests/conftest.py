@@ -13,6 +13,7 @@ pytest_plugins = [
     "slurm_fixtures",  # the real Slurm testbed (tests/slurm_fixtures.py)
     "fault_ledger",  # counts of injected / recovered faults (tests/fault_ledger.py)
     "results_fixtures",  # small real campaigns for the results/report/CLI tests
+    "mongodb_fixtures",  # the real-MongoDB tier: ASO_TEST_MONGODB_URI, private FerretDB servers, mongosh
 ]
 
 DATA = Path(__file__).resolve().parents[1] / "aso_workflows" / "data"

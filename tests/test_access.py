@@ -40,9 +40,6 @@ REPO = Path(__file__).parents[1]
 EXAMPLE = REPO / "examples" / "linio2_jt_pdf"
 LAUNCHPAD_DIR = REPO / "launchpad"
 MONGODB_URI = os.environ.get("ASO_TEST_MONGODB_URI")
-needs_mongodb = pytest.mark.skipif(
-    not MONGODB_URI, reason="needs a MongoDB server: set ASO_TEST_MONGODB_URI=mongodb://..."
-)
 # An error path must answer within seconds: the store's default server-selection timeout is 5 s; this is
 # the bound the tests hold the whole command to (Python start-up and imports included), not a speed target.
 ERROR_WITHIN_S = 15.0
@@ -229,7 +226,8 @@ def _with_credentials(uri: str, user: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{quote_plus(user)}:{quote_plus(password)}@{host}"))
 
 
-@needs_mongodb
+@pytest.mark.mongodb
+@pytest.mark.skipif(not MONGODB_URI, reason="needs a MongoDB server: set ASO_TEST_MONGODB_URI=mongodb://...")
 def test_wrong_credentials_are_one_line(tmp_path, fault_ledger):
     from aso_workflows.cluster.launchpad import load_launchpad
 
@@ -252,7 +250,8 @@ def test_wrong_credentials_are_one_line(tmp_path, fault_ledger):
     fault_ledger.verify("bad-input:credentials", result.exit_code == 2 and secret not in result.output, line)
 
 
-@needs_mongodb
+@pytest.mark.mongodb
+@pytest.mark.skipif(not MONGODB_URI, reason="needs a MongoDB server: set ASO_TEST_MONGODB_URI=mongodb://...")
 def test_password_file_connects_and_stays_out_of_the_spec(tmp_path):
     """The tier's own credentials split into a user-only URI plus a password file: the store opens."""
     parts = urlsplit(MONGODB_URI)

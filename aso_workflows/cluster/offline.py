@@ -59,22 +59,28 @@ from aso_workflows.cluster.slurm import (
     squeue_snapshot,
 )
 from aso_workflows.cluster.workflow import check_job_store, to_workflow
-from aso_workflows.errors import InputError
+from aso_workflows.errors import AsoError, InputError
 
 __all__ = [
     "SlurmOfflineExecutor",
+    "DatabaseUnavailable",
     "RunSummary",
     "LaunchRecord",
     "DEFAULT_CATEGORY",
     "squeue_snapshot",
     "slurm_records",
     "to_workflow",
+    "initialise_launchpad",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CATEGORY = "default"
 """Key in ``queues`` for Fireworks without a ``_category``."""
+
+
+class DatabaseUnavailable(AsoError):
+    """The LaunchPad's server stayed unreachable longer than the controller waits (one line)."""
 
 
 @dataclass
@@ -153,6 +159,10 @@ class SlurmOfflineExecutor:
         that this controller does not track; checked every ``lost_run_check_interval`` seconds.
     env
         Environment for ``sbatch``/``squeue``/``scancel`` (None: this process's).
+    db_outage_limit
+        Seconds to wait for an unreachable LaunchPad server (restarted, failing over, network cut)
+        before stopping with :class:`DatabaseUnavailable` (one line; ``aso resume`` continues later).
+        Meanwhile the Slurm jobs in flight keep running; their results are read back once it answers.
     """
 
     launchpad: Any
@@ -170,7 +180,9 @@ class SlurmOfflineExecutor:
     rerun_failed: bool = False
     lost_run_expiration: float = 4 * 3600.0
     lost_run_check_interval: float = 300.0
+    db_outage_limit: float = 600.0
     slurm_jobs: dict[int, list[str]] = field(default_factory=dict, init=False)
+    _deferred: list = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         from aso_workflows.cluster.queues import load_queue_adapter
@@ -206,8 +218,20 @@ class SlurmOfflineExecutor:
         """Add a jobflow ``Flow``/``Job`` (or a FireWorks ``Workflow``) to the LaunchPad; returns an fw_id of it."""
         from fireworks import Workflow
 
+        from aso_workflows.cluster.launchpad import describe_launchpad
+        from aso_workflows.store import server_refusal
+
         wf = flow if isinstance(flow, Workflow) else to_workflow(flow, self.job_store, name)
-        mapping = self.launchpad.add_wf(wf)
+        initialise_launchpad(self.launchpad)
+        try:
+            mapping = self.launchpad.add_wf(wf)
+        except Exception as exc:
+            refused = server_refusal(
+                exc, f"LaunchPad {describe_launchpad(self.launchpad)}: the server refused the workflow"
+            )
+            if refused is None:
+                raise
+            raise refused from None
         return min(mapping.values())
 
     def run(self, flow, name: str | None = None) -> RunSummary:
@@ -223,43 +247,23 @@ class SlurmOfflineExecutor:
         t0 = time.monotonic()
         records: list[LaunchRecord] = []
         active: dict[int, _Active] = {}
-        for rec in self._reattach(fw_id):
+        for rec in self._wait_for_db(lambda: self._reattach(fw_id)):
             records.append(rec)
             active[rec.launch_id] = _Active(rec)
         timed_out = False
-        last_lost_check = time.monotonic()
+        clock = {"lost_check": time.monotonic()}
         while True:
-            if time.monotonic() - last_lost_check > self.lost_run_check_interval:
-                last_lost_check = time.monotonic()
-                self._detect_untracked_lost(fw_id, active)
-            wf = self._workflow(fw_id)
-            ready = sorted(int(i) for i, s in wf["fw_states"].items() if s == "READY")
-            for ready_id in ready:
-                if self.max_queued and len(active) >= self.max_queued:
-                    break
-                rec = self._submit(ready_id)
-                if rec is not None:
-                    records.append(rec)
-                    active[rec.launch_id] = _Active(rec)
-            if active:
-                snapshot = squeue_snapshot(self.env)
-                if snapshot is not None:
-                    for launch_id in list(active):
-                        if self._poll(active[launch_id], snapshot):
-                            del active[launch_id]
-            if not active and not ready:
-                wf = self._workflow(fw_id)
-                if not any(s == "READY" for s in wf["fw_states"].values()):
-                    break
-                continue  # recoveries made Fireworks READY: submit them now
+            done = self._wait_for_db(lambda: self._round(fw_id, records, active, clock))
+            if done:
+                break
             if self.timeout is not None and time.monotonic() - t0 > self.timeout:
                 timed_out = True
                 logger.warning("timeout after %.0f s with %d Slurm jobs in flight", self.timeout, len(active))
                 if self.cancel_on_timeout:
-                    self._cancel(list(active.values()))
+                    self._wait_for_db(lambda: self._cancel(list(active.values())))
                 break
             time.sleep(self.poll_interval)
-        wf = self._workflow(fw_id)
+        wf = self._wait_for_db(lambda: self._workflow(fw_id))
         return RunSummary(
             fw_ids=sorted(wf["nodes"]),
             workflow_state=wf["state"],
@@ -268,6 +272,65 @@ class SlurmOfflineExecutor:
             timed_out=timed_out,
             wall_s=time.monotonic() - t0,
         )
+
+    def _round(self, fw_id: int, records: list, active: dict, clock: dict) -> bool:
+        """One round: submit READY Fireworks, read back ended jobs; True when the workflow has ended."""
+        while self._deferred:  # LaunchPad writes that an outage interrupted
+            self._deferred[0]()
+            self._deferred.pop(0)
+        if time.monotonic() - clock["lost_check"] > self.lost_run_check_interval:
+            clock["lost_check"] = time.monotonic()
+            self._detect_untracked_lost(fw_id, active)
+        wf = self._workflow(fw_id)
+        ready = sorted(int(i) for i, s in wf["fw_states"].items() if s == "READY")
+        for ready_id in ready:
+            if self.max_queued and len(active) >= self.max_queued:
+                break
+            rec = self._submit(ready_id)
+            if rec is not None:
+                records.append(rec)
+                active[rec.launch_id] = _Active(rec)
+        if active:
+            snapshot = squeue_snapshot(self.env)
+            if snapshot is not None:
+                for launch_id in list(active):
+                    if self._poll(active[launch_id], snapshot):
+                        del active[launch_id]
+        if not active and not ready:
+            wf = self._workflow(fw_id)
+            return not any(s == "READY" for s in wf["fw_states"].values())
+        return False
+
+    def _wait_for_db(self, call):
+        """``call()``, retried while the LaunchPad server is unreachable, for up to ``db_outage_limit`` s."""
+        from pymongo.errors import ConnectionFailure
+
+        since = None
+        while True:
+            try:
+                out = call()
+            except ConnectionFailure as exc:
+                now = time.monotonic()
+                first = " ".join(str(exc).split(", Timeout:")[0].split())[:160]
+                if since is None:
+                    since = now
+                    logger.warning(
+                        "LaunchPad unreachable (%s): waiting up to %.0f s for it to come back; Slurm jobs "
+                        "keep running",
+                        first,
+                        self.db_outage_limit,
+                    )
+                if now - since > self.db_outage_limit:
+                    raise DatabaseUnavailable(
+                        f"the LaunchPad's MongoDB server has been unreachable for {now - since:.0f} s "
+                        f"({first}); the controller stops, the Slurm jobs in flight keep running and "
+                        "nothing stored is lost: run aso resume CAMPAIGN once the server answers"
+                    ) from None
+                time.sleep(min(5.0, max(1.0, self.poll_interval)))
+                continue
+            if since is not None:
+                logger.warning("LaunchPad back after %.0f s; carrying on", time.monotonic() - since)
+            return out
 
     # ---- submission ------------------------------------------------------------------------------
     def _workflow(self, fw_id: int) -> dict:
@@ -324,10 +387,8 @@ class SlurmOfflineExecutor:
             script.write_text(qa.get_script_str(str(launch_dir)))
             job_id = self._sbatch(script, category, queue)
         except BaseException:
-            lp.cancel_reservation(launch_id)  # back to READY; the failed launch is forgotten
-            lp.forget_offline(launch_id)
+            self._release(launch_id)  # back to READY; the failed launch is forgotten
             raise
-        lp.set_reservation_id(launch_id, job_id)
         rec = LaunchRecord(
             fw_id=fw_id,
             name=fw.name,
@@ -340,9 +401,33 @@ class SlurmOfflineExecutor:
             slurm_state="PENDING",
         )
         self.slurm_jobs.setdefault(fw_id, []).append(job_id)
-        self._tag_launch(rec)
         logger.info("fw %d (%s) → Slurm job %s on partition %s", fw_id, fw.name, job_id, rec.partition)
+
+        def record() -> None:
+            lp.set_reservation_id(launch_id, job_id)
+            self._tag_launch(rec)
+
+        self._defer_on_outage(record)  # the job runs already: keep tracking it whatever happens here
         return rec
+
+    def _release(self, launch_id: int) -> None:
+        """Undo a reservation whose job was never submitted (later, if the server is unreachable now)."""
+
+        def release() -> None:
+            self.launchpad.cancel_reservation(launch_id)
+            self.launchpad.forget_offline(launch_id)
+
+        self._defer_on_outage(release)
+
+    def _defer_on_outage(self, write) -> None:
+        """Run a LaunchPad write now, or at the start of the next round if the server is unreachable."""
+        from pymongo.errors import ConnectionFailure
+
+        try:
+            write()
+        except ConnectionFailure as exc:
+            logger.warning("LaunchPad write deferred (%s)", str(exc).split(",")[0][:120])
+            self._deferred.append(write)
 
     def _sbatch(self, script: Path, category: str, queue) -> str:
         # sbatch is called here rather than through CommonAdapter.submit_to_queue, which changes the
@@ -553,3 +638,23 @@ class SlurmOfflineExecutor:
             out.append(rec)
             logger.info("picked up fw %d (%s), Slurm job %s", rec.fw_id, rec.name, rec.slurm_job_id)
         return out
+
+
+def initialise_launchpad(lp) -> bool:
+    """Prepare a LaunchPad database that was never used (as ``lpad reset`` would); True if it did.
+
+    FireWorks needs its id counters before the first workflow (otherwise: "Could not get next FW id").
+    Only a database without Fireworks and workflows is touched; one that has them but lost its counters
+    is refused with one line rather than reset.
+    """
+    if lp.fw_id_assigner.find_one({}) is not None:
+        return False
+    if lp.fireworks.count_documents({}) or lp.workflows.count_documents({}):
+        raise InputError(
+            f"LaunchPad ({lp.name})",
+            "holds Fireworks but no id counters (fw_id_assigner); repair it or use a new database",
+        )
+    lp._restart_ids(1, 1)  # what LaunchPad.reset does after dropping the collections
+    lp.tuneup(bkground=False)
+    logger.info("initialised the empty LaunchPad database %s (ids, indexes)", lp.name)
+    return True

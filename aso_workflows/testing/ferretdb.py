@@ -173,6 +173,8 @@ class FerretDB:
     tls_cert, tls_key, tls_ca
         PEM files: with a certificate and key the server listens with TLS only (``tls_ca``: clients must
         present a certificate signed by it).
+    client_ca
+        The CA file clients trust the server's certificate with (used here to check it answers).
     kind
         ``"nested"`` or ``"stock"`` build (:func:`build`).
     """
@@ -184,6 +186,7 @@ class FerretDB:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    client_ca: Path | None = None
     kind: str = "nested"
     binary: Path | None = None
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
@@ -295,7 +298,7 @@ class FerretDB:
 
     def client_tls(self) -> dict:
         """pymongo options that trust this server's certificate (``tlsCAFile``), when it uses TLS."""
-        return {"tlsCAFile": str(self.tls_ca)} if self.tls and self.tls_ca else {}
+        return {"tlsCAFile": str(self.client_ca)} if self.tls and self.client_ca else {}
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``); its data stay in ``root/data``."""
