@@ -207,11 +207,19 @@ def test_wrong_password_is_one_line_within_5_s(mongodb_uri, fresh_databases, tmp
         t0 = time.perf_counter()
         result = runner.invoke(app, args)
         elapsed = time.perf_counter() - t0
+        lines = result.stderr.strip().splitlines()
+        ok = (
+            result.exit_code == 2
+            and len(lines) == 1
+            and "refused the credentials" in lines[0]
+            and secret not in result.output
+            and elapsed < WITHIN_S
+        )
+        fault_ledger.verify("bad-input:credentials", ok, f"{what}: {elapsed:.2f} s: {result.stderr[:120]}")
         line = one_line(result.stderr, result.exit_code)
         assert "refused the credentials" in line and "Authentication failed" in line, (what, line)
         assert secret not in result.output, what
         assert elapsed < WITHIN_S, (what, elapsed)
-        fault_ledger.recovered("bad-input:credentials", f"{what}: {elapsed:.2f} s: {line[:120]}")
 
 
 def _make_ca(folder: Path) -> tuple[Path, Path, Path]:
@@ -304,9 +312,10 @@ def test_tls_with_a_ca_made_here(private_ferretdb, tmp_path, fault_ledger):
             open_store(StoreSpec(kind="mongodb", uri=bad, database="aso"))
         elapsed = time.perf_counter() - t0
         msg = str(err.value)
+        ok = "\n" not in msg and needle in msg and server.password not in msg and elapsed < WITHIN_S + 1.0
+        fault_ledger.verify("bad-input:tls", ok, f"{what}: {elapsed:.1f} s: {msg[:140]}")
         assert "\n" not in msg and needle in msg and server.password not in msg, (what, msg)
         assert elapsed < WITHIN_S + 1.0, (what, elapsed)
-        fault_ledger.recovered("bad-input:tls", f"{what}: {elapsed:.1f} s: {msg[:140]}")
 
 
 # ---- one controller per campaign ---------------------------------------------------------------------------
@@ -318,8 +327,6 @@ def _leases(spec: StoreSpec, name: str):
 def test_a_second_controller_refuses(kind, tmp_path, fault_ledger, request):
     """``aso run`` drives a campaign; a second ``aso run`` and an ``aso resume`` of it refuse in one line;
     once the first is killed, ``aso resume`` takes the lease over and finishes: nothing lost or duplicated."""
-    from test_faults_simulation import store_check
-
     from aso_workflows.campaign.state import CampaignState, get_db
     from aso_workflows.config import load_config
 
@@ -344,10 +351,11 @@ def test_a_second_controller_refuses(kind, tmp_path, fault_ledger, request):
             fault_ledger.inject("second_controller", f"aso {what} while aso run drives the campaign ({kind})")
             args = [*ASO, what, str(yml), "-q"]
             second = subprocess.run(args, capture_output=True, text=True, timeout=120)
+            refused = second.returncode == 2 and "is already driven by another controller" in second.stderr
+            fault_ledger.verify("second_controller", refused and first.poll() is None, second.stderr[:140])
             line = one_line(second.stderr, second.returncode)
             assert "is already driven by another controller" in line and holder in line, line
             assert first.poll() is None, "the first controller must still be running"
-            fault_ledger.recovered("second_controller", f"{kind}: aso {what} refused: {line[:100]}")
         assert first.poll() is None, "the first controller finished before it could be killed"
     finally:
         if first.poll() is None:
@@ -361,10 +369,7 @@ def test_a_second_controller_refuses(kind, tmp_path, fault_ledger, request):
     state = CampaignState.load(get_db(spec), "lease")
     assert state.doc["status"] == "completed" and state.n_used() == cfg.budget
     assert _leases(spec, "lease") is None  # released at the end
-    lost, duplicated = store_check(state)
-    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
-    assert (lost, duplicated) == (0, 0)
-    fault_ledger.recovered("controller_sigkill", f"{kind}: aso resume took the lease over and finished")
+    assert fault_ledger.verify_campaign("controller_sigkill", state, detail=f"{kind}: lease taken over")
 
 
 def _has_evaluations(spec: StoreSpec) -> bool:
@@ -375,8 +380,6 @@ def _has_evaluations(spec: StoreSpec) -> bool:
 def test_server_restart_under_a_local_campaign(private_ferretdb, tmp_path, fault_ledger):
     """``aso run`` with its store on a server that is stopped mid-campaign: it stops with one line saying
     how to go on; the server comes back with its data, the same command finishes; 0 lost, 0 duplicated."""
-    from test_faults_simulation import store_check
-
     from aso_workflows.campaign.state import CampaignState, get_db
     from aso_workflows.config import load_config
 
@@ -406,10 +409,7 @@ def test_server_restart_under_a_local_campaign(private_ferretdb, tmp_path, fault
     assert done.returncode == 0, done.stderr[-3000:]
     state = CampaignState.load(get_db(spec), "restart")
     assert state.doc["status"] == "completed" and state.n_used() == cfg.budget
-    lost, duplicated = store_check(state)
-    fault_ledger.evaluations(lost=lost, duplicated=duplicated)
-    assert (lost, duplicated) == (0, 0)
-    fault_ledger.recovered("database_restart", f"local: stopped with one line ({lines[0][:90]}), resumed")
+    assert fault_ledger.verify_campaign("database_restart", state, detail=f"local: {lines[0][:90]}")
 
 
 def _count(spec: StoreSpec, name: str) -> int:
