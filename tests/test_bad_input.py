@@ -355,7 +355,7 @@ def test_zero_or_negative_budget(existing, fault_ledger, budget):
         needles,
     )
     args = ["run", str(existing.yaml), "-q", "--budget", str(budget)]
-    needles = ["campaign.yaml", "field 'budget'", "greater than 0"]
+    needles = [existing.yaml.name, "field 'budget'", "greater than 0"]
     inject(fault_ledger, existing, "bad-input:budget", f"aso run --budget {budget}", args, needles)
     args = ["resume", NAME, "--store", str(existing.store), "--budget", str(budget)]
     needles = ["field 'budget'", "greater than 0"]
