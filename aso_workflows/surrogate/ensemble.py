@@ -43,10 +43,10 @@ class EnsembleSurrogate(Surrogate):
     output_dim
         Points ``M`` of the spectrum grid (900 for the reference PDF).
     level
-        ``"graph"`` (one spectrum per structure, e.g. PDF) or ``"node"`` (one per absorber atom, averaged
-        over the absorbers of ``absorber``; XAS).
+        ``"graph"`` (one spectrum per structure) or ``"node"`` (one row per node atom, averaged over the
+        nodes: the absorbers of ``absorber`` for XAS, every atom for per-atom PDF contributions).
     absorber
-        Absorbing element for the node level.
+        Absorbing element: the node-level rows are its sites; ``None`` at node level: every site.
     settings
         Model and training settings.
     """
@@ -70,9 +70,7 @@ class EnsembleSurrogate(Surrogate):
         self.output_dim, self.level, self.absorber = int(output_dim), level, absorber
         self.absorber_sites: list[int] = []
         if level == "node":
-            if absorber is None:
-                raise InputError("absorber", "a node-level (XAS) surrogate needs the absorbing element")
-            self.absorber_sites = [i for i, s in enumerate(self.species) if s == absorber]
+            self.absorber_sites = [i for i, s in enumerate(self.species) if absorber is None or s == absorber]
             if not self.absorber_sites:
                 raise InputError(
                     "absorber", f"no {absorber} site among the species {sorted(set(self.species))}"
@@ -97,6 +95,7 @@ class EnsembleSurrogate(Surrogate):
             readout=s.readout,
             seed=s.seed,
             linear_readout=s.linear_readout,
+            readout_cutoff=s.readout_cutoff,
         ).to(self.device, getattr(torch, s.dtype))
         self.model.requires_grad_(False)
         self.y_mean = torch.zeros(self.output_dim, device=self.device, dtype=self.dtype)
@@ -143,15 +142,19 @@ class EnsembleSurrogate(Surrogate):
         return pos.to(self.device, self.dtype), lat.to(self.device, self.dtype)
 
     @torch.no_grad()
-    def _basis(self, pos: torch.Tensor, lat: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """The fixed geometry of the training structures as a dense image-summed basis ``[n, N, N, n_rbf]``
-        (memory: n·N²·n_rbf numbers), and the mean smooth neighbour count."""
-        dense, neighbors = [], []
+    def _basis(self, pos: torch.Tensor, lat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """The fixed geometry of the training structures: a dense image-summed basis ``[n, N, N, n_rbf]``
+        (memory: n·N²·n_rbf numbers), the readout's pair-distribution features (unscaled; ``None``
+        without readout) and the mean smooth neighbour count."""
+        dense, rho, neighbors = [], [], []
+        model = self.model
         for c in range(0, pos.shape[0], _CHUNK):
-            g = self.model.geometry(pos[c : c + _CHUNK], lat[c : c + _CHUNK])
+            g = model.geometry(pos[c : c + _CHUNK], lat[c : c + _CHUNK])
             dense.append(g.dense())
             neighbors.append(g.neighbors)
-        return torch.cat(dense), float(torch.cat(neighbors).mean())
+            if model.readout:
+                rho.append(model.pair_distribution(g if model.readout_basis is not None else dense[-1]))
+        return torch.cat(dense), torch.cat(rho) if rho else None, float(torch.cat(neighbors).mean())
 
     # ---- training ----------------------------------------------------------------------------------
     def fit(
@@ -174,8 +177,8 @@ class EnsembleSurrogate(Surrogate):
             ``members``: per member ``train_mae``, ``heldout_mae`` (original units), ``best_epoch``,
             ``best_heldout_loss``; and overall ``train_mae`` (ensemble mean, all structures),
             ``heldout_mae`` (held-out structures against the members that did not see them),
-            ``target_mad`` (mean absolute deviation of the targets from their mean: the error of
-            always predicting the mean), ``calibration_scale``, ``coverage_1sigma`` (share of held-out
+            ``target_mad`` (mean absolute deviation of the structure-level targets from their mean:
+            the error of always predicting the mean; comparable with ``heldout_mae``), ``calibration_scale``, ``coverage_1sigma`` (share of held-out
             errors within ±1 calibrated σ; ~0.68 if Gaussian), ``epochs``, ``seconds``, ``n_structures``,
             ``n_train``, ``n_heldout`` (per member), ``device``.
         """
@@ -198,12 +201,9 @@ class EnsembleSurrogate(Surrogate):
         model = self.model
         model.reset_parameters(s.seed)
         model.to(self.device, self.dtype)
-        basis, norm = self._basis(pos, lat)
+        basis, rho, norm = self._basis(pos, lat)  # fixed during training: computed once
         model.neighbor_norm.fill_(norm if norm > 0 else 1.0)
-        rho = None
-        if model.readout:  # fixed during training: computed once
-            with torch.no_grad():
-                rho = torch.cat([model.pair_distribution(basis[c : c + _CHUNK]) for c in range(0, n, _CHUNK)])
+        if rho is not None:
             rms = float(rho.pow(2).mean().sqrt())
             model.readout_scale.fill_(1.0 / rms if rms > 0 else 1.0)
 
@@ -294,9 +294,7 @@ class EnsembleSurrogate(Surrogate):
             )
         pos = positions.to(self.device, self.dtype)
         lat = lattice.to(self.device, self.dtype)
-        out = self.model(self.model.geometry(pos, lat))
-        if self.level == "node":
-            out = out.mean(2)  # average over the absorber atoms
+        out = self.model(self.model.geometry(pos, lat), node_mean=True)  # node level: mean over nodes
         y = out * self.y_scale + self.y_mean  # [K, B, M]
         mean = y.mean(0)
         # population standard deviation over members; the floor keeps the gradient finite where all

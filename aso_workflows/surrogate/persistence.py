@@ -73,4 +73,5 @@ def settings_from_file(state: dict[str, Any], device: str | None) -> SurrogateSe
             device = "auto"
     stored["device"] = device
     stored.setdefault("linear_readout", False)  # saved before the linear readout existed
+    stored.setdefault("readout_cutoff", None)  # saved before the readout had its own basis
     return SurrogateSettings(**stored)

@@ -73,6 +73,17 @@ class SurrogateSettings:
         structures of an ASO run, predict the rest; 4 cases × 2 sizes): spectrum error lower in 7 of 8,
         rank correlation of predicted vs true mismatch higher in 7 of 8 (e.g. LiNiO2 JT, 21 structures:
         Spearman −0.22 → 0.74). Models saved without it load with it off.
+    readout_cutoff
+        Range (Å) of the readout's own radial basis (same spacing as the message-passing basis, centres
+        up to this distance); ``None``: the readout uses the message-passing basis and ``cutoff``. For a
+        PDF the campaign uses the target's ``rmax`` + 1 Å when this is ``None`` (see
+        :func:`~aso_workflows.surrogate.factory.surrogate_for_target`), so the surrogate sees every pair
+        distance that shapes G(r).
+    pdf_level
+        ``"node"``: the PDF surrogate learns each atom's contribution G_i(r) (one row per atom, from
+        :mod:`~aso_workflows.spectra.pdf_partials`; the reference's way) and predicts their mean;
+        ``"graph"``: it learns G(r) per structure. See ``docs/surrogate.md`` for the measurement that
+        chose the default.
     epochs
         Maximum training epochs.
     lr, weight_decay
@@ -114,6 +125,8 @@ class SurrogateSettings:
     pool: str = "mean"
     readout: bool = True
     linear_readout: bool = True
+    readout_cutoff: float | None = None
+    pdf_level: str = "node"
     epochs: int = 300
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -156,6 +169,8 @@ class SurrogateSettings:
         for name, value in nonneg.items():
             if not value >= 0:
                 raise InputError(f"surrogate.{name}", f"expected >= 0, got {value}")
+        if self.readout_cutoff is not None and not self.readout_cutoff > 0:
+            raise InputError("surrogate.readout_cutoff", f"expected > 0 Å or null, got {self.readout_cutoff}")
         if self.n_rbf < 4:
             raise InputError("surrogate.n_rbf", f"expected >= 4, got {self.n_rbf}")
         if not 0 <= self.holdout_fraction < 1:
@@ -169,6 +184,7 @@ class SurrogateSettings:
             "pool": ("mean", "sum"),
             "loss": ("l1", "mse", "huber"),
             "dtype": ("float32", "float64"),
+            "pdf_level": ("node", "graph"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
