@@ -25,7 +25,7 @@ from aso_workflows.surrogate.model import EnsembleGNN
 from aso_workflows.surrogate.persistence import read_surrogate_file, save_surrogate, settings_from_file
 from aso_workflows.surrogate.settings import SurrogateSettings, resolve_device
 from aso_workflows.surrogate.targets import Targets, build_targets
-from aso_workflows.surrogate.training import member_splits, train_members
+from aso_workflows.surrogate.training import fit_linear_path, member_splits, train_members
 
 __all__ = ["SurrogateSettings", "EnsembleSurrogate", "resolve_device"]
 
@@ -209,6 +209,9 @@ class EnsembleSurrogate(Surrogate):
 
         gen = torch.Generator(device="cpu").manual_seed(int(s.seed) + 1)
         train, hold = member_splits(n, self.n_models, s.holdout_fraction, gen)
+        penalties = None
+        if model.head_skip is not None and s.linear_init == "ridge":
+            penalties = fit_linear_path(model, rho, data, train, hold)
         result = train_members(
             model,
             basis,
@@ -241,6 +244,7 @@ class EnsembleSurrogate(Surrogate):
             n_structures=n,
             n_train=int(train.shape[1]),
             n_heldout=int(n_hold),
+            ridge_penalties=penalties,
             device=str(self.device),
         )
         self.metrics = metrics

@@ -501,6 +501,15 @@ class EnsembleGNN(nn.Module):
         out = out.index_add(0, dest[keep] + g.index[keep], g.value[keep])
         return out.view(nb, rows, width)
 
+    def readout_features(self, rho: torch.Tensor) -> torch.Tensor:
+        """What the head sees of the pair distribution: ``rho`` (from :meth:`pair_distribution`) scaled,
+        with the one-hot of each node's element appended when the nodes are of several elements."""
+        feats = rho * self.readout_scale
+        if self.node_onehot:
+            onehot = F.one_hot(self.node_block, self.n_blocks).to(feats.dtype)
+            feats = torch.cat([feats, onehot.expand(*feats.shape[:-1], -1)], dim=-1)
+        return feats
+
     def forward(
         self,
         inputs: RadialGraph | torch.Tensor,
@@ -540,11 +549,8 @@ class EnsembleGNN(nn.Module):
             h = x[:, :, self.node_sites]
         feats = None
         if self.readout:
-            rho = (self.pair_distribution(inputs) if rho is None else rho) * self.readout_scale
-            feats = rho.expand(k, *rho.shape) if ids is None else rho[ids]
-            if self.node_onehot:
-                onehot = F.one_hot(self.node_block, self.n_blocks).to(feats.dtype)
-                feats = torch.cat([feats, onehot.expand(*feats.shape[:-1], -1)], dim=-1)
+            feats = self.readout_features(self.pair_distribution(inputs) if rho is None else rho)
+            feats = feats.expand(k, *feats.shape) if ids is None else feats[ids]
             h = torch.cat([h, feats], dim=-1)
         z = _ssp(self.head_mid(h))
         if self.level == "node" and node_mean:

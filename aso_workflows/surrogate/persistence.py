@@ -74,4 +74,5 @@ def settings_from_file(state: dict[str, Any], device: str | None) -> SurrogateSe
     stored["device"] = device
     stored.setdefault("linear_readout", False)  # saved before the linear readout existed
     stored.setdefault("readout_cutoff", None)  # saved before the readout had its own basis
+    stored.setdefault("linear_init", "zero")  # training-only; the saved weights are what count
     return SurrogateSettings(**stored)

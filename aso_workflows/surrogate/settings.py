@@ -73,6 +73,11 @@ class SurrogateSettings:
         structures of an ASO run, predict the rest; 4 cases × 2 sizes): spectrum error lower in 7 of 8,
         rank correlation of predicted vs true mismatch higher in 7 of 8 (e.g. LiNiO2 JT, 21 structures:
         Spearman −0.22 → 0.74). Models saved without it load with it off.
+    linear_init
+        How the linear path starts: ``"ridge"`` (each member's ridge regression of its training rows on the
+        readout, the penalty chosen on its held-out structures; see
+        :func:`~aso_workflows.surrogate.training.fit_linear_path`) or ``"zero"`` (as before issue 12).
+        Models saved before it existed load with ``"zero"``.
     readout_cutoff
         Range (Å) of the readout's own radial basis (same spacing as the message-passing basis, centres
         up to this distance); ``None``: the readout uses the message-passing basis and ``cutoff``. For a
@@ -126,6 +131,7 @@ class SurrogateSettings:
     readout: bool = True
     linear_readout: bool = True
     readout_cutoff: float | None = None
+    linear_init: str = "ridge"
     pdf_level: str = "node"
     epochs: int = 300
     lr: float = 3e-3
@@ -185,6 +191,7 @@ class SurrogateSettings:
             "loss": ("l1", "mse", "huber"),
             "dtype": ("float32", "float64"),
             "pdf_level": ("node", "graph"),
+            "linear_init": ("ridge", "zero"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
