@@ -14,6 +14,7 @@ import torch
 from pymatgen.core import Structure
 
 import aso_workflows
+from aso_workflows.campaign.learn import load_models
 from aso_workflows.spectra.pdf import PDFSimulator
 from aso_workflows.spectra.pdf_partials import simulate_with_sites
 from aso_workflows.surrogate.ensemble import EnsembleSurrogate
@@ -118,3 +119,37 @@ def test_graph_level_option_and_site_rows_rule(data):
     assert model.level == "graph" and model.model.readout_basis is not None
     metrics = model.fit(structures[:10], _graph_only(spectra[:10]))
     assert metrics["n_structures"] == 10
+
+
+def test_aso_campaign_stores_per_atom_rows_and_trains_node_level(tmp_path):
+    """In a campaign, PDF evaluations carry the per-atom rows (with their engine-call count) and the
+    surrogate trains at node level on them; a campaign whose optimiser needs no surrogate skips them."""
+    from campaign_files import campaign_yaml
+
+    from aso_workflows.campaign.local import LocalCampaignRunner
+    from aso_workflows.config import load_config
+
+    fields = {"budget": 4, "initial_size": 2, "batch_size": 1, "proposal": {"n_starts": 4, "steps": 5}}
+    state = LocalCampaignRunner(progress=False).run(
+        load_config(campaign_yaml(tmp_path / "a", "rows", **fields))
+    )
+    evals = state.evaluations("completed")
+    assert len(evals) == 4
+    n_atoms = len(state.species)
+    for e in evals:
+        spectrum = state.spectrum(e["spectra"]["pdf"])
+        rows = np.asarray(spectrum.site_values)
+        assert rows.shape == (n_atoms, len(spectrum.values)) and spectrum.absorber_sites == list(
+            range(n_atoms)
+        )
+        np.testing.assert_allclose(rows.mean(0), spectrum.values, atol=1e-6 * np.abs(spectrum.values).max())
+        assert spectrum.extra["site_contributions"]["engine_calls"] == n_atoms + len(set(state.species))
+    model = next(iter(state.db.models.find({"campaign": "rows"})))
+    loaded = load_models(state, {"pdf": model["_id"]})["pdf"]
+    assert loaded.level == "node" and loaded.settings.readout_cutoff >= 10.0
+    random = LocalCampaignRunner(progress=False).run(
+        load_config(campaign_yaml(tmp_path / "b", "norows", optimizer="random", budget=3, initial_size=2))
+    )
+    assert all(
+        random.spectrum(e["spectra"]["pdf"]).site_values is None for e in random.evaluations("completed")
+    )
