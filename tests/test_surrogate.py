@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from pymatgen.core import Structure
 
 import aso_workflows
@@ -297,10 +298,19 @@ def test_bad_inputs(nio, graph_data):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("epochs", 0), ("holdout_fraction", 1.0), ("loss", "l3"), ("device", "tpu!"), ("n_rbf", 2)],
+    [
+        ("epochs", 0),
+        ("holdout_fraction", 1.0),
+        ("loss", "l3"),
+        ("device", "tpu!"),
+        ("n_rbf", 2),
+        ("readout_cutoff", -1.0),
+        ("pdf_level", "atom"),
+        ("linear_init", "random"),
+    ],
 )
 def test_settings_are_validated(field, value):
-    with pytest.raises(InputError, match=f"surrogate.{field}"):
+    with pytest.raises(ValidationError, match=field):
         SurrogateSettings(**{field: value})
 
 

@@ -1,5 +1,8 @@
 """Settings of the GNN-ensemble surrogate (the ``surrogate:`` section of a campaign file).
 
+A :func:`~aso_workflows.settings.settings_dataclass`: pydantic checks every field on construction (a
+wrong value is one error naming the field).
+
 This module imports no torch: reading a campaign file (``aso status``, ``aso results``) must stay light.
 :func:`resolve_device` imports torch when it is called.
 """
@@ -7,10 +10,12 @@ This module imports no torch: reading a campaign file (``aso status``, ``aso res
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field, field_validator
 
 from aso_workflows.errors import InputError
+from aso_workflows.settings import settings_dataclass
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +41,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-@dataclass
+@settings_dataclass
 class SurrogateSettings:
     """Settings of the GNN ensemble and its training (the ``surrogate:`` section of a campaign).
 
@@ -120,82 +125,39 @@ class SurrogateSettings:
         Show a tqdm progress bar while training.
     """
 
-    n_models: int = 5
-    hidden: int = 64
-    n_layers: int = 3
-    n_rbf: int = 50
-    n_radial: int = 4
-    cutoff: float = 6.0
-    basis: str = "bspline"
-    pool: str = "mean"
+    n_models: Annotated[int, Field(gt=0)] = 5
+    hidden: Annotated[int, Field(gt=0)] = 64
+    n_layers: Annotated[int, Field(ge=0)] = 3
+    n_rbf: Annotated[int, Field(ge=4)] = 50
+    n_radial: Annotated[int, Field(gt=0)] = 4
+    cutoff: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 6.0
+    basis: Literal["bspline", "gaussian"] = "bspline"
+    pool: Literal["mean", "sum"] = "mean"
     readout: bool = True
     linear_readout: bool = True
-    readout_cutoff: float | None = None
-    linear_init: str = "ridge"
-    pdf_level: str = "node"
-    epochs: int = 300
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 16
-    holdout_fraction: float = 1 / 3
-    patience: int = 50
-    loss: str = "l1"
-    lr_factor: float = 0.5
-    lr_patience: int = 15
-    min_lr: float = 1e-5
-    calibration_floor: float = 0.01
+    readout_cutoff: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    linear_init: Literal["ridge", "zero"] = "ridge"
+    pdf_level: Literal["node", "graph"] = "node"
+    epochs: Annotated[int, Field(gt=0)] = 300
+    lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 3e-3
+    weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-4
+    batch_size: Annotated[int, Field(gt=0)] = 16
+    holdout_fraction: Annotated[float, Field(ge=0, lt=1)] = 1 / 3
+    patience: Annotated[int, Field(gt=0)] = 50
+    loss: Literal["l1", "mse", "huber"] = "l1"
+    lr_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    lr_patience: Annotated[int, Field(gt=0)] = 15
+    min_lr: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-5
+    calibration_floor: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: Literal["float32", "float64"] = "float32"
     seed: int = 0
-    num_threads: int = 0
+    num_threads: Annotated[int, Field(ge=0)] = 0
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        positive = {
-            "n_models": self.n_models,
-            "hidden": self.hidden,
-            "n_radial": self.n_radial,
-            "cutoff": self.cutoff,
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "patience": self.patience,
-            "lr_patience": self.lr_patience,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise InputError(f"surrogate.{name}", f"expected > 0, got {value}")
-        nonneg = {
-            "n_layers": self.n_layers,
-            "weight_decay": self.weight_decay,
-            "min_lr": self.min_lr,
-            "calibration_floor": self.calibration_floor,
-        }
-        nonneg["num_threads"] = self.num_threads
-        for name, value in nonneg.items():
-            if not value >= 0:
-                raise InputError(f"surrogate.{name}", f"expected >= 0, got {value}")
-        if self.readout_cutoff is not None and not self.readout_cutoff > 0:
-            raise InputError("surrogate.readout_cutoff", f"expected > 0 Å or null, got {self.readout_cutoff}")
-        if self.n_rbf < 4:
-            raise InputError("surrogate.n_rbf", f"expected >= 4, got {self.n_rbf}")
-        if not 0 <= self.holdout_fraction < 1:
-            raise InputError(
-                "surrogate.holdout_fraction", f"expected 0 <= value < 1, got {self.holdout_fraction}"
-            )
-        if not 0 < self.lr_factor < 1:
-            raise InputError("surrogate.lr_factor", f"expected 0 < value < 1, got {self.lr_factor}")
-        choices = {
-            "basis": ("bspline", "gaussian"),
-            "pool": ("mean", "sum"),
-            "loss": ("l1", "mse", "huber"),
-            "dtype": ("float32", "float64"),
-            "pdf_level": ("node", "graph"),
-            "linear_init": ("ridge", "zero"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise InputError(
-                    f"surrogate.{name}", f"expected one of {allowed}, got {getattr(self, name)!r}"
-                )
-        check_device_name(self.device)
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not _DEVICE.match(v):
+            raise ValueError(f"expected 'auto', 'cpu' or 'cuda[:n]', got {v!r}")
+        return v
