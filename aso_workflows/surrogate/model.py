@@ -2,12 +2,12 @@
 
 Why not a library model
 -----------------------
-The reference uses TorchMD-Net's equivariant transformer, which is not installed here. torch-geometric's
-SchNet ``InteractionBlock`` works on edge lists, but a periodic cell with a 6 Å cutoff has ~100 edges per
-atom: measured here (2 CPU cores) one member with three such blocks on 128 LiNiO2 48-atom cells took
-6.6 s forward + backward, and a 50-Gaussian expansion of those 600k edge lengths alone ~0.5 s — far
-from the ~0.1–0.3 s per proposal step that 100 Adam steps × 128 starts need. So this module keeps
-SchNet's continuous-filter convolution but evaluates it in a form that exploits the fixed composition:
+The reference uses TorchMD-Net's equivariant transformer and torch-geometric-style edge lists. Both
+work per edge, and a periodic cell with a 6 Å cutoff has ~100 edges per atom (8 Å: ~250): measured on 2
+CPU cores, one member of three torch-geometric SchNet ``InteractionBlock`` s on 128 LiNiO2 48-atom cells
+took 6.6 s forward + backward, far from the ~0.1–0.3 s per proposal step that 100 Adam steps × 128
+starts need (TorchMD-Net: ``docs/surrogate.md``). So this module keeps SchNet's continuous-filter
+convolution but evaluates it in a form that exploits the fixed composition:
 
 * **Periodic images summed per atom pair.** Every image of atom ``j`` carries the same features, and a
   filter that is linear in a radial basis ``φ_r`` commutes with the sum over images:
@@ -20,8 +20,8 @@ SchNet's continuous-filter convolution but evaluates it in a form that exploits 
 * **A local radial basis.** The default ``basis="bspline"`` uses cubic B-splines on ``n_rbf`` uniformly
   spaced centres over ``[0, cutoff]`` (like Gaussians of width ≈ spacing, but only 4 are non-zero at any
   distance, and they are C² smooth), so the projection is a weighted ``embedding_bag`` over 4 entries per
-  edge. ``basis="gaussian"`` is the SchNet/PyG Gaussian expansion (``GaussianSmearing``), exact but
-  ~10× slower on CPU. Both are multiplied by the cosine cutoff ``½(cos(πd/r_c) + 1)``.
+  edge. ``basis="gaussian"`` is SchNet's Gaussian expansion (as torch-geometric's ``GaussianSmearing``),
+  dense, ~10× slower on CPU. Both are multiplied by the cosine cutoff ``½(cos(πd/r_c) + 1)``.
 * **Stacked ensemble weights.** Every parameter has a leading member axis ``K``, so the K members run as
   one set of batched matrix products (one pass for prediction and for training).
 * **A pair-distribution readout** (``readout=True``): the head also sees the partial radial
