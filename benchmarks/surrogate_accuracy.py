@@ -56,7 +56,7 @@ SETTINGS = {
     "default": {},
 }
 VARIANTS = ["graph-6A", "graph", "node-6A", "node", "torchmdnet"]
-DEFAULT_VARIANTS = ["graph-6A", "graph", "node-6A", "node"]
+DEFAULT_VARIANTS = ["node", "graph-6A", "graph"]
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -235,6 +235,22 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def merge(folders: list[str], out: Path) -> dict:
+    """One results.json, table and plot from runs split over several processes (e.g. by case)."""
+    merged: dict = {"fits": [], "data": {}}
+    for f in folders:
+        part = json.loads((Path(f) / "results.json").read_text())
+        merged["fits"] += part["fits"]
+        merged["data"].update(part["data"])
+        merged.setdefault("settings", part.get("settings"))
+    out.mkdir(parents=True, exist_ok=True)
+    merged["summary"] = summarize(merged["fits"])
+    (out / "results.json").write_text(json.dumps(merged, indent=1))
+    (out / "table.md").write_text(table(merged["summary"], merged["fits"]))
+    plot(merged["fits"], out / "surrogate_accuracy.png")
+    return merged
+
+
 def summarize(fits: list[dict]) -> list[dict]:
     """Median over cases and seeds per (variant, size)."""
     rows = []
@@ -337,10 +353,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--settings", default="reduced", choices=sorted(SETTINGS))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--merge", nargs="+", default=None, help="only merge the results.json of these folders into --out"
+    )
     args = ap.parse_args(argv)
     if args.out is None:
         args.out = str(HERE / "results" / "surrogate_accuracy" / args.settings)
-    results = run(args)
+    results = merge(args.merge, Path(args.out)) if args.merge else run(args)
     print((Path(args.out) / "table.md").read_text())
     print(f"results: {Path(args.out) / 'results.json'}")
     del results
