@@ -57,6 +57,8 @@ SETTINGS = {
 }
 VARIANTS = ["graph-6A", "graph", "node-6A", "node", "torchmdnet"]
 DEFAULT_VARIANTS = ["node", "graph-6A", "graph"]
+#: TorchMD-Net ET overrides (``--tmdnet-settings``); empty: the reference's ET (64 ch., 6 layers, 8 Å)
+TMDNET: dict = {}
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -133,7 +135,7 @@ def make_surrogate(variant: str, data: dict, settings_kw: dict, seed: int):
     if variant == "torchmdnet":
         from tmdnet_surrogate import TorchMDNetSurrogate
 
-        return TorchMDNetSurrogate(species, len(grid.values), seed=seed, **settings_kw)
+        return TorchMDNetSurrogate(species, len(grid.values), seed=seed, **{**settings_kw, **TMDNET})
     level = "node" if variant.startswith("node") else "graph"
     settings = SurrogateSettings(
         **{**settings_kw, "pdf_level": level, "seed": seed, "progress": False, "device": "cpu"}
@@ -223,6 +225,7 @@ def run(args: argparse.Namespace) -> dict:
                     res_path.write_text(json.dumps(results, indent=1))
     results["settings"] = {
         "surrogate": settings_kw,
+        "tmdnet": dict(TMDNET),
         "pdf": PDF_SETTINGS,
         "sizes": args.sizes,
         "n_test": args.n_test,
@@ -353,10 +356,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--settings", default="reduced", choices=sorted(SETTINGS))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--tmdnet-settings", default="{}", help="JSON overrides of the TorchMD-Net ET variant")
     ap.add_argument(
         "--merge", nargs="+", default=None, help="only merge the results.json of these folders into --out"
     )
     args = ap.parse_args(argv)
+    TMDNET.update(json.loads(args.tmdnet_settings))
     if args.out is None:
         args.out = str(HERE / "results" / "surrogate_accuracy" / args.settings)
     results = merge(args.merge, Path(args.out)) if args.merge else run(args)
