@@ -133,8 +133,8 @@ def fit_linear_path(
 
 @dataclass
 class TrainingResult:
-    """What the loop reports per member: ``best`` held-out loss ``[K]``, ``best_epoch`` ``[K]`` (0-based),
-    and the number of epochs run."""
+    """What the loop reports per member: ``best`` held-out loss ``[K]``, ``best_epoch`` ``[K]`` (0-based;
+    −1: the starting weights were never beaten), and the number of epochs run."""
 
     best: torch.Tensor
     best_epoch: torch.Tensor
@@ -189,6 +189,10 @@ def train_members(
     best_epoch = torch.zeros(k, dtype=torch.long)
     since = torch.zeros(k, dtype=torch.long)
     best_state = [p.detach().clone() for p in params]
+    if n_hold:  # the starting point is a candidate too (a ridge-started linear path may already be best)
+        with torch.no_grad():
+            best = row_loss(model(basis, rho, hold_d), hold_d, data, s.loss).cpu()
+        best_epoch.fill_(-1)
     epochs_run = 0
     with phase(desc, s.epochs, enabled=progress) as bar:
         for epoch in range(s.epochs):
