@@ -78,8 +78,10 @@ def test_node_level_pdf_learns_per_atom_rows(data):
     mean, std = model.predict(structures[test])
     assert mean.shape == std.shape == y.shape and np.all(std > 0)
     mad = np.abs(y - np.mean([s.values for s in spectra[train]], axis=0)).mean()
-    assert np.abs(mean - y).mean() < 0.6 * mad
-    assert metrics["heldout_mae"] < 0.6 * metrics["target_mad"]
+    # per-atom rows + the ridge-started linear path: far below the mean spectrum (graph level: ~0.35)
+    assert np.abs(mean - y).mean() < 0.2 * mad
+    assert metrics["heldout_mae"] < 0.3 * metrics["target_mad"]
+    assert len(metrics["ridge_penalties"]) == TINY.n_models
     # the prediction is the mean of the per-atom rows the model was trained on
     pos, lat = model._tensors(structures[test])
     with torch.no_grad():
