@@ -6,8 +6,9 @@ not see it (for node-level models: the structure-level quantity, the mean over i
 maximises the Gaussian likelihood of those errors under ``N(0, s²(σ² + ε²))`` over all held-out
 structures and output points; the closed form is ``s² = mean(e² / (σ² + ε²))``. ``ε``
 (``calibration_floor``, in standardised units) keeps points where all members agree exactly from
-dominating. Errors of a partial ensemble are somewhat larger than those of the full one, so ``s`` errs on
-the wide (exploratory) side.
+dominating; the predicted spread is ``s·sqrt(σ² + ε²)`` accordingly (without ``ε`` a fit whose members
+agree far better than ``ε`` would get a spread far below its errors). Errors of a partial ensemble are
+somewhat larger than those of the full one, so ``s`` errs on the wide (exploratory) side.
 """
 
 from __future__ import annotations
@@ -92,5 +93,6 @@ def calibrate_and_score(
             ratio = err**2 / (sigma**2 + floor**2)
             calibration = float(torch.sqrt(ratio.mean()))
             metrics["calibration_scale"] = calibration
-            metrics["coverage_1sigma"] = float((err.abs() <= calibration * sigma).to(dtype).mean())
+            spread = calibration * torch.sqrt(sigma**2 + floor**2)  # the predictive σ (see predict_torch)
+            metrics["coverage_1sigma"] = float((err.abs() <= spread).to(dtype).mean())
     return calibration, metrics

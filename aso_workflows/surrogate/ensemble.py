@@ -301,10 +301,12 @@ class EnsembleSurrogate(Surrogate):
         out = self.model(self.model.geometry(pos, lat), node_mean=True)  # node level: mean over nodes
         y = out * self.y_scale + self.y_mean  # [K, B, M]
         mean = y.mean(0)
-        # population standard deviation over members; the floor keeps the gradient finite where all
-        # members agree exactly (sqrt'(0) = ∞)
+        # population standard deviation over members, with the calibration floor ε added in quadrature:
+        # the calibrated predictive spread is s·sqrt(σ² + ε²), the model the scale s was fitted under
+        # (it also keeps the gradient finite where all members agree exactly)
         var = (y - mean).pow(2).mean(0)
-        std = torch.sqrt(var.clamp(min=1e-12 * self.y_scale**2)) * self.calibration
+        floor = self.settings.calibration_floor * self.y_scale
+        std = torch.sqrt(var + floor**2) * self.calibration
         return mean.to(positions.device, positions.dtype), std.to(positions.device, positions.dtype)
 
     def predict(self, structures: Sequence[Structure]) -> tuple[np.ndarray, np.ndarray]:
