@@ -3,7 +3,8 @@
 ``settings`` (:class:`SurrogateSettings`, imports no torch), ``neighbors`` (batched periodic neighbour
 list in torch), ``model`` (the stacked GNN ensemble), ``targets``, ``training``, ``calibration`` and
 ``persistence`` (the parts of fitting and storing one), ``ensemble`` (:class:`EnsembleSurrogate`, which
-ties them together), ``base`` (the interface).
+ties them together), ``factory`` (the campaign's surrogate of one technique: level, readout range),
+``base`` (the interface). See ``docs/surrogate.md``.
 
 Importing this package imports no torch; the torch-based names are loaded on first use, so a campaign
 file can be read (``from aso_workflows.surrogate.settings import SurrogateSettings``) without it.
