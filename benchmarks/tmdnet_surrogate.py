@@ -121,7 +121,15 @@ class TorchMDNetSurrogate:
     def fit(self, structures, spectra) -> dict:
         t0 = time.perf_counter()
         n = len(structures)
-        data = build_targets(spectra, n, self.output_dim, list(range(len(self.species))), "atom", torch.device("cpu"), torch.float32)
+        data = build_targets(
+            spectra,
+            n,
+            self.output_dim,
+            list(range(len(self.species))),
+            "atom",
+            torch.device("cpu"),
+            torch.float32,
+        )
         self.y_mean, self.y_scale = data.mean, data.scale
         graph = self._graph(structures)
         gen = torch.Generator().manual_seed(self.seed + 1)
@@ -161,5 +169,6 @@ class TorchMDNetSurrogate:
         with torch.no_grad():
             y = self._outputs(self._graph(structures)).mean(2) * self.y_scale + self.y_mean  # [K, B, M]
         mean = y.mean(0)
-        std = y.std(0, correction=0).clamp(min=1e-6 * self.y_scale) * self.calibration
+        var = y.var(0, correction=0) + (self.floor * self.y_scale) ** 2  # as EnsembleSurrogate
+        std = var.sqrt() * self.calibration
         return mean.double().numpy(), std.double().numpy()
