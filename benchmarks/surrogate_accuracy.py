@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> dict:
     results = json.loads(res_path.read_text()) if res_path.is_file() else {"fits": [], "data": {}}
     done = {(f["case"], f["seed"], f["variant"], f["n_train"]) for f in results["fits"]}
     cases = resolve_cases(args.cases, out / "cases")
-    n_total = max(args.sizes) + args.n_test
+    n_total = max(max(args.sizes) + args.n_test, args.pool or 0)
     settings_kw = dict(SETTINGS[args.settings])
     for case in cases:
         for seed in args.seeds:
@@ -351,6 +351,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cases", nargs="+", default=list(REDUCED))
     ap.add_argument("--sizes", nargs="+", type=int, default=[10, 20, 30])
     ap.add_argument("--n-test", type=int, default=20)
+    ap.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        help="structures drawn per case (default sizes + n-test; the test set is the last n-test of them, "
+        "so keep it when adding sizes to a run)",
+    )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=VARIANTS)
     ap.add_argument("--settings", default="reduced", choices=sorted(SETTINGS))
