@@ -41,7 +41,7 @@ from aso_workflows.optimizers.aso.proposal import GradientProposer
 from aso_workflows.optimizers.registry import optimizer_class, optimizer_names, optimizer_sections
 from aso_workflows.optimizers.sampling import PerturbationSampler
 from aso_workflows.store import StoreSpec, redact_uri
-from aso_workflows.surrogate.ensemble import SurrogateSettings
+from aso_workflows.surrogate.settings import SurrogateSettings
 
 __all__ = ["TargetConfig", "StoreConfig", "CampaignConfig", "load_config"]
 

@@ -240,6 +240,7 @@ def run_one(case: BenchmarkCase, method: str, seed: int, s: SuiteSettings, out: 
         "train_s": round(sum(m.get("seconds", 0.0) for m in models), 1),
         "initial_fingerprints": initial_fp,
         "threads": torch.get_num_threads(),
+        "surrogate_accuracy": surrogate_accuracy(models),
     }
     if method == "diffpy":
         # DiffPy's proposals may each take several pdffit2 refine steps (a PDF calculation with
@@ -251,6 +252,27 @@ def run_one(case: BenchmarkCase, method: str, seed: int, s: SuiteSettings, out: 
     if state.doc.get("status") == "completed":
         (run_dir(out, case.name, method, seed) / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def surrogate_accuracy(models: list[dict]) -> list[dict]:
+    """Per trained model (iteration, technique): the fit's held-out MAE/MAD (structures held out by the
+    members, against the members that did not see them; 1 = no better than the mean spectrum) and its
+    calibration (scale, share of held-out errors within ±1 calibrated σ)."""
+    out = []
+    for m in sorted(models, key=lambda d: (d["iteration"], d["technique"])):
+        met = m.get("metrics") or {}
+        mae, mad = met.get("heldout_mae"), met.get("target_mad")
+        out.append(
+            {
+                "iteration": m["iteration"],
+                "technique": m["technique"],
+                "n_train": m.get("n_train"),
+                "heldout_mae_over_mad": mae / mad if mae is not None and mad else None,
+                "calibration_scale": met.get("calibration_scale"),
+                "coverage_1sigma": met.get("coverage_1sigma"),
+            }
+        )
+    return out
 
 
 def _cpu_seconds() -> float:

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from pymatgen.core import Structure
 
 import aso_workflows
 from aso_workflows.errors import InputError
 from aso_workflows.spectra.spectrum import Grid, Spectrum
 from aso_workflows.surrogate.base import Surrogate
-from aso_workflows.surrogate.ensemble import EnsembleSurrogate, SurrogateSettings
+from aso_workflows.surrogate.ensemble import EnsembleSurrogate
+from aso_workflows.surrogate.settings import SurrogateSettings
+from aso_workflows.surrogate.training import member_splits
 
 DATA = Path(aso_workflows.__file__).parent / "data"
 R = np.linspace(1.6, 3.8, 23)
@@ -139,7 +144,7 @@ def test_graph_level_learns_a_smooth_target(fitted, graph_data):
 def test_members_hold_out_different_structures(fitted, graph_data):
     model, _ = fitted
     gen = torch.Generator().manual_seed(1)
-    train, hold = model._splits(40, gen)
+    train, hold = member_splits(40, model.n_models, model.settings.holdout_fraction, gen)
     assert [set(h.tolist()) for h in hold] != [set(hold[0].tolist())] * len(hold)
     for t, h in zip(train, hold, strict=True):
         assert not set(t.tolist()) & set(h.tolist()) and len(t) + len(h) == 40
@@ -293,11 +298,31 @@ def test_bad_inputs(nio, graph_data):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("epochs", 0), ("holdout_fraction", 1.0), ("loss", "l3"), ("device", "tpu!"), ("n_rbf", 2)],
+    [
+        ("epochs", 0),
+        ("holdout_fraction", 1.0),
+        ("loss", "l3"),
+        ("device", "tpu!"),
+        ("n_rbf", 2),
+        ("readout_cutoff", -1.0),
+        ("pdf_level", "atom"),
+        ("linear_init", "random"),
+    ],
 )
 def test_settings_are_validated(field, value):
-    with pytest.raises(InputError, match=f"surrogate.{field}"):
+    with pytest.raises(ValidationError, match=field):
         SurrogateSettings(**{field: value})
+
+
+def test_settings_import_no_torch():
+    """A campaign file is read without importing torch (the settings module is light)."""
+    code = (
+        "import sys; from aso_workflows.surrogate.settings import SurrogateSettings; "
+        "SurrogateSettings(device='cuda:1'); import aso_workflows.surrogate; "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_node_level_gradients_match_finite_differences(nio):

@@ -197,15 +197,39 @@ def _check_geometry(state: CampaignState, structure: Structure) -> str | None:
     return f"non-physical geometry: {problem}; not simulated" if problem else None
 
 
-def _call_with_limit(sim: Simulator, structure: Structure, workdir: Path, limit: float | None) -> Spectrum:
-    """``sim.simulate`` under the campaign's wall-time limit.
+def _site_rows(state: CampaignState, technique: str) -> bool:
+    """Whether this technique's evaluations also carry per-atom rows for the surrogate (a node-level PDF
+    surrogate of an optimiser that trains one; see :func:`aso_workflows.surrogate.factory.needs_site_rows`)."""
+    from aso_workflows.optimizers.registry import optimizer_class
+    from aso_workflows.surrogate.factory import needs_site_rows
+
+    cfg = state.config
+    return needs_site_rows(technique, cfg.surrogate) and optimizer_class(cfg.optimizer).needs_surrogate
+
+
+def _with_site_rows(sim: Simulator):
+    """``simulate(structure, workdir)`` that adds the per-atom PDF rows (and counts their engine calls)."""
+    from aso_workflows.spectra.pdf_partials import simulate_with_sites
+
+    def simulate(structure: Structure, workdir: Path | None = None) -> Spectrum:
+        return simulate_with_sites(sim, structure, workdir=workdir)
+
+    return simulate
+
+
+def _call_with_limit(
+    sim: Simulator, structure: Structure, workdir: Path, limit: float | None, simulate=None
+) -> Spectrum:
+    """``sim.simulate`` (or ``simulate``, a function of the same signature) under the campaign's wall-time
+    limit.
 
     Simulators with their own ``timeout`` (FEFF: a child process killed at the limit) enforce it
     themselves. Others (the PDF engine runs in this process, in milliseconds) are run in a forked child
     process that is killed at the limit: a C extension cannot be interrupted from Python, only killed.
     """
+    run = simulate or sim.simulate
     if limit is None or hasattr(sim, "timeout"):
-        return sim.simulate(structure, workdir=workdir)
+        return run(structure, workdir=workdir)
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")  # fork: the child inherits the simulator, no re-import (tens of ms)
@@ -215,7 +239,7 @@ def _call_with_limit(sim: Simulator, structure: Structure, workdir: Path, limit:
         import traceback
 
         try:
-            send.send(("ok", sim.simulate(structure, workdir=workdir).model_dump_json()))
+            send.send(("ok", run(structure, workdir=workdir).model_dump_json()))
         except _SIM_ERRORS as exc:  # a failed simulation: one line for the evaluation record
             send.send(("failed", _one_line(exc)))
         except BaseException as exc:  # noqa: BLE001 - a bug: its traceback goes to the parent's job error
@@ -273,7 +297,9 @@ def simulate_technique(state: CampaignState, pid: str, technique: str) -> Simula
     t0 = time.perf_counter()
     prop = state.proposal(pid)
     sim = _simulator(state, technique)
-    cid = _cache_id(prop["fingerprint"], technique, sim.settings_key())
+    rows = _site_rows(state, technique)
+    # spectra with per-atom rows are cached apart: a cached spectrum without them cannot train them
+    cid = _cache_id(prop["fingerprint"], technique, sim.settings_key()) + (":sites" if rows else "")
     if _cached(state, cid):
         return SimulationResult(status="completed", cache_id=cid, cached=True, provenance=provenance(t0))
     structure = Structure.from_dict(prop["structure"])
@@ -288,7 +314,13 @@ def simulate_technique(state: CampaignState, pid: str, technique: str) -> Simula
         return combine_absorbers(state, pid, technique, results)
     try:
         limit = getattr(state.config, "simulation_timeout_s", None)
-        spectrum = _call_with_limit(sim, structure, _workdir(state, pid, technique), limit)
+        spectrum = _call_with_limit(
+            sim,
+            structure,
+            _workdir(state, pid, technique),
+            limit,
+            simulate=_with_site_rows(sim) if rows else None,
+        )
     except _SIM_ERRORS as exc:
         return _failed(_one_line(exc), failure_kind(exc), t0)
     prov = provenance(t0)

@@ -83,7 +83,7 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
     """
     import torch
 
-    from aso_workflows.surrogate.ensemble import EnsembleSurrogate
+    from aso_workflows.surrogate.factory import surrogate_for_target
 
     out = {}
     evals = state.evaluations("completed")
@@ -99,14 +99,13 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
             continue
         t0 = time.perf_counter()
         spectra = [state.spectrum(e["spectra"][technique]) for e in evals]
-        level = "graph" if technique == "pdf" else "node"
-        absorber = getattr(sim, "absorber", None)
-        model = EnsembleSurrogate(
-            species=state.species,
-            output_dim=len(state.targets[technique].values),
-            level=level,
-            absorber=absorber,
-            settings=dataclasses.replace(settings, seed=settings.seed + 1000 * iteration),
+        # level (PDF: surrogate.pdf_level) and readout range (PDF: the target's rmax) per technique
+        model = surrogate_for_target(
+            technique,
+            state.targets[technique].grid,
+            state.species,
+            dataclasses.replace(settings, seed=settings.seed + 1000 * iteration),
+            absorber=getattr(sim, "absorber", None),
         )
         metrics = model.fit(structures, spectra)
         buf = io.BytesIO()

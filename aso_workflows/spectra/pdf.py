@@ -263,20 +263,8 @@ class PDFSimulator(Simulator):
             self._calculator = pdffit2.PdfFit()
         pf = self._calculator
         dstru = _to_diffpy(structure, biso_to_uiso(self.biso))
-        n = self.npoints
-        # pdffit2 applies the Qmax termination (a sinc convolution) over its own r range only, which
-        # distorts G(r) within ~1 Å of the lower end (0.7 on a G of ±5 at r = 1 Å for LiNiO2). Start
-        # the calculation m steps lower, just above r = 0, on points aligned with the grid, and drop
-        # them: same cost, and G(r) no longer depends on rmin.
-        m = max(0, int(math.ceil(self.rmin / self.rstep - 1e-9)) - 1)
-        r_lo = self.rmin - m * self.rstep
         try:
-            pf.reset()
-            pf.add_structure(dstru)
-            # pdffit2's grid includes both ends: r_lo + (m+n-1)·rstep as rmax gives exactly our points.
-            pf.alloc("X", self.qmax, self.qdamp, r_lo, r_lo + (m + n - 1) * self.rstep, m + n)
-            if self.qbroad > 0:
-                pf.setvar(pf.qbroad(), self.qbroad)
+            m = self.pdffit2_load(pf, dstru)
             pf.calc()
             r = np.asarray(pf.getR(), dtype=float)[m:]
             g = np.asarray(pf.getpdf_fit(), dtype=float)[m:]
@@ -291,6 +279,29 @@ class PDFSimulator(Simulator):
         finally:
             pdffit2.redirect_stdout(io.StringIO())  # drop what it printed
         return r, g
+
+    def pdffit2_load(self, pf, dstru) -> int:
+        """Load a ``diffpy.structure`` into the pdffit2 engine ``pf`` and allocate this simulator's
+        calculation (``pf.calc()`` then computes G(r)); returns the number of leading points of the
+        engine's grid that lie below ``rmin`` (dropped from the result).
+
+        One place for the engine set-up, shared with
+        :mod:`~aso_workflows.spectra.pdf_partials` (per-atom contributions by pair selection).
+        """
+        n = self.npoints
+        # pdffit2 applies the Qmax termination (a sinc convolution) over its own r range only, which
+        # distorts G(r) within ~1 Å of the lower end (0.7 on a G of ±5 at r = 1 Å for LiNiO2). Start
+        # the calculation m steps lower, just above r = 0, on points aligned with the grid, and drop
+        # them: same cost, and G(r) no longer depends on rmin.
+        m = max(0, int(math.ceil(self.rmin / self.rstep - 1e-9)) - 1)
+        r_lo = self.rmin - m * self.rstep
+        pf.reset()
+        pf.add_structure(dstru)
+        # pdffit2's grid includes both ends: r_lo + (m+n-1)·rstep as rmax gives exactly our points.
+        pf.alloc("X", self.qmax, self.qdamp, r_lo, r_lo + (m + n - 1) * self.rstep, m + n)
+        if self.qbroad > 0:
+            pf.setvar(pf.qbroad(), self.qbroad)
+        return m
 
     def _calc_srreal(self, structure: Structure) -> tuple[np.ndarray, np.ndarray]:
         from diffpy.srreal.pdfcalculator import PDFCalculator

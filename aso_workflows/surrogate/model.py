@@ -2,12 +2,12 @@
 
 Why not a library model
 -----------------------
-The reference uses TorchMD-Net's equivariant transformer, which is not installed here. torch-geometric's
-SchNet ``InteractionBlock`` works on edge lists, but a periodic cell with a 6 Å cutoff has ~100 edges per
-atom: measured here (2 CPU cores) one member with three such blocks on 128 LiNiO2 48-atom cells took
-6.6 s forward + backward, and a 50-Gaussian expansion of those 600k edge lengths alone ~0.5 s — far
-from the ~0.1–0.3 s per proposal step that 100 Adam steps × 128 starts need. So this module keeps
-SchNet's continuous-filter convolution but evaluates it in a form that exploits the fixed composition:
+The reference uses TorchMD-Net's equivariant transformer and torch-geometric-style edge lists. Both
+work per edge, and a periodic cell with a 6 Å cutoff has ~100 edges per atom (8 Å: ~250): measured on 2
+CPU cores, one member of three torch-geometric SchNet ``InteractionBlock`` s on 128 LiNiO2 48-atom cells
+took 6.6 s forward + backward, far from the ~0.1–0.3 s per proposal step that 100 Adam steps × 128
+starts need (TorchMD-Net: ``docs/surrogate.md``). So this module keeps SchNet's continuous-filter
+convolution but evaluates it in a form that exploits the fixed composition:
 
 * **Periodic images summed per atom pair.** Every image of atom ``j`` carries the same features, and a
   filter that is linear in a radial basis ``φ_r`` commutes with the sum over images:
@@ -20,8 +20,8 @@ SchNet's continuous-filter convolution but evaluates it in a form that exploits 
 * **A local radial basis.** The default ``basis="bspline"`` uses cubic B-splines on ``n_rbf`` uniformly
   spaced centres over ``[0, cutoff]`` (like Gaussians of width ≈ spacing, but only 4 are non-zero at any
   distance, and they are C² smooth), so the projection is a weighted ``embedding_bag`` over 4 entries per
-  edge. ``basis="gaussian"`` is the SchNet/PyG Gaussian expansion (``GaussianSmearing``), exact but
-  ~10× slower on CPU. Both are multiplied by the cosine cutoff ``½(cos(πd/r_c) + 1)``.
+  edge. ``basis="gaussian"`` is SchNet's Gaussian expansion (as torch-geometric's ``GaussianSmearing``),
+  dense, ~10× slower on CPU. Both are multiplied by the cosine cutoff ``½(cos(πd/r_c) + 1)``.
 * **Stacked ensemble weights.** Every parameter has a leading member axis ``K``, so the K members run as
   one set of batched matrix products (one pass for prediction and for training).
 * **A pair-distribution readout** (``readout=True``): the head also sees the partial radial
@@ -82,11 +82,14 @@ class CubicBSplineBasis:
     Each distance touches exactly 4 of them (partition of unity), so the basis is stored sparsely.
     """
 
-    def __init__(self, n: int, cutoff: float):
+    def __init__(self, n: int, cutoff: float, envelope: bool = True):
         if n < 4:
             raise InputError("surrogate.n_rbf", f"the B-spline basis needs at least 4 functions, got {n}")
-        self.n, self.cutoff = n, cutoff
+        self.n, self.centre_max, self.envelope = n, cutoff, envelope
         self.spacing = cutoff / (n - 1)
+        # with the cosine envelope every function vanishes at ``cutoff``; without it the last ones reach
+        # 2 spacings further (and vanish there, C² smooth): the neighbour list must reach that far
+        self.cutoff = cutoff if envelope else cutoff + 2 * self.spacing
 
     def __call__(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = d / self.spacing
@@ -98,23 +101,24 @@ class CubicBSplineBasis:
         )  # B(t+1), B(t), B(t-1), B(t-2)
         idx = g.long()[:, None] + torch.arange(-1, 3, device=d.device)
         inside = (idx >= 0) & (idx < self.n)
-        w = torch.where(inside, w, torch.zeros_like(w)) * cosine_cutoff(d, self.cutoff)[:, None]
+        w = torch.where(inside, w, torch.zeros_like(w))
+        if self.envelope:
+            w = w * cosine_cutoff(d, self.cutoff)[:, None]
         return idx.clamp(0, self.n - 1), w
 
 
 class GaussianBasis:
-    """SchNet's ``n`` Gaussians on ``[0, cutoff]`` (torch-geometric ``GaussianSmearing``), dense."""
+    """SchNet's ``n`` Gaussians on ``[0, cutoff]``, dense: centres ``μ_r`` uniformly spaced by ``Δ``,
+    ``exp(−(d − μ_r)² / (2Δ²))`` (the expansion of SchNet and torch-geometric's ``GaussianSmearing``)."""
 
     def __init__(self, n: int, cutoff: float):
-        # imported here: torch-geometric is only needed for this (optional) basis
-        from torch_geometric.nn.models.schnet import GaussianSmearing
-
         self.n, self.cutoff = n, cutoff
-        self._smearing = GaussianSmearing(0.0, cutoff, n)
+        self.spacing = cutoff / (n - 1)
 
     def __call__(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._smearing = self._smearing.to(d.device, d.dtype)
-        w = self._smearing(d) * cosine_cutoff(d, self.cutoff)[:, None]
+        centres = torch.linspace(0.0, self.cutoff, self.n, device=d.device, dtype=d.dtype)
+        w = torch.exp(-0.5 * ((d[:, None] - centres) / self.spacing) ** 2)
+        w = w * cosine_cutoff(d, self.cutoff)[:, None]
         idx = torch.arange(self.n, device=d.device).expand(d.shape[0], self.n)
         return idx, w
 
@@ -150,6 +154,8 @@ class RadialGraph:
         ``B``, ``N`` and the number of basis functions.
     neighbors
         ``[B]`` mean over atoms of ``Σ_j,images f_c(d)`` (the smooth neighbour count; for normalisation).
+    readout
+        The same pairs in the readout's own basis when it has one (a longer range), else ``None``.
     """
 
     index: torch.Tensor
@@ -159,6 +165,7 @@ class RadialGraph:
     n_atoms: int
     n_basis: int
     neighbors: torch.Tensor
+    readout: RadialGraph | None = None
 
     def dense(self) -> torch.Tensor:
         """The image-summed basis as a dense ``[B, N, N, n_basis]`` tensor."""
@@ -167,17 +174,40 @@ class RadialGraph:
         return out.view(self.n_structures, self.n_atoms, self.n_atoms, self.n_basis)
 
 
-def radial_graph(positions: torch.Tensor, lattice: torch.Tensor, basis: RadialBasis) -> RadialGraph:
-    """The :class:`RadialGraph` of a batch ``positions [B, N, 3]``, ``lattice [B, 3, 3]`` (Å, rows)."""
-    nb, n, _ = positions.shape
-    nl = periodic_neighbor_list(positions, lattice, basis.cutoff)
-    idx, val = basis(nl.dist)  # [E, q]
+def radial_graph(
+    positions: torch.Tensor,
+    lattice: torch.Tensor,
+    basis: RadialBasis,
+    readout_basis: RadialBasis | None = None,
+) -> RadialGraph:
+    """The :class:`RadialGraph` of a batch ``positions [B, N, 3]``, ``lattice [B, 3, 3]`` (Å, rows).
+
+    With ``readout_basis`` one neighbour list serves both: pairs within ``basis.cutoff`` form the
+    message-passing graph, all pairs within ``readout_basis.cutoff`` the ``readout`` graph.
+    """
+    reach = basis.cutoff if readout_basis is None else max(basis.cutoff, readout_basis.cutoff)
+    nl = periodic_neighbor_list(positions, lattice, reach)
+    if readout_basis is None:
+        return _bag(nl, positions.shape, basis)
+    near = (nl.dist.detach() < basis.cutoff).nonzero().squeeze(1)
+    graph = _bag(nl, positions.shape, basis, near)
+    graph.readout = _bag(nl, positions.shape, readout_basis)
+    return graph
+
+
+def _bag(nl, shape: torch.Size, basis: RadialBasis, keep: torch.Tensor | None = None) -> RadialGraph:
+    """Basis values of the edges of ``nl`` (all, or those in ``keep``) in sparse bag form."""
+    nb, n, _ = shape
+    dist, src, dst, batch = nl.dist, nl.src, nl.dst, nl.batch
+    if keep is not None:
+        dist, src, dst, batch = (t.index_select(0, keep) for t in (dist, src, dst, batch))
+    idx, val = basis(dist)  # [E, q]
     q = idx.shape[1]
-    pair = nl.src * n + (nl.dst - nl.batch * n)  # (b·N + i)·N + j; non-decreasing (edges come sorted)
+    pair = src * n + (dst - batch * n)  # (b·N + i)·N + j; non-decreasing (edges come sorted)
     counts = torch.bincount(pair, minlength=nb * n * n) * q
     offsets = counts.cumsum(0) - counts
-    fc = cosine_cutoff(nl.dist.detach(), basis.cutoff)
-    neighbors = torch.zeros(nb, dtype=fc.dtype, device=fc.device).index_add_(0, nl.batch, fc) / max(n, 1)
+    fc = cosine_cutoff(dist.detach(), basis.cutoff)
+    neighbors = torch.zeros(nb, dtype=fc.dtype, device=fc.device).index_add_(0, batch, fc) / max(n, 1)
     return RadialGraph(idx.reshape(-1), val.reshape(-1), offsets, nb, n, basis.n, neighbors)
 
 
@@ -247,13 +277,22 @@ class EnsembleGNN(nn.Module):
     """``K`` independent GNNs (stacked weights) mapping a structure of fixed species to ``M`` outputs.
 
     Species embedding → ``n_layers`` interaction blocks → head. The head is a two-layer MLP on the
-    mean- (or sum-) pooled atom features (graph level, PDF) or on the features of each atom of
-    ``node_sites`` (node level, XAS absorbers). With ``readout=True`` the head also sees the pair
-    distribution in the radial basis: per structure the partial radial distributions
-    ``ρ_st(r) = (1/N) Σ_{i∈s, j∈t, images} φ_r(d)`` (graph level), per absorber ``i`` its neighbour
-    distribution ``ρ_it(r) = Σ_{j∈t, images} φ_r(d)`` (node level). A PDF is a linear functional of the
-    partial RDFs (and EXAFS is dominated by single scattering on the neighbour shells), so this direct
-    path lets a few dozen training structures go a long way; it costs one scatter of the basis values.
+    mean- (or sum-) pooled atom features (graph level) or on the features of each atom of
+    ``node_sites`` (node level: XAS absorbers, or every atom for per-atom PDF contributions). With
+    ``readout=True`` the head also sees the pair distribution in the readout's radial basis: per
+    structure the partial radial distributions ``ρ_st(r) = (1/N) Σ_{i∈s, j∈t, images} φ_r(d)`` (graph
+    level), per node ``i`` its neighbour distribution ``ρ_it(r) = Σ_{j∈t, images} φ_r(d)`` placed in the
+    block of ``i``'s species (node level; one block when all nodes are one element, as for XAS), plus a
+    one-hot of that species when the nodes are of several elements. A PDF is a linear functional of
+    the partial RDFs (a per-atom contribution of its atom's neighbour distribution, with a factor and a
+    baseline set by its element), and EXAFS is dominated by single scattering on the neighbour shells,
+    so this direct path lets a few dozen training structures go a long way; it costs one scatter of the
+    basis values. The mean over the nodes of the node features is the graph-level readout.
+
+    The readout uses the message-passing basis by default. With ``readout_cutoff`` it has its own:
+    cubic B-splines at the same spacing with centres up to ``readout_cutoff`` and no cosine envelope
+    (each function vanishes smoothly 2 spacings past its centre), so it sees pair distances over the
+    whole range of a PDF while messages keep the shorter ``cutoff``.
 
     Parameters
     ----------
@@ -273,6 +312,11 @@ class EnsembleGNN(nn.Module):
         readout on/off.
     seed
         Seed of the initial weights (members differ because they are drawn in sequence).
+    linear_readout
+        Also map the readout features linearly straight to the outputs.
+    readout_cutoff
+        Largest centre (Å) of the readout's own basis; ``None``: the readout uses the message-passing
+        basis.
     """
 
     def __init__(
@@ -293,6 +337,7 @@ class EnsembleGNN(nn.Module):
         readout: bool = True,
         seed: int = 0,
         linear_readout: bool = False,
+        readout_cutoff: float | None = None,
     ):
         super().__init__()
         if level not in ("graph", "node"):
@@ -300,18 +345,33 @@ class EnsembleGNN(nn.Module):
         if pool not in ("mean", "sum"):
             raise InputError("surrogate.pool", f"expected 'mean' or 'sum', got {pool!r}")
         if level == "node" and not node_sites:
-            raise InputError("absorber", "a node-level model needs at least one absorber site")
+            raise InputError("absorber", "a node-level model needs at least one node site")
         self.level, self.pool, self.readout = level, pool, readout
         self.n_models, self.n_rbf, self.n_radial, self.cutoff = n_models, n_rbf, n_radial, cutoff
         self.n_species = n_species
         self.basis = make_basis(basis, n_rbf, cutoff)
+        self.readout_basis: CubicBSplineBasis | None = None
+        if readout_cutoff is not None:
+            spacing = cutoff / (n_rbf - 1)
+            n_read = max(4, int(math.ceil(readout_cutoff / spacing - 1e-9)) + 1)
+            self.readout_basis = CubicBSplineBasis(n_read, (n_read - 1) * spacing, envelope=False)
+        self.n_read = self.readout_basis.n if self.readout_basis is not None else n_rbf
         k = n_models
         sites = list(node_sites or [])
-        self.register_buffer("species_index", torch.as_tensor(list(species_index), dtype=torch.long))
+        species_index = list(species_index)
+        self.register_buffer("species_index", torch.as_tensor(species_index, dtype=torch.long))
         self.register_buffer("node_sites", torch.as_tensor(sites, dtype=torch.long))
         where = torch.full((len(species_index),), -1, dtype=torch.long)
         where[sites] = torch.arange(len(sites))
         self.register_buffer("node_position", where)  # site → row among node_sites (−1: not one)
+        # the node-level readout puts each node's features in the block of its element
+        node_kinds = sorted({species_index[i] for i in sites})
+        block = torch.full((n_species,), -1, dtype=torch.long)
+        block[node_kinds] = torch.arange(len(node_kinds))
+        self.n_blocks = len(node_kinds) if level == "node" else n_species
+        self.register_buffer("node_block", block[self.species_index[sites]])  # element block per node
+        #: node level with several elements: a one-hot of the node's element joins the readout
+        self.node_onehot = level == "node" and len(node_kinds) > 1
         # set from the training data by the surrogate: mean smooth neighbour count (messages are divided
         # by it) and 1 / RMS of the pair-distribution features
         self.register_buffer("neighbor_norm", torch.tensor(1.0))
@@ -319,19 +379,24 @@ class EnsembleGNN(nn.Module):
         self.embedding = nn.Parameter(torch.empty(k, n_species, hidden))
         self.radial = nn.Parameter(torch.empty(k, n_rbf, n_radial))  # P: basis → learned radial channels
         self.blocks = nn.ModuleList(Interaction(k, hidden, n_radial) for _ in range(n_layers))
-        n_read = (n_species * n_species if level == "graph" else n_species) * n_rbf if readout else 0
-        self.head_mid = StackedLinear(k, hidden + n_read, hidden)
+        n_feat = self.n_blocks * n_species * self.n_read + (self.n_blocks if self.node_onehot else 0)
+        n_feat = n_feat if readout else 0
+        self.head_mid = StackedLinear(k, hidden + n_feat, hidden)
         self.head_out = StackedLinear(k, hidden, output_dim)
         # a linear path from the pair distribution straight to the outputs (a PDF is linear in the partial
         # RDFs): starts at zero, so the model begins as without it
         self.head_skip = (
-            StackedLinear(k, n_read, output_dim, bias=False) if readout and linear_readout else None
+            StackedLinear(k, n_feat, output_dim, bias=False) if readout and linear_readout else None
         )
         self.reset_parameters(seed)
 
     @property
     def n_atoms(self) -> int:
         return int(self.species_index.shape[0])
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.node_sites.shape[0])
 
     def reset_parameters(self, seed: int) -> None:
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -354,7 +419,7 @@ class EnsembleGNN(nn.Module):
             raise InputError(
                 "positions", f"expected {self.n_atoms} atoms per structure, got {positions.shape[1]}"
             )
-        return radial_graph(positions, lattice, self.basis)
+        return radial_graph(positions, lattice, self.basis, self.readout_basis)
 
     def radial_channels(
         self, inputs: RadialGraph | torch.Tensor, ids: torch.Tensor | None = None
@@ -387,46 +452,70 @@ class EnsembleGNN(nn.Module):
         return psi.transpose(-1, -2).reshape(k, psi.shape[1], n, rp * n)
 
     def pair_distribution(self, inputs: RadialGraph | torch.Tensor) -> torch.Tensor:
-        """The readout's pair-distribution features (unscaled): ``[..., B, S·S·n_rbf]`` (graph level) or
-        ``[..., B, n_sites, S·n_rbf]`` (node level); ``...`` is ``K`` for per-member dense inputs."""
-        s, r, n = self.n_species, self.n_rbf, self.n_atoms
+        """The readout's pair-distribution features (unscaled): ``[..., B, S·S·n_read]`` (graph level) or
+        ``[..., B, n_nodes, n_blocks·S·n_read]`` (node level); ``...`` is ``K`` for per-member dense
+        inputs. A dense basis is accepted only when the readout shares the message-passing basis."""
+        s, n = self.n_species, self.n_atoms
         if isinstance(inputs, RadialGraph):
-            # scatter every basis entry to (structure, species_i or absorber row, species_j, basis index):
-            # the destination is fixed per atom pair, so it is built on the N×N pattern and expanded
-            nb = inputs.n_structures
-            counts = torch.diff(inputs.offsets, append=inputs.offsets.new_tensor([inputs.index.shape[0]]))
-            si, sj = self.species_index[:, None], self.species_index[None, :]
-            if self.level == "graph":
-                rows, pattern = s * s, (si * s + sj) * r  # [N, N]
-            else:
-                a = self.node_position[:, None]
-                rows = self.node_sites.shape[0] * s
-                pattern = torch.where(a >= 0, (a * s + sj) * r, -1)  # −1: i is not an absorber
-            shift = torch.arange(nb, device=counts.device)[:, None, None] * (rows * r)
-            per_pair = torch.where(pattern[None] >= 0, pattern[None] + shift, -1)
-            dest = torch.repeat_interleave(per_pair.reshape(-1), counts)
-            if self.level == "graph":
-                out = inputs.value.new_zeros(nb * rows * r).index_add(0, dest + inputs.index, inputs.value)
-                return out.view(nb, s * s * r) / n
-            keep = (dest >= 0).nonzero().squeeze(1)
-            out = inputs.value.new_zeros(nb * rows * r)
-            out = out.index_add(0, dest[keep] + inputs.index[keep], inputs.value[keep])
-            return out.view(nb, -1, s * r)
+            return self._pair_distribution_sparse(inputs.readout if inputs.readout is not None else inputs)
+        if self.readout_basis is not None:
+            raise ValueError("the readout has its own basis: give the RadialGraph, not a dense basis")
+        r = self.n_rbf
         onehot = F.one_hot(self.species_index, s).to(inputs.dtype)  # [N, S]
         lead = inputs.shape[:-3]
         if self.level == "node":
             inputs = inputs[..., self.node_sites, :, :]
         per_atom = (inputs.transpose(-1, -2) @ onehot).transpose(-1, -2)  # [..., A or N, S(t), R]
         if self.level == "node":
-            return per_atom.reshape(*lead, -1, s * r)
+            per_atom = per_atom.reshape(*lead, -1, 1, s * r)
+            blocks = F.one_hot(self.node_block, self.n_blocks).to(inputs.dtype)[:, :, None]  # [A, blocks, 1]
+            return (blocks * per_atom).reshape(*lead, -1, self.n_blocks * s * r)
         out = onehot.T @ per_atom.reshape(*lead, n, s * r) / n  # [..., S(s), S(t)·R]
         return out.reshape(*lead, s * s * r)
+
+    def _pair_distribution_sparse(self, g: RadialGraph) -> torch.Tensor:
+        # scatter every basis entry to (structure, row, column block, basis index): the destination is
+        # fixed per atom pair, so it is built on the N×N pattern and expanded. Graph level: one row,
+        # column block (species_i, species_j); node level: one row per node, block (element block of i,
+        # species_j).
+        s, r, n, nb = self.n_species, g.n_basis, self.n_atoms, g.n_structures
+        counts = torch.diff(g.offsets, append=g.offsets.new_tensor([g.index.shape[0]]))
+        si, sj = self.species_index[:, None], self.species_index[None, :]
+        if self.level == "graph":
+            rows, width = 1, s * s * r
+            pattern = (si * s + sj) * r  # [N, N]
+        else:
+            a = self.node_position[:, None]
+            rows, width = self.n_nodes, self.n_blocks * s * r
+            blk = torch.full_like(self.species_index, -1)
+            blk[self.node_sites] = self.node_block
+            pattern = torch.where(a >= 0, a * width + (blk[:, None] * s + sj) * r, -1)  # −1: not a node
+        shift = torch.arange(nb, device=counts.device)[:, None, None] * (rows * width)
+        per_pair = torch.where(pattern[None] >= 0, pattern[None] + shift, -1)
+        dest = torch.repeat_interleave(per_pair.reshape(-1), counts)
+        if self.level == "graph":
+            out = g.value.new_zeros(nb * width).index_add(0, dest + g.index, g.value)
+            return out.view(nb, width) / n
+        keep = (dest >= 0).nonzero().squeeze(1)
+        out = g.value.new_zeros(nb * rows * width)
+        out = out.index_add(0, dest[keep] + g.index[keep], g.value[keep])
+        return out.view(nb, rows, width)
+
+    def readout_features(self, rho: torch.Tensor) -> torch.Tensor:
+        """What the head sees of the pair distribution: ``rho`` (from :meth:`pair_distribution`) scaled,
+        with the one-hot of each node's element appended when the nodes are of several elements."""
+        feats = rho * self.readout_scale
+        if self.node_onehot:
+            onehot = F.one_hot(self.node_block, self.n_blocks).to(feats.dtype)
+            feats = torch.cat([feats, onehot.expand(*feats.shape[:-1], -1)], dim=-1)
+        return feats
 
     def forward(
         self,
         inputs: RadialGraph | torch.Tensor,
         rho: torch.Tensor | None = None,
         ids: torch.Tensor | None = None,
+        node_mean: bool = False,
     ) -> torch.Tensor:
         """Standardised outputs of every member.
 
@@ -436,11 +525,15 @@ class EnsembleGNN(nn.Module):
             See :meth:`radial_channels`.
         rho
             :meth:`pair_distribution` of ``inputs`` if already known (training data: fixed geometry).
+        node_mean
+            Node level: return the mean over the nodes ``[K, B, M]`` instead of every node's row. The
+            head's last layer and the linear path are linear, so they are applied after the mean (a
+            node-count-fold cheaper); the result equals the mean of the rows.
 
         Returns
         -------
         torch.Tensor
-            ``[K, B, M]`` (graph level) or ``[K, B, n_sites, M]`` (node level).
+            ``[K, B, M]`` (graph level, or node level with ``node_mean``) or ``[K, B, n_nodes, M]``.
         """
         k = self.n_models
         psi = self.radial_channels(inputs, ids)
@@ -454,10 +547,16 @@ class EnsembleGNN(nn.Module):
             h = x.mean(2) if self.pool == "mean" else x.sum(2)
         else:
             h = x[:, :, self.node_sites]
+        feats = None
         if self.readout:
-            rho = (self.pair_distribution(inputs) if rho is None else rho) * self.readout_scale
-            rho = rho.expand(k, *rho.shape) if ids is None else rho[ids]
-            h = torch.cat([h, rho], dim=-1)
-            if self.head_skip is not None:
-                return self.head_out(_ssp(self.head_mid(h))) + self.head_skip(rho)
-        return self.head_out(_ssp(self.head_mid(h)))
+            feats = self.readout_features(self.pair_distribution(inputs) if rho is None else rho)
+            feats = feats.expand(k, *feats.shape) if ids is None else feats[ids]
+            h = torch.cat([h, feats], dim=-1)
+        z = _ssp(self.head_mid(h))
+        if self.level == "node" and node_mean:
+            z = z.mean(2)
+            feats = feats.mean(2) if feats is not None else None
+        out = self.head_out(z)
+        if self.head_skip is not None:
+            out = out + self.head_skip(feats)
+        return out

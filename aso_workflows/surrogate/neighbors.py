@@ -1,8 +1,9 @@
 """Periodic neighbour list for a batch of structures, in torch, differentiable w.r.t. positions and lattice.
 
-Hand-written because torch-geometric's ``radius_graph`` needs ``torch-cluster`` or ``pyg-lib``, neither of
-which is available here (STACK.md), and neither handles periodic images nor lets gradients reach the
-lattice. The method:
+Hand-written because graph libraries' radius graphs (torch-geometric's ``radius_graph`` needs the compiled
+``torch-cluster`` or ``pyg-lib``, which the project does not depend on) handle no periodic images and
+let no gradient reach the lattice; TorchMD-Net's periodic list needs a cutoff below half the cell width.
+The method:
 
 1. Fractional differences ``f_j − f_i`` are wrapped into ``[−½, ½]`` (no gradient: only the integer
    wrap is kept).

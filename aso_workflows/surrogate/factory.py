@@ -1,0 +1,93 @@
+"""The campaign's surrogate for one technique: which level, which readout range, which per-site rows.
+
+One place for the choices that depend on the technique, used by the training job and the benchmarks:
+
+* PDF: level ``settings.pdf_level`` (node: per-atom contributions G_i(r), see
+  :mod:`~aso_workflows.spectra.pdf_partials`; graph: G(r) per structure), and a readout that reaches
+  the target's ``rmax`` + :data:`PDF_READOUT_MARGIN` (unless ``readout_cutoff`` is set), so every pair
+  distance that shapes G(r) on the target's grid is seen.
+* XAS (EXAFS, XANES): node level on the absorber's sites, readout on the message-passing basis.
+
+This module imports no torch until a surrogate is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aso_workflows.spectra.spectrum import Grid
+from aso_workflows.surrogate.settings import SurrogateSettings
+
+if TYPE_CHECKING:
+    from aso_workflows.surrogate.ensemble import EnsembleSurrogate
+
+__all__ = [
+    "PDF_READOUT_MARGIN",
+    "surrogate_level",
+    "needs_site_rows",
+    "surrogate_settings",
+    "surrogate_for_target",
+]
+
+#: Å beyond the PDF's ``rmax`` that the readout covers: a pair at distance d shapes G(r) over ±5σ
+#: (σ = 0.23 Å for the reference's Biso = 2) plus the Qmax termination ripples.
+PDF_READOUT_MARGIN = 1.0
+
+
+def surrogate_level(technique: str, settings: SurrogateSettings) -> str:
+    """``"node"`` or ``"graph"``: what the surrogate of ``technique`` learns."""
+    return settings.pdf_level if technique == "pdf" else "node"
+
+
+def needs_site_rows(technique: str, settings: SurrogateSettings) -> bool:
+    """Whether evaluations must carry per-site rows for this technique beyond what its simulator gives.
+
+    True for a node-level PDF surrogate: each PDF evaluation then also computes the per-atom
+    contributions (:func:`~aso_workflows.spectra.pdf_partials.simulate_with_sites`). XAS simulators
+    produce their per-absorber rows anyway.
+    """
+    return technique == "pdf" and settings.pdf_level == "node"
+
+
+def surrogate_settings(technique: str, grid: Grid, settings: SurrogateSettings) -> SurrogateSettings:
+    """``settings`` with the readout range resolved for ``technique`` on ``grid``."""
+    if technique == "pdf" and settings.readout_cutoff is None:
+        r_max = float(max(grid.values))
+        return dataclasses.replace(settings, readout_cutoff=round(r_max + PDF_READOUT_MARGIN, 6))
+    return settings
+
+
+def surrogate_for_target(
+    technique: str,
+    grid: Grid,
+    species: Sequence[str],
+    settings: SurrogateSettings,
+    absorber: str | None = None,
+) -> EnsembleSurrogate:
+    """A fresh (untrained) surrogate for ``technique`` on the target's ``grid``.
+
+    Parameters
+    ----------
+    technique
+        ``"pdf"``, ``"exafs"`` or ``"xanes"``.
+    grid
+        The target's grid (the surrogate predicts on it; a PDF's ``rmax`` sets the readout range).
+    species
+        Element of every site, in the campaign's site order.
+    settings
+        The campaign's surrogate settings.
+    absorber
+        Absorbing element (XAS).
+    """
+    from aso_workflows.surrogate.ensemble import EnsembleSurrogate
+
+    level = surrogate_level(technique, settings)
+    return EnsembleSurrogate(
+        species=species,
+        output_dim=len(grid.values),
+        level=level,
+        absorber=absorber if technique != "pdf" else None,
+        settings=surrogate_settings(technique, grid, settings),
+    )
