@@ -12,8 +12,8 @@ One model per kind of document (as atomate2's task documents), used
 ``docs/results.md`` describes the same fields; ``tests/test_schemas.py`` checks that the two agree.
 
 Collections: ``campaigns`` (:class:`CampaignDoc`), ``proposals`` (:class:`ProposalDoc`), ``evaluations``
-(:class:`EvaluationDoc`), ``spectra`` (:class:`SpectrumDoc`), ``models`` (:class:`ModelDoc`) and
-``job_errors`` (:class:`JobErrorDoc`).
+(:class:`EvaluationDoc`), ``spectra`` (:class:`SpectrumDoc`), ``models`` (:class:`ModelDoc`),
+``job_errors`` (:class:`JobErrorDoc`) and ``leases`` (:class:`LeaseDoc`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ __all__ = [
     "SpectrumDoc",
     "ModelDoc",
     "JobErrorDoc",
+    "LeaseDoc",
     "SimulationResult",
     "RecordResult",
     "ProposeResult",
@@ -145,7 +146,6 @@ class CampaignDoc(StoredDoc):
     store: str
     executor: dict[str, Any] | None = None
     failed_jobs: int | None = None
-    lease: dict[str, Any] | None = None
     created: str = Field(default_factory=now)
     updated: str = Field(default_factory=now)
 
@@ -253,6 +253,16 @@ class JobErrorDoc(StoredDoc):
     job_uuid: str | None = None
     host: str | None = None
     created: str = Field(default_factory=now)
+
+
+class LeaseDoc(StoredDoc):
+    """``leases``: the controller that drives a campaign now; ``_id`` is the campaign name. Times are
+    seconds since the epoch (compared across hosts: keep their clocks in sync)."""
+
+    holder: str
+    acquired: float
+    renewed: float
+    expires: float
 
 
 # ---- job outputs ----------------------------------------------------------------------------------------

@@ -521,21 +521,36 @@ _MOCK_CLIENTS: dict[str, Any] = {}
 class CampaignDB:
     """The campaign collections plus a blob store, on any of the three backends."""
 
+    campaigns: StoreCollection
+    evaluations: StoreCollection
+    spectra: StoreCollection
+    models: StoreCollection
+    proposals: StoreCollection
+    job_errors: StoreCollection
+    leases: StoreCollection
+
     def __init__(self, spec: StoreSpec, db, blobs: BlobStore, client=None):
         self.spec = spec
         self.db = db
         self.blobs = blobs
         self._client = client
+        self.index_errors: list[str] = []
         for name in COLLECTIONS:
             setattr(self, name, StoreCollection(db[name], self))
 
     def ensure_indexes(self) -> None:
+        """Create the indexes of :data:`INDEXES`; one that the server refuses is reported (a warning naming
+        it and the reason: the queries still work, more slowly), never silently skipped."""
         for coll, indexes in INDEXES.items():
             for keys in indexes:
                 try:
                     self.db[coll].create_index(keys)
-                except Exception:  # noqa: BLE001 - montydb lacks some index kinds; indexes are an optimisation
-                    pass
+                except Exception as exc:  # noqa: BLE001 - any refusal: reported, the store stays usable
+                    reason = str(exc).split("\n")[0][:160]
+                    logger.warning(
+                        "store %s: index %s on %s not created (%s)", self.spec.redacted(), keys, coll, reason
+                    )
+                    self.index_errors.append(f"{coll} {keys}: {reason}")
 
     # ---- blobs ------------------------------------------------------------------------------
     def put_blob(self, name: str, data: bytes) -> str:
@@ -581,9 +596,12 @@ class CampaignDB:
         coll = self.leases
         now = time.time()
         lease = Lease(campaign=campaign, holder=me, ttl=ttl, acquired=now)
-        new = {"holder": me, "expires": now + ttl, "acquired": now, "renewed": now}
+        from aso_workflows.schemas import LeaseDoc
+
+        doc = LeaseDoc(_id=campaign, holder=me, expires=now + ttl, acquired=now, renewed=now)
+        new = doc.to_mongo_fields()
         try:
-            coll.insert_one({"_id": campaign, **new})
+            coll.insert_one(doc.to_mongo())
         except (PyDup, MontyDup, MockDup):
             old = coll.find_one({"_id": campaign}) or {}
             alive = _holder_alive(str(old.get("holder", "")))

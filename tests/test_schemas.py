@@ -20,6 +20,7 @@ MODELS = {
     "models": schemas.ModelDoc,
     "proposals": schemas.ProposalDoc,
     "job_errors": schemas.JobErrorDoc,
+    "leases": schemas.LeaseDoc,
 }
 
 
