@@ -26,8 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aso_workflows.spectra.feff import EXAFSSimulator, XANESSimulator  # noqa: E402
+from aso_workflows.spectra.exafs import EXAFSSimulator  # noqa: E402
 from aso_workflows.spectra.pdf import PDFSimulator  # noqa: E402
+from aso_workflows.spectra.xanes import XANESSimulator  # noqa: E402
 from aso_workflows.structures import load_structure  # noqa: E402
 
 CIF = ROOT / "aso_workflows" / "data" / "LiNiO2.cif"

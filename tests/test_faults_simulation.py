@@ -21,7 +21,7 @@ from aso_workflows.campaign.learn import init_campaign, read_inputs
 from aso_workflows.campaign.local import LocalCampaignRunner
 from aso_workflows.campaign.state import get_db
 from aso_workflows.config import load_config
-from aso_workflows.spectra.feff import EXAFSSimulator
+from aso_workflows.spectra.exafs import EXAFSSimulator
 
 DATA = Path(__file__).parents[1] / "aso_workflows" / "data"
 EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"

@@ -14,18 +14,11 @@ import numpy as np
 import pytest
 
 from aso_workflows.errors import InputError, SimulationError
-from aso_workflows.spectra.feff import (
-    ABSORBER_FILE,
-    ABSORBER_RESULT,
-    EXAFSSimulator,
-    XANESSimulator,
-    chir_magnitude,
-    k_grid,
-    normalize_xmu,
-    supercell_site_map,
-    xanes_energy_grid,
-)
+from aso_workflows.spectra.exafs import EXAFSSimulator, k_grid
+from aso_workflows.spectra.feff_absorber import ABSORBER_FILE, ABSORBER_RESULT, supercell_site_map
 from aso_workflows.spectra.feff_engine import ExternalFeffEngine, Feff10RsEngine, make_engine
+from aso_workflows.spectra.xafs import chir_magnitude, normalize_xmu
+from aso_workflows.spectra.xanes import XANESSimulator, xanes_energy_grid
 
 # Small but physical: single and double scattering within 4.5 Å, no SCF (a few seconds per absorber).
 SMALL_EXAFS = {"radius": 5.0, "rpath": 4.5, "nlegs": 3}

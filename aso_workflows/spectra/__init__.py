@@ -1,4 +1,7 @@
-"""Spectra: the ``Spectrum`` document, simulators (PDF here, FEFF in ``feff``), targets and mismatch.
+"""Spectra: the ``Spectrum`` document, simulators, targets and mismatch.
+
+Simulators: PDF in ``pdf``; EXAFS and XANES with FEFF in ``exafs`` and ``xanes`` (their shared absorber
+runs in ``feff_absorber``, the FEFF runner in ``feff_engine``, XAFS processing in ``xafs``).
 
 The FEFF simulators are not imported here (``make_simulator("exafs", ...)`` imports them lazily).
 """

@@ -14,8 +14,8 @@ __all__ = ["SIMULATORS", "simulator_class", "make_simulator", "simulator_setting
 # technique → (module, class). Imported lazily: the FEFF module is only needed for XAS.
 SIMULATORS: dict[str, tuple[str, str]] = {
     "pdf": ("aso_workflows.spectra.pdf", "PDFSimulator"),
-    "exafs": ("aso_workflows.spectra.feff", "EXAFSSimulator"),
-    "xanes": ("aso_workflows.spectra.feff", "XANESSimulator"),
+    "exafs": ("aso_workflows.spectra.exafs", "EXAFSSimulator"),
+    "xanes": ("aso_workflows.spectra.xanes", "XANESSimulator"),
 }
 
 

@@ -1,0 +1,150 @@
+"""EXAFS χ(k) with FEFF path expansion: one FEFF run per absorbing site, then an average.
+
+Measured on LiNiO2 (Ni K, one absorber, 2-core machine shared with other jobs; see
+``benchmarks/simulators.py``): the defaults (cluster 7 Å, RPATH 6 Å, NLEG 4, no SCF) take 3–5 s, of
+which ~1.2 s is the start-up of FEFF's 18 stage processes; pymatgen's ``MPEXAFSSet`` default
+(RPATH 10, NLEG 8) took 306 s and overflowed FEFF's path heap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from aso_workflows.errors import InputError
+from aso_workflows.spectra.feff_absorber import FeffAbsorberSimulator, number_setting
+from aso_workflows.spectra.spectrum import Grid, Spectrum
+from aso_workflows.spectra.xafs import chir_magnitude
+
+__all__ = ["EXAFSSimulator", "k_grid"]
+
+
+def k_grid(kmin: float, kmax: float, kstep: float) -> np.ndarray:
+    """``kmin, kmin + kstep, … , kmax`` (both ends included; 181 points for 3–12 Å⁻¹ by 0.05)."""
+    n = int(round((kmax - kmin) / kstep)) + 1
+    return np.round(kmin + kstep * np.arange(n), 10)
+
+
+@dataclass
+class EXAFSSimulator(FeffAbsorberSimulator):
+    """EXAFS k^w·χ(k) averaged over absorbing sites, with FEFF path expansion (``MPEXAFSSet``).
+
+    Parameters
+    ----------
+    absorber
+        Absorbing element, e.g. ``"Ni"``.
+    edge
+        ``"K"``, ``"L3"`` ...
+    supercell
+        Repetitions of the cell before the clusters are cut (reference 2×2×2). pymatgen cuts the
+        cluster from the periodic structure, so this changes the file header, not the physics.
+    sites
+        ``"all"`` absorbers of the element, an integer (that many, chosen at random with ``seed``),
+        or a list of indices into the input structure.
+    radius
+        Cluster radius (Å) written to ``feff.inp`` (reference 10).
+    rpath
+        Longest half path length (FEFF ``RPATH``, Å; reference 10 via ``MPEXAFSSet``).
+    nlegs
+        Most legs per path (FEFF ``NLEG``; FEFF's default 8).
+    scf
+        Self-consistent potential radius (Å; ``SCF r 0 30 0.2 1``) or ``None`` for overlapped atomic
+        potentials (reference 4.5; SCF changes EXAFS little, see METHOD.md, and costs ~100 s).
+    debye
+        ``(T, θ_D)`` in K for correlated-Debye-model Debye–Waller factors (FEFF ``DEBYE``), or
+        ``None`` for none (the reference's ``MPEXAFSSet`` has none, giving undamped χ(k)).
+    kmin, kmax, kstep
+        The χ(k) grid (Å⁻¹): 3–12 by 0.05 is the reference's 181 points. FEFF runs to ``kmax``.
+    kweight
+        The spectrum is k^kweight·χ(k) (the reference used χ(k) itself: ``kweight=0``).
+    rmax_ft, ft_dk
+        |χ(R)| kept up to ``rmax_ft`` Å; Hanning sill width (Å⁻¹) of the transform window.
+    seed
+        Seed of the random subset when ``sites`` is an integer.
+    engine
+        ``"feff10-rs"`` or the path of a FEFF executable.
+    timeout
+        Wall-clock limit per absorber run in seconds (``None``: none).
+    keep_binaries
+        Keep FEFF's ``*.bin`` intermediates (~4 MB per run) instead of deleting them after a run.
+    """
+
+    absorber: str
+    edge: str = "K"
+    supercell: tuple[int, int, int] = (2, 2, 2)
+    sites: str | int | list[int] = "all"
+    radius: float = 7.0
+    rpath: float = 6.0
+    nlegs: int = 4
+    scf: float | None = None
+    debye: tuple[float, float] | None = (300.0, 500.0)
+    kmin: float = 3.0
+    kmax: float = 12.0
+    kstep: float = 0.05
+    kweight: float = 2.0
+    rmax_ft: float = 6.0
+    ft_dk: float = 1.0
+    seed: int = 0
+    engine: str = "feff10-rs"
+    timeout: float | None = None
+    keep_binaries: bool = False
+
+    technique = "exafs"
+    output_file = "chi.dat"
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        self.rpath = number_setting("rpath", self.rpath, 0)
+        nlegs = number_setting("nlegs", self.nlegs)
+        if nlegs != int(nlegs) or nlegs < 2:
+            raise InputError("nlegs", f"expected an integer ≥ 2, got {self.nlegs!r}")
+        self.nlegs = int(nlegs)
+        self.kmin = number_setting("kmin", self.kmin, 0, strict=False)
+        self.kmax = number_setting("kmax", self.kmax, self.kmin)
+        self.kstep = number_setting("kstep", self.kstep, 0)
+        if (self.kmax - self.kmin) / self.kstep < 1:
+            raise InputError("kstep", f"gives fewer than 2 points between kmin and kmax, got {self.kstep:g}")
+        self.kweight = number_setting("kweight", self.kweight, 0, strict=False)
+        self.rmax_ft = number_setting("rmax_ft", self.rmax_ft, 0)
+        self.ft_dk = number_setting("ft_dk", self.ft_dk, 0, strict=False)
+        if self.kmax > 20:
+            raise InputError("kmax", f"FEFF's EXAFS card goes to 20 Å⁻¹ at most, got {self.kmax:g}")
+
+    def k(self) -> np.ndarray:
+        """The k grid (Å⁻¹)."""
+        return k_grid(self.kmin, self.kmax, self.kstep)
+
+    def grid(self) -> Grid:
+        return Grid(name="k", unit="Å^-1", values=self.k().tolist())
+
+    def _feff_set(self) -> type:
+        from pymatgen.io.feff.sets import MPEXAFSSet
+
+        return MPEXAFSSet
+
+    def _tags(self) -> dict:
+        tags: dict = {"RPATH": self.rpath, "NLEG": self.nlegs, "EXAFS": self.kmax}
+        delete: list[str] = []
+        self._scf_and_debye_tags(tags, delete)
+        if delete:
+            tags["_del"] = delete
+        return tags
+
+    def chir(self, values: np.ndarray) -> dict:
+        """``{"r": [...], "chir_mag": [...]}`` of k^w·χ(k) values on :meth:`k`."""
+        r, mag = chir_magnitude(self.k(), values, self.rmax_ft, dk=self.ft_dk, kstep=self.kstep)
+        return {"r": r.tolist(), "chir_mag": mag.tolist()}
+
+    def _parse(self, data: np.ndarray) -> tuple[np.ndarray, dict]:
+        # chi.dat columns: k, χ, |χ|, phase
+        kf, chi = data[:, 0], data[:, 1]
+        k = self.k()
+        if kf[0] > k[0] + 1e-6 or kf[-1] < k[-1] - 1e-6:
+            raise ValueError(f"χ(k) covers [{kf[0]:g}, {kf[-1]:g}] Å⁻¹, not the grid [{k[0]:g}, {k[-1]:g}]")
+        values = np.interp(k, kf, chi) * k**self.kweight
+        return values, self.chir(values)
+
+    def _combine_values(self, spectra: list[Spectrum]) -> tuple[np.ndarray, dict]:
+        per_site = np.array([s.values for s in spectra], dtype=float)
+        return per_site, self.chir(per_site.mean(axis=0))
