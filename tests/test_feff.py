@@ -127,7 +127,7 @@ def test_bad_settings_name_the_field(field, value):
 def test_inputs_are_pymatgen_sets_with_our_cards(linio2, tmp_path):
     d = EXAFSSimulator(absorber="Ni", **SMALL_EXAFS).write_absorber_inputs(linio2, 4, tmp_path / "a")
     text = (d / "feff.inp").read_text()
-    for card in ("RPATH 4.5", "NLEG 3", "EXAFS 12", "DEBYE 300 500"):
+    for card in ("RPATH 4.5", "NLEG 3", "EXAFS 13", "DEBYE 300 500"):
         assert card in text
     assert "\nSCF" not in text  # no SCF by default for EXAFS
     meta = json.loads((d / ABSORBER_FILE).read_text())
@@ -159,6 +159,10 @@ def test_exafs_chi_k_is_finite_on_181_points(linio2_exafs):
     assert 1.3 < first_shell_peak(sp) < 1.8
     site_dir = work / "site_0003"
     assert (site_dir / ABSORBER_RESULT).is_file() and not list(site_dir.glob("*.bin"))
+    # FEFF's own χ(k) from k = 0 to kmax + 1 Å⁻¹ is kept (room for a fitted E0 shift)
+    kf, chi = np.asarray(sp.extra["feff_k"]), np.asarray(sp.extra["feff_chi"])
+    assert kf[0] == 0.0 and kf[-1] == pytest.approx(sim.kmax + 1.0)
+    assert np.allclose(np.interp(sim.k(), kf, chi) * sim.k() ** sim.kweight, sp.y, atol=1e-9)
 
 
 def test_expanding_the_lattice_moves_the_first_shell_outward(linio2, linio2_exafs, tmp_path):
@@ -179,6 +183,8 @@ def test_site_subset_runs_each_absorber_and_averages(linio2, tmp_path):
     assert sp.absorber_sites == sites
     assert np.asarray(sp.site_values).shape == (2, 181)
     assert np.allclose(sp.y, np.mean(sp.site_values, axis=0))
+    assert np.asarray(sp.extra["feff_chi_sites"]).shape[0] == 2
+    assert np.allclose(sp.extra["feff_chi"], np.mean(sp.extra["feff_chi_sites"], axis=0))
     # the three Ni of LiNiO2 are equivalent: both sites give the same χ(k)
     assert np.allclose(sp.site_values[0], sp.site_values[1], atol=1e-3 * np.abs(sp.y).max())
     for s in sites:

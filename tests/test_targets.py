@@ -221,3 +221,172 @@ def test_bad_read_options_name_the_option(tmp_path, opts, field):
 def test_unknown_technique(tmp_path):
     with pytest.raises(InputError, match="technique"):
         read_target(tmp_path / "x.dat", "xrd")
+
+
+# ---- measured files: header hints, uncertainties, checks against the simulator --------------------------
+NI_GR = Path(__file__).resolve().parents[1] / "examples" / "ni_xray_measured" / "Ni_2-8.chi.gr"
+
+
+def test_pdfgetx2_file_gives_its_qmax_radiation_and_dg():
+    from aso_workflows.spectra.targets import settings_with_hints, target_hints
+
+    hints = target_hints(NI_GR)
+    assert hints == {"radiation": "xray", "qmax": 40.0}  # "## S(q) ... qmax=40.000000", PDFgetX2
+    settings = settings_with_hints("pdf", {"rmin": 1.5, "rmax": 20.0}, hints)
+    assert settings == {"rmin": 1.5, "rmax": 20.0, "qmax": 40.0, "radiation": "xray"}
+    assert settings_with_hints("pdf", {"qmax": 30.0}, hints)["qmax"] == 30.0  # the settings win
+    sim = PDFSimulator(**settings)
+    spec = read_target(NI_GR, "pdf", simulator=sim)
+    assert spec.grid == sim.grid() and len(spec.values) == 1850
+    dy = np.asarray(spec.extra["dy"])
+    assert dy.shape == (1850,) and np.all(dy > 0)
+    assert spec.y[np.argmin(np.abs(spec.x - 2.49))] > 5  # the Ni–Ni first peak at a/√2 = 2.49 Å
+    assert spec.settings["hints"]["qmax"] == 40.0
+
+
+def _pdfgetn_file(path: Path, r: np.ndarray, g: np.ndarray) -> Path:
+    rows = "\n".join(f"{a:.3f} {b:.6f} 0.0 0.02" for a, b in zip(r, g, strict=True))
+    path.write_text(
+        "History written: today\nproduced by PDFgetN\n##### PDFgui\nstype=N  neutron scattering\nqmax=32.00\n"
+        f"qdamp=0.03\n##### start data\n#L r(A) G(r) d_r d_Gr\n{rows}\n"
+    )
+    return path
+
+
+def test_neutron_file_is_refused_for_xray_settings(tmp_path, nio):
+    neutron = PDFSimulator(radiation="neutron", qmax=32.0)
+    spec = neutron.simulate(nio)
+    path = _pdfgetn_file(tmp_path / "nio.gr", spec.x, spec.y)
+    back = read_target(path, "pdf", simulator=neutron)
+    assert np.allclose(back.y, spec.y, atol=1e-6)
+    assert back.settings["hints"] == {"radiation": "neutron", "qmax": 32.0, "qdamp": 0.03}
+    with pytest.raises(InputError) as err:
+        read_target(path, "pdf", simulator=PDFSimulator(qmax=32.0))
+    msg = str(err.value)
+    assert str(path) in msg and "neutron" in msg and "radiation" in msg and "\n" not in msg
+
+
+def _chi_dat(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    k = np.round(np.arange(0.0, 13.05, 0.05), 10)
+    chi = 0.2 * np.sin(2 * 2.05 * k) * np.exp(-0.01 * k**2)
+    rows = "\n".join(f"{a:8.4f} {b:14.6e} {abs(b):14.6e} {0.0:14.6e}" for a, b in zip(k, chi, strict=True))
+    path.write_text("# FEFF chi\n#       k          chi          mag           phase @#\n" + rows + "\n")
+    return k, chi
+
+
+def test_exafs_kweight_is_brought_to_the_simulators_and_a_contradiction_is_refused(tmp_path):
+    from aso_workflows.spectra.exafs import EXAFSSimulator
+
+    sim = EXAFSSimulator(absorber="Ni", kweight=2)
+    path = tmp_path / "chi.dat"
+    k, chi = _chi_dat(path)
+    auto = read_target(path, "exafs", simulator=sim)  # FEFF χ is unweighted: multiplied by k²
+    assert auto.settings["kweight"] == 2.0 and auto.grid == sim.grid()
+    assert np.allclose(auto.y, np.interp(sim.k(), k, chi) * sim.k() ** 2, atol=1e-6)
+    assert np.allclose(read_target(path, "exafs", simulator=sim, kweight=2).y, auto.y)
+    with pytest.raises(InputError) as err:
+        read_target(path, "exafs", simulator=sim, kweight=1)
+    assert "k^1" in str(err.value) and "kweight is 2" in str(err.value) and str(path) in str(err.value)
+    # a plain two-column file does not say its k-weight: it must be stated
+    plain = tmp_path / "k2chi.dat"
+    np.savetxt(plain, np.column_stack([k[40:], chi[40:] * k[40:] ** 2]))
+    with pytest.raises(InputError, match="data_kweight"):
+        read_target(plain, "exafs", simulator=sim)
+    stated = read_target(plain, "exafs", simulator=sim, data_kweight=2)
+    assert np.allclose(stated.y, auto.y, atol=1e-5)
+    with pytest.raises(InputError, match="kweight is 2"):
+        read_target(plain, "exafs", simulator=sim, kweight=0)  # k^0 of a file taken as χ(k)
+
+
+ATHENA_CHIK = """# Athena data file -- Athena version 0.9.26
+# Saving ni_foil as chi(k)
+# .  Element=Ni   Edge=K
+# Background parameters
+# .  E0=8333.000  Eshift=0.000  Rbkg=1.000
+# .  Kweight=2.0  Edge step=1.000
+#------------------------
+#  k chi chik chik2 chik3 win energy
+"""
+
+
+def _athena_chik(path: Path, header: str = ATHENA_CHIK) -> tuple[np.ndarray, np.ndarray]:
+    k = np.round(np.arange(0.0, 14.0, 0.05), 10)
+    chi = 0.3 * np.sin(2 * 2.5 * k) * np.exp(-0.008 * k**2)
+    rows = "\n".join(
+        f"{a:8.3f} {c: .10e} {a * c: .10e} {a**2 * c: .10e} {a**3 * c: .10e} 1.0 {8333 + a * a * 3.81:.3f}"
+        for a, c in zip(k, chi, strict=True)
+    )
+    path.write_text(header + rows + "\n")
+    return k, chi
+
+
+def test_athena_chik_picks_the_chi_column_and_checks_the_labelled_kweight(tmp_path):
+    from aso_workflows.spectra.exafs import EXAFSSimulator
+
+    path = tmp_path / "ni_foil.chik"
+    k, chi = _athena_chik(path)
+    sim = EXAFSSimulator(absorber="Ni", kweight=3)
+    spec = read_target(path, "exafs", simulator=sim)
+    assert spec.settings["format"] == "athena" and spec.settings["kweight"] == 3.0
+    assert spec.settings["hints"]["absorber"] == "Ni" and spec.settings["hints"]["edge"] == "K"
+    assert np.allclose(spec.y, np.interp(sim.k(), k, chi) * sim.k() ** 3, rtol=1e-6, atol=1e-8)
+    # the chik2 column: its label says k², so k¹ more is applied
+    k2 = read_target(path, "exafs", simulator=sim, columns=[0, 3])
+    assert np.allclose(k2.y, spec.y, rtol=1e-6, atol=1e-8)
+    with pytest.raises(InputError, match="'chik2' \\(k-weight 2\\)"):
+        read_target(path, "exafs", simulator=sim, columns=[0, 3], data_kweight=0)
+    with pytest.raises(InputError, match="absorber Ni"):
+        read_target(path, "exafs", simulator=EXAFSSimulator(absorber="Cu"))
+    with pytest.raises(InputError, match="cannot be a xanes target"):
+        read_target(path, "xanes")
+
+
+def _raw_mu(e: np.ndarray, e0: float = 8333.0, step: float = 1.7) -> np.ndarray:
+    rel = e - e0
+    edge = 0.5 + np.arctan(rel / 1.5) / np.pi
+    wiggle = 0.06 * np.sin(rel / 9.0) * np.exp(-np.clip(rel, 0, None) / 120.0) * (rel > 0)
+    return 0.35 - 2e-5 * (e - e0) + step * (edge + wiggle) * (1 - 1.5e-4 * np.clip(rel, 0, None))
+
+
+def test_athena_xmu_is_normalised_as_athena_and_larch_do(tmp_path):
+    from aso_workflows.spectra.xanes import XANESSimulator
+
+    e = np.round(
+        np.concatenate(
+            [np.arange(8133.0, 8313.0, 2.0), np.arange(8313.0, 8400.0, 0.5), np.arange(8400.0, 8800.0, 2.0)]
+        ),
+        6,
+    )
+    mu = _raw_mu(e)
+    path = tmp_path / "ni.xmu"
+    rows = "\n".join(f"{a:.3f} {b:.8f}" for a, b in zip(e, mu, strict=True))
+    path.write_text(
+        "# Athena data file -- Athena version 0.9.26\n# Saving ni as mu(E)\n# .  Element=Ni   Edge=K\n"
+        f"#------------------------\n#  e mu\n{rows}\n"
+    )
+    sim = XANESSimulator(absorber="Ni")
+    spec = read_target(path, "xanes", simulator=sim)
+    norm = spec.settings["normalisation"]
+    assert norm["edge_step"] == pytest.approx(1.7, rel=0.05)
+    assert spec.settings["e0"] == pytest.approx(8333.0, abs=1.0)  # max of dμ/dE
+    x, y = spec.x, spec.y
+    assert abs(np.mean(y[x < -30])) < 0.02  # pre-edge at 0
+    assert np.mean(y[(x > 40) & (x < 100)]) == pytest.approx(1.0, abs=0.03)  # flattened post-edge at 1
+    with pytest.raises(InputError, match="needs χ\\(k\\)"):
+        read_target(path, "exafs")
+
+
+def test_athena_nor_uses_the_flat_column_and_the_header_e0(tmp_path):
+    e = np.round(np.arange(8233.0, 8500.0, 0.5), 6)
+    rel = e - 8340.0
+    flat = 0.5 + np.arctan(rel / 1.5) / np.pi
+    path = tmp_path / "ni.nor"
+    rows = "\n".join(f"{a:.3f} {0.9 * b:.8f} {b:.8f}" for a, b in zip(e, flat, strict=True))
+    path.write_text(
+        "# XDI/1.0 Demeter/0.9.26\n# Demeter.output_filetype: multicolumn normalized mu(E)\n"
+        "# Element.symbol: Ni\n# Element.edge: K\n# .  E0=8340.000\n#------------------------\n"
+        f"#  energy norm flat\n{rows}\n"
+    )
+    spec = read_target(path, "xanes")
+    assert spec.settings["format"] == "athena" and spec.settings["e0"] == 8340.0
+    assert np.allclose(spec.x, rel, atol=1e-6) and np.allclose(spec.y, flat, atol=1e-7)

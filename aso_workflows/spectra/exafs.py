@@ -17,7 +17,10 @@ from aso_workflows.spectra.feff_absorber import FeffAbsorberSimulator, number_se
 from aso_workflows.spectra.spectrum import Grid, Spectrum
 from aso_workflows.spectra.xafs import chir_magnitude
 
-__all__ = ["EXAFSSimulator", "k_grid"]
+__all__ = ["EXAFSSimulator", "k_grid", "K_MARGIN"]
+
+K_MARGIN = 1.0
+"""Å⁻¹ computed beyond ``kmax``: room for an E0 shift of up to ~95 eV at k = 12 Å⁻¹ (k² + ΔE0/3.81)."""
 
 
 def k_grid(kmin: float, kmax: float, kstep: float) -> np.ndarray:
@@ -55,7 +58,10 @@ class EXAFSSimulator(FeffAbsorberSimulator):
         ``(T, θ_D)`` in K for correlated-Debye-model Debye–Waller factors (FEFF ``DEBYE``), or
         ``None`` for none (the reference's ``MPEXAFSSet`` has none, giving undamped χ(k)).
     kmin, kmax, kstep
-        The χ(k) grid (Å⁻¹): 3–12 by 0.05 is the reference's 181 points. FEFF runs to ``kmax``.
+        The χ(k) grid (Å⁻¹): 3–12 by 0.05 is the reference's 181 points. FEFF runs from k = 0 to
+        ``kmax`` + :data:`K_MARGIN` (at most 20), and its χ(k) over that whole range is kept in
+        ``extra["feff_k"]``/``extra["feff_chi"]`` (unweighted; per site in ``extra["feff_chi_sites"]``)
+        so that an E0 shift fitted to measured data can be applied without extrapolating.
     kweight
         The spectrum is k^kweight·χ(k) (the reference used χ(k) itself: ``kweight=0``).
     rmax_ft, ft_dk
@@ -124,7 +130,7 @@ class EXAFSSimulator(FeffAbsorberSimulator):
         return MPEXAFSSet
 
     def _tags(self) -> dict:
-        tags: dict = {"RPATH": self.rpath, "NLEG": self.nlegs, "EXAFS": self.kmax}
+        tags: dict = {"RPATH": self.rpath, "NLEG": self.nlegs, "EXAFS": min(20.0, self.kmax + K_MARGIN)}
         delete: list[str] = []
         self._scf_and_debye_tags(tags, delete)
         if delete:
@@ -143,8 +149,15 @@ class EXAFSSimulator(FeffAbsorberSimulator):
         if kf[0] > k[0] + 1e-6 or kf[-1] < k[-1] - 1e-6:
             raise ValueError(f"χ(k) covers [{kf[0]:g}, {kf[-1]:g}] Å⁻¹, not the grid [{k[0]:g}, {k[-1]:g}]")
         values = np.interp(k, kf, chi) * k**self.kweight
-        return values, self.chir(values)
+        return values, {**self.chir(values), "feff_k": kf.tolist(), "feff_chi": chi.tolist()}
 
     def _combine_values(self, spectra: list[Spectrum]) -> tuple[np.ndarray, dict]:
         per_site = np.array([s.values for s in spectra], dtype=float)
-        return per_site, self.chir(per_site.mean(axis=0))
+        extra = self.chir(per_site.mean(axis=0))
+        raw = [s.extra.get("feff_chi") for s in spectra]
+        if all(r is not None for r in raw) and len({len(r) for r in raw}) == 1:
+            chi_sites = np.array(raw, dtype=float)
+            extra["feff_k"] = list(spectra[0].extra["feff_k"])
+            extra["feff_chi"] = chi_sites.mean(axis=0).tolist()
+            extra["feff_chi_sites"] = chi_sites.tolist()
+        return per_site, extra

@@ -12,16 +12,34 @@ which is 1 for a spectrum that is a flat line at the target's mean, 0 for a perf
 dimensionless, so a PDF and an EXAFS term can be summed with weights that mean what they say.
 ``"none"`` keeps the raw MSE (the reference's single-technique objective); a number divides the MSE
 by that number (a fixed scale chosen by the user).
+
+Nuisance fits and goodness of fit
+---------------------------------
+A term may carry a :class:`~aso_workflows.spectra.fit.base.NuisanceFitter` (the target's ``fit:``).
+:meth:`Objective.evaluate_fitted` then fits each candidate's simulation to the target first (scale,
+resolution, thermal parameters, S0², E0 ...) and scores the *fitted* spectrum; the fitter's point
+weights (1/dG², an EXAFS k window, a XANES energy range) weight the MSE and the variance
+normaliser alike, so the objective is what the fit minimised. Every term also reports the goodness of
+fit the field quotes (PDFgui's Rw, FEFFIT's R; :mod:`~aso_workflows.spectra.goodness`).
+:meth:`Objective.evaluate` compares spectra as they are: the surrogate's predictions, which are
+already in the fitted space.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aso_workflows.errors import InputError
+from aso_workflows.spectra.goodness import GOODNESS_NAMES, r_factor, rw
 from aso_workflows.spectra.spectrum import Grid, Spectrum
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
+    from aso_workflows.spectra.fit.base import FitResult, NuisanceFitter
 
 __all__ = ["mse", "same_grid", "TechniqueTerm", "Objective"]
 
@@ -68,12 +86,15 @@ class TechniqueTerm:
     normalisation
         ``"variance"`` (divide by the variance of the target values), ``"none"``, or a positive
         number to divide by.
+    fitter
+        The target's nuisance fit, or ``None`` (spectra are compared as simulated, uniformly).
     """
 
     technique: str
     target: Spectrum
     weight: float = 1.0
     normalisation: str | float = "variance"
+    fitter: NuisanceFitter | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -99,17 +120,29 @@ class TechniqueTerm:
                     f"{self.technique}.normalisation",
                     f"expected 'variance', 'none' or a positive number, got {self.normalisation!r}",
                 )
-        if self.normalisation == "variance" and float(np.var(self.target.y)) == 0.0:
+        if self.normalisation == "variance" and self._variance() == 0.0:
             raise InputError(
                 f"{self.technique}.normalisation",
                 "the target is constant (zero variance); use normalisation 'none' or a number",
             )
 
     @property
-    def normaliser(self) -> float:
-        """The number the MSE is divided by."""
-        if self.normalisation == "variance":
+    def point_weights(self) -> np.ndarray | None:
+        """The fitter's per-point weights on the target grid (``None``: uniform)."""
+        return None if self.fitter is None else self.fitter.point_weights()
+
+    def _variance(self) -> float:
+        w = self.point_weights
+        if w is None:
             return float(np.var(self.target.y))
+        mean = float(np.sum(w * self.target.y) / np.sum(w))
+        return float(np.sum(w * (self.target.y - mean) ** 2) / np.sum(w))
+
+    @property
+    def normaliser(self) -> float:
+        """The number the MSE is divided by (the variance is weighted like the MSE)."""
+        if self.normalisation == "variance":
+            return self._variance()
         if self.normalisation == "none":
             return 1.0
         return float(self.normalisation)
@@ -124,12 +157,33 @@ class TechniqueTerm:
             raise InputError(f"{self.technique} spectrum", str(exc)) from None
 
     def mse(self, spectrum: Spectrum) -> float:
-        """Raw MSE of ``spectrum`` against the target, on the target grid."""
-        return mse(self.on_target_grid(spectrum).y, self.target.y)
+        """MSE of ``spectrum`` against the target on the target grid (weighted by the fitter's weights)."""
+        y = self.on_target_grid(spectrum).y
+        w = self.point_weights
+        if w is None:
+            return mse(y, self.target.y)
+        return float(np.sum(w * (y - self.target.y) ** 2) / np.sum(w))
 
     def value(self, spectrum: Spectrum) -> float:
         """This term's contribution: ``weight · MSE / normaliser``."""
         return self.weight * self.mse(spectrum) / self.normaliser
+
+    def fit(self, spectrum: Spectrum, structure: Structure | None = None) -> FitResult:
+        """The candidate's spectrum fitted to the target (or only scored when there is no fitter)."""
+        from aso_workflows.spectra.fit.base import FitResult
+
+        if self.fitter is not None:
+            return self.fitter.fit(spectrum, structure)
+        on_grid = self.on_target_grid(spectrum)
+        name = GOODNESS_NAMES[self.technique]
+        goodness = rw(self.target.y, on_grid.y) if name == "Rw" else r_factor(self.target.y, on_grid.y)
+        return FitResult(
+            technique=self.technique,
+            goodness_name=name,
+            goodness=goodness,
+            mse=self.mse(on_grid),
+            spectrum=on_grid,
+        )
 
 
 @dataclass
@@ -167,3 +221,31 @@ class Objective:
         per = {t.technique: t.mse(spectra[t.technique]) for t in self.terms}
         total = sum(t.weight * per[t.technique] / t.normaliser for t in self.terms)
         return float(total), per
+
+    def evaluate_fitted(
+        self, spectra: dict[str, Spectrum], structure: Structure | None = None
+    ) -> tuple[float, dict[str, FitResult]]:
+        """Fit every technique's nuisance parameters, then the total objective of the fitted spectra.
+
+        Parameters
+        ----------
+        spectra
+            The candidate's simulated spectrum per technique.
+        structure
+            The candidate (needed by fits that re-simulate: PDF Qdamp, Biso, delta2 ...).
+
+        Returns
+        -------
+        total, fits
+            The objective (as :meth:`evaluate` of the fitted spectra) and one
+            :class:`~aso_workflows.spectra.fit.base.FitResult` per technique: fitted values, fitted
+            spectrum, weighted MSE and Rw/R.
+        """
+        missing = [t for t in self.techniques if t not in spectra]
+        if missing:
+            raise InputError(
+                "spectra", f"missing technique(s) {missing}; the objective needs {self.techniques}"
+            )
+        fits = {t.technique: t.fit(spectra[t.technique], structure) for t in self.terms}
+        total = sum(t.weight * fits[t.technique].mse / t.normaliser for t in self.terms)
+        return float(total), fits

@@ -1,24 +1,36 @@
-"""X-ray pair distribution function G(r) with diffpy (pdffit2, or srreal where it imports).
+"""X-ray or neutron pair distribution function G(r) with diffpy (pdffit2, or srreal where it imports).
 
-The reference implementation computes G(r) with ``diffpy.srreal``'s ``PDFCalculator``; srreal does not
-install here (STACK.md), so ``engine="auto"`` falls back to ``diffpy.pdffit2``, whose real-space
-engine gives the same kind of G(r) with these differences:
+The reference implementation computes G(r) with ``diffpy.srreal``'s ``PDFCalculator``; srreal needs
+compiled libraries (libdiffpy, Boost) that its PyPI wheels do not carry for every platform, so
+``engine="auto"`` falls back to ``diffpy.pdffit2``, whose real-space engine gives the same kind of
+G(r) with these differences:
 
 * pdffit2 normalises each pair peak by r, srreal by the pair distance, so a broad pdffit2 peak sits
   ~σ²/d lower (σ² = 2·Uiso: 0.025 Å for Biso = 2 at 2 Å);
 * pdffit2 has no low-Q cutoff: ``qmin`` only acts with the srreal engine. According to the libdiffpy
   source (``PDFCalculator::getExtendedF``) srreal zeroes F(Q < qmin) of the transform of R(r)/r and
   adds the −4πρ0·r baseline afterwards, which for a bulk crystal also removes much of the baseline, so
-  the two engines differ strongly at the reference qmin = 1 (not checked here: srreal does not run);
+  the two engines differ strongly at the reference qmin = 1 (not checked: srreal is optional);
 * pdffit2 applies the Qmax termination only over the r range it computes; we start that range just
   above r = 0 so G(r) does not depend on ``rmin`` (see ``_calc_pdffit2``).
 
 Spectra of one campaign must therefore all come from one engine: the resolved engine is part of
 ``settings_dict()`` (hence of cache keys) and of ``Spectrum.engine``.
+
+Radiation and thermal motion
+----------------------------
+``radiation="neutron"`` weights each pair by the coherent neutron scattering lengths (pdffit2 type
+``"N"``; srreal's ``"N"`` table) instead of the X-ray form factors, so an element with a negative
+scattering length (Mn, Ti, H, V ...) gives negative peaks. ``biso`` is one Biso for every atom or one
+per element; ``delta1``/``delta2`` sharpen near-neighbour peaks for correlated motion (PDFgui's
+1/r and 1/r² terms). Settings added after the first release (``radiation``, per-element ``biso``,
+``delta1``, ``delta2``) are left out of :meth:`PDFSimulator.settings_dict` at their default values, so
+the settings keys — and the stored evaluations — of earlier campaigns stay valid.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import math
@@ -34,14 +46,56 @@ from aso_workflows.errors import InputError, SimulationError
 from aso_workflows.spectra.base import Simulator
 from aso_workflows.spectra.spectrum import Grid, Spectrum
 
-__all__ = ["PDFSimulator", "PDF_ENGINES", "available_pdf_engine", "biso_to_uiso"]
+__all__ = [
+    "PDFSimulator",
+    "PDF_ENGINES",
+    "RADIATIONS",
+    "available_pdf_engine",
+    "biso_to_uiso",
+    "uiso_to_biso",
+    "radiation_name",
+]
 
 PDF_ENGINES: tuple[str, ...] = ("auto", "srreal", "pdffit2")
+RADIATIONS: tuple[str, ...] = ("xray", "neutron")
+_RADIATION_ALIASES = {
+    "xray": "xray",
+    "x-ray": "xray",
+    "x": "xray",
+    "neutron": "neutron",
+    "neutrons": "neutron",
+    "n": "neutron",
+}
+# Fields added after the first release: left out of settings_dict() at these values (module docstring).
+_NEW_DEFAULTS: dict[str, object] = {"radiation": "xray", "delta1": 0.0, "delta2": 0.0}
 
 
-def biso_to_uiso(biso: float) -> float:
-    """Isotropic displacement parameter: Uiso = Biso / (8π²) (Å²)."""
+def biso_to_uiso(biso: float | dict[str, float]) -> float | dict[str, float]:
+    """Isotropic displacement parameter: Uiso = Biso / (8π²) (Å²); a dict is converted per element."""
+    if isinstance(biso, dict):
+        return {el: float(b) / (8.0 * math.pi**2) for el, b in biso.items()}
     return float(biso) / (8.0 * math.pi**2)
+
+
+def uiso_to_biso(uiso: float | dict[str, float]) -> float | dict[str, float]:
+    """Biso = 8π²·Uiso (Å²); a dict is converted per element."""
+    if isinstance(uiso, dict):
+        return {el: float(u) * 8.0 * math.pi**2 for el, u in uiso.items()}
+    return float(uiso) * 8.0 * math.pi**2
+
+
+def radiation_name(value: str, field: str = "radiation") -> str:
+    """``"xray"`` or ``"neutron"`` from the spellings people use (``x-ray``, ``X``, ``N`` ...).
+
+    Raises
+    ------
+    InputError
+        On ``field`` for anything else.
+    """
+    key = str(value).strip().lower()
+    if key not in _RADIATION_ALIASES:
+        raise InputError(field, f"unknown radiation {value!r}; expected 'xray' or 'neutron'")
+    return _RADIATION_ALIASES[key]
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,12 +137,14 @@ def available_pdf_engine(engine: str = "auto") -> str:
     )
 
 
-def _to_diffpy(structure: Structure, uiso: float):
+def _to_diffpy(structure: Structure, uiso: float | dict[str, float]):
     """A ``diffpy.structure.Structure`` with the same cell, fractional coordinates and elements.
 
-    Built directly (not through a CIF string): pdffit2's ``read_struct`` rejects pymatgen-written CIFs
-    ("Unit cell volume is not positive", STACK.md). Fractional coordinates refer to the same a, b, c,
-    so all interatomic distances are preserved whatever orientation diffpy picks for the cell.
+    ``uiso`` is one Uiso (Å²) for every atom or one per element symbol (every element of the
+    structure must have one). Built directly (not through a CIF string): pdffit2's ``read_struct``
+    rejects pymatgen-written CIFs ("Unit cell volume is not positive"). Fractional coordinates refer
+    to the same a, b, c, so all interatomic distances are preserved whatever orientation diffpy picks
+    for the cell.
     """
     from diffpy.structure import Atom, Lattice
     from diffpy.structure import Structure as DiffpyStructure
@@ -97,17 +153,26 @@ def _to_diffpy(structure: Structure, uiso: float):
         raise InputError(
             "structure", "structure is disordered (partial occupancies); an ordered cell is expected"
         )
+    if isinstance(uiso, dict):
+        missing = sorted({site.specie.symbol for site in structure} - set(uiso))
+        if missing:
+            raise InputError(
+                "biso", f"has no value for {missing}; give one per element of the structure or one number"
+            )
+        per_site = [float(uiso[site.specie.symbol]) for site in structure]
+    else:
+        per_site = [float(uiso)] * len(structure)
     lat = Lattice(*structure.lattice.abc, *structure.lattice.angles)
     atoms = [
-        Atom(site.specie.symbol, xyz=np.asarray(site.frac_coords, dtype=float), Uisoequiv=uiso, lattice=lat)
-        for site in structure
+        Atom(site.specie.symbol, xyz=np.asarray(site.frac_coords, dtype=float), Uisoequiv=u, lattice=lat)
+        for site, u in zip(structure, per_site, strict=True)
     ]
     return DiffpyStructure(atoms=atoms, lattice=lat)
 
 
 @dataclass
 class PDFSimulator(Simulator):
-    """X-ray PDF G(r) of a periodic structure.
+    """X-ray or neutron PDF G(r) of a periodic structure.
 
     Parameters
     ----------
@@ -120,10 +185,15 @@ class PDFSimulator(Simulator):
     qdamp, qbroad
         Instrumental Q-resolution damping and quadratic peak broadening (Å⁻¹), as in PDFgui.
     biso
-        Isotropic displacement parameter Biso (Å²) given to every atom; the engines take
-        Uiso = Biso / (8π²).
+        Isotropic displacement parameter Biso (Å²): one number for every atom, or one per element
+        (``{"Ni": 0.4, "O": 0.6}``); the engines take Uiso = Biso / (8π²).
     engine
         ``"auto"`` (srreal if it imports, else pdffit2), ``"srreal"`` or ``"pdffit2"``.
+    radiation
+        ``"xray"`` (form factors) or ``"neutron"`` (coherent scattering lengths).
+    delta1, delta2
+        Correlated-motion peak sharpening (Å and Å²), PDFgui's ``delta1``/``delta2``: the peak width
+        σ² of a pair at distance r is reduced by ``delta1/r + delta2/r²``.
     """
 
     rmin: float = 1.0
@@ -133,13 +203,21 @@ class PDFSimulator(Simulator):
     qmax: float = 18.0
     qdamp: float = 0.0
     qbroad: float = 0.0
-    biso: float = 2.0
+    biso: float | dict[str, float] = 2.0
     engine: str = "auto"
+    radiation: str = "xray"
+    delta1: float = 0.0
+    delta2: float = 0.0
 
     technique = "pdf"
 
     def __post_init__(self) -> None:
-        for name in ("rmin", "rmax", "rstep", "qmin", "qmax", "qdamp", "qbroad", "biso"):
+        self.radiation = radiation_name(self.radiation)
+        if isinstance(self.biso, dict):
+            self.biso = self._per_element("biso", self.biso)
+        for name in ("rmin", "rmax", "rstep", "qmin", "qmax", "qdamp", "qbroad", "delta1", "delta2") + (
+            () if isinstance(self.biso, dict) else ("biso",)
+        ):
             value = getattr(self, name)
             try:
                 value = float(value)
@@ -158,7 +236,9 @@ class PDFSimulator(Simulator):
             raise InputError("qmin", f"must be ≥ 0 Å⁻¹, got {self.qmin:g}")
         if self.qmax <= self.qmin:
             raise InputError("qmax", f"must be larger than qmin = {self.qmin:g} Å⁻¹, got {self.qmax:g}")
-        for name in ("qdamp", "qbroad", "biso"):
+        for name in ("qdamp", "qbroad", "delta1", "delta2") + (
+            () if isinstance(self.biso, dict) else ("biso",)
+        ):
             if getattr(self, name) < 0:
                 raise InputError(name, f"must be ≥ 0, got {getattr(self, name):g}")
         if self.npoints < 2:
@@ -169,6 +249,38 @@ class PDFSimulator(Simulator):
         # One engine object per simulator, reused across calls (not a dataclass field: never copied,
         # hashed or serialised with the settings).
         self._calculator = None
+
+    @staticmethod
+    def _per_element(name: str, values: dict) -> dict[str, float]:
+        from pymatgen.core import Element
+
+        out = {}
+        for el, v in values.items():
+            try:
+                symbol = Element(str(el).strip().capitalize()).symbol
+            except ValueError:
+                raise InputError(name, f"{el!r} is not an element symbol") from None
+            try:
+                number = float(v)
+            except (TypeError, ValueError):
+                raise InputError(f"{name}.{symbol}", f"expected a number, got {v!r}") from None
+            if not math.isfinite(number) or number < 0:
+                raise InputError(f"{name}.{symbol}", f"expected a finite number ≥ 0, got {v!r}")
+            out[symbol] = number
+        if not out:
+            raise InputError(name, "is an empty mapping; give one number or one per element")
+        return dict(sorted(out.items()))
+
+    def with_settings(self, **changes) -> PDFSimulator:
+        """A copy with some settings changed that reuses this simulator's engine object.
+
+        What the nuisance fits call for every trial value of Qdamp, Biso, delta2 ...: the settings
+        are validated as usual, but no new pdffit2/srreal engine is created.
+        """
+        new = dataclasses.replace(self, **changes)
+        if new._resolved == self._resolved and self._resolved == "pdffit2":
+            new._calculator = self._calculator
+        return new
 
     # ---- grid -------------------------------------------------------------------------------------
     @property
@@ -193,6 +305,9 @@ class PDFSimulator(Simulator):
     def settings_dict(self) -> dict:
         d = super().settings_dict()
         d["engine"] = self._resolved  # "auto" would hide which code made the spectrum
+        for name, default in _NEW_DEFAULTS.items():  # keep the keys of earlier campaigns (module doc)
+            if d.get(name) == default:
+                d.pop(name)
         return d
 
     def engine_version(self) -> str:
@@ -298,9 +413,14 @@ class PDFSimulator(Simulator):
         pf.reset()
         pf.add_structure(dstru)
         # pdffit2's grid includes both ends: r_lo + (m+n-1)·rstep as rmax gives exactly our points.
-        pf.alloc("X", self.qmax, self.qdamp, r_lo, r_lo + (m + n - 1) * self.rstep, m + n)
+        stype = "N" if self.radiation == "neutron" else "X"
+        pf.alloc(stype, self.qmax, self.qdamp, r_lo, r_lo + (m + n - 1) * self.rstep, m + n)
         if self.qbroad > 0:
             pf.setvar(pf.qbroad(), self.qbroad)
+        if self.delta1 > 0:
+            pf.setvar(pf.delta1(), self.delta1)
+        if self.delta2 > 0:
+            pf.setvar(pf.delta2(), self.delta2)
         return m
 
     def _calc_srreal(self, structure: Structure) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +435,10 @@ class PDFSimulator(Simulator):
                 qmax=self.qmax,
                 qdamp=self.qdamp,
                 qbroad=self.qbroad,
+                delta1=self.delta1,
+                delta2=self.delta2,
             )
+            self._calculator.setScatteringFactorTableByType("N" if self.radiation == "neutron" else "X")
         dstru = _to_diffpy(structure, biso_to_uiso(self.biso))
         try:
             r, g = self._calculator(dstru)

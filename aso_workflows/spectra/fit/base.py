@@ -1,0 +1,275 @@
+"""The nuisance-fit interface: a fitter per technique, its result document, the shared least squares.
+
+A fitter is built once per campaign target (:func:`~aso_workflows.spectra.fit.registry.make_fitter`)
+and called once per candidate with the candidate's simulated spectrum (and structure, for parameters
+that need a new simulation). It returns a :class:`FitResult`: the fitted values, the fitted spectrum
+on the target's grid, the weighted MSE against the target and the goodness of fit (Rw or R).
+
+How the parameters are found
+----------------------------
+Parameters that enter linearly (PDF ``scale``, EXAFS ``s02``, XANES ``amplitude``) are solved in
+closed form for every trial of the others (variable projection): for a model m and data d with point
+weights w, ``s = Σ w m d / Σ w m²`` (kept ≥ 0). The remaining parameters are found by a bounded search:
+``scipy.optimize.minimize_scalar`` (bounded Brent) when there is one, as FEFFIT searches E0, and
+``scipy.optimize.least_squares`` (trust-region reflective, bounds, finite-difference Jacobian with a
+relative step of 1e-3) when there are several. Written on scipy rather than with pdffit2's own ``refine`` (which can refine scale,
+Qdamp, delta2 and Uiso itself) because: the same code serves the EXAFS and XANES fits and the srreal
+engine; pdffit2's Levenberg–Marquardt has no bounds (a Uiso or Qdamp can run negative on a poor
+candidate); and the scale is exact in closed form instead of being one more iterated parameter.
+``benchmarks/measured_ni.py`` checks the result against a pdffit2 refinement of the same parameters.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, Field
+from pymatgen.core import Structure
+
+from aso_workflows.errors import InputError
+from aso_workflows.spectra.fit.spec import FitSpec
+from aso_workflows.spectra.spectrum import Spectrum
+
+__all__ = ["FitResult", "NuisanceFitter", "ProfileFit", "profile_fit", "linear_scale"]
+
+
+class FitResult(BaseModel):
+    """One candidate's nuisance fit against one target.
+
+    Attributes
+    ----------
+    technique
+        ``"pdf"``, ``"exafs"`` or ``"xanes"``.
+    parameters
+        Fitted values by name (``scale``, ``qdamp``, ``biso.Ni``, ``s02``, ``e0``, ``shift`` ...);
+        empty when nothing is refined.
+    goodness_name, goodness
+        ``"Rw"`` (PDF, PDFgui's definition) or ``"R"`` (XAS, FEFFIT's R-factor), and its value.
+    mse
+        Weighted mean squared difference between the fitted spectrum and the target (the quantity
+        the campaign's objective divides by its normaliser).
+    n_simulations
+        Simulator calls the fit made (0 when only closed-form parameters are refined).
+    status
+        ``"fixed"`` (nothing refined), ``"converged"`` or ``"stopped"`` (``max_nfev`` reached).
+    spectrum
+        The fitted spectrum on the target's grid (per-site spectra transformed alike).
+    """
+
+    technique: str
+    parameters: dict[str, float] = Field(default_factory=dict)
+    goodness_name: str
+    goodness: float
+    mse: float
+    n_simulations: int = 0
+    status: str = "fixed"
+    spectrum: Spectrum
+
+    def summary(self) -> dict:
+        """Everything but the spectrum, JSON-able (what an evaluation document stores)."""
+        return self.model_dump(mode="json", exclude={"spectrum"})
+
+
+def linear_scale(model: np.ndarray, data: np.ndarray, weights: np.ndarray) -> float:
+    """The weighted least-squares factor s ≥ 0 minimising ``Σ w (d − s·m)²``."""
+    den = float(np.sum(weights * model * model))
+    if den <= 0:
+        return 0.0
+    return max(0.0, float(np.sum(weights * model * data)) / den)
+
+
+@dataclass
+class ProfileFit:
+    """What :func:`profile_fit` found: nonlinear values, the linear scale, the model and the cost."""
+
+    values: np.ndarray
+    scale: float
+    model: np.ndarray
+    nfev: int
+    converged: bool
+
+
+def profile_fit(
+    model: Callable[[np.ndarray], np.ndarray],
+    data: np.ndarray,
+    weights: np.ndarray,
+    x0: Sequence[float],
+    bounds: Sequence[tuple[float, float]],
+    scale: bool,
+    max_nfev: int,
+    residual: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> ProfileFit:
+    """Minimise ``Σ w (d − s·model(x))²`` over bounded ``x`` with ``s`` in closed form (or fixed 1).
+
+    Parameters
+    ----------
+    model
+        ``x → model values`` (same length as ``data``).
+    data, weights
+        Target values and per-point weights (≥ 0).
+    x0, bounds
+        Start and ``(low, high)`` per nonlinear parameter (``x0`` is clipped into the bounds).
+    scale
+        Solve a linear factor in closed form (else it is 1).
+    max_nfev
+        Most calls of ``model``.
+    residual
+        Optional ``model values → (data_vec, model_vec)`` for fits done in another space (EXAFS χ(R)):
+        the factor and the cost are then computed on those vectors, unweighted.
+    """
+    sw = np.sqrt(weights)
+    calls = {"n": 0}
+    cache: dict[tuple, np.ndarray] = {}
+
+    def evaluate(x: np.ndarray) -> np.ndarray:
+        key = tuple(np.round(np.asarray(x, dtype=float), 14))
+        if key not in cache:
+            calls["n"] += 1
+            cache[key] = np.asarray(model(np.asarray(x, dtype=float)), dtype=float)
+        return cache[key]
+
+    def vectors(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if residual is not None:
+            return residual(m)
+        return sw * data, sw * m
+
+    def solve(x: np.ndarray) -> tuple[float, np.ndarray]:
+        d, m = vectors(evaluate(x))
+        s = linear_scale(m, d, np.ones_like(m)) if scale else 1.0
+        return s, d - s * m
+
+    x0 = np.array([min(max(v, lo), hi) for v, (lo, hi) in zip(x0, bounds, strict=True)], dtype=float)
+    converged = True
+    if len(x0) == 0:
+        x = x0
+    elif len(x0) == 1:
+        from scipy.optimize import minimize_scalar
+
+        lo, hi = bounds[0]
+        res = minimize_scalar(
+            lambda v: float(np.sum(solve(np.array([v]))[1] ** 2)),
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": 1e-6 * (hi - lo), "maxiter": max_nfev},
+        )
+        x = np.array([float(res.x)])
+        start_cost = float(np.sum(solve(x0)[1] ** 2))
+        if start_cost < float(res.fun):  # Brent's search never evaluates the start: keep it if better
+            x = x0
+        converged = bool(res.success)
+    else:
+        from scipy.optimize import least_squares
+
+        lo = np.array([b[0] for b in bounds])
+        hi = np.array([b[1] for b in bounds])
+        res = least_squares(
+            lambda v: solve(v)[1],
+            x0,
+            bounds=(lo, hi),
+            method="trf",
+            x_scale="jac",
+            # Relative finite-difference step: pdffit2 receives the structure (Uiso) as text with 8
+            # decimals, so steps much below 1e-4 of a parameter can show no change at all.
+            diff_step=1e-3,
+            max_nfev=max_nfev,
+        )
+        x = np.asarray(res.x, dtype=float)
+        converged = res.status > 0
+    m = evaluate(x)
+    s, _ = solve(x)
+    return ProfileFit(values=x, scale=s, model=m, nfev=calls["n"], converged=converged)
+
+
+class NuisanceFitter(ABC):
+    """Fits one technique's nuisance parameters of a candidate against the campaign's target.
+
+    Subclasses declare :attr:`technique`, :attr:`LINEAR` (the closed-form factor's name),
+    :attr:`OPTIONS` (the :class:`FitSpec` options they use) and implement :meth:`parameter_names`,
+    :meth:`point_weights` and :meth:`fit`.
+
+    Parameters
+    ----------
+    spec
+        The target's ``fit`` declaration.
+    target
+        The target spectrum (on the simulator's grid, as the campaign reads it).
+    simulator
+        The technique's simulator (its settings are the fixed values and the start of the fit).
+    """
+
+    technique: ClassVar[str] = ""
+    LINEAR: ClassVar[str] = ""
+    OPTIONS: ClassVar[frozenset[str]] = frozenset({"weights", "bounds", "max_nfev"})
+
+    def __init__(self, spec: FitSpec, target: Spectrum, simulator) -> None:
+        self.spec = spec
+        self.target = target
+        self.simulator = simulator
+        unused = sorted(spec.given() - self.OPTIONS)
+        if unused:
+            raise InputError(
+                "fit", f"option(s) {unused} do not apply to {self.technique}; it takes {sorted(self.OPTIONS)}"
+            )
+        allowed = self.parameter_names()
+        unknown = [n for n in spec.refine if n not in allowed and not self._element_form(n)]
+        if unknown:
+            raise InputError(
+                "fit.refine",
+                f"unknown {self.technique} parameter(s) {unknown}; expected some of {allowed}",
+            )
+        for name in spec.bounds:
+            if name not in spec.refine:
+                raise InputError("fit.bounds", f"{name!r} is not refined (fit.refine is {spec.refine})")
+        if spec.weights == "dG" and not target.extra.get("dy"):
+            raise InputError(
+                "fit.weights",
+                f"'dG' needs uncertainties in the target file ({target.source or 'target'} has none)",
+            )
+
+    # -- declared per technique ---------------------------------------------------------------
+    @abstractmethod
+    def parameter_names(self) -> list[str]:
+        """The names ``fit.refine`` may list."""
+
+    def _element_form(self, name: str) -> bool:
+        """Whether ``name`` is a per-element form such as ``biso.Ni`` (PDF only)."""
+        return False
+
+    @abstractmethod
+    def point_weights(self) -> np.ndarray:
+        """Per-point weights on the target grid used by the fit, the MSE and the goodness."""
+
+    @abstractmethod
+    def fit(self, spectrum: Spectrum, structure: Structure | None = None) -> FitResult:
+        """Fit ``spectrum`` (the candidate's simulation) to the target.
+
+        Raises
+        ------
+        InputError
+            A parameter needs the structure (a new simulation) and none was given.
+        """
+
+    # -- shared helpers -----------------------------------------------------------------------
+    def on_target_grid(self, spectrum: Spectrum) -> Spectrum:
+        """``spectrum`` interpolated onto the target's grid when the grids differ."""
+        from aso_workflows.spectra.mismatch import same_grid
+
+        if same_grid(spectrum.grid, self.target.grid):
+            return spectrum
+        try:
+            return spectrum.interpolate(self.target.grid)
+        except ValueError as exc:
+            raise InputError(f"{self.technique} spectrum", str(exc)) from None
+
+    def bounds_of(self, name: str, default: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = self.spec.bounds.get(name, default)
+        return float(lo), float(hi)
+
+    def weighted_mse(self, values: np.ndarray, weights: np.ndarray | None = None) -> float:
+        """``Σ w (v − t)² / Σ w`` against the target."""
+        w = self.point_weights() if weights is None else weights
+        return float(np.sum(w * (np.asarray(values) - self.target.y) ** 2) / np.sum(w))

@@ -1,0 +1,118 @@
+"""``FitSpec``: which nuisance parameters of a target are fitted, and how (the ``fit:`` of a target).
+
+Short form, a list of parameter names::
+
+    fit: [scale, qdamp, biso]
+
+Long form, with the options of the fit::
+
+    fit:
+      refine: [s02, e0]
+      bounds: {e0: [-10, 10]}
+      kmin: 3.5          # EXAFS fit window (Å⁻¹) ...
+      kmax: 11.5
+      window: kaiser
+      space: r           # fit |χ(R)| (complex χ(R)) instead of k-weighted χ(k)
+
+Which names and options each technique accepts is checked by its fitter
+(:func:`~aso_workflows.spectra.fit.registry.make_fitter`), with one-line errors naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["FitSpec"]
+
+
+class FitSpec(BaseModel):
+    """How one target's nuisance parameters are fitted for every candidate.
+
+    Attributes
+    ----------
+    refine
+        Parameters fitted per candidate; every other one keeps its value from the target's
+        ``settings``. PDF: ``scale``, ``qdamp``, ``qbroad``, ``delta1``, ``delta2``, ``biso`` (one
+        per element), ``biso.<El>`` (one element), ``uiso``/``uiso.<El>`` (the same in Uiso).
+        EXAFS: ``s02``, ``e0``, ``sigma2`` (an extra Debye–Waller factor exp(−2k²σ²)).
+        XANES: ``amplitude`` (edge-step normalisation), ``shift`` (energy, eV).
+    weights
+        ``"uniform"`` (every point counts the same), or ``"dG"``: 1/σ² from the target file's
+        uncertainty column (PDF files with dG(r); the Rw is then PDFgui's weighted Rw).
+    bounds
+        ``{name: [low, high]}`` overriding a parameter's default bounds.
+    kmin, kmax, dk, window
+        EXAFS: the fit window in k (Å⁻¹; default: the grid less half a sill at each end), its sill
+        width (Hanning) or shape parameter (Kaiser–Bessel), as Larch's ``ftwindow``.
+    space, rmin, rmax
+        EXAFS: fit k-weighted χ(k) (``"k"``) or complex χ(R) over ``[rmin, rmax]`` Å (``"r"``).
+    emin, emax
+        XANES: the fit range (eV relative to E0; default: the grid less the shift bounds at each end).
+    max_nfev
+        Most simulator calls one fit may make (PDF parameters other than ``scale`` re-simulate).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    refine: list[str] = Field(default_factory=list)
+    weights: Literal["uniform", "dG"] = "uniform"
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    kmin: float | None = None
+    kmax: float | None = None
+    dk: float = Field(1.0, ge=0)
+    window: Literal["hanning", "kaiser"] = "hanning"
+    space: Literal["k", "r"] = "k"
+    rmin: float = Field(1.0, ge=0)
+    rmax: float = Field(3.0, gt=0)
+    emin: float | None = None
+    emax: float | None = None
+    max_nfev: int = Field(200, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value):
+        if value is None:
+            return {}
+        if isinstance(value, (list, tuple)):
+            return {"refine": list(value)}
+        if isinstance(value, str):
+            return {"refine": [value]}
+        return value
+
+    @field_validator("refine")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        out = [str(n).strip() for n in v]
+        if any(not n for n in out):
+            raise ValueError("parameter names must not be empty")
+        dup = sorted({n for n in out if out.count(n) > 1})
+        if dup:
+            raise ValueError(f"parameter(s) {dup} listed more than once")
+        return out
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: dict) -> dict:
+        for name, (lo, hi) in v.items():
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(
+                    f"bounds of {name!r} must be two finite numbers, low < high; got [{lo}, {hi}]"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _ranges(self) -> FitSpec:
+        if self.kmin is not None and self.kmax is not None and self.kmax <= self.kmin:
+            raise ValueError(f"kmax ({self.kmax:g}) must be larger than kmin ({self.kmin:g})")
+        if self.rmax <= self.rmin:
+            raise ValueError(f"rmax ({self.rmax:g}) must be larger than rmin ({self.rmin:g})")
+        if self.emin is not None and self.emax is not None and self.emax <= self.emin:
+            raise ValueError(f"emax ({self.emax:g}) must be larger than emin ({self.emin:g})")
+        return self
+
+    def given(self) -> set[str]:
+        """The option names set explicitly (besides ``refine``), to refuse those a technique ignores."""
+        return set(self.model_fields_set) - {"refine"}
