@@ -114,5 +114,10 @@ class FitSpec(BaseModel):
         return self
 
     def given(self) -> set[str]:
-        """The option names set explicitly (besides ``refine``), to refuse those a technique ignores."""
-        return set(self.model_fields_set) - {"refine"}
+        """The options (besides ``refine``) that differ from their defaults, to refuse those a technique
+        ignores. By value, not by what was written: a stored and reloaded spec gives the same answer."""
+        return {
+            name
+            for name, field in type(self).model_fields.items()
+            if name != "refine" and getattr(self, name) != field.get_default(call_default_factory=True)
+        }
