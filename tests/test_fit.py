@@ -74,15 +74,18 @@ def test_per_element_uiso_and_delta2_are_refined_within_bounds(nio):
     )
     result = fitter.fit(sim.simulate(nio), nio)
     p = result.parameters
-    assert set(p) == {"scale", "uiso.Ni", "uiso.O", "delta2"}
+    assert set(p) == {"scale", "uiso_Ni", "uiso_O", "delta2"}
     assert p["scale"] == pytest.approx(1.3, rel=0.01)
-    assert p["uiso.Ni"] == pytest.approx(biso_to_uiso(0.4), rel=0.03)
-    assert p["uiso.O"] == pytest.approx(biso_to_uiso(0.9), rel=0.03)
+    assert p["uiso_Ni"] == pytest.approx(biso_to_uiso(0.4), rel=0.03)
+    assert p["uiso_O"] == pytest.approx(biso_to_uiso(0.9), rel=0.03)
     assert 0 <= p["delta2"] <= 3 and p["delta2"] == pytest.approx(1.5, rel=0.05)
     # the fitted spectrum is what the parameters give
     again = PDFSimulator(biso={"Ni": 0.4, "O": 0.9}, delta2=p["delta2"]).simulate(nio).y * p["scale"]
     assert np.max(np.abs(result.spectrum.y - again)) < 0.02 * np.ptp(target.y)
     assert result.spectrum.extra["nuisance_fit"] == p
+    # one element only: the other keeps its setting
+    only_o = make_fitter("pdf", ["scale", "biso_O"], target, sim).fit(sim.simulate(nio), nio).parameters
+    assert set(only_o) == {"scale", "biso_O"} and only_o["biso_O"] > 0.6
 
 
 def test_a_parameter_stays_inside_its_bounds(nio):
@@ -250,6 +253,7 @@ def test_energy_shift_and_edge_step_amplitude_are_recovered():
         ("pdf", {"refine": ["scale"], "bounds": {"qdamp": [0, 0.1]}}, "fit.bounds", "qdamp"),
         ("pdf", ["biso", "uiso"], "fit.refine", "both"),
         ("pdf", ["scale", "scale"], "fit.refine", "more than once"),
+        ("pdf", ["biso.Ni"], "fit.refine", "biso_Ni"),
         ("pdf", {"refine": ["qdamp"], "bounds": {"qdamp": [0.1, 0.0]}}, "fit.bounds", "low < high"),
         ("pdf", {"refine": ["scale"], "weights": "sigma"}, "fit.weights", "uniform"),
         ("exafs", {"refine": ["s02"], "kmin": 1.0}, "fit.kmin", "beyond the grid"),

@@ -45,7 +45,7 @@ class FitResult(BaseModel):
     technique
         ``"pdf"``, ``"exafs"`` or ``"xanes"``.
     parameters
-        Fitted values by name (``scale``, ``qdamp``, ``biso.Ni``, ``s02``, ``e0``, ``shift`` ...);
+        Fitted values by name (``scale``, ``qdamp``, ``biso_Ni``, ``s02``, ``e0``, ``shift`` ...);
         empty when nothing is refined.
     goodness_name, goodness
         ``"Rw"`` (PDF, PDFgui's definition) or ``"R"`` (XAS, FEFFIT's R-factor), and its value.
@@ -236,7 +236,7 @@ class NuisanceFitter(ABC):
         """The names ``fit.refine`` may list."""
 
     def _element_form(self, name: str) -> bool:
-        """Whether ``name`` is a per-element form such as ``biso.Ni`` (PDF only)."""
+        """Whether ``name`` is a per-element form such as ``biso_Ni`` (PDF only)."""
         return False
 
     @abstractmethod

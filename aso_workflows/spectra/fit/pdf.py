@@ -41,7 +41,7 @@ class PDFFitter(NuisanceFitter):
     """Fits scale, instrument resolution and thermal parameters of a candidate's G(r).
 
     ``biso``/``uiso`` in ``fit.refine`` mean one value per element of the structure (named
-    ``biso.Ni``, ``biso.O`` ... in the result); ``biso.Ni`` refines that element only. Every fit starts
+    ``biso_Ni``, ``biso_O`` ... in the result); ``biso_Ni`` refines that element only. Every fit starts
     from the target's settings (Qdamp/Qbroad from at least :data:`QUADRATIC_START`): the problem can
     have several minima (Qdamp, Uiso and delta2 all broaden peaks), so start values close to the
     instrument's and the material's help.
@@ -55,7 +55,7 @@ class PDFFitter(NuisanceFitter):
         return ["scale", *_SETTINGS, "biso", "uiso"]
 
     def _element_form(self, name: str) -> bool:
-        kind, _, element = name.partition(".")
+        kind, _, element = name.partition("_")
         return kind in ("biso", "uiso") and bool(element)
 
     def __init__(self, spec, target, simulator) -> None:
@@ -83,23 +83,23 @@ class PDFFitter(NuisanceFitter):
         """``(result name, unit 'biso'|'uiso', element)`` of every refined displacement parameter."""
         out = []
         for name in self.spec.refine:
-            kind, _, element = name.partition(".")
+            kind, _, element = name.partition("_")
             if kind not in ("biso", "uiso"):
                 continue
             if element:
-                out.append((f"{kind}.{element.capitalize()}", kind, element.capitalize()))
+                out.append((f"{kind}_{element.capitalize()}", kind, element.capitalize()))
                 continue
             if structure is None:
                 raise InputError("fit.refine", f"{name} needs the candidate structure")
             for el in sorted({site.specie.symbol for site in structure}):
-                out.append((f"{kind}.{el}", kind, el))
+                out.append((f"{kind}_{el}", kind, el))
         return out
 
     def _start_biso(self, element: str) -> float:
         biso = self.simulator.biso
         if isinstance(biso, dict):
             if element not in biso:
-                raise InputError("fit.refine", f"biso.{element}: the settings give no Biso for {element}")
+                raise InputError("fit.refine", f"biso_{element}: the settings give no Biso for {element}")
             return float(biso[element])
         return float(biso)
 

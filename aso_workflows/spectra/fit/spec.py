@@ -36,7 +36,7 @@ class FitSpec(BaseModel):
     refine
         Parameters fitted per candidate; every other one keeps its value from the target's
         ``settings``. PDF: ``scale``, ``qdamp``, ``qbroad``, ``delta1``, ``delta2``, ``biso`` (one
-        per element), ``biso.<El>`` (one element), ``uiso``/``uiso.<El>`` (the same in Uiso).
+        per element), ``biso_<El>`` (one element), ``uiso``/``uiso_<El>`` (the same in Uiso).
         EXAFS: ``s02``, ``e0``, ``sigma2`` (an extra Debye–Waller factor exp(−2k²σ²)).
         XANES: ``amplitude`` (edge-step normalisation), ``shift`` (energy, eV).
     weights
@@ -88,6 +88,11 @@ class FitSpec(BaseModel):
         out = [str(n).strip() for n in v]
         if any(not n for n in out):
             raise ValueError("parameter names must not be empty")
+        bad = [n for n in out if "." in n or n.startswith("$")]
+        if bad:  # the names are keys of stored documents
+            raise ValueError(
+                f"parameter names {bad} must not contain '.' or start with '$' (per element: biso_Ni)"
+            )
         dup = sorted({n for n in out if out.count(n) > 1})
         if dup:
             raise ValueError(f"parameter(s) {dup} listed more than once")
