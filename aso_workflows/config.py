@@ -40,6 +40,7 @@ from aso_workflows.optimizers.aso.acquisition import LCBSchedule
 from aso_workflows.optimizers.aso.proposal import GradientProposer
 from aso_workflows.optimizers.registry import optimizer_class, optimizer_names, optimizer_sections
 from aso_workflows.optimizers.sampling import PerturbationSampler
+from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.store import StoreSpec, redact_uri
 from aso_workflows.surrogate.settings import SurrogateSettings
 
@@ -65,6 +66,7 @@ class TargetConfig(_Strict):
     normalisation: Literal["variance", "none"] | float = "variance"
     settings: dict = Field(default_factory=dict)
     read_options: dict = Field(default_factory=dict)
+    fit: FitSpec = Field(default_factory=FitSpec)
 
     @property
     def source(self) -> Path:
@@ -378,6 +380,7 @@ def load_config(path: str | Path, overrides: dict | None = None, check_files: bo
         cfg = CampaignConfig.model_validate(raw)
     except ValidationError as exc:
         raise InputError(p, validation_message(exc)) from None
+    _settings_from_target_files(cfg)
     if not check_files:
         return cfg
     missing = [str(f) for f in [cfg.start] + [t.source for t in cfg.targets] if not Path(f).is_file()]
@@ -385,6 +388,19 @@ def load_config(path: str | Path, overrides: dict | None = None, check_files: bo
         raise InputError(p, f"file(s) named in the campaign do not exist: {', '.join(missing)}")
     check_inputs(cfg, p)
     return cfg
+
+
+def _settings_from_target_files(cfg: CampaignConfig) -> None:
+    """A PDF target's ``qmax``/``radiation`` from its file's header when its settings do not give them
+    (docs/measured.md); the settings always win."""
+    from aso_workflows.spectra.targets import settings_with_hints, target_hints
+
+    for t in cfg.targets:
+        if t.file is not None and t.technique == "pdf" and Path(t.file).is_file():
+            try:
+                t.settings = settings_with_hints(t.technique, t.settings, target_hints(t.file))
+            except InputError:
+                pass  # an unreadable file is reported, with its line, by check_inputs
 
 
 def _check_folder(path: Path, source: str | Path, field: str) -> None:
@@ -444,13 +460,31 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
                     f"field '{where}.settings.absorber': no {absorber} in {Path(path).name} "
                     f"({s.composition.reduced_formula}); expected one of its elements {elements}",
                 )
+        target = None
         if t.file is not None:
             try:
-                read_target(t.file, t.technique, grid=sim.grid(), **t.read_options)
+                # with the simulator: a file contradicting its settings (radiation, k-weight) is refused
+                target = read_target(t.file, t.technique, simulator=sim, **t.read_options)
             except InputError as exc:
                 if exc.source.startswith("read_options"):
                     raise InputError(source, f"field '{where}.{exc.source}': {exc.problem}") from None
                 raise
+        if t.fit.active:
+            _check_fit(t, sim, target, source, where)
+
+
+def _check_fit(t: TargetConfig, sim, target, source: str | Path, where: str) -> None:
+    """The target's ``fit`` declaration against its technique and grid (one line naming the field)."""
+    from aso_workflows.spectra.fit import make_fitter
+    from aso_workflows.spectra.spectrum import Spectrum
+
+    if target is None:  # a target simulated from a structure: same grid, no uncertainties
+        grid = sim.grid()
+        target = Spectrum(technique=t.technique, grid=grid, values=[0.0] * len(grid.values))
+    try:
+        make_fitter(t.technique, t.fit, target, sim)
+    except InputError as exc:
+        raise InputError(source, f"field '{where}.{exc.source}': {exc.problem}") from None
 
 
 def _resolve(base: Path, value: str) -> Path:

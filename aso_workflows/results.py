@@ -102,6 +102,10 @@ class Candidate:
         Position by objective among completed evaluations (1 = best), when known.
     predicted_objective
         The surrogate's predicted mismatch when the candidate was proposed (``aso`` optimizer only).
+    goodness
+        Rw (PDF) / R (XAS) per technique: ``{"pdf": {"name": "Rw", "value": 0.32}}``.
+    fit
+        Fitted nuisance parameters per technique (targets with a ``fit``), e.g. ``{"pdf": {"scale": 0.77}}``.
     """
 
     id: str
@@ -118,6 +122,8 @@ class Candidate:
     error: str = ""
     rank: int | None = None
     predicted_objective: float | None = None
+    goodness: dict[str, dict] = field(default_factory=dict)
+    fit: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -146,6 +152,8 @@ class Candidate:
             error=e.error or "",
             rank=rank,
             predicted_objective=predicted,
+            goodness={t: g.model_dump() for t, g in e.goodness.items()},
+            fit={t: dict(f.parameters) for t, f in e.fit.items()},
         )
 
     def to_dict(self, structure: bool = False) -> dict:
@@ -187,6 +195,8 @@ class CampaignSummary:
     updated: str | None
     failures: list[dict] = field(default_factory=list)
     pending: list[dict] = field(default_factory=list)
+    best_goodness: dict[str, dict] = field(default_factory=dict)
+    start_goodness: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -470,6 +480,8 @@ class Campaign:
             best_objective=best.objective if best else None,
             best_ref=f"{best.iteration}:{best.candidate}" if best else None,
             start_objective=start.objective if start else None,
+            best_goodness={t: g.model_dump() for t, g in best.goodness.items()} if best else {},
+            start_goodness={t: g.model_dump() for t, g in start.goodness.items()} if start else {},
             n_models=self.db.models.count_documents({"campaign": self.name}),
             updated=doc.get("updated"),
             failures=failures,

@@ -31,6 +31,8 @@ __all__ = [
     "CampaignDoc",
     "ProposalDoc",
     "EvaluationDoc",
+    "Goodness",
+    "FitDoc",
     "SpectrumDoc",
     "ModelDoc",
     "JobErrorDoc",
@@ -168,8 +170,35 @@ class ProposalDoc(StoredDoc):
     evaluation_id: str | None = None
 
 
+class Goodness(_Doc):
+    """The goodness of fit the field quotes for one technique: ``Rw`` (PDF, PDFgui's) or ``R`` (XAS,
+    FEFFIT's R-factor); :mod:`aso_workflows.spectra.goodness`."""
+
+    name: str
+    value: float
+
+
+class FitDoc(_Doc):
+    """One technique's nuisance fit of a candidate (:class:`~aso_workflows.spectra.fit.base.FitResult`
+    without its spectrum)."""
+
+    technique: str
+    parameters: dict[str, float] = Field(default_factory=dict)
+    goodness_name: str
+    goodness: float
+    mse: float
+    n_simulations: int = 0
+    status: str
+
+
 class EvaluationDoc(StoredDoc):
-    """``evaluations``: one per evaluated structure; ``_id`` is ``campaign:fingerprint:settings_key``."""
+    """``evaluations``: one per evaluated structure; ``_id`` is ``campaign:fingerprint:settings_key``.
+
+    ``spectra`` are the spectra the surrogate learns: for a target with a ``fit``, the candidate's
+    simulation with its nuisance fit applied (``fit`` holds the fitted values), else the simulation
+    itself; ``simulated_spectra`` the simulations. ``mse`` and ``objective`` are of the fitted spectra;
+    ``goodness`` is Rw/R per technique.
+    """
 
     campaign: str
     iteration: int
@@ -179,7 +208,10 @@ class EvaluationDoc(StoredDoc):
     status: Status
     objective: float | None = None
     mse: dict[str, float] = Field(default_factory=dict)
+    goodness: dict[str, Goodness] = Field(default_factory=dict)
+    fit: dict[str, FitDoc] = Field(default_factory=dict)
     spectra: dict[str, str] = Field(default_factory=dict)
+    simulated_spectra: dict[str, str] = Field(default_factory=dict)
     error: str | None = None
     failure_kind: FailureKind | None = None
     traceback: str | None = None

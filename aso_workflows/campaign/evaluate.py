@@ -472,13 +472,7 @@ def record_evaluation(
     else:
         spectra = {t: state.spectrum(_cache_id_of(r)) for t, r in checked.items()}
         state.check_engines(spectra)
-        total, per_mse = state.objective.evaluate(spectra)
-        fields.update(
-            status="completed",
-            objective=float(total),
-            mse={t: float(v) for t, v in per_mse.items()},
-            spectra={t: r.cache_id for t, r in checked.items()},
-        )
+        fields.update(_fitted_fields(state, prop, checked, spectra))
     doc = EvaluationDoc(
         _id=eid,
         campaign=state.name,
@@ -499,6 +493,48 @@ def record_evaluation(
     refresh_counters(state)
     progress.notify(state)
     return RecordResult(evaluation_id=eid, status=stored["status"], objective=stored.get("objective"))
+
+
+def _fitted_fields(
+    state: CampaignState, prop: dict, checked: Mapping[str, SimulationResult], spectra: dict[str, Spectrum]
+) -> dict:
+    """The evaluation's fields after the nuisance fit of every technique (docs/measured.md).
+
+    Each target's ``fit`` runs here, in the record job (also under Slurm), on the candidate's simulated
+    spectra: fitted values, Rw/R and the MSE of the *fitted* spectrum are stored, and the fitted
+    spectrum is cached beside the simulated one (``<cache id>:fit:<fit key>``, idempotent) as the
+    spectrum the surrogate learns (``spectra``); the simulated ones stay in ``simulated_spectra``. A fit
+    that fails on the candidate (a re-simulation with fitted settings failing) fails the evaluation like
+    a failed simulation.
+    """
+    structure = Structure.from_dict(prop["structure"])
+    t0 = time.perf_counter()
+    try:
+        total, fits = state.objective.evaluate_fitted(spectra, structure)
+    except AsoError as exc:
+        return {
+            "status": "failed",
+            "error": f"nuisance fit: {_one_line(exc)}",
+            "failure_kind": failure_kind(exc),
+        }
+    learned = {}
+    for t, fit in fits.items():
+        cid = _cache_id_of(checked[t])
+        if not fit.parameters and fit.spectrum == spectra[t]:
+            learned[t] = cid  # nothing fitted and the same grid: the simulation is the fitted spectrum
+            continue
+        fid = f"{cid}:fit:{state.fit_keys[t]}"
+        _put_cache(state, fid, prop["fingerprint"], t, fit.spectrum, provenance(t0))
+        learned[t] = fid
+    return {
+        "status": "completed",
+        "objective": float(total),
+        "mse": {t: float(f.mse) for t, f in fits.items()},
+        "goodness": {t: {"name": f.goodness_name, "value": float(f.goodness)} for t, f in fits.items()},
+        "fit": {t: f.summary() for t, f in fits.items() if f.status != "fixed" or f.parameters},
+        "spectra": learned,
+        "simulated_spectra": {t: r.cache_id for t, r in checked.items()},
+    }
 
 
 def _cache_id_of(result: SimulationResult) -> str:

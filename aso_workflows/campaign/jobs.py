@@ -86,8 +86,10 @@ def _tolerate_lost_parents(j: Job) -> Job:
 
 def _key_numbers(state: CampaignState, rec: RecordResult) -> Response:
     """The record as job output, with its key numbers as FireWorks ``stored_data`` (shown by the web GUI)."""
-    ev_doc = state.db.evaluations.find_one({"_id": rec.evaluation_id}, {"mse": 1}) or {}
+    ev_doc = state.db.evaluations.find_one({"_id": rec.evaluation_id}, {"mse": 1, "goodness": 1}) or {}
     stored: dict = {"mismatch": rec.objective, "status": rec.status, "mse": ev_doc.get("mse") or {}}
+    if ev_doc.get("goodness"):  # Rw / R per technique, e.g. {"pdf": "Rw 0.3256"}
+        stored["goodness"] = {t: f"{g['name']} {g['value']:.4g}" for t, g in ev_doc["goodness"].items()}
     return Response(output=rec, stored_data=stored)
 
 

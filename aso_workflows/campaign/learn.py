@@ -264,8 +264,8 @@ def read_inputs(config) -> dict:
                 )
             targets[t.technique] = {"structure": ts.as_dict(), "path": str(t.structure)}
         else:
-            grid = make_simulator(t.technique, **t.settings).grid()
-            spectrum = read_target(t.file, t.technique, grid=grid, **t.read_options)
+            sim = make_simulator(t.technique, **t.settings)
+            spectrum = read_target(t.file, t.technique, simulator=sim, **t.read_options)
             targets[t.technique] = {"spectrum": spectrum.model_dump(mode="json"), "path": str(t.file)}
     return {"start": start.as_dict(), "targets": targets}
 
@@ -292,13 +292,18 @@ def check_existing(config, db, start: Structure | None = None) -> dict | None:
             "name",
             f"campaign {config.name!r} already exists with a different start structure; use another name",
         )
-    old_targets = [(t["technique"], t.get("settings")) for t in existing["config"]["targets"]]
+    from aso_workflows.spectra.fit.spec import FitSpec
+
+    old_targets = [
+        (t["technique"], t.get("settings"), FitSpec.model_validate(t.get("fit") or {}))
+        for t in existing["config"]["targets"]  # campaigns stored before `fit` existed have none
+    ]
     settings = resolved_target_settings(config)
-    new_targets = [(t.technique, s) for t, s in zip(config.targets, settings, strict=True)]
+    new_targets = [(t.technique, s, t.fit) for t, s in zip(config.targets, settings, strict=True)]
     if old_targets != new_targets:
         raise InputError(
             "targets",
-            f"campaign {config.name!r} already exists with other targets/settings; use another name",
+            f"campaign {config.name!r} already exists with other targets/settings/fit; use another name",
         )
     return existing
 

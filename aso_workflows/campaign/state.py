@@ -96,19 +96,38 @@ class CampaignState:
 
     @functools.cached_property
     def objective(self):
+        """The campaign's objective; a target with a ``fit`` carries its nuisance fitter."""
+        from aso_workflows.spectra.fit import make_fitter
         from aso_workflows.spectra.mismatch import Objective, TechniqueTerm
 
-        return Objective(
-            [
+        terms = []
+        for t in self.config.targets:
+            target = self.targets[t.technique]
+            fitter = (
+                make_fitter(t.technique, t.fit, target, self.simulators[t.technique])
+                if t.fit.active
+                else None
+            )
+            terms.append(
                 TechniqueTerm(
                     technique=t.technique,
-                    target=self.targets[t.technique],
+                    target=target,
                     weight=t.weight,
                     normalisation=t.normalisation,
+                    fitter=fitter,
                 )
-                for t in self.config.targets
-            ]
-        )
+            )
+        return Objective(terms)
+
+    @functools.cached_property
+    def fit_keys(self) -> dict[str, str]:
+        """Per technique, a hash of its ``fit`` and its target: part of the id of a fitted spectrum."""
+        return {
+            t.technique: settings_hash(
+                {"fit": t.fit.model_dump(mode="json"), "target": self.doc["targets"][t.technique]}
+            )
+            for t in self.config.targets
+        }
 
     @functools.cached_property
     def min_distances(self) -> dict[tuple[str, str], float]:

@@ -192,6 +192,8 @@ def key_numbers(fw: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("mismatch", "—" if stored["mismatch"] is None else _fmt(stored["mismatch"])))
         for technique, mse in sorted((stored.get("mse") or {}).items()):
             rows.append((f"mse {technique}", _fmt(mse)))
+        for technique, text in sorted((stored.get("goodness") or {}).items()):
+            rows.append((f"fit {technique}", str(text)))  # "Rw 0.3218" (PDF) / "R 0.012" (XAS)
         if stored.get("status"):
             rows.append(("status", str(stored["status"])))
     return rows
@@ -203,18 +205,25 @@ def _mismatches(page: str):
     from markupsafe import Markup, escape
 
     ids = sorted({int(i) for _, i in _FW_LINK.findall(str(page))})
-    found: dict[int, float] = {}
+    found: dict[int, tuple[float, dict]] = {}
     if ids:
         query = {"fw_id": {"$in": ids}, "action.stored_data.mismatch": {"$ne": None}}
-        projection = {"fw_id": 1, "launch_id": 1, "action.stored_data.mismatch": 1}
+        projection = {
+            "fw_id": 1,
+            "launch_id": 1,
+            "action.stored_data.mismatch": 1,
+            "action.stored_data.goodness": 1,
+        }
         for d in current_app.lp.launches.find(query, projection).sort("launch_id", 1):
-            found[d["fw_id"]] = d["action"]["stored_data"]["mismatch"]  # the newest launch wins
+            stored = d["action"]["stored_data"]  # the newest launch wins
+            found[d["fw_id"]] = (stored["mismatch"], stored.get("goodness") or {})
 
     def add(m: re.Match) -> str:
-        value = found.get(int(m.group(2)))
+        value, goodness = found.get(int(m.group(2)), (None, {}))
         if value is None:
             return m.group(1)
-        return f'{m.group(1)} <small class="aso-mismatch">mismatch {escape(_fmt(value))}</small>'
+        fit = "".join(f", {escape(str(text))}" for _, text in sorted(goodness.items()))  # Rw / R
+        return f'{m.group(1)} <small class="aso-mismatch">mismatch {escape(_fmt(value))}{fit}</small>'
 
     return Markup(_FW_LINK.sub(add, str(page)))
 

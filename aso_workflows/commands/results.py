@@ -79,6 +79,7 @@ def results_best(
         "kind",
         "objective",
         *[f"MSE {t}" for t in c.techniques],
+        *[f"Rw/R {t}" for t in c.techniques],
         "predicted",
         "formula",
         "fingerprint",
@@ -91,6 +92,7 @@ def results_best(
             b.kind,
             fmt(b.objective),
             *[fmt(b.mse.get(t)) for t in c.techniques],
+            *[fmt((b.goodness.get(t) or {}).get("value")) for t in c.techniques],
             fmt(b.predicted_objective),
             f"{b.structure.composition.reduced_formula} ({len(b.structure)} atoms)",
             b.fingerprint,
@@ -130,7 +132,9 @@ def results_history(
 
     table = Table(title=f"{c.name}: {len(df)} evaluations", title_justify="left")
     cols = ["#", "candidate", "kind", "status", "objective", "best so far", "predicted"]
-    cols += [f"MSE {t}" for t in c.techniques] + ["error"]
+    cols += [f"MSE {t}" for t in c.techniques]
+    good = [k for k in shown.columns if k.split("_")[0] in ("Rw", "R") and k.count("_") == 1]
+    cols += [k.replace("_", " ") for k in good] + ["error"]
     for col in cols:
         table.add_column(
             col, justify="left" if col in ("kind", "status", "error") else "right", overflow="fold"
@@ -145,6 +149,7 @@ def results_history(
             fmt(r["best_objective"]),
             fmt(r["predicted_objective"]),
             *[fmt(r.get(f"mse_{t}")) for t in c.techniques],
+            *[fmt(r.get(k)) for k in good],
             str(r.get("error") or ""),
         )
     out = console()

@@ -183,6 +183,12 @@ def _status_tables(s, fireworks: dict | None) -> None:
         ratio = s.start_objective / s.best_objective
         best += f", {ratio:.1f}× lower than the start" if ratio > 1.0001 else ", no better than the start yet"
     t.add_row("best mismatch", best)
+    for tech, g in s.best_goodness.items():  # Rw / R of the best candidate, and of the start
+        start_g = s.start_goodness.get(tech)
+        t.add_row(
+            f"best {g['name']} ({tech})",
+            fmt(g["value"]) + (f" (start {fmt(start_g['value'])})" if start_g else ""),
+        )
     t.add_row("surrogate models", str(s.n_models))
     t.add_row("store", s.store)
     t.add_row("updated", str(s.updated or ""))

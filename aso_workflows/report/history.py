@@ -35,7 +35,8 @@ def _predicted_objectives(state) -> dict[str, float]:
 
 
 def history_rows(state) -> list[dict]:
-    """One row per evaluation in order: iteration, candidate, kind, status, objective, best so far, MSEs.
+    """One row per evaluation in order: iteration, candidate, kind, status, objective, best so far, MSEs,
+    Rw/R per technique and the fitted nuisance parameters.
 
     Two queries in all (evaluations, proposals), so it stays fast on a remote MongoDB with thousands of
     evaluations.
@@ -65,6 +66,11 @@ def history_rows(state) -> list[dict]:
         }
         for t, v in e.mse.items():
             row[f"mse_{t}"] = v
+        for t, g in e.goodness.items():  # Rw (PDF) / R (XAS) next to the objective
+            row[f"{g.name}_{t}"] = g.value
+        for t, f in e.fit.items():  # fitted nuisance parameters
+            for name, v in f.parameters.items():
+                row[f"fit_{t}_{name}"] = v
         rows.append(row)
     return rows
 

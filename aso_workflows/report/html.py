@@ -69,6 +69,16 @@ def write_html(state, rows, best, accuracy, paths: dict[str, Path], path: Path) 
     ]
     if start is not None and b0 > 0:
         facts.append(("improvement", f"{start['objective'] / b0:.1f}× lower than the start"))
+    for t, g in best[0].goodness.items():  # Rw / R as the field quotes it, next to the objective
+        at_start = start.get(f"{g.name}_{t}") if start is not None else None
+        facts.append(
+            (
+                f"best {g.name} ({t})",
+                fmt(g.value) + (f" (start {fmt(at_start)})" if at_start is not None else ""),
+            )
+        )
+    for t, f in best[0].fit.items():
+        facts.append((f"fitted ({t})", ", ".join(f"{k} {fmt(v)}" for k, v in f.parameters.items())))
     facts.append(("store", html.escape(state.db.spec.redacted())))
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -121,6 +131,7 @@ def write_html(state, rows, best, accuracy, paths: dict[str, Path], path: Path) 
         )
     techs = list(state.targets)
     headers = ["rank", "candidate", "kind", "objective"] + [f"MSE {t}" for t in techs]
+    headers += [f"Rw/R {t}" for t in techs]
     headers += ["predicted", "shortest distance (Å)", "CIF", "fingerprint"]
     predicted = {r["fingerprint"]: r.get("predicted_objective") for r in rows}
     best_rows = []
@@ -131,6 +142,7 @@ def write_html(state, rows, best, accuracy, paths: dict[str, Path], path: Path) 
         best_rows.append(
             [i + 1, f"{e.iteration}:{e.candidate}", fmt(e.kind), fmt(e.objective)]
             + [fmt(e.mse.get(t)) for t in techs]
+            + [fmt(e.goodness[t].value) if t in e.goodness else "–" for t in techs]
             + [
                 fmt(predicted.get(e.fingerprint)),
                 fmt(min_distance(s), ".3f"),

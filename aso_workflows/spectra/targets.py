@@ -10,8 +10,9 @@ Formats (``read_options.format``; ``"auto"`` recognises them by name, header and
 * ``athena``: files exported by Athena/Demeter (or Larch): ``.xmu`` (μ(E), normalised here),
   ``.nor`` (normalised μ(E)) and ``.chik`` (k, chi, chik, chik2, chik3 ...).
 
-Header hints (:func:`target_hints`), as PDFgui reads them: the radiation (``x-ray``/``PDFgetX`` →
-X-ray, ``neutron``/``PDFgetN`` → neutron), ``qmax=``, ``qdamp=``, ``qbroad=``; from Athena headers the
+Header hints (:func:`target_hints`), as PDFgui reads them: the radiation (a ``stype=``/``mode =``
+setting when there is one, else ``x-ray``/``PDFgetX`` → X-ray, ``neutron``/``PDFgetN`` → neutron),
+``qmax=``, ``qdamp=``, ``qbroad=``; from Athena headers the
 element, edge and E0. :func:`settings_with_hints` fills a missing ``qmax``/``radiation`` setting from
 them; :func:`read_target` with ``simulator=`` refuses a file that contradicts the settings (radiation,
 absorber, edge, k-weight), with one line naming the file.
@@ -45,6 +46,7 @@ FORMATS: tuple[str, ...] = ("auto", "columns", "xmu", "chi", "athena")
 
 _F = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _ATHENA_SUFFIXES = {".xmu": "xmu", ".nor": "nor", ".chik": "chik"}
+_RADIATION_WORDS = {"x": "xray", "xray": "xray", "x-ray": "xray", "n": "neutron", "neutron": "neutron"}
 # Athena/Larch chi(k) column labels and the k-weight of the χ they hold.
 _CHI_LABELS = {"chi": 0.0, "chik": 1.0, "chik1": 1.0, "chik2": 2.0, "chik3": 3.0}
 
@@ -172,7 +174,11 @@ def _pair(field: str, value, kind, what: str) -> tuple:
 def _header_hints(header: str) -> dict:
     """PDF and XAS hints of a header (PDFgui's rules for the PDF ones)."""
     hints: dict = {}
-    if re.search(r"(x-?ray|PDFgetX)", header, re.I):
+    stated = re.search(r"\b(?:stype|mode|radiation)\s*[=:]\s*([A-Za-z-]+)", header, re.I)
+    value = _RADIATION_WORDS.get(stated.group(1).lower()) if stated else None
+    if value is not None:  # "stype=N", "mode = neutron" (PDFgui, PDFgetX3/N3 configuration)
+        hints["radiation"] = value
+    elif re.search(r"(x-?ray|PDFgetX)", header, re.I):  # else PDFgui's rule
         hints["radiation"] = "xray"
     elif re.search(r"(neutron|PDFgetN)", header, re.I):
         hints["radiation"] = "neutron"

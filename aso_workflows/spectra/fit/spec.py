@@ -118,6 +118,12 @@ class FitSpec(BaseModel):
             raise ValueError(f"emax ({self.emax:g}) must be larger than emin ({self.emin:g})")
         return self
 
+    @property
+    def active(self) -> bool:
+        """Whether this declares a fit at all (something refined, or an option set): else the target's
+        spectra are compared as simulated."""
+        return bool(self.refine or self.given())
+
     def given(self) -> set[str]:
         """The options (besides ``refine``) that differ from their defaults, to refuse those a technique
         ignores. By value, not by what was written: a stored and reloaded spec gives the same answer."""
