@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aso_workflows.errors import InputError
+from aso_workflows.errors import InputError, SimulationError
 from aso_workflows.spectra.feff_absorber import FeffAbsorberSimulator, number_setting
 from aso_workflows.spectra.spectrum import Grid, Spectrum
 from aso_workflows.spectra.xafs import chir_magnitude
@@ -147,7 +147,9 @@ class EXAFSSimulator(FeffAbsorberSimulator):
         kf, chi = data[:, 0], data[:, 1]
         k = self.k()
         if kf[0] > k[0] + 1e-6 or kf[-1] < k[-1] - 1e-6:
-            raise ValueError(f"χ(k) covers [{kf[0]:g}, {kf[-1]:g}] Å⁻¹, not the grid [{k[0]:g}, {k[-1]:g}]")
+            raise SimulationError(
+                f"FEFF's χ(k) covers [{kf[0]:g}, {kf[-1]:g}] Å⁻¹, not the grid [{k[0]:g}, {k[-1]:g}]"
+            )
         values = np.interp(k, kf, chi) * k**self.kweight
         return values, {**self.chir(values), "feff_k": kf.tolist(), "feff_chi": chi.tolist()}
 

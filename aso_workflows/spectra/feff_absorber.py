@@ -306,7 +306,7 @@ class FeffAbsorberSimulator(AbsorberSimulator):
         try:
             data = np.loadtxt(out, comments="#", ndmin=2)
             values, extra = self._parse(data)
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, SimulationError) as exc:  # a table numpy cannot read, or unusable
             raise SimulationError(f"cannot use {out.name} of {what} in {d}: {exc}") from None
         if not np.all(np.isfinite(values)):
             raise SimulationError(f"FEFF gave NaN or infinite values in {out.name} for {what} in {d}")

@@ -117,7 +117,7 @@ def _pdffit2_available() -> bool:
 
 
 def available_pdf_engine(engine: str = "auto") -> str:
-    """Resolve an engine name to one that imports here.
+    """Resolve an engine name to one that imports in this environment.
 
     Raises
     ------
@@ -129,7 +129,9 @@ def available_pdf_engine(engine: str = "auto") -> str:
     if engine in ("auto", "srreal") and _srreal_available():
         return "srreal"
     if engine == "srreal":
-        raise InputError("engine", "diffpy.srreal does not import here; use engine 'pdffit2' or 'auto'")
+        raise InputError(
+            "engine", "diffpy.srreal (an optional engine) does not import; use engine 'pdffit2' or 'auto'"
+        )
     if _pdffit2_available():
         return "pdffit2"
     raise InputError(

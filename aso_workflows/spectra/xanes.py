@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aso_workflows.errors import InputError
+from aso_workflows.errors import InputError, SimulationError
 from aso_workflows.spectra.feff_absorber import FeffAbsorberSimulator, number_setting
 from aso_workflows.spectra.spectrum import Grid, Spectrum
 from aso_workflows.spectra.xafs import normalize_xmu
@@ -155,12 +155,15 @@ class XANESSimulator(FeffAbsorberSimulator):
         # xmu.dat columns: omega (absolute eV), e (relative to the edge), k, μ, μ0, χ
         omega, e, mu = data[:, 0], data[:, 1], data[:, 3]
         e0 = float(omega[0] - e[0])
-        norm, step = normalize_xmu(e, mu, self.post_edge)
+        try:
+            norm, step = normalize_xmu(e, mu, self.post_edge)
+        except ValueError as exc:  # FEFF's μ(E) has no usable post-edge: the run's output is unusable
+            raise SimulationError(f"cannot normalise FEFF's μ(E): {exc}") from None
         grid = self.e()
         if e[-1] < grid[-1] - 1e-6:
-            raise ValueError(f"μ(E) stops at {e[-1]:g} eV, below the grid's end {grid[-1]:g} eV")
+            raise SimulationError(f"FEFF's μ(E) stops at {e[-1]:g} eV, below the grid's end {grid[-1]:g} eV")
         if e[0] >= 0:
-            raise ValueError(f"μ(E) starts above the edge ({e[0]:g} eV)")
+            raise SimulationError(f"FEFF's μ(E) starts above the edge ({e[0]:g} eV)")
         values = np.interp(grid, e, norm)
         below = grid < e[0]
         values[below] = norm[0] * e[0] / grid[below]  # Lorentzian tail ∝ 1/|e| (class docstring)
