@@ -35,14 +35,16 @@ import functools
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError, SimulationError
+from aso_workflows.settings import settings_dataclass
 from aso_workflows.spectra.base import Simulator
 from aso_workflows.spectra.spectrum import Grid, Spectrum
 
@@ -53,7 +55,6 @@ __all__ = [
     "available_pdf_engine",
     "biso_to_uiso",
     "uiso_to_biso",
-    "radiation_name",
 ]
 
 PDF_ENGINES: tuple[str, ...] = ("auto", "srreal", "pdffit2")
@@ -66,6 +67,15 @@ _RADIATION_ALIASES = {
     "neutrons": "neutron",
     "n": "neutron",
 }
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _npoints(rmin: float, rmax: float, rstep: float) -> int:
+    """Number of grid points rmin + i·rstep < rmax (rmax itself left out up to rounding)."""
+    return int(math.ceil((rmax - rmin) / rstep - 1e-6))
+
+
 # Fields added after the first release: left out of settings_dict() at these values (module docstring).
 _NEW_DEFAULTS: dict[str, object] = {"radiation": "xray", "delta1": 0.0, "delta2": 0.0}
 
@@ -82,20 +92,6 @@ def uiso_to_biso(uiso: float | dict[str, float]) -> float | dict[str, float]:
     if isinstance(uiso, dict):
         return {el: float(u) * 8.0 * math.pi**2 for el, u in uiso.items()}
     return float(uiso) * 8.0 * math.pi**2
-
-
-def radiation_name(value: str, field: str = "radiation") -> str:
-    """``"xray"`` or ``"neutron"`` from the spellings people use (``x-ray``, ``X``, ``N`` ...).
-
-    Raises
-    ------
-    InputError
-        On ``field`` for anything else.
-    """
-    key = str(value).strip().lower()
-    if key not in _RADIATION_ALIASES:
-        raise InputError(field, f"unknown radiation {value!r}; expected 'xray' or 'neutron'")
-    return _RADIATION_ALIASES[key]
 
 
 @functools.lru_cache(maxsize=1)
@@ -172,7 +168,7 @@ def _to_diffpy(structure: Structure, uiso: float | dict[str, float]):
     return DiffpyStructure(atoms=atoms, lattice=lat)
 
 
-@dataclass
+@settings_dataclass
 class PDFSimulator(Simulator):
     """X-ray or neutron PDF G(r) of a periodic structure.
 
@@ -198,80 +194,98 @@ class PDFSimulator(Simulator):
         σ² of a pair at distance r is reduced by ``delta1/r + delta2/r²``.
     """
 
-    rmin: float = 1.0
-    rmax: float = 10.0
-    rstep: float = 0.01
-    qmin: float = 1.0
-    qmax: float = 18.0
-    qdamp: float = 0.0
-    qbroad: float = 0.0
+    rmin: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    rmax: Finite = 10.0
+    rstep: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.01
+    qmin: NonNegative = 1.0
+    qmax: Finite = 18.0
+    qdamp: NonNegative = 0.0
+    qbroad: NonNegative = 0.0
     biso: float | dict[str, float] = 2.0
     engine: str = "auto"
     radiation: str = "xray"
-    delta1: float = 0.0
-    delta2: float = 0.0
+    delta1: NonNegative = 0.0
+    delta2: NonNegative = 0.0
 
     technique = "pdf"
 
-    def __post_init__(self) -> None:
-        self.radiation = radiation_name(self.radiation)
-        if isinstance(self.biso, dict):
-            self.biso = self._per_element("biso", self.biso)
-        for name in ("rmin", "rmax", "rstep", "qmin", "qmax", "qdamp", "qbroad", "delta1", "delta2") + (
-            () if isinstance(self.biso, dict) else ("biso",)
-        ):
-            value = getattr(self, name)
+    @field_validator("rmax")
+    @classmethod
+    def _rmax(cls, v: float, info: ValidationInfo) -> float:
+        rmin = info.data.get("rmin")
+        if rmin is not None and v <= rmin:
+            raise ValueError(f"must be larger than rmin = {rmin:g} Å, got {v:g}")
+        return v
+
+    @field_validator("rstep")
+    @classmethod
+    def _rstep(cls, v: float, info: ValidationInfo) -> float:
+        rmin, rmax = info.data.get("rmin"), info.data.get("rmax")
+        if rmin is not None and rmax is not None:
+            n = _npoints(rmin, rmax, v)
+            if n < 2:
+                raise ValueError(f"gives {n} point(s) between rmin and rmax; at least 2 are needed")
+        return v
+
+    @field_validator("qmax")
+    @classmethod
+    def _qmax(cls, v: float, info: ValidationInfo) -> float:
+        qmin = info.data.get("qmin")
+        if qmin is not None and v <= qmin:
+            raise ValueError(f"must be larger than qmin = {qmin:g} Å⁻¹, got {v:g}")
+        return v
+
+    @field_validator("biso", mode="before")
+    @classmethod
+    def _biso(cls, v):
+        """One number ≥ 0, or ``{element: number ≥ 0}`` with element symbols normalised."""
+
+        def number(x, what: str) -> float:
             try:
-                value = float(value)
+                out = float(x)
             except (TypeError, ValueError):
-                raise InputError(name, f"expected a number, got {value!r}") from None
-            if not math.isfinite(value):
-                raise InputError(name, f"expected a finite number, got {value!r}")
-            setattr(self, name, value)
-        if self.rmin <= 0:
-            raise InputError("rmin", f"must be > 0 Å (G(r) is 0 at r = 0), got {self.rmin:g}")
-        if self.rmax <= self.rmin:
-            raise InputError("rmax", f"must be larger than rmin = {self.rmin:g} Å, got {self.rmax:g}")
-        if self.rstep <= 0:
-            raise InputError("rstep", f"must be > 0 Å, got {self.rstep:g}")
-        if self.qmin < 0:
-            raise InputError("qmin", f"must be ≥ 0 Å⁻¹, got {self.qmin:g}")
-        if self.qmax <= self.qmin:
-            raise InputError("qmax", f"must be larger than qmin = {self.qmin:g} Å⁻¹, got {self.qmax:g}")
-        for name in ("qdamp", "qbroad", "delta1", "delta2") + (
-            () if isinstance(self.biso, dict) else ("biso",)
-        ):
-            if getattr(self, name) < 0:
-                raise InputError(name, f"must be ≥ 0, got {getattr(self, name):g}")
-        if self.npoints < 2:
-            raise InputError(
-                "rstep", f"gives {self.npoints} point(s) between rmin and rmax; at least 2 are needed"
-            )
+                raise ValueError(f"{what}expected a number, got {x!r}") from None
+            if not math.isfinite(out) or out < 0:
+                raise ValueError(f"{what}expected a finite number ≥ 0, got {x!r}")
+            return out
+
+        if not isinstance(v, dict):
+            return number(v, "")
+        from pymatgen.core import Element
+
+        out = {}
+        for el, x in v.items():
+            try:
+                symbol = Element(str(el).strip().capitalize()).symbol
+            except ValueError:
+                raise ValueError(f"{el!r} is not an element symbol") from None
+            out[symbol] = number(x, f"{symbol}: ")
+        if not out:
+            raise ValueError("is an empty mapping; give one number or one per element")
+        return dict(sorted(out.items()))
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v: str) -> str:
+        try:
+            available_pdf_engine(str(v))
+        except InputError as exc:
+            raise ValueError(exc.problem) from None
+        return v
+
+    @field_validator("radiation")
+    @classmethod
+    def _radiation(cls, v: str) -> str:
+        key = str(v).strip().lower()
+        if key not in _RADIATION_ALIASES:
+            raise ValueError(f"unknown radiation {v!r}; expected 'xray' or 'neutron'")
+        return _RADIATION_ALIASES[key]
+
+    def __post_init__(self) -> None:
         self._resolved = available_pdf_engine(str(self.engine))
         # One engine object per simulator, reused across calls (not a dataclass field: never copied,
         # hashed or serialised with the settings).
         self._calculator = None
-
-    @staticmethod
-    def _per_element(name: str, values: dict) -> dict[str, float]:
-        from pymatgen.core import Element
-
-        out = {}
-        for el, v in values.items():
-            try:
-                symbol = Element(str(el).strip().capitalize()).symbol
-            except ValueError:
-                raise InputError(name, f"{el!r} is not an element symbol") from None
-            try:
-                number = float(v)
-            except (TypeError, ValueError):
-                raise InputError(f"{name}.{symbol}", f"expected a number, got {v!r}") from None
-            if not math.isfinite(number) or number < 0:
-                raise InputError(f"{name}.{symbol}", f"expected a finite number ≥ 0, got {v!r}")
-            out[symbol] = number
-        if not out:
-            raise InputError(name, "is an empty mapping; give one number or one per element")
-        return dict(sorted(out.items()))
 
     def with_settings(self, **changes) -> PDFSimulator:
         """A copy with some settings changed that reuses this simulator's engine object.
@@ -288,8 +302,7 @@ class PDFSimulator(Simulator):
     @property
     def npoints(self) -> int:
         """Number of grid points r_i = rmin + i·rstep < rmax."""
-        # The tolerance keeps rmax itself out when (rmax - rmin)/rstep is an integer up to rounding.
-        return int(math.ceil((self.rmax - self.rmin) / self.rstep - 1e-6))
+        return _npoints(self.rmin, self.rmax, self.rstep)
 
     def r(self) -> np.ndarray:
         """The grid as an array (rounded to 1e-10 Å so that it reads back identically from JSON)."""
