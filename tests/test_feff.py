@@ -112,16 +112,24 @@ def test_missing_absorber_element_is_a_one_line_input_error(diamond, tmp_path):
         ("sites", 0),
         ("supercell", [2, 2]),
         ("kmax", 2.0),
+        ("kmax", 25.0),
+        ("kstep", 10.0),
         ("nlegs", 1),
         ("debye", [300, 0]),
         ("engine", ""),
     ],
 )
 def test_bad_settings_name_the_field(field, value):
+    from pydantic import ValidationError
+
+    from aso_workflows.spectra.registry import make_simulator
+
     settings = {"absorber": "Ni", field: value}
     with pytest.raises(InputError) as exc:
-        EXAFSSimulator(**settings)
+        make_simulator("exafs", **settings)
     assert exc.value.source == field and "\n" not in str(exc.value)
+    with pytest.raises(ValidationError):  # built directly: pydantic's error for the same field
+        EXAFSSimulator(**settings)
 
 
 def test_inputs_are_pymatgen_sets_with_our_cards(linio2, tmp_path):

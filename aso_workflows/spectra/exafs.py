@@ -8,12 +8,24 @@ which ~1.2 s is the start-up of FEFF's 18 stage processes; pymatgen's ``MPEXAFSS
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
 
-from aso_workflows.errors import InputError, SimulationError
-from aso_workflows.spectra.feff_absorber import FeffAbsorberSimulator, number_setting
+from aso_workflows.errors import SimulationError
+from aso_workflows.settings import settings_dataclass
+from aso_workflows.spectra.feff_absorber import (
+    AbsorberElement,
+    Debye,
+    Edge,
+    EngineName,
+    FeffAbsorberSimulator,
+    NonNegative,
+    Positive,
+    Sites,
+    Supercell,
+)
 from aso_workflows.spectra.spectrum import Grid, Spectrum
 from aso_workflows.spectra.xafs import chir_magnitude
 
@@ -29,7 +41,7 @@ def k_grid(kmin: float, kmax: float, kstep: float) -> np.ndarray:
     return np.round(kmin + kstep * np.arange(n), 10)
 
 
-@dataclass
+@settings_dataclass
 class EXAFSSimulator(FeffAbsorberSimulator):
     """EXAFS k^w·χ(k) averaged over absorbing sites, with FEFF path expansion (``MPEXAFSSet``).
 
@@ -76,46 +88,46 @@ class EXAFSSimulator(FeffAbsorberSimulator):
         Keep FEFF's ``*.bin`` intermediates (~4 MB per run) instead of deleting them after a run.
     """
 
-    absorber: str
-    edge: str = "K"
-    supercell: tuple[int, int, int] = (2, 2, 2)
-    sites: str | int | list[int] = "all"
-    radius: float = 7.0
-    rpath: float = 6.0
-    nlegs: int = 4
-    scf: float | None = None
-    debye: tuple[float, float] | None = (300.0, 500.0)
-    kmin: float = 3.0
-    kmax: float = 12.0
-    kstep: float = 0.05
-    kweight: float = 2.0
-    rmax_ft: float = 6.0
-    ft_dk: float = 1.0
+    absorber: AbsorberElement
+    edge: Edge = "K"
+    supercell: Supercell = (2, 2, 2)
+    sites: Sites = "all"
+    radius: Positive = 7.0
+    rpath: Positive = 6.0
+    nlegs: Annotated[int, Field(ge=2)] = 4
+    scf: Positive | None = None
+    debye: Debye = (300.0, 500.0)
+    kmin: NonNegative = 3.0
+    kmax: Annotated[float, Field(allow_inf_nan=False)] = 12.0
+    kstep: Positive = 0.05
+    kweight: NonNegative = 2.0
+    rmax_ft: Positive = 6.0
+    ft_dk: NonNegative = 1.0
     seed: int = 0
-    engine: str = "feff10-rs"
-    timeout: float | None = None
+    engine: EngineName = "feff10-rs"
+    timeout: Positive | None = None
     keep_binaries: bool = False
 
     technique = "exafs"
     output_file = "chi.dat"
 
-    def __post_init__(self) -> None:
-        self._validate_common()
-        self.rpath = number_setting("rpath", self.rpath, 0)
-        nlegs = number_setting("nlegs", self.nlegs)
-        if nlegs != int(nlegs) or nlegs < 2:
-            raise InputError("nlegs", f"expected an integer ≥ 2, got {self.nlegs!r}")
-        self.nlegs = int(nlegs)
-        self.kmin = number_setting("kmin", self.kmin, 0, strict=False)
-        self.kmax = number_setting("kmax", self.kmax, self.kmin)
-        self.kstep = number_setting("kstep", self.kstep, 0)
-        if (self.kmax - self.kmin) / self.kstep < 1:
-            raise InputError("kstep", f"gives fewer than 2 points between kmin and kmax, got {self.kstep:g}")
-        self.kweight = number_setting("kweight", self.kweight, 0, strict=False)
-        self.rmax_ft = number_setting("rmax_ft", self.rmax_ft, 0)
-        self.ft_dk = number_setting("ft_dk", self.ft_dk, 0, strict=False)
-        if self.kmax > 20:
-            raise InputError("kmax", f"FEFF's EXAFS card goes to 20 Å⁻¹ at most, got {self.kmax:g}")
+    @field_validator("kmax")
+    @classmethod
+    def _kmax(cls, v: float, info: ValidationInfo) -> float:
+        kmin = info.data.get("kmin")
+        if kmin is not None and v <= kmin:
+            raise ValueError(f"must be larger than kmin = {kmin:g} Å⁻¹, got {v:g}")
+        if v > 20:
+            raise ValueError(f"FEFF's EXAFS card goes to 20 Å⁻¹ at most, got {v:g}")
+        return v
+
+    @field_validator("kstep")
+    @classmethod
+    def _kstep(cls, v: float, info: ValidationInfo) -> float:
+        kmin, kmax = info.data.get("kmin"), info.data.get("kmax")
+        if kmin is not None and kmax is not None and (kmax - kmin) / v < 1:
+            raise ValueError(f"gives fewer than 2 points between kmin and kmax, got {v:g}")
+        return v
 
     def k(self) -> np.ndarray:
         """The k grid (Å⁻¹)."""

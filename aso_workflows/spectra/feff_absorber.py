@@ -18,13 +18,13 @@ The simulators themselves are in :mod:`~aso_workflows.spectra.exafs` and
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BeforeValidator, Field
 from pymatgen.core import Element, Structure
 
 from aso_workflows.errors import InputError, SimulationError
@@ -39,7 +39,14 @@ __all__ = [
     "ABSORBER_RESULT",
     "EDGES",
     "supercell_site_map",
-    "number_setting",
+    "AbsorberElement",
+    "Edge",
+    "Supercell",
+    "Sites",
+    "Debye",
+    "EngineName",
+    "Positive",
+    "NonNegative",
 ]
 
 ABSORBER_FILE = "aso_absorber.json"
@@ -67,91 +74,96 @@ def supercell_site_map(structure: Structure, supercell: Structure) -> list[int]:
     return out
 
 
-def number_setting(name: str, value: Any, minimum: float | None = None, strict: bool = True) -> float:
+def _element(v: Any) -> str:
     try:
-        v = float(value)
+        return Element(str(v).strip().capitalize()).symbol
+    except ValueError:
+        raise ValueError(f"{v!r} is not an element symbol") from None
+
+
+def _edge(v: Any) -> str:
+    edge = str(v).strip().upper()
+    if edge not in EDGES:
+        raise ValueError(f"unknown edge {v!r}; expected one of {list(EDGES)}")
+    return edge
+
+
+def _supercell(v: Any) -> tuple[int, int, int]:
+    try:
+        sc = tuple(int(x) for x in v)
     except (TypeError, ValueError):
-        raise InputError(name, f"expected a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise InputError(name, f"expected a finite number, got {value!r}")
-    if minimum is not None and (v <= minimum if strict else v < minimum):
-        raise InputError(name, f"must be {'>' if strict else '≥'} {minimum:g}, got {v:g}")
-    return v
+        raise ValueError(f"expected three positive integers, got {v!r}") from None
+    if len(sc) != 3 or min(sc) < 1:
+        raise ValueError(f"expected three positive integers, got {v!r}")
+    return sc  # type: ignore[return-value]
+
+
+def _sites(v: Any) -> str | int | list[int]:
+    what = f"expected 'all', a number of sites or a list of site indices, got {v!r}"
+    if isinstance(v, str):
+        if v.strip().lower() != "all":
+            raise ValueError(what)
+        return "all"
+    if isinstance(v, bool):
+        raise ValueError(what)
+    if isinstance(v, (int, np.integer)):
+        if v < 1:
+            raise ValueError(f"the number of sites must be ≥ 1, got {v}")
+        return int(v)
+    try:
+        lst = [int(i) for i in v]
+    except (TypeError, ValueError):
+        raise ValueError(what) from None
+    if not lst or min(lst) < 0 or len(set(lst)) != len(lst):
+        raise ValueError(f"expected a non-empty list of distinct indices ≥ 0, got {v!r}")
+    return lst
+
+
+def _debye(v: Any) -> tuple[float, float] | None:
+    if v is None:
+        return None
+    try:
+        t, theta = (float(x) for x in v)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected [temperature, Debye temperature] in K or null, got {v!r}") from None
+    if t < 0 or theta <= 0:
+        # θ_D = 0 is accepted by FEFF but gives an unbounded σ² that flattens the spectrum.
+        raise ValueError(f"expected temperature ≥ 0 and Debye temperature > 0 K, got {v!r}")
+    return (t, theta)
+
+
+def _engine(v: Any) -> str:
+    try:
+        make_engine(v)
+    except InputError as exc:
+        raise ValueError(exc.problem) from None
+    return str(v)
+
+
+# Field types of the FEFF simulators (pydantic validates them: one error naming the setting).
+AbsorberElement = Annotated[str, BeforeValidator(_element)]
+Edge = Annotated[str, BeforeValidator(_edge)]
+Supercell = Annotated[tuple[int, int, int], BeforeValidator(_supercell)]
+Sites = Annotated[str | int | list[int], BeforeValidator(_sites)]
+Debye = Annotated[tuple[float, float] | None, BeforeValidator(_debye)]
+EngineName = Annotated[str, BeforeValidator(_engine)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class FeffAbsorberSimulator(AbsorberSimulator):
     """What the EXAFS and XANES simulators share: site choice, inputs, the run, the directory format.
 
-    Subclasses are dataclasses with at least the fields ``absorber, edge, supercell, sites, radius,
-    scf, debye, seed, engine, timeout`` and implement :meth:`_feff_set`, :meth:`_tags`,
-    :meth:`_parse` and :meth:`_combine_values`.
+    Subclasses are :func:`~aso_workflows.settings.settings_dataclass` es with at least the fields
+    ``absorber, edge, supercell, sites, radius, scf, debye, seed, engine, timeout, keep_binaries``
+    (typed with this module's :data:`AbsorberElement`, :data:`Sites` ...) and implement
+    :meth:`_feff_set`, :meth:`_tags`, :meth:`_parse` and :meth:`_combine_values`.
     """
 
     output_file: str = ""  # the FEFF output parsed (chi.dat or xmu.dat)
 
-    # -- settings ---------------------------------------------------------------------------------
-    def _validate_common(self) -> None:
-        try:
-            self.absorber = Element(str(self.absorber).strip().capitalize()).symbol
-        except ValueError:
-            raise InputError("absorber", f"{self.absorber!r} is not an element symbol") from None
-        self.edge = str(self.edge).strip().upper()
-        if self.edge not in EDGES:
-            raise InputError("edge", f"unknown edge {self.edge!r}; expected one of {list(EDGES)}")
-        try:
-            sc = tuple(int(x) for x in self.supercell)
-        except (TypeError, ValueError):
-            raise InputError(
-                "supercell", f"expected three positive integers, got {self.supercell!r}"
-            ) from None
-        if len(sc) != 3 or min(sc) < 1:
-            raise InputError("supercell", f"expected three positive integers, got {self.supercell!r}")
-        self.supercell = sc
-        s = self.sites
-        if isinstance(s, str):
-            if s.strip().lower() != "all":
-                raise InputError(
-                    "sites", f"expected 'all', a number of sites or a list of site indices, got {s!r}"
-                )
-            self.sites = "all"
-        elif isinstance(s, bool):
-            raise InputError(
-                "sites", f"expected 'all', a number of sites or a list of site indices, got {s!r}"
-            )
-        elif isinstance(s, (int, np.integer)):
-            if s < 1:
-                raise InputError("sites", f"the number of sites must be ≥ 1, got {s}")
-            self.sites = int(s)
-        else:
-            try:
-                lst = [int(i) for i in s]
-            except (TypeError, ValueError):
-                raise InputError(
-                    "sites", f"expected 'all', a number of sites or a list of site indices, got {s!r}"
-                ) from None
-            if not lst or min(lst) < 0 or len(set(lst)) != len(lst):
-                raise InputError("sites", f"expected a non-empty list of distinct indices ≥ 0, got {s!r}")
-            self.sites = lst
-        self.radius = number_setting("radius", self.radius, 0)
-        if self.scf is not None:
-            self.scf = number_setting("scf", self.scf, 0)
-        if self.debye is not None:
-            try:
-                t, theta = (float(x) for x in self.debye)
-            except (TypeError, ValueError):
-                raise InputError(
-                    "debye", f"expected [temperature, Debye temperature] in K or null, got {self.debye!r}"
-                ) from None
-            if t < 0 or theta <= 0:
-                # θ_D = 0 is accepted by FEFF but gives an unbounded σ² that flattens the spectrum.
-                raise InputError(
-                    "debye", f"expected temperature ≥ 0 and Debye temperature > 0 K, got {self.debye!r}"
-                )
-            self.debye = (t, theta)
-        self.seed = int(self.seed)
-        self.keep_binaries = bool(self.keep_binaries)
-        if self.timeout is not None:
-            self.timeout = number_setting("timeout", self.timeout, 0)
+    def __post_init__(self) -> None:
+        # after pydantic validated the fields: the engine object (not a field, never serialised)
         self._engine: FeffEngine = make_engine(self.engine)
 
     def settings_dict(self) -> dict:

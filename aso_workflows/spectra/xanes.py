@@ -8,16 +8,52 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import BeforeValidator
 
 from aso_workflows.errors import InputError, SimulationError
-from aso_workflows.spectra.feff_absorber import FeffAbsorberSimulator, number_setting
+from aso_workflows.settings import settings_dataclass
+from aso_workflows.spectra.feff_absorber import (
+    AbsorberElement,
+    Debye,
+    Edge,
+    EngineName,
+    FeffAbsorberSimulator,
+    Positive,
+    Sites,
+    Supercell,
+)
 from aso_workflows.spectra.spectrum import Grid, Spectrum
 from aso_workflows.spectra.xafs import normalize_xmu
 
 __all__ = ["XANESSimulator", "xanes_energy_grid"]
+
+
+def _egrid(v) -> tuple[tuple[float, float, float], ...]:
+    try:
+        segs = tuple(tuple(float(x) for x in seg) for seg in v)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected [start, stop, step] segments, got {v!r}") from None
+    if not segs or any(len(s) != 3 or s[2] <= 0 or s[1] <= s[0] for s in segs):
+        raise ValueError(f"expected [start, stop, step] segments with stop > start, step > 0, got {v!r}")
+    if any(a[1] != b[0] for a, b in zip(segs[:-1], segs[1:], strict=False)):
+        raise ValueError(f"each segment must start where the previous one stops, got {v!r}")
+    if segs[0][0] >= 0 or segs[-1][1] <= 0:
+        raise ValueError("the grid must span the edge (start < 0 < stop)")
+    return segs  # type: ignore[return-value]
+
+
+def _post_edge(v) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in v)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected [low, high] in eV above E0, got {v!r}") from None
+    if not 0 < lo < hi:
+        raise ValueError(f"expected 0 < low < high (eV above E0), got {v!r}")
+    return (lo, hi)
+
 
 # FEFF's free-electron relation E = ħ²k²/2m: 3.80998 eV Å².
 _HBAR2_2M = 3.80998
@@ -37,7 +73,7 @@ def xanes_energy_grid(segments: Sequence[Sequence[float]]) -> np.ndarray:
     return np.round(np.concatenate(parts), 10)
 
 
-@dataclass
+@settings_dataclass
 class XANESSimulator(FeffAbsorberSimulator):
     """XANES: normalised μ(E) on an energy grid relative to the edge, averaged over absorbing sites.
 
@@ -71,56 +107,27 @@ class XANESSimulator(FeffAbsorberSimulator):
         Energy range (eV above E0) of the post-edge line that defines the edge step (normalisation).
     """
 
-    absorber: str
-    edge: str = "K"
-    supercell: tuple[int, int, int] = (2, 2, 2)
-    sites: str | int | list[int] = "all"
-    radius: float = 6.0
-    fms: float = 4.5
-    scf: float | None = 4.5
-    debye: tuple[float, float] | None = (300.0, 500.0)
-    egrid: tuple[tuple[float, float, float], ...] = (
+    absorber: AbsorberElement
+    edge: Edge = "K"
+    supercell: Supercell = (2, 2, 2)
+    sites: Sites = "all"
+    radius: Positive = 6.0
+    fms: Positive = 4.5
+    scf: Positive | None = 4.5
+    debye: Debye = (300.0, 500.0)
+    egrid: Annotated[tuple[tuple[float, float, float], ...], BeforeValidator(_egrid)] = (
         (-110.0, -20.0, 2.0),
         (-20.0, 30.0, 0.5),
         (30.0, 100.0, 1.0),
     )
-    post_edge: tuple[float, float] = (30.0, 100.0)
+    post_edge: Annotated[tuple[float, float], BeforeValidator(_post_edge)] = (30.0, 100.0)
     seed: int = 0
-    engine: str = "feff10-rs"
-    timeout: float | None = None
+    engine: EngineName = "feff10-rs"
+    timeout: Positive | None = None
     keep_binaries: bool = False
 
     technique = "xanes"
     output_file = "xmu.dat"
-
-    def __post_init__(self) -> None:
-        self._validate_common()
-        self.fms = number_setting("fms", self.fms, 0)
-        try:
-            segs = tuple(tuple(float(x) for x in seg) for seg in self.egrid)
-        except (TypeError, ValueError):
-            raise InputError("egrid", f"expected [start, stop, step] segments, got {self.egrid!r}") from None
-        if not segs or any(len(s) != 3 or s[2] <= 0 or s[1] <= s[0] for s in segs):
-            raise InputError(
-                "egrid",
-                f"expected [start, stop, step] segments with stop > start, step > 0, got {self.egrid!r}",
-            )
-        if any(a[1] != b[0] for a, b in zip(segs[:-1], segs[1:], strict=False)):
-            raise InputError(
-                "egrid", f"each segment must start where the previous one stops, got {self.egrid!r}"
-            )
-        if segs[0][0] >= 0 or segs[-1][1] <= 0:
-            raise InputError("egrid", "the grid must span the edge (start < 0 < stop)")
-        self.egrid = segs
-        try:
-            lo, hi = (float(x) for x in self.post_edge)
-        except (TypeError, ValueError):
-            raise InputError(
-                "post_edge", f"expected [low, high] in eV above E0, got {self.post_edge!r}"
-            ) from None
-        if not 0 < lo < hi:
-            raise InputError("post_edge", f"expected 0 < low < high (eV above E0), got {self.post_edge!r}")
-        self.post_edge = (lo, hi)
 
     def e(self) -> np.ndarray:
         """The energy grid relative to E0 (eV)."""
