@@ -147,3 +147,39 @@ def test_a_bad_fit_declaration_names_its_field(tmp_path, fit, field):
     with pytest.raises(InputError) as err:
         load_config(path)
     assert f"'{field}" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.slurm
+def test_the_fit_runs_in_the_slurm_evaluation_jobs_and_a_rerun_resumes(slurm_testbed, slurm_queues, tmp_path):
+    """Through the cluster runner (what ``aso submit`` runs): each record job fits on the compute node."""
+    from aso_workflows.campaign.cluster import ClusterCampaignRunner
+    from aso_workflows.jobstore import shared_job_store
+    from aso_workflows.testing.launchpad import mongomock_launchpad
+
+    path = _campaign(tmp_path, name="measured-slurm", optimizer="random", budget=5, initial_size=2)
+    cfg = load_config(path)
+    lp, job_store = mongomock_launchpad(), shared_job_store(tmp_path / "jobstore")
+
+    def run():
+        runner = ClusterCampaignRunner(
+            launchpad=lp,
+            launch_dir=tmp_path / "launches",
+            queues=slurm_queues,
+            job_store=job_store,
+            timeout=900,
+        )
+        return runner.run(cfg)
+
+    state, summary = run()
+    assert summary.workflow_state == "COMPLETED", summary.as_dict()
+    evals = state.evaluations()
+    assert len(evals) == cfg.budget
+    jobs = {r.slurm_job_id for r in summary.launches}
+    for e in evals:
+        assert e["provenance"]["pdf"]["slurm_job_id"] in jobs  # simulated in a Slurm job
+        assert set(e["fit"]["pdf"]["parameters"]) == {"scale", "qdamp"} and e["goodness"]["pdf"]["value"] > 0
+        assert state.has_spectrum(e["spectra"]["pdf"])  # the fitted spectrum, written by the record job
+    before = {e["_id"]: e["fit"] for e in evals}
+    state, _ = run()  # a second submit of the same campaign: resumes, nothing evaluated again
+    after = state.evaluations()
+    assert {e["_id"]: e["fit"] for e in after} == before
