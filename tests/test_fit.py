@@ -88,6 +88,21 @@ def test_per_element_uiso_and_delta2_are_refined_within_bounds(nio):
     assert set(only_o) == {"scale", "biso_O"} and only_o["biso_O"] > 0.6
 
 
+def test_per_atom_rows_are_fitted_with_the_spectrum(nio):
+    """The node-level PDF surrogate learns per-atom rows: after the fit their mean is the fitted G(r)."""
+    from aso_workflows.spectra.pdf_partials import simulate_with_sites
+
+    sim = PDFSimulator(qdamp=0.02)
+    target = _scaled(PDFSimulator(qdamp=0.05).simulate(nio), 0.7)
+    spec = simulate_with_sites(sim, nio)
+    for refine in (["scale"], ["scale", "qdamp"]):
+        result = make_fitter("pdf", refine, target, sim).fit(spec, nio)
+        rows = np.asarray(result.spectrum.site_values)
+        assert rows.shape == (len(nio), len(target.values))
+        assert np.allclose(rows.mean(axis=0), result.spectrum.y, atol=1e-6 * np.abs(result.spectrum.y).max())
+    assert not np.allclose(rows, 0.7 * np.asarray(spec.site_values), atol=1e-3)  # re-computed, not scaled
+
+
 def test_a_parameter_stays_inside_its_bounds(nio):
     target = PDFSimulator(qdamp=0.08).simulate(nio)
     sim = PDFSimulator(qdamp=0.0)

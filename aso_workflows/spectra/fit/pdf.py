@@ -78,6 +78,26 @@ class PDFFitter(NuisanceFitter):
     def point_weights(self) -> np.ndarray:
         return self._weights
 
+    def _site_rows(self, spectrum: Spectrum, structure: Structure | None, changes: dict) -> np.ndarray:
+        """The per-atom rows G_i(r) at the fitted settings, on the target grid.
+
+        Scale alone: the simulation's rows. Anything else changes the rows' shape: they are computed
+        again at the fitted settings (:mod:`~aso_workflows.spectra.pdf_partials`; N + one pdffit2
+        calculation per element), so that their mean stays the fitted G(r) / scale exactly.
+        """
+        if not changes:
+            rows = np.asarray(spectrum.site_values, dtype=float)
+            x = spectrum.x
+        else:
+            from aso_workflows.spectra.pdf_partials import pdf_site_contributions
+
+            sim = self.simulator.with_settings(**changes)
+            rows = pdf_site_contributions(sim, structure).rows
+            x = sim.r()
+        if len(x) == len(self.target.x) and np.allclose(x, self.target.x, rtol=1e-9, atol=1e-12):
+            return rows
+        return np.array([np.interp(self.target.x, x, row) for row in rows])
+
     # -- parameters ---------------------------------------------------------------------------
     def _thermal(self, structure: Structure | None) -> list[tuple[str, str, str]]:
         """``(result name, unit 'biso'|'uiso', element)`` of every refined displacement parameter."""
@@ -153,13 +173,15 @@ class PDFFitter(NuisanceFitter):
         fitted_settings = (
             {**spectrum.settings, **settings_for(res.values)} if names else dict(spectrum.settings)
         )
-        fitted = spectrum.model_copy(
-            update={
-                "values": values.tolist(),
-                "settings": fitted_settings,
-                "extra": {**spectrum.extra, "nuisance_fit": params},
-            }
-        )
+        update = {
+            "values": values.tolist(),
+            "settings": fitted_settings,
+            "extra": {**spectrum.extra, "nuisance_fit": params},
+        }
+        if spectrum.site_values is not None:  # per-atom rows (node-level surrogate): fitted alike
+            rows = self._site_rows(spectrum, structure, settings_for(res.values) if names else {})
+            update["site_values"] = (res.scale * rows).tolist()
+        fitted = spectrum.model_copy(update=update)
         return FitResult(
             technique="pdf",
             parameters=params,
