@@ -97,14 +97,16 @@ def test_missing_technique_and_bad_terms(pdfs):
     objective = Objective([TechniqueTerm("pdf", nio_pdf)])
     with pytest.raises(InputError, match="missing"):
         objective.evaluate({"exafs": nio_pdf})
-    with pytest.raises(InputError, match="weight"):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="weight"):
         TechniqueTerm("pdf", nio_pdf, weight=0.0)
-    with pytest.raises(InputError, match="normalisation"):
+    with pytest.raises(ValidationError, match="normalisation"):
         TechniqueTerm("pdf", nio_pdf, normalisation="std")
-    with pytest.raises(InputError, match="normalisation"):
+    with pytest.raises(ValidationError, match="normalisation"):
         TechniqueTerm("pdf", nio_pdf, normalisation=-1.0)
     flat = _spectrum("pdf", [1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
-    with pytest.raises(InputError, match="variance"):
+    with pytest.raises(ValidationError, match="zero variance"):
         TechniqueTerm("pdf", flat)
     with pytest.raises(InputError, match="more than once"):
         Objective([TechniqueTerm("pdf", nio_pdf), TechniqueTerm("pdf", nio_pdf)])

@@ -28,18 +28,20 @@ already in the fitted space.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from aso_workflows.errors import InputError
+from aso_workflows.settings import settings_dataclass
 from aso_workflows.spectra.goodness import GOODNESS_NAMES, r_factor, rw
 from aso_workflows.spectra.spectrum import Grid, Spectrum
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-    from aso_workflows.spectra.fit.base import FitResult, NuisanceFitter
+    from aso_workflows.spectra.fit.base import FitResult
 
 __all__ = ["mse", "same_grid", "TechniqueTerm", "Objective"]
 
@@ -70,7 +72,7 @@ def same_grid(a: Grid, b: Grid) -> bool:
     return bool(np.allclose(x, y, rtol=1e-9, atol=1e-12))
 
 
-@dataclass
+@settings_dataclass
 class TechniqueTerm:
     """One technique's contribution to the objective: ``weight · MSE / normaliser``.
 
@@ -92,39 +94,20 @@ class TechniqueTerm:
 
     technique: str
     target: Spectrum
-    weight: float = 1.0
-    normalisation: str | float = "variance"
-    fitter: NuisanceFitter | None = None
+    weight: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    normalisation: Literal["variance", "none"] | Annotated[float, Field(gt=0, allow_inf_nan=False)] = (
+        "variance"
+    )
+    fitter: Any = None  # a NuisanceFitter (any object with point_weights() and fit())
 
-    def __post_init__(self) -> None:
-        try:
-            weight = float(self.weight)
-        except (TypeError, ValueError):
-            weight = float("nan")
-        if not (np.isfinite(weight) and weight > 0):
-            raise InputError(f"{self.technique}.weight", f"expected a positive number, got {self.weight!r}")
-        self.weight = weight
-        if isinstance(self.normalisation, str):
-            if self.normalisation not in ("variance", "none"):
-                raise InputError(
-                    f"{self.technique}.normalisation",
-                    f"expected 'variance', 'none' or a positive number, got {self.normalisation!r}",
-                )
-        else:
-            try:
-                ok = bool(np.isfinite(float(self.normalisation)) and float(self.normalisation) > 0)
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise InputError(
-                    f"{self.technique}.normalisation",
-                    f"expected 'variance', 'none' or a positive number, got {self.normalisation!r}",
-                )
+    @model_validator(mode="after")
+    def _not_constant(self) -> TechniqueTerm:
         if self.normalisation == "variance" and self._variance() == 0.0:
-            raise InputError(
-                f"{self.technique}.normalisation",
-                "the target is constant (zero variance); use normalisation 'none' or a number",
+            raise ValueError(
+                f"{self.technique}.normalisation: the target is constant (zero variance); "
+                "use normalisation 'none' or a number"
             )
+        return self
 
     @property
     def point_weights(self) -> np.ndarray | None:
