@@ -330,8 +330,8 @@ def test_unknown_simulator_setting_and_read_option(existing, fault_ledger):
 @pytest.mark.parametrize(
     ("settings", "needles"),
     [
-        ({"qmax": "abc"}, ["field 'targets[0].settings.qmax'", "expected a number, got 'abc'"]),
-        ({"rstep": 0}, ["field 'targets[0].settings.rstep'", "must be > 0"]),
+        ({"qmax": "abc"}, ["field 'targets[0].settings.qmax'", "should be a valid number"]),
+        ({"rstep": 0}, ["field 'targets[0].settings.rstep'", "should be greater than 0"]),
     ],
 )
 def test_bad_simulator_setting_value(existing, fault_ledger, settings, needles):
