@@ -17,6 +17,7 @@ __all__ = [
     "structure_fingerprint",
     "settings_hash",
     "min_distance_table",
+    "shortest_pair_distances",
     "pair_min_distance_matrix",
     "violates_min_distance",
 ]
@@ -91,8 +92,38 @@ def _default_pair_distance(a: str, b: str, scale: float) -> float:
     return float(scale * (ra + rb))
 
 
+REFERENCE_FRACTION = 0.9
+"""Default cap of a pair's minimum distance, as a fraction of its shortest distance in the start structure."""
+
+
+def shortest_pair_distances(structure: Structure) -> dict[tuple[str, str], float]:
+    """The shortest distance (Å, minimum image) between sites of each element pair in ``structure``.
+
+    Both orders are keys. A pair of one element needs two sites of it (an atom's distance to its own
+    periodic image is a lattice vector, not a property of the positions).
+    """
+    species = [site.specie.symbol for site in structure]
+    out: dict[tuple[str, str], float] = {}
+    if len(structure) < 2:
+        return out
+    dm = np.array(structure.distance_matrix, dtype=float)
+    np.fill_diagonal(dm, np.inf)
+    for a in sorted(set(species)):
+        ia = [k for k, x in enumerate(species) if x == a]
+        for b in sorted(set(species)):
+            ib = [k for k, x in enumerate(species) if x == b]
+            d = float(dm[np.ix_(ia, ib)].min())
+            if np.isfinite(d):
+                out[(a, b)] = d
+    return out
+
+
 def min_distance_table(
-    elements: list[str], overrides: Mapping[str, float] | None = None, scale: float = 0.7
+    elements: list[str],
+    overrides: Mapping[str, float] | None = None,
+    scale: float = 0.7,
+    reference: Structure | None = None,
+    reference_fraction: float = REFERENCE_FRACTION,
 ) -> dict[tuple[str, str], float]:
     """Minimum allowed distance for every element pair.
 
@@ -105,13 +136,23 @@ def min_distance_table(
     scale
         Default is ``scale × (r_a + r_b)`` with pymatgen's empirical atomic radii
         (e.g. Ni–O ≈ 1.5 Å, O–O ≈ 0.8 Å, C–C ≈ 0.98 Å for scale 0.7).
+    reference
+        A structure known to be physical (a campaign's start): a default (not overridden) distance is
+        capped at ``reference_fraction`` × the pair's shortest distance in it. The empirical radii are
+        metallic radii, too large for ions: Cs–Cs gets 3.64 Å, while the Cs–Cs distance of the ``ht``
+        start 048 (Cs12Si4O14) is 3.69 Å — no perturbation of it keeps every pair above the table.
+    reference_fraction
+        The cap's fraction (default :data:`REFERENCE_FRACTION`).
     """
     overrides = dict(overrides or {})
+    shortest = shortest_pair_distances(reference) if reference is not None else {}
     table: dict[tuple[str, str], float] = {}
     els = sorted(set(elements))
     for i, a in enumerate(els):
         for b in els[i:]:
             d = _default_pair_distance(a, b, scale)
+            if (a, b) in shortest:
+                d = min(d, reference_fraction * shortest[(a, b)])
             for key in (f"{a}-{b}", f"{b}-{a}"):
                 if key in overrides:
                     d = float(overrides[key])

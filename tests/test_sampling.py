@@ -64,6 +64,54 @@ def test_displacements_lie_within_bounds(nio):
         assert np.allclose(s.lattice.matrix, nio.lattice.matrix)
 
 
+def test_one_amplitude_per_structure(nio):
+    sampler = PerturbationSampler(min_displacement=0.2, max_displacement=0.9, seed=4)
+    out, reports = sampler.sample_with_report(nio, 12)
+    amplitudes = []
+    for s, r in zip(out, reports, strict=True):
+        d = _displacements(nio, s)
+        assert np.allclose(d, r.amplitude)  # every atom moved by the structure's amplitude
+        amplitudes.append(r.amplitude)
+    assert min(amplitudes) >= 0.2 and max(amplitudes) <= 0.9
+    assert max(amplitudes) - min(amplitudes) > 0.3  # structures spread over the range
+    # the per-atom option draws a length per atom
+    per_atom = PerturbationSampler(min_displacement=0.2, max_displacement=0.9, amplitude="atom", seed=4)
+    d = _displacements(nio, per_atom.sample(nio, 1)[0])
+    assert d.max() - d.min() > 0.1
+
+
+def test_200_atom_oxide_supercell_is_sampled_at_the_reference_range(nio):
+    """NiO 3×3×3 (216 atoms) at 0.1–1.0 Å: whole-structure rejection never accepted such a draw (issue 12);
+    re-drawing the violating atoms one at a time gives valid structures at the drawn amplitude."""
+    big = nio * (3, 3, 3)
+    sampler = PerturbationSampler(min_displacement=0.8, max_displacement=1.0, seed=0)
+    out, reports = sampler.sample_with_report(big, 2)
+    dmin = sampler.dmin_matrix(big)
+    pos = torch.tensor(np.stack([s.cart_coords for s in out]))
+    lat = torch.tensor(np.stack([s.lattice.matrix for s in out]))
+    assert not violations(pos, lat, dmin).any()
+    for s, r in zip(out, reports, strict=True):
+        assert np.allclose(_displacements(big, s), r.amplitude)
+        # the first draw broke many pairs (whole-structure rejection would have thrown it away)
+        assert r.violating_atoms > 10
+        assert 0 < r.redrawn_atoms <= r.violating_atoms * 4
+        assert r.restarts == 0
+
+
+def test_default_distances_are_capped_by_the_structure_itself():
+    """Metallic radii put Cs–Cs at 3.64 Å; a start with Cs–Cs at 3.50 Å must still be perturbable."""
+    s = Structure(Lattice.cubic(3.5), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]) * (2, 2, 2)
+    plain = min_distance_table(["Cs", "Cl"])
+    assert plain[("Cs", "Cs")] > 3.5  # the uncapped table rejects the start itself
+    table = min_distance_table(["Cs", "Cl"], reference=s)
+    assert table[("Cs", "Cs")] == pytest.approx(0.9 * 3.5)
+    assert table[("Cl", "Cs")] <= plain[("Cl", "Cs")]
+    assert min_distance_table(["Cs", "Cl"], {"Cs-Cs": 3.6}, reference=s)[("Cs", "Cs")] == 3.6  # explicit
+    out = PerturbationSampler(min_displacement=0.5, max_displacement=0.6, seed=1).sample(s, 3)
+    assert len(out) == 3
+    assert not any(violates_min_distance(x, table) for x in out)
+
+
 def test_samples_respect_min_distances(nio):
     overrides = {"Ni-O": 1.85}
     table = _table(nio, overrides)

@@ -34,5 +34,5 @@ class RandomSearch(Optimizer):
         )
         return [
             CandidateProposal(structure=s, note="random perturbation")
-            for s in sampler.sample(state.start, ctx.q)
+            for s in sampler.sample(state.start, ctx.q, dmin_matrix=state.dmin_matrix)
         ]
