@@ -125,6 +125,10 @@ def test_schedule_exploits_the_last_part_of_the_budget():
     assert sched.acquisition(base, 50, 100).lam == 0.1
     assert sched.acquisition(base, 90, 100).lam == 0.0
     assert LCBSchedule(exploit_last=0).lam_at(99, 100) == 0.1
+    # the exploitation phase (bigger proposal search) is the same window, also when λ is 0 throughout
+    assert [n + 1 for n in range(100) if sched.exploiting(n, 100)] == list(range(81, 101))
+    greedy = LCBSchedule(lam=0.0, exploit_last=20)
+    assert not greedy.exploiting(50, 100) and greedy.exploiting(80, 100)
 
 
 def test_schedule_validates_through_pydantic_like_the_campaign_config():

@@ -114,7 +114,9 @@ def _proposer(**kw) -> GradientProposer:
 def test_proposal_lowers_the_acquisition_and_approaches_the_target(nio, case):
     target, start, acq = case
     rdf = SiteRDF(len(nio))
-    (prop,) = _proposer().propose([start], {"rdf": rdf}, acq, min_distance_matrix(nio))
+    # copies of one start with Gaussian noise and large steps: the optimiser itself must work
+    proposer = _proposer(starts="best", lr=1e-2)
+    (prop,) = proposer.propose([start], {"rdf": rdf}, acq, min_distance_matrix(nio))
     assert isinstance(prop, Proposal) and not prop.fallback
     # all starts go through the predictor as one batch per step
     assert [n for n, _ in rdf.calls] == [16] * 51
@@ -144,6 +146,61 @@ def test_q_proposals_are_distinct_and_avoid_pending_and_evaluated(nio, case):
             assert _rmsd(props[a].structure, props[b].structure) >= threshold
     # the pending structure was the best candidate: it is now replaced by a worse, distinct one
     assert props[0].acquisition >= free[0].acquisition
+
+
+def test_reference_starts_are_the_evaluated_structures_then_fresh_perturbations(nio, case):
+    """Reference defaults: every evaluated structure is a start, the rest are 0.1–1.0 Å perturbations of
+    the start structure; lr 1e-3 keeps the evaluated starts within a ~0.1 Å trust region."""
+    target, start, acq = case
+    assert (GradientProposer().lr, GradientProposer().steps, GradientProposer().n_starts) == (1e-3, 100, 128)
+    dmin = min_distance_matrix(nio)
+    evaluated = [_displaced(start, 0.3, np.random.default_rng(k)) for k in range(5)]
+    rdf = SiteRDF(8)
+    proposer = _proposer(q=12, diversity_threshold=0.0, steps=40)
+    props = proposer.propose(evaluated, {"rdf": rdf}, acq, dmin, reference=start)
+    assert [n for n, _ in rdf.calls] == [16] * 41
+    search = props[0].search
+    assert (search["n_starts"], search["steps"], search["fresh_starts"], search["phase"]) == (
+        16,
+        40,
+        11,
+        "explore",
+    )
+    parents = {p.parent_index for p in props}
+    assert -1 in parents and parents - {-1} <= set(range(5))
+    for p in props:
+        if p.parent_index >= 0:  # an evaluated start moved about lr per step and coordinate (Adam)
+            origin = evaluated[p.parent_index]
+            d = p.structure.frac_coords - origin.frac_coords
+            d -= np.round(d)
+            assert np.abs(d @ nio.lattice.matrix).max() <= 40 * 1e-3 * 1.25
+        else:  # a fresh perturbation: every atom about its amplitude (0.1–1.0 Å) away from the start
+            assert _rmsd(p.structure, start) > 0.05
+
+
+def test_exploitation_search_is_larger_and_sized_down_on_cpu(nio, case):
+    _, start, acq = case
+    cpu = GradientProposer(device="cpu")
+    assert cpu.search_size(False) == (128, 100)
+    assert cpu.search_size(True) == (256, 250)  # the documented CPU size of the 1024 × 1000 search
+    full = GradientProposer(device="cpu", cpu_exploit_n_starts=1024, cpu_exploit_steps=1000)
+    assert full.search_size(True) == (1024, 1000)
+    rdf = SiteRDF(8)
+    proposer = _proposer(steps=3, exploit_n_starts=40, exploit_steps=5, max_batch=16, device="cpu")
+    (p,) = proposer.propose([start], {"rdf": rdf}, acq, min_distance_matrix(nio), exploit=True)
+    assert (p.search["phase"], p.search["n_starts"], p.search["steps"]) == ("exploit", 40, 5)
+    assert [n for n, _ in rdf.calls] == [16] * 6 + [16] * 6 + [8] * 6  # in batches of max_batch
+
+
+def test_batching_does_not_change_the_result(nio, case):
+    _, start, acq = case
+    dmin = min_distance_matrix(nio)
+    one = _proposer(q=3, max_batch=16).propose([start], {"rdf": SiteRDF(8)}, acq, dmin, reference=start)
+    split = _proposer(q=3, max_batch=5).propose([start], {"rdf": SiteRDF(8)}, acq, dmin, reference=start)
+    assert [p.start_index for p in one] == [p.start_index for p in split]
+    for a, b in zip(one, split, strict=True):
+        assert a.acquisition == pytest.approx(b.acquisition, abs=1e-5)
+        assert np.allclose(a.structure.cart_coords, b.structure.cart_coords, atol=1e-5)
 
 
 def test_q1_returns_the_best_start(nio, case):
@@ -177,7 +234,12 @@ def test_fallback_to_random_perturbations_when_nothing_new_survives(nio, case):
     dmin = min_distance_matrix(nio)
     # no steps and no start noise: every candidate is the (already evaluated) start itself
     proposer = _proposer(
-        steps=0, start_noise=0.0, q=2, fallback_min_displacement=0.1, fallback_max_displacement=0.3
+        starts="best",
+        steps=0,
+        start_noise=0.0,
+        q=2,
+        fallback_min_displacement=0.1,
+        fallback_max_displacement=0.3,
     )
     props = proposer.propose([start], {"rdf": SiteRDF(8)}, acq, dmin, evaluated=[start])
     assert len(props) == 2 and all(p.fallback for p in props)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pymatgen.core import Structure
 
-__all__ = ["ProposalContext", "CandidateProposal", "Optimizer", "rng_for"]
+__all__ = ["ProposalContext", "CandidateProposal", "Optimizer", "rng_for", "FALLBACK_KIND"]
 
 
 @dataclass
@@ -53,14 +53,36 @@ class ProposalContext:
     seed: int
 
 
+#: Proposal kinds an optimiser may set instead of its own name (``CandidateProposal.kind``).
+FALLBACK_KIND = "fallback"
+
+
 @dataclass
 class CandidateProposal:
-    """One proposed structure, with what the optimiser predicted for it (if anything)."""
+    """One proposed structure, with what the optimiser predicted for it (if anything).
+
+    Attributes
+    ----------
+    structure
+        The candidate.
+    acquisition
+        Its acquisition value, when the optimiser has one.
+    predicted
+        ``{technique: {"mean": [...], "std": [...]}}`` plus extras (``objective``, ``lambda``, search
+        statistics, refinement accounting).
+    note
+        One line for people.
+    kind
+        How it was made, when not by the optimiser's own method: :data:`FALLBACK_KIND` for a random
+        perturbation used because the optimiser found nothing valid. ``None``: the optimiser's name.
+        The campaign stores it as the proposal's (and evaluation's) ``kind``.
+    """
 
     structure: Structure
     acquisition: float | None = None
     predicted: dict = field(default_factory=dict)  # technique -> {"mean": [...], "std": [...]} + objective
     note: str = ""
+    kind: str | None = None
 
 
 class Optimizer(ABC):

@@ -188,14 +188,20 @@ class LCBSchedule:
                 "acquisition.exploit_last", f"expected >= 0 simulations, got {self.exploit_last}"
             )
 
-    def lam_at(self, n_used: int, budget: int) -> float:
-        """λ for the next proposal, after ``n_used`` of ``budget`` simulations.
+    def exploiting(self, n_used: int, budget: int) -> bool:
+        """True in the exploitation phase: the next simulation (number ``n_used + 1``) lies among the
+        last ``exploit_last`` of the budget, i.e. ``budget − n_used <= exploit_last``.
 
-        The next simulation is number ``n_used + 1``; it is exploitative (λ = 0) when it lies among the
-        last ``exploit_last`` of the budget, i.e. when ``budget − n_used <= exploit_last``. A batch of q
-        proposals takes the λ of its first member.
+        The proposal optimiser searches harder there (the reference: 1024 starts × 1000 steps instead of
+        128 × 100; :meth:`~aso_workflows.optimizers.aso.proposal.GradientProposer.search_size`).
         """
-        return 0.0 if budget - n_used <= self.exploit_last else self.lam
+        return budget - n_used <= self.exploit_last
+
+    def lam_at(self, n_used: int, budget: int) -> float:
+        """λ for the next proposal, after ``n_used`` of ``budget`` simulations: 0 in the exploitation
+        phase (:meth:`exploiting`), else ``lam``. A batch of q proposals takes the λ of its first member.
+        """
+        return 0.0 if self.exploiting(n_used, budget) else self.lam
 
     def acquisition(self, base: LowerConfidenceBound, n_used: int, budget: int) -> LowerConfidenceBound:
         """``base`` with the scheduled λ."""

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule, LowerConfidenceBound
-from aso_workflows.optimizers.aso.proposal import GradientProposer
-from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
+from aso_workflows.optimizers.aso.proposal import GradientProposer, Proposal
+from aso_workflows.optimizers.base import FALLBACK_KIND, CandidateProposal, Optimizer, ProposalContext
+from aso_workflows.optimizers.sampling import PerturbationSampler
 from aso_workflows.optimizers.registry import register_optimizer
 
 __all__ = ["ActiveStructOpt"]
@@ -27,22 +28,31 @@ class ActiveStructOpt(Optimizer):
     proposer
         Multi-start gradient optimiser of positions through the surrogate.
     schedule
-        λ of the lower confidence bound, 0 for the last part of the budget.
+        λ of the lower confidence bound, 0 for the last part of the budget (the exploitation phase,
+        where the proposer also searches with more starts and steps).
     metric
         ``"mae"`` (reference) or ``"mse"`` in the acquisition.
     n_best_starts
-        How many of the best evaluated structures seed the random starts.
+        ``proposal.starts: best`` only: how many of the best evaluated structures seed the starts.
+    sampler
+        Draws the fresh perturbations of the start among the proposal's starts (the campaign's sampler).
     """
 
     proposer: GradientProposer = dataclasses.field(default_factory=GradientProposer)
     schedule: LCBSchedule = dataclasses.field(default_factory=LCBSchedule)
     metric: str = "mae"
     n_best_starts: int = 8
+    sampler: PerturbationSampler = dataclasses.field(default_factory=PerturbationSampler)
     needs_surrogate: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, config) -> ActiveStructOpt:
-        return cls(proposer=config.proposal, schedule=config.acquisition, metric=config.acquisition_metric)
+        return cls(
+            proposer=config.proposal,
+            schedule=config.acquisition,
+            metric=config.acquisition_metric,
+            sampler=config.sampler,
+        )
 
     def acquisition(self, ctx: ProposalContext) -> LowerConfidenceBound:
         state = ctx.state
@@ -55,12 +65,14 @@ class ActiveStructOpt(Optimizer):
             targets=targets, weights=weights, scales=scales, lam=lam, metric=self.metric
         )
 
-    def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
+    def surrogate_proposals(self, ctx: ProposalContext) -> tuple[list[Proposal], LowerConfidenceBound]:
+        """The proposer's candidates for this iteration and the acquisition they were scored by."""
         state = ctx.state
         if not ctx.models:
             raise RuntimeError("ActiveStructOpt needs trained surrogate models")
         acq = self.acquisition(ctx)
-        starts = [s for s, _ in ctx.evaluated[: self.n_best_starts]]
+        ranked = [s for s, _ in ctx.evaluated]
+        starts = ranked[: self.n_best_starts] if self.proposer.starts == "best" else ranked
         proposer = dataclasses.replace(self.proposer, q=ctx.q, seed=ctx.seed)
         predict = {k: m.predict_torch for k, m in ctx.models.items()}
         out = proposer.propose(
@@ -69,25 +81,37 @@ class ActiveStructOpt(Optimizer):
             acq,
             state.dmin_matrix,
             pending=ctx.pending,
-            evaluated=[s for s, _ in ctx.evaluated],
+            evaluated=ranked,
+            reference=state.start,
+            sampler=self.sampler,
+            exploit=self.schedule.exploiting(ctx.n_used, ctx.budget),
         )
-        result = []
-        for p in out:
-            predicted = {
-                k: {"mean": np.asarray(p.mean[k]).tolist(), "std": np.asarray(p.std[k]).tolist()}
-                for k in p.mean
-            }
-            predicted["objective"] = self._predicted_objective(state, p.mean)
-            predicted["lambda"] = acq.lam
-            result.append(
-                CandidateProposal(
-                    structure=p.structure,
-                    acquisition=float(p.acquisition),
-                    predicted=predicted,
-                    note=getattr(p, "note", ""),
-                )
-            )
-        return result
+        return out, acq
+
+    def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
+        out, acq = self.surrogate_proposals(ctx)
+        return [self.candidate(ctx, p, acq) for p in out]
+
+    def candidate(self, ctx: ProposalContext, p: Proposal, acq: LowerConfidenceBound) -> CandidateProposal:
+        """A proposer's :class:`Proposal` as the campaign stores it (kind ``fallback`` when it is one)."""
+        predicted: dict = {
+            k: {"mean": np.asarray(p.mean[k]).tolist(), "std": np.asarray(p.std[k]).tolist()} for k in p.mean
+        }
+        predicted["objective"] = self._predicted_objective(ctx.state, p.mean)
+        predicted["lambda"] = acq.lam
+        predicted["search"] = dict(p.search)
+        if p.fallback:
+            note = "random perturbation of a best structure: no optimised start was valid and distinct"
+        else:
+            origin = "a fresh perturbation of the start" if p.parent_index < 0 else "an evaluated structure"
+            note = f"gradient proposal from {origin} ({p.search.get('phase', 'explore')} search)"
+        return CandidateProposal(
+            structure=p.structure,
+            acquisition=float(p.acquisition),
+            predicted=predicted,
+            note=note,
+            kind=FALLBACK_KIND if p.fallback else None,
+        )
 
     @staticmethod
     def _predicted_objective(state, means: dict) -> float:
