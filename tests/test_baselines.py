@@ -264,7 +264,8 @@ def _expanded_nio(nio: Structure, strain: float, jitter: float) -> Structure:
     """NiO with a, b, c scaled by 1 + strain and every atom displaced by up to ``jitter`` Å."""
     s = nio.copy()
     s.scale_lattice(nio.volume * (1 + strain) ** 3)
-    return PerturbationSampler(min_displacement=0.0, max_displacement=jitter, seed=4).sample(s, 1)[0]
+    sampler = PerturbationSampler(min_displacement=0.0, max_displacement=jitter, amplitude="atom", seed=4)
+    return sampler.sample(s, 1)[0]
 
 
 def test_pdffit2_refinement_recovers_the_lattice_parameter(nio):

@@ -290,6 +290,7 @@ class DiffPyRefinement(Optimizer):
         sampler = PerturbationSampler(
             min_displacement=0.0,
             max_displacement=self.restart_displacement,
+            amplitude="atom",  # every atom its own length up to restart_displacement (breaks symmetry)
             seed=int(seq.generate_state(1)[0]),
         )
         return sampler.sample(best, 1, dmin_matrix=state.dmin_matrix)[0]

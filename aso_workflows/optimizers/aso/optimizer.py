@@ -12,8 +12,8 @@ import torch
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule, LowerConfidenceBound
 from aso_workflows.optimizers.aso.proposal import GradientProposer, Proposal
 from aso_workflows.optimizers.base import FALLBACK_KIND, CandidateProposal, Optimizer, ProposalContext
-from aso_workflows.optimizers.sampling import PerturbationSampler
 from aso_workflows.optimizers.registry import register_optimizer
+from aso_workflows.optimizers.sampling import PerturbationSampler
 
 __all__ = ["ActiveStructOpt"]
 
