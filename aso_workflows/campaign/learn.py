@@ -215,7 +215,7 @@ def propose_candidates(state: CampaignState, iteration: int, model_ids: dict | N
     items = [
         {
             "structure": p.structure,
-            "kind": cfg.optimizer,
+            "kind": p.kind or cfg.optimizer,  # e.g. "fallback": a random perturbation, not the method's
             "predicted": plain(p.predicted) if p.predicted else None,
             "acquisition": p.acquisition,
             "seconds": seconds,

@@ -131,7 +131,11 @@ class CampaignState:
 
     @functools.cached_property
     def min_distances(self) -> dict[tuple[str, str], float]:
-        return min_distance_table(self.species, self.config.min_distances, self.config.min_distance_scale)
+        # defaults capped by the start's own shortest pair distances (a physical structure: see
+        # structures.min_distance_table)
+        return min_distance_table(
+            self.species, self.config.min_distances, self.config.min_distance_scale, reference=self.start
+        )
 
     @functools.cached_property
     def dmin_matrix(self) -> np.ndarray:

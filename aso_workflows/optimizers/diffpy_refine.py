@@ -332,8 +332,13 @@ class DiffPyRefinement(Optimizer):
 def pdf_calculations(evaluations: list[dict], proposals: dict[str, dict] | None = None) -> list[int]:
     """Cumulative PDF calculations spent after each evaluation (chronological order).
 
-    One per evaluation, except DiffPy evaluations, which cost the ``pdf_calculations`` (PDF + derivative
-    calculations of pdffit2) their proposal took.
+    One per evaluation (the campaign's simulation), except
+
+    - DiffPy evaluations, which cost the ``predicted.diffpy.pdf_calculations`` (PDF + derivative
+      calculations of pdffit2) their proposal took — the refinement's calculation of a structure stands
+      for its simulation;
+    - evaluations of refined proposals (``optimizer: aso-refine``), which cost one plus the
+      ``predicted.refine.pdf_calculations`` of their refinement.
 
     Parameters
     ----------
@@ -345,9 +350,12 @@ def pdf_calculations(evaluations: list[dict], proposals: dict[str, dict] | None 
     total, out = 0, []
     for e in evaluations:
         cost = 1
-        if e.get("kind") == KIND and proposals is not None:
-            p = proposals.get(str(e.get("proposal_id")), {})
-            cost = int(((p.get("predicted") or {}).get("diffpy") or {}).get("pdf_calculations", 1))
+        if proposals is not None:
+            predicted = proposals.get(str(e.get("proposal_id")), {}).get("predicted") or {}
+            if e.get("kind") == KIND:
+                cost = int((predicted.get("diffpy") or {}).get("pdf_calculations", 1))
+            elif predicted.get("refine"):
+                cost = 1 + int(predicted["refine"].get("pdf_calculations", 0))
         total += cost
         out.append(total)
     return out
