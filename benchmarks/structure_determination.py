@@ -3,7 +3,7 @@
     python benchmarks/structure_determination.py --reduced            # ≥ 5 cases, PDF, budget 40, 1 seed
     python benchmarks/structure_determination.py --full               # all cases, budget 100, 3 seeds
     python benchmarks/structure_determination.py --technique exafs    # LiNiO2 JT, Ni K-edge EXAFS (FEFF)
-        [--methods aso random rmc gpbo diffpy] [--cases linio2-jt ht-003 ...] [--seeds 0 1]
+        [--methods aso aso-refine random rmc gpbo diffpy] [--cases linio2-jt ht-003 ...] [--seeds 0 1]
         [--budget N] [--initial N] [--batch N] [--jobs N] [--device auto|cpu|cuda] [--out DIR] [--rerun aso]
 
 Each run (case, method, seed) is one campaign (``CampaignConfig``: ``optimizer: <method>``) with its own
@@ -54,7 +54,10 @@ sys.path.insert(0, str(HERE))
 
 from cases import REDUCED, BenchmarkCase, resolve_cases  # noqa: E402
 
-ALL_METHODS = ["aso", "random", "rmc", "gpbo", "diffpy"]
+ALL_METHODS = ["aso", "aso-refine", "random", "rmc", "gpbo", "diffpy"]
+#: methods whose proposals spend PDF calculations of their own (pdffit2 refine steps): their runs are
+#: also shown re-indexed by PDF calculations (``<method>/calc``)
+CALC_METHODS = ("diffpy", "aso-refine")
 PDF_SETTINGS = {"rmin": 1.0, "rmax": 10.0, "rstep": 0.01, "qmin": 1.0, "qmax": 18.0, "biso": 2.0}
 #: light FEFF settings of examples/linio2_jt_exafs (2 of the Ni absorbers, ~3.5 s per FEFF run)
 EXAFS_SETTINGS = {"absorber": "Ni", "sites": 2}
@@ -242,9 +245,13 @@ def run_one(case: BenchmarkCase, method: str, seed: int, s: SuiteSettings, out: 
         "threads": torch.get_num_threads(),
         "surrogate_accuracy": surrogate_accuracy(models),
     }
-    if method == "diffpy":
-        # DiffPy's proposals may each take several pdffit2 refine steps (a PDF calculation with
-        # derivatives each): keep the cumulative count, the honest x axis for this method
+    proposed = [r for r in done if r["kind"] not in ("start", "initial")]
+    result["n_proposed"] = len(proposed)
+    # proposals the optimiser could not make by its method (random perturbations instead)
+    result["n_fallback"] = sum(r["kind"] == "fallback" for r in proposed)
+    if method in CALC_METHODS:
+        # DiffPy's proposals take pdffit2 refine steps, aso-refine's a bounded refinement each (a PDF
+        # calculation with derivatives per step): keep the cumulative count, the honest x axis
         from aso_workflows.optimizers.diffpy_refine import pdf_calculations
 
         props = {p["_id"]: p for p in state.proposals()}
@@ -443,6 +450,8 @@ def summarise(runs: list[dict], methods: list[str], s: SuiteSettings) -> list[di
                     f"{sum(a['curve'][n - 1] < r['curve'][n - 1] for a, r in pairs)}/{len(pairs)}"
                 )
         row["median_wall_s"] = float(np.median([r["wall_s"] for r in rs]))
+        n_prop = sum(r.get("n_proposed", 0) for r in rs)
+        row["fallbacks"] = f"{sum(r.get('n_fallback', 0) for r in rs)}/{n_prop}" if n_prop else "—"
         rows.append(row)
     return rows
 
@@ -461,7 +470,7 @@ def write_outputs(cases, methods, skipped, results, s: SuiteSettings, out: Path,
             if fps:
                 same_initial[f"{case.name}/s{seed}"] = len(fps) == 1
     by_calc = [_per_calculation(r, s.budget) for r in ok if r.get("pdf_calculations")]
-    shown = methods + (["diffpy/calc"] if by_calc else [])
+    shown = methods + [f"{m}/calc" for m in methods if any(r["method"] == f"{m}/calc" for r in by_calc)]
     table = summarise(ok + by_calc, shown, s)
     doc = {
         "suite": dataclasses.asdict(s),
@@ -492,14 +501,15 @@ def write_outputs(cases, methods, skipped, results, s: SuiteSettings, out: Path,
 
 
 def _per_calculation(r: dict, budget: int) -> dict:
-    """A DiffPy run re-indexed by PDF calculations (refine steps) instead of simulated structures:
-    best mismatch among the structures reached within n calculations (the start's mismatch before any)."""
+    """A run re-indexed by PDF calculations instead of simulated structures (DiffPy: its refine steps;
+    aso-refine: each simulation plus its refinement's steps): best mismatch among the structures reached
+    within n calculations (the start's mismatch before any)."""
     calc, curve = r["pdf_calculations"], r["curve"]
     out = []
     for n in range(1, budget + 1):
         within = [curve[i] for i in range(min(len(calc), len(curve))) if calc[i] <= n]
         out.append(min(within) if within else r["start_objective"])
-    return {**r, "method": "diffpy/calc", "curve": out, "best": out[-1]}
+    return {**r, "method": f"{r['method']}/calc", "curve": out, "best": out[-1]}
 
 
 def _fmt(v) -> str:
@@ -530,8 +540,8 @@ def _write_table(
         + " | ".join(f"ASO/method @{n}" for n in s.checkpoints())
         + " | ASO wins @"
         + str(s.budget)
-        + " | median wall (s) |",
-        "| --- | ---: | " + " | ".join("---:" for _ in s.checkpoints() * 2) + " | ---: | ---: |",
+        + " | fallbacks | median wall (s) |",
+        "| --- | ---: | " + " | ".join("---:" for _ in s.checkpoints() * 2) + " | ---: | ---: | ---: |",
     ]
     for row in table:
         best = " | ".join(
@@ -540,7 +550,8 @@ def _write_table(
         ratio = " | ".join(_fmt(row.get(f"aso/{row['method']}@{n}", "—")) for n in s.checkpoints())
         wins = row.get(f"aso_wins@{s.budget}", "—")
         lines.append(
-            f"| {row['method']} | {row['runs']} | {best} | {ratio} | {wins} | {row['median_wall_s']:.0f} |"
+            f"| {row['method']} | {row['runs']} | {best} | {ratio} | {wins} | {row.get('fallbacks', '—')} "
+            f"| {row['median_wall_s']:.0f} |"
         )
     for m, why in skipped.items():
         lines.append(f"| {m} | skipped: {why} |")
@@ -555,6 +566,17 @@ def _write_table(
             "`diffpy/calc`: the DiffPy runs counted in PDF calculations (pdffit2 refine steps, each a PDF "
             "with analytic derivatives) instead of simulated structures.",
         ]
+    if any(row["method"] == "aso-refine/calc" for row in table):
+        lines += [
+            "",
+            "`aso-refine/calc`: the aso-refine runs counted in PDF calculations (each simulation plus the "
+            "pdffit2 refine steps that polished its proposal) instead of simulated structures.",
+        ]
+    lines += [
+        "",
+        "fallbacks: proposals stored as kind `fallback` (the proposer found no valid, distinct candidate "
+        "and a random perturbation of a best structure was simulated instead) / all proposals.",
+    ]
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 

@@ -51,39 +51,55 @@ def refine_structure(
     max_calls: int,
     refine_lattice: bool = False,
 ) -> tuple[Structure, dict]:
-    """Polish ``structure`` by at most ``max_calls`` pdffit2 refine steps against ``target``.
+    """Polish ``structure`` by pdffit2 refine steps against ``target``, at most ``max_calls`` PDF
+    calculations in all.
+
+    Each pdffit2 call is one PDF calculation with derivatives; the first call of a refinement is two (it
+    also evaluates the starting point), so ``max_calls < 2`` leaves the structure as it is. A step that
+    breaks a minimum distance is shortened (halved until valid, as the DiffPy baseline does) and the
+    refinement goes on from there with a fresh pdffit2 instance (a first call again).
 
     Returns the structure reached (``structure`` itself if no step moved it) and what it cost:
-    ``pdf_calculations`` (pdffit2 calls, each a PDF calculation with derivatives), ``steps`` (accepted
-    steps), ``rw`` (pdffit2's Rw at the last calculation), ``min_distance_halvings``, ``stopped``
-    (``"converged"``, ``"calls"`` or ``"min_distance"``) and ``parameters`` (refined).
+    ``pdf_calculations``, ``steps`` (steps that moved it), ``rw`` (pdffit2's Rw at the last
+    calculation), ``min_distance_halvings`` (in all), ``restarts`` (fresh instances after a shortened
+    step), ``stopped`` (``"converged"``, ``"calls"`` or ``"min_distance"``: a step could not be shortened
+    enough) and ``parameters`` (refined).
     """
     from aso_workflows.optimizers.diffpy_refine import DiffPyRefinement, PdfFitRefiner
 
     refiner = PdfFitRefiner(structure, target, simulator, refine_lattice)
-    current, spent, steps, halvings = structure, 0, 0, 0
+    n_parameters = refiner.n_parameters
+    current, spent, steps, halvings, restarts = structure, 0, 0, 0, 0
+    rw = None
     stopped = "calls"
-    while spent < max_calls:
-        new, calls = refiner.step(max_calls - spent)
+    while True:
+        first = 1 if refiner.calls == 0 else 0  # the first call of an instance costs two
+        invocations = max_calls - spent - first
+        if invocations < 1:
+            break
+        new, calls = refiner.step(invocations)
         spent += calls
+        rw = float(refiner.rw)
         if new is None:
             stopped = "converged" if spent < max_calls else "calls"
             break
-        safe, halvings = DiffPyRefinement._enforce_min_distances(new, current, dmin)
+        safe, halved = DiffPyRefinement._enforce_min_distances(new, current, dmin)
         if safe is None:
             stopped = "min_distance"
             break
         current, steps = safe, steps + 1
-        if halvings:
-            stopped = "min_distance"
-            break
+        if halved:
+            halvings += halved
+            restarts += 1
+            refiner = PdfFitRefiner(safe, target, simulator, refine_lattice)  # go on from there
     info = {
         "pdf_calculations": int(spent),
         "steps": steps,
-        "rw": float(refiner.rw) if spent else None,
+        "rw": rw,
         "min_distance_halvings": int(halvings),
+        "restarts": restarts,
         "stopped": stopped,
-        "parameters": int(refiner.n_parameters),
+        "parameters": int(n_parameters),
     }
     return current, info
 
@@ -100,16 +116,20 @@ class ASORefine(Optimizer):
     Attributes
     ----------
     max_calls
-        pdffit2 refine steps per proposal at most (each a PDF calculation with derivatives; the first
-        of a refinement counts two). 0 turns the refinement off (then this is ``aso``).
+        PDF calculations the refinement of one proposal may spend (pdffit2 refine steps, each a PDF
+        calculation with derivatives; the first of a refinement counts two). 0 turns the refinement off
+        (then this is ``aso``). Measured on 8-atom NiO from structures at normalised mismatch 0.01–0.16:
+        4 calculations lowered it ~1–5×, 8 ~10–100×, 16 to 1e-4–1e-7.
     top
-        Refine only the ``top`` proposals of a batch with the best acquisition (``None``: all q).
+        Refine the ``top`` proposals of a batch with the best acquisition (``None``: all q). One by
+        default: counted per PDF calculation, one deep refinement of the most promising candidate costs
+        less than a shallow one of each.
     refine_lattice
         Also refine a, b, c (the campaign keeps the lattice by default, as the reference does).
     """
 
-    max_calls: Annotated[int, Field(ge=0)] = 8
-    top: Annotated[int, Field(ge=1)] | None = None
+    max_calls: Annotated[int, Field(ge=0)] = 16
+    top: Annotated[int, Field(ge=1)] | None = 1
     refine_lattice: bool = False
     section: ClassVar[str | None] = "refine"
     needs_surrogate: ClassVar[bool] = True

@@ -172,9 +172,10 @@ class GradientProposer:
         1000) on a GPU.
     cpu_exploit_n_starts, cpu_exploit_steps
         The same on a CPU (the proposal's device resolves to ``cpu``): each is capped at these values.
-        The default 256 × 250 costs ~16× a normal proposal instead of ~80× (measured in
-        ``docs/aso.md``); set them to 1024 and 1000 for the reference's search on a CPU, or
-        ``exploit_n_starts: 128, exploit_steps: 100`` for no separate exploitation search.
+        The default 256 × 200 costs ~4× a normal proposal instead of 80× (an 8-atom NiO cell, small
+        surrogate: 44 s normal, 220 s at 256 × 250 on the loaded 2-core machine; ``docs/aso.md``); set
+        them to 1024 and 1000 for the reference's search on a CPU, or ``exploit_n_starts: 128,
+        exploit_steps: 100`` for no separate exploitation search.
     max_batch
         Starts pushed through the surrogate at once (memory bound; the result does not depend on it).
     optimise_lattice
@@ -216,7 +217,7 @@ class GradientProposer:
     exploit_n_starts: int = 1024
     exploit_steps: int = 1000
     cpu_exploit_n_starts: int = 256
-    cpu_exploit_steps: int = 250
+    cpu_exploit_steps: int = 200
     max_batch: int = 256
     optimise_lattice: bool = False
     lattice_lr: float = 1e-3
