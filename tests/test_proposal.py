@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from pymatgen.core import Lattice, Structure
 
 import aso_workflows
@@ -184,7 +184,12 @@ def test_exploitation_search_is_larger_and_sized_down_on_cpu(nio, case):
     assert cpu.search_size(False) == (128, 100)
     assert cpu.search_size(True) == (256, 200)  # the documented CPU size of the 1024 × 1000 search
     full = GradientProposer(device="cpu", cpu_exploit_n_starts=1024, cpu_exploit_steps=1000)
-    assert full.search_size(True) == (1024, 1000)
+    assert full.search_size(True) == (1024, 1000)  # the reference's: 8 × the starts, 10 × the steps
+    small = GradientProposer(device="cpu", n_starts=8, steps=10)
+    assert small.search_size(True) == (64, 100)
+    assert GradientProposer(device="cpu", n_starts=512).search_size(True) == (512, 200)  # never smaller
+    same = GradientProposer(device="cpu", n_starts=8, steps=10, exploit_n_starts=8, exploit_steps=10)
+    assert same.search_size(True) == (8, 10)
     rdf = SiteRDF(8)
     proposer = _proposer(steps=3, exploit_n_starts=40, exploit_steps=5, max_batch=16, device="cpu")
     (p,) = proposer.propose([start], {"rdf": rdf}, acq, min_distance_matrix(nio), exploit=True)
@@ -283,13 +288,17 @@ def test_inputs_are_checked(nio, case):
         _proposer(steps=1).propose([start], {"rdf": SiteRDF(8)}, acq, dmin, pending=[other])
     with pytest.raises(InputError, match="dmin_matrix"):
         _proposer(steps=1).propose([start], {"rdf": SiteRDF(8)}, acq, dmin[:4, :4])
-    with pytest.raises(InputError, match="proposal.n_starts"):
+    with pytest.raises(ValidationError, match="n_starts"):
         GradientProposer(n_starts=0)
+    with pytest.raises(ValidationError, match="device"):
+        GradientProposer(device="gpu")
 
 
 def test_settings_validate_through_pydantic_like_the_campaign_config():
     adapter = TypeAdapter(GradientProposer)
     p = adapter.validate_python({"n_starts": 8, "q": 2, "optimise_lattice": True})
     assert (p.n_starts, p.q, p.optimise_lattice, p.steps) == (8, 2, True, 100)
-    with pytest.raises(ValueError, match="proposal.lr"):
+    with pytest.raises(ValueError, match=r"lr\n  Input should be greater than 0"):
         adapter.validate_python({"lr": -1.0})
+    with pytest.raises(ValueError, match="fallback_min_displacement"):
+        adapter.validate_python({"fallback_min_displacement": 0.6})

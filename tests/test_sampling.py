@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from pymatgen.core import Lattice, Structure
 
 import aso_workflows
@@ -159,11 +160,13 @@ def test_exhausted_tries_name_the_blocking_pair(nio):
         sampler.sample(nio, 2)
 
 
-def test_bad_settings_raise_one_line_errors():
-    with pytest.raises(InputError, match="sampler.min_displacement"):
+def test_bad_settings_name_the_field():
+    with pytest.raises(ValidationError, match=r"min_displacement \(2.0\) must not exceed max_displacement"):
         PerturbationSampler(min_displacement=2.0, max_displacement=1.0)
-    with pytest.raises(InputError, match="sampler.max_tries"):
+    with pytest.raises(ValidationError, match="max_tries"):
         PerturbationSampler(max_tries=0)
+    with pytest.raises(ValidationError, match="amplitude"):
+        PerturbationSampler(amplitude="site")
 
 
 def _brute_force_violation(pos: np.ndarray, lat: np.ndarray, dmin: np.ndarray) -> bool:

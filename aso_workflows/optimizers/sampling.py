@@ -8,7 +8,8 @@ whole structure (:class:`PerturbationSampler`).
 
 The same constraint is needed inside the gradient proposal optimiser, for a batch of structures at once
 and differentiably, so this module also provides :func:`min_distance_penalty` (sum of squared violations)
-and :func:`violations` (exact hard check) on torch tensors.
+and :func:`violations` (exact hard check) on torch tensors. torch is imported by the functions that use
+it: reading a campaign file (which validates :class:`PerturbationSampler`) does not load it.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import torch
+from pydantic import Field, model_validator
 from pymatgen.core import Lattice, Structure
 
 from aso_workflows.errors import InputError
+from aso_workflows.settings import settings_dataclass
 from aso_workflows.structures import min_distance_table, pair_min_distance_matrix
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "PerturbationSampler",
@@ -65,8 +70,9 @@ def min_distance_matrix(
 
 
 # ---- periodic pair scan (torch) ------------------------------------------------------------------
-# Hand-written: torch-geometric's radius_graph needs torch-cluster / pyg-lib, which are not available
-# here (STACK.md), and neither handles periodic images nor stays differentiable w.r.t. the lattice.
+# Hand-written: torch-geometric's radius_graph needs the optional compiled extras torch-cluster or
+# pyg-lib, which the project does not require, and neither handles periodic images nor stays
+# differentiable w.r.t. the lattice.
 # Only pairs closer than max(dmin) matter, so a small block of image shifts suffices: after wrapping the
 # fractional difference f into [-0.5, 0.5], an image n can be within d of the origin only if
 # |f_k + n_k| <= d / h_k on every axis k, with h_k the spacing of the lattice planes normal to the
@@ -78,6 +84,8 @@ def _image_shifts(lattice: torch.Tensor, cutoff: float) -> torch.Tensor:
 
     The range per axis is the maximum over the batch, so one shift set serves every structure.
     """
+    import torch
+
     inv = torch.linalg.inv(lattice.detach().double())  # frac = cart @ inv; column k = reciprocal vector k
     spacing = 1.0 / torch.linalg.norm(inv, dim=-2)  # [B, 3] interplanar spacings h_k
     # |f_k + n_k| <= cutoff / h_k with |f_k| <= 1/2 needs |n_k| <= 1/2 + cutoff / h_k (tiny margin for
@@ -89,13 +97,14 @@ def _image_shifts(lattice: torch.Tensor, cutoff: float) -> torch.Tensor:
 
 
 def _as_dmin(dmin_matrix: np.ndarray | torch.Tensor, like: torch.Tensor, n: int) -> torch.Tensor:
+    import torch
+
     d = torch.as_tensor(dmin_matrix, dtype=like.dtype, device=like.device)
     if d.shape != (n, n):
         raise InputError("dmin_matrix", f"expected shape ({n}, {n}) for {n} atoms, got {tuple(d.shape)}")
     return d
 
 
-@torch.no_grad()
 def close_pairs(
     positions: torch.Tensor, lattice: torch.Tensor, dmin_matrix: np.ndarray | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,7 +131,17 @@ def close_pairs(
     distance
         [K] the distances (Å).
     """
-    pos, lat = positions.detach(), lattice.detach()
+    import torch
+
+    with torch.no_grad():
+        return _close_pairs(positions.detach(), lattice.detach(), dmin_matrix)
+
+
+def _close_pairs(
+    pos: torch.Tensor, lat: torch.Tensor, dmin_matrix: np.ndarray | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    import torch
+
     nb, n, _ = pos.shape
     dmin = _as_dmin(dmin_matrix, pos, n)
     dmin2 = dmin**2
@@ -167,6 +186,8 @@ def violations(
     Exact: every periodic image within the largest minimum distance is checked. Pass float64 tensors for
     the final hard check of candidates.
     """
+    import torch
+
     b, i, j, _, d = close_pairs(positions, lattice, dmin_matrix)
     dmin = _as_dmin(dmin_matrix, positions, positions.shape[1])
     real = d < dmin[i, j]  # the scan's expanded form may flag borderline pairs; confirm with direct distances
@@ -185,6 +206,8 @@ def min_distance_penalty(
     close is found without gradient (:func:`close_pairs`); their distances are then recomputed with
     gradient w.r.t. ``positions`` and ``lattice``.
     """
+    import torch
+
     b, i, j, image, _ = close_pairs(positions, lattice, dmin_matrix)
     dmin = _as_dmin(dmin_matrix, positions, positions.shape[1])
     vec = positions[b, j] - positions[b, i] + torch.einsum("kx,kxy->ky", image, lattice[b])
@@ -237,6 +260,8 @@ class _Neighbours:
 
     @classmethod
     def build(cls, base: np.ndarray, lattice: np.ndarray, dmin: np.ndarray, reach: float) -> _Neighbours:
+        import torch
+
         b, i, j, image, _ = close_pairs(
             torch.from_numpy(base[None]), torch.from_numpy(lattice[None]), dmin + 2.0 * reach
         )
@@ -293,7 +318,7 @@ class SampleReport:
     seconds: float = 0.0
 
 
-@dataclass
+@settings_dataclass
 class PerturbationSampler:
     """Random perturbations of a structure that respect pair-specific minimum distances.
 
@@ -335,39 +360,26 @@ class PerturbationSampler:
         draw are the same.
     """
 
-    min_displacement: float = 0.1
-    max_displacement: float = 1.0
+    min_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.1
+    max_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
     amplitude: Literal["structure", "atom"] = "structure"
     perturb_lattice: bool = False
-    max_strain: float = 0.03
-    max_angle_change: float = 2.0
+    max_strain: Annotated[float, Field(ge=0, lt=0.5)] = 0.03
+    max_angle_change: Annotated[float, Field(ge=0, lt=30)] = 2.0
     min_distances: dict[str, float] | None = None
-    min_distance_scale: float = 0.7
-    max_atom_tries: int = 200
-    max_tries: int = 100
+    min_distance_scale: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.7
+    max_atom_tries: Annotated[int, Field(ge=1)] = 200
+    max_tries: Annotated[int, Field(ge=1)] = 100
     seed: int | None = 0
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_displacement <= self.max_displacement:
-            raise InputError(
-                "sampler.min_displacement",
-                f"expected 0 <= min_displacement <= max_displacement, got {self.min_displacement} and "
-                f"{self.max_displacement}",
+    @model_validator(mode="after")
+    def _range(self) -> PerturbationSampler:
+        if self.min_displacement > self.max_displacement:
+            raise ValueError(
+                f"min_displacement ({self.min_displacement}) must not exceed max_displacement "
+                f"({self.max_displacement})"
             )
-        if self.amplitude not in ("structure", "atom"):
-            raise InputError("sampler.amplitude", f"expected 'structure' or 'atom', got {self.amplitude!r}")
-        if not 0 <= self.max_strain < 0.5:
-            raise InputError("sampler.max_strain", f"expected a fraction in [0, 0.5), got {self.max_strain}")
-        if not 0 <= self.max_angle_change < 30:
-            raise InputError(
-                "sampler.max_angle_change", f"expected degrees in [0, 30), got {self.max_angle_change}"
-            )
-        if self.min_distance_scale <= 0:
-            raise InputError("sampler.min_distance_scale", f"expected > 0, got {self.min_distance_scale}")
-        if self.max_tries < 1:
-            raise InputError("sampler.max_tries", f"expected >= 1, got {self.max_tries}")
-        if self.max_atom_tries < 1:
-            raise InputError("sampler.max_atom_tries", f"expected >= 1, got {self.max_atom_tries}")
+        return self
 
     def dmin_matrix(self, structure: Structure) -> np.ndarray:
         """The (N, N) minimum-distance matrix of ``structure`` under this sampler's settings.
@@ -531,6 +543,8 @@ class PerturbationSampler:
         tries: int,
         blocked: Counter[tuple[str, str]],
     ) -> InputError:
+        import torch
+
         start_bad = bool(
             violations(
                 torch.tensor(structure.cart_coords)[None],

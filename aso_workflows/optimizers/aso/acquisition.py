@@ -17,6 +17,9 @@ simulated spectrum and the target. The acquisition mirrors it with the surrogate
 
 ``scale_t`` defaults to the RMS spread of the target spectrum (its standard deviation over the grid), so
 that techniques with different units (G(r) in Å⁻², χ(k), normalised μ(E)) add up on equal terms.
+
+torch is imported where it is used: reading a campaign file (which validates :class:`LCBSchedule`) does
+not load it.
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-import torch
+from pydantic import Field
 
 from aso_workflows.errors import InputError
+from aso_workflows.settings import settings_dataclass
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "AcquisitionFunction",
@@ -42,6 +49,8 @@ __all__ = [
 
 def rms_spread(target: Any) -> float:
     """RMS deviation of a spectrum from its own mean over the grid (its standard deviation)."""
+    import torch
+
     t = torch.as_tensor(target, dtype=torch.float64)
     return float(torch.sqrt(torch.mean((t - t.mean()) ** 2)))
 
@@ -87,6 +96,8 @@ class LowerConfidenceBound(AcquisitionFunction):
     _scales: dict[str, float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        import torch
+
         if not self.targets:
             raise InputError("acquisition.targets", "expected at least one technique with a target spectrum")
         if self.metric not in ("mae", "mse"):
@@ -149,6 +160,8 @@ class LowerConfidenceBound(AcquisitionFunction):
         return out
 
     def __call__(self, means: Mapping[str, torch.Tensor], stds: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        import torch
+
         return torch.stack(list(self.terms(means, stds).values())).sum(0)
 
     def with_lam(self, lam: float) -> LowerConfidenceBound:
@@ -165,7 +178,7 @@ class ExpectedMismatch(LowerConfidenceBound):
     lam: float = field(default=0.0, init=False)
 
 
-@dataclass
+@settings_dataclass
 class LCBSchedule:
     """Exploration weight over a campaign: λ until the last ``exploit_last`` simulations, then 0.
 
@@ -177,16 +190,8 @@ class LCBSchedule:
         Number of simulations at the end of the budget proposed by pure exploitation (reference 20).
     """
 
-    lam: float = 0.1
-    exploit_last: int = 20
-
-    def __post_init__(self) -> None:
-        if self.lam < 0:
-            raise InputError("acquisition.lam", f"expected λ >= 0, got {self.lam}")
-        if self.exploit_last < 0:
-            raise InputError(
-                "acquisition.exploit_last", f"expected >= 0 simulations, got {self.exploit_last}"
-            )
+    lam: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.1
+    exploit_last: Annotated[int, Field(ge=0)] = 20
 
     def exploiting(self, n_used: int, budget: int) -> bool:
         """True in the exploitation phase: the next simulation (number ``n_used + 1``) lies among the

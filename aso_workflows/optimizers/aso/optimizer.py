@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule, LowerConfidenceBound
 from aso_workflows.optimizers.aso.proposal import GradientProposer, Proposal
@@ -55,6 +54,8 @@ class ActiveStructOpt(Optimizer):
         )
 
     def acquisition(self, ctx: ProposalContext) -> LowerConfidenceBound:
+        import torch
+
         state = ctx.state
         terms = {t.technique: t for t in state.config.targets}
         targets = {k: torch.as_tensor(s.y, dtype=torch.float32) for k, s in state.targets.items()}

@@ -24,26 +24,31 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import torch
+from pydantic import Field, field_validator, model_validator
 from pymatgen.core import Lattice, Structure
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.aso.acquisition import AcquisitionFunction
 from aso_workflows.optimizers.sampling import PerturbationSampler, min_distance_penalty, violations
 from aso_workflows.progress import phase
+from aso_workflows.settings import settings_dataclass
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["GradientProposer", "Proposal", "Predictor", "rms_displacement"]
 
 log = logging.getLogger(__name__)
 
 #: ``predict_torch(positions [B, N, 3] Å, lattice [B, 3, 3] Å rows) -> (mean [B, M], std [B, M])``
-Predictor = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Predictor = Callable[["torch.Tensor", "torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
 
 
 @dataclass
@@ -82,10 +87,11 @@ class Proposal:
 
 
 def _frac(pos: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return pos @ torch.linalg.inv(lat)
 
 
-@torch.no_grad()
 def rms_displacement(
     frac_a: torch.Tensor, lat_a: torch.Tensor, frac_b: torch.Tensor, lat_b: torch.Tensor
 ) -> torch.Tensor:
@@ -104,6 +110,9 @@ def rms_displacement(
     lat_a, lat_b
         Lattices (rows) ``[A, 3, 3]`` and ``[R, 3, 3]``.
     """
+    import torch
+
+    frac_a, lat_a, frac_b, lat_b = (x.detach() for x in (frac_a, lat_a, frac_b, lat_b))  # no gradient
     na, nr = frac_a.shape[0], frac_b.shape[0]
     out = frac_a.new_zeros(na, nr)
     if na == 0 or nr == 0:
@@ -131,6 +140,8 @@ def _species(structure: Structure) -> list[str]:
 
 def _stack(structures: Sequence[Structure]) -> tuple[torch.Tensor, torch.Tensor]:
     """Fractional coordinates [S, N, 3] and lattices [S, 3, 3] as float64."""
+    import torch
+
     if not structures:
         return torch.zeros(0, 0, 3, dtype=torch.float64), torch.zeros(0, 3, 3, dtype=torch.float64)
     frac = torch.tensor(np.stack([s.frac_coords for s in structures]), dtype=torch.float64)
@@ -139,12 +150,14 @@ def _stack(structures: Sequence[Structure]) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _resolve_device(device: str) -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-@dataclass
+@settings_dataclass
 class GradientProposer:
     """Multi-start gradient optimisation of the acquisition through a differentiable surrogate.
 
@@ -168,14 +181,14 @@ class GradientProposer:
         campaign's sampler; ``"best"``: the given structures cycled, each copy displaced by Gaussian
         noise of ``start_noise`` Å (the first copy of each unchanged).
     exploit_n_starts, exploit_steps
-        Size of the search in the exploitation phase (``propose(..., exploit=True)``; reference 1024 ×
-        1000) on a GPU.
+        Size of the search in the exploitation phase (``propose(..., exploit=True)``) on a GPU; ``None``
+        (default): the reference's ratios, 8 × ``n_starts`` and 10 × ``steps`` (1024 × 1000 for 128 × 100).
     cpu_exploit_n_starts, cpu_exploit_steps
-        The same on a CPU (the proposal's device resolves to ``cpu``): each is capped at these values.
-        The default 256 × 200 costs ~4× a normal proposal instead of 80× (an 8-atom NiO cell, small
-        surrogate: 44 s normal, 220 s at 256 × 250 on the loaded 2-core machine; ``docs/aso.md``); set
-        them to 1024 and 1000 for the reference's search on a CPU, or ``exploit_n_starts: 128,
-        exploit_steps: 100`` for no separate exploitation search.
+        On a CPU (the proposal's device resolves to ``cpu``) the exploitation search is capped at these
+        (never below the normal search). The default 256 × 200 costs ~4× a normal proposal instead of
+        80× (an 8-atom NiO cell, small surrogate: 44 s normal, 220 s at 256 × 250 on the loaded 2-core
+        machine; ``docs/aso.md``). Set them to 1024 and 1000 for the reference's search on a CPU; set
+        ``exploit_n_starts``/``exploit_steps`` to ``n_starts``/``steps`` for no larger exploitation search.
     max_batch
         Starts pushed through the surrogate at once (memory bound; the result does not depend on it).
     optimise_lattice
@@ -210,81 +223,56 @@ class GradientProposer:
         valid.
     """
 
-    n_starts: int = 128
-    steps: int = 100
-    lr: float = 1e-3
+    n_starts: Annotated[int, Field(ge=1)] = 128
+    steps: Annotated[int, Field(ge=0)] = 100
+    lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-3
     starts: Literal["evaluated", "best"] = "evaluated"
-    exploit_n_starts: int = 1024
-    exploit_steps: int = 1000
-    cpu_exploit_n_starts: int = 256
-    cpu_exploit_steps: int = 200
-    max_batch: int = 256
+    exploit_n_starts: Annotated[int, Field(ge=1)] | None = None
+    exploit_steps: Annotated[int, Field(ge=0)] | None = None
+    cpu_exploit_n_starts: Annotated[int, Field(ge=1)] = 256
+    cpu_exploit_steps: Annotated[int, Field(ge=0)] = 200
+    max_batch: Annotated[int, Field(ge=1)] = 256
     optimise_lattice: bool = False
-    lattice_lr: float = 1e-3
-    max_strain: float = 0.05
-    penalty_weight: float = 100.0
-    start_noise: float = 0.1
-    q: int = 1
-    diversity_threshold: float = 0.05
+    lattice_lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-3
+    max_strain: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.05
+    penalty_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 100.0
+    start_noise: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.1
+    q: Annotated[int, Field(ge=1)] = 1
+    diversity_threshold: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.05
     seed: int | None = 0
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: Literal["float32", "float64"] = "float32"
     progress: bool = True
-    fallback_min_displacement: float = 0.1
-    fallback_max_displacement: float = 0.5
+    fallback_min_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.1
+    fallback_max_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.5
 
-    def __post_init__(self) -> None:
-        positive = {
-            "n_starts": self.n_starts,
-            "q": self.q,
-            "lr": self.lr,
-            "lattice_lr": self.lattice_lr,
-            "exploit_n_starts": self.exploit_n_starts,
-            "cpu_exploit_n_starts": self.cpu_exploit_n_starts,
-            "max_batch": self.max_batch,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise InputError(f"proposal.{name}", f"expected > 0, got {value}")
-        nonneg = {
-            "steps": self.steps,
-            "exploit_steps": self.exploit_steps,
-            "cpu_exploit_steps": self.cpu_exploit_steps,
-            "penalty_weight": self.penalty_weight,
-            "start_noise": self.start_noise,
-            "diversity_threshold": self.diversity_threshold,
-            "max_strain": self.max_strain,
-        }
-        for name, value in nonneg.items():
-            if not value >= 0:
-                raise InputError(f"proposal.{name}", f"expected >= 0, got {value}")
-        if self.starts not in ("evaluated", "best"):
-            raise InputError("proposal.starts", f"expected 'evaluated' or 'best', got {self.starts!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise InputError("proposal.dtype", f"expected 'float32' or 'float64', got {self.dtype!r}")
-        try:
-            _resolve_device(self.device)
-        except (RuntimeError, ValueError):
-            raise InputError(
-                "proposal.device", f"expected 'auto', 'cpu' or 'cuda[:n]', got {self.device!r}"
-            ) from None
-        if not 0 <= self.fallback_min_displacement <= self.fallback_max_displacement:
-            raise InputError(
-                "proposal.fallback_min_displacement",
-                "expected 0 <= fallback_min_displacement <= fallback_max_displacement",
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"expected 'auto', 'cpu' or 'cuda[:n]', got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _fallback_range(self) -> GradientProposer:
+        if self.fallback_min_displacement > self.fallback_max_displacement:
+            raise ValueError(
+                f"fallback_min_displacement ({self.fallback_min_displacement}) must not exceed "
+                f"fallback_max_displacement ({self.fallback_max_displacement})"
             )
+        return self
 
     def search_size(self, exploit: bool) -> tuple[int, int]:
         """``(starts, steps)`` of a proposal: the normal search, or the exploitation-phase search
         (reference 1024 × 1000; on a CPU capped at ``cpu_exploit_n_starts`` × ``cpu_exploit_steps``)."""
         if not exploit:
             return self.n_starts, self.steps
+        n = 8 * self.n_starts if self.exploit_n_starts is None else self.exploit_n_starts
+        k = 10 * self.steps if self.exploit_steps is None else self.exploit_steps
         if _resolve_device(self.device).type == "cpu":
-            return (
-                min(self.exploit_n_starts, self.cpu_exploit_n_starts),
-                min(self.exploit_steps, self.cpu_exploit_steps),
-            )
-        return self.exploit_n_starts, self.exploit_steps
+            n = max(min(n, self.cpu_exploit_n_starts), min(n, self.n_starts))
+            k = max(min(k, self.cpu_exploit_steps), min(k, self.steps))
+        return n, k
 
     # ---- public ----------------------------------------------------------------------------------
     def propose(
@@ -335,6 +323,8 @@ class GradientProposer:
             ``q`` proposals, fewer only if not even random perturbations can be made distinct. Entries
             with ``fallback=True`` are random perturbations (a warning is logged).
         """
+        import torch
+
         self._check_inputs(start_structures, predict, dmin_matrix, pending, evaluated)
         t0 = time.perf_counter()
         gen = torch.Generator(device="cpu")
@@ -443,6 +433,8 @@ class GradientProposer:
     ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         """Start positions [B, N, 3], lattices [B, 3, 3] and parents (index into ``structures``, -1 for
         a fresh perturbation of ``reference``)."""
+        import torch
+
         if self.starts == "best":
             parents = np.arange(n_starts) % len(structures)
             chosen = [structures[p] for p in parents]
@@ -467,6 +459,8 @@ class GradientProposer:
     def _geometry(
         self, x0: torch.Tensor, l0: torch.Tensor, disp: torch.Tensor, strain: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         pos = x0 + disp
         if strain is None:
             return pos, l0
@@ -481,6 +475,7 @@ class GradientProposer:
         predict: Mapping[str, Predictor],
         acquisition: AcquisitionFunction,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+
         means: dict[str, torch.Tensor] = {}
         stds: dict[str, torch.Tensor] = {}
         for t, fn in predict.items():
@@ -504,6 +499,8 @@ class GradientProposer:
         steps: int,
     ) -> dict:
         """Adam on every start, ``max_batch`` at a time; each start's best valid point of its trajectory."""
+        import torch
+
         parts = []
         chunks = range(0, x0.shape[0], self.max_batch)
         desc = f"proposal ({x0.shape[0]} starts × {steps} steps)"
@@ -526,6 +523,8 @@ class GradientProposer:
         steps: int,
         bar,
     ) -> dict:
+        import torch
+
         disp = torch.zeros_like(x0, requires_grad=True)
         groups: list[dict] = [{"params": [disp], "lr": self.lr}]
         strain = None
@@ -583,6 +582,8 @@ class GradientProposer:
         chosen_lat: list[torch.Tensor],
     ) -> list[int]:
         """Indices (in ``order``'s ranking) of up to ``q - len(chosen)`` mutually distinct candidates."""
+        import torch
+
         want = self.q - len(chosen_frac)
         if want <= 0 or not order:
             return []
@@ -651,6 +652,8 @@ class GradientProposer:
         search: dict | None = None,
     ) -> list[Proposal]:
         """Random valid perturbations of the best structures, ranked by acquisition, kept distinct."""
+        import torch
+
         sampler = PerturbationSampler(
             min_displacement=self.fallback_min_displacement,
             max_displacement=self.fallback_max_displacement,
