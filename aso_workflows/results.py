@@ -175,7 +175,9 @@ class CampaignSummary:
     ``failures`` lists every evaluation whose status is not ``completed`` with its reason and
     ``failure_kind`` (counted in ``failures_by_kind``: simulator_error, walltime, nonphysical_geometry,
     input_error, lost_job; ``unspecified`` for records without one); ``pending`` the
-    proposals not evaluated yet (running or queued jobs, or lost ones when the campaign is not running).
+    proposals not evaluated yet (running or queued jobs, or lost ones when the campaign is not running);
+    ``completed_by_kind`` the completed simulations per kind (``start``, ``initial``, the optimiser's
+    name, ``fallback``: random perturbations simulated because the optimiser found nothing valid).
     """
 
     name: str
@@ -197,6 +199,7 @@ class CampaignSummary:
     pending: list[dict] = field(default_factory=list)
     best_goodness: dict[str, dict] = field(default_factory=dict)
     start_goodness: dict[str, dict] = field(default_factory=dict)
+    completed_by_kind: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -486,6 +489,7 @@ class Campaign:
             updated=doc.get("updated"),
             failures=failures,
             pending=self.pending(),
+            completed_by_kind=dict(Counter(d.kind for d in done)),
         )
 
     def write_report(self, out: str | Path, n_best: int = 5) -> dict[str, Path]:

@@ -5,6 +5,7 @@
     python benchmarks/structure_determination.py --technique exafs    # LiNiO2 JT, Ni K-edge EXAFS (FEFF)
         [--methods aso aso-refine random rmc gpbo diffpy] [--cases linio2-jt ht-003 ...] [--seeds 0 1]
         [--budget N] [--initial N] [--batch N] [--jobs N] [--device auto|cpu|cuda] [--out DIR] [--rerun aso]
+        [--set METHOD.FIELD=VALUE ...]   # e.g. aso-refine.refine.max_calls=8 aso.proposal.lr=0.01
 
 Each run (case, method, seed) is one campaign (``CampaignConfig``: ``optimizer: <method>``) with its own
 embedded store under ``<out>/runs/<case>__<method>__s<seed>/``, run to the end by
@@ -111,7 +112,9 @@ def reduced_settings() -> SuiteSettings:
         initial_size=10,
         batch_size=5,
         surrogate={"n_models": 4, "epochs": 80, "patience": 15, "lr_patience": 8},
-        proposal={"n_starts": 64, "steps": 60},
+        # the proposals' defaults (lr 1e-3, starts: every evaluated structure + fresh perturbations),
+        # sized down: 64 × 60, and 128 × 150 in the exploitation phase (~5× a normal proposal)
+        proposal={"n_starts": 64, "steps": 60, "exploit_n_starts": 128, "exploit_steps": 150},
         acquisition={"lam": 0.1, "exploit_last": 10},
         device="cpu",
     )
@@ -126,6 +129,8 @@ def full_settings() -> SuiteSettings:
         batch_size=5,
         seeds=[0, 1, 2],
         surrogate={"n_models": 5, "epochs": 300, "patience": 50},
+        # the reference's 128 × 100 (lr 1e-3); exploitation phase 1024 × 1000 on a GPU, 256 × 200 on a
+        # CPU (proposal.cpu_exploit_n_starts / cpu_exploit_steps)
         proposal={"n_starts": 128, "steps": 100},
         acquisition={"lam": 0.1, "exploit_last": 20},
         device="auto",
@@ -142,7 +147,7 @@ def exafs_settings() -> SuiteSettings:
         initial_size=10,
         batch_size=5,
         surrogate={"n_models": 4, "epochs": 80, "patience": 15, "lr_patience": 8},
-        proposal={"n_starts": 64, "steps": 60},
+        proposal={"n_starts": 64, "steps": 60, "exploit_n_starts": 128, "exploit_steps": 150},
         acquisition={"lam": 0.1, "exploit_last": 10},
         device="cpu",
     )
@@ -177,8 +182,39 @@ def campaign_fields(case: BenchmarkCase, method: str, seed: int, s: SuiteSetting
         "acquisition": dict(s.acquisition),
         "output": str(run_dir(out, case.name, method, seed)),
     }
-    fields.update(s.method_overrides.get(method, {}))
+    _merge(fields, s.method_overrides.get(method, {}))
     return fields
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    """``base`` updated by ``extra`` in place, nested mappings merged (``{"proposal": {"lr": ...}}`` keeps
+    the suite's other proposal settings)."""
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            base[k] = _merge(dict(base[k]), v)
+        else:
+            base[k] = v
+    return base
+
+
+def parse_set(items: list[str]) -> dict[str, dict]:
+    """``--set METHOD.FIELD[.SUB]=VALUE`` options as ``method_overrides`` (values read as YAML).
+
+    E.g. ``aso-refine.refine.max_calls=8``, ``aso.proposal.lr=0.01``, ``aso-refine.budget=26``.
+    """
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        path = key.split(".")
+        if not sep or len(path) < 2 or not all(path):
+            raise SystemExit(f"--set {item!r}: expected METHOD.FIELD[.SUB]=VALUE")
+        node = out.setdefault(path[0], {})
+        for part in path[1:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(value)
+    return out
 
 
 def method_status(method: str, case: BenchmarkCase, s: SuiteSettings, out: Path) -> str | None:
@@ -655,6 +691,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rerun", nargs="*", default=[], help="methods whose runs are deleted and run again")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per run (default: 20 min; 0: none)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="METHOD.FIELD=VALUE",
+        help="campaign fields of one method, e.g. aso-refine.refine.max_calls=8 aso.proposal.lr=0.01 "
+        "aso-refine.budget=26 (nested sections are merged with the suite's)",
+    )
     args = ap.parse_args(argv)
 
     if args.technique == "exafs":
@@ -675,6 +719,8 @@ def main(argv: list[str] | None = None) -> dict:
     ):
         if val is not None:
             setattr(s, attr, val)
+    for method, extra in parse_set(args.set).items():
+        s.method_overrides[method] = _merge(dict(s.method_overrides.get(method, {})), extra)
     out = args.out or ROOT / "benchmarks" / "results" / "structure_determination" / s.name
     cases = resolve_cases(args.cases or default_cases, out / "cases")
     t0 = time.perf_counter()

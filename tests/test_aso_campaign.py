@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from campaign_files import campaign_yaml
 from pymatgen.core import Structure
 
 from aso_workflows.campaign.local import LocalCampaignRunner
@@ -19,6 +19,7 @@ from aso_workflows.config import load_config
 from aso_workflows.optimizers.aso_refine import refine_structure
 from aso_workflows.optimizers.diffpy_refine import pdf_calculations
 from aso_workflows.optimizers.sampling import PerturbationSampler, min_distance_matrix
+from aso_workflows.results import Campaign
 from aso_workflows.spectra.pdf import PDFSimulator
 
 DATA = Path(__file__).resolve().parents[1] / "aso_workflows" / "data"
@@ -42,25 +43,25 @@ def _target(tmp_path: Path) -> Path:
 
 
 def _campaign(tmp_path: Path, name: str, optimizer: str, **fields) -> CampaignState:
-    doc = {
-        "name": name,
+    pair = {
         "start": str(DATA / "NiO.cif"),
         "targets": [{"technique": "pdf", "structure": str(_target(tmp_path))}],
+        "sampler": {"min_displacement": 0.05, "max_displacement": 0.3},
+        "min_distances": MIN_DISTANCES,
+    }
+    settings = {
         "budget": 17,
         "initial_size": 6,
         "batch_size": 2,
         "seed": 1,
         "optimizer": optimizer,
-        "sampler": {"min_displacement": 0.05, "max_displacement": 0.3},
-        "min_distances": MIN_DISTANCES,
         "surrogate": SURROGATE,
         "proposal": PROPOSAL,
         "acquisition": {"lam": 0.1, "exploit_last": 4},
         "output": str(tmp_path / name),
         **fields,
     }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path = campaign_yaml(tmp_path, name, pair=pair, **settings)
     return LocalCampaignRunner(progress=False, write_outputs=False).run(load_config(path))
 
 
@@ -79,6 +80,18 @@ def test_tiny_campaign_with_default_proposals_beats_its_start(aso_state):
     kinds = [e["kind"] for e in proposed]
     assert set(kinds) <= {"aso", "fallback"}
     assert kinds.count("fallback") < len(kinds) / 2, kinds
+    # what `aso status` shows: simulations per kind, fallbacks counted apart
+    by_kind = Campaign(state).summary().completed_by_kind
+    assert by_kind == {
+        k: n
+        for k, n in {
+            "start": 1,
+            "initial": 6,
+            "aso": kinds.count("aso"),
+            "fallback": kinds.count("fallback"),
+        }.items()
+        if n
+    }
     best = min(e["objective"] for e in proposed)
     assert best < start / 3, (best, start)
     assert best < best_initial / 2, (best, best_initial)  # the proposals, not the initial data, did it

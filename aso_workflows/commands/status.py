@@ -173,6 +173,8 @@ def _status_tables(s, fireworks: dict | None) -> None:
     t.add_row("optimizer", s.optimizer)
     t.add_row("iteration", str(s.iteration))
     t.add_row("simulations", f"{s.n_used} / {s.budget} used, {s.n_failed} failed, {len(s.pending)} pending")
+    if s.completed_by_kind:
+        t.add_row("by kind", ", ".join(f"{k} {n}" for k, n in s.completed_by_kind.items()))
     if s.failures_by_kind:
         t.add_row("failures by kind", ", ".join(f"{k} {n}" for k, n in s.failures_by_kind.items()))
     t.add_row("start mismatch", fmt(s.start_objective))

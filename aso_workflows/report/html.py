@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,7 @@ def write_html(state, rows, best, accuracy, paths: dict[str, Path], path: Path) 
         ("optimizer", state.config.optimizer),
         ("techniques", ", ".join(t.upper() for t in state.targets)),
         ("simulations", f"{len(done)} / {state.config.budget} used, {len(failed)} failed"),
+        ("by kind", ", ".join(f"{k} {n}" for k, n in Counter(r["kind"] for r in done).items())),
         ("iterations", str(max((r["iteration"] for r in rows), default=0))),
         ("start mismatch", fmt(start["objective"]) if start else "–"),
         ("best mismatch", f"{fmt(b0)} (candidate {best[0].iteration}:{best[0].candidate})"),
