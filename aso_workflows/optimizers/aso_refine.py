@@ -154,9 +154,16 @@ class ASORefine(Optimizer):
                 cand.predicted["refine"] = p.search.pop("refine")
                 cand.predicted["search"] = dict(p.search)
                 r = cand.predicted["refine"]
+                why = ""
+                if not r["used"]:
+                    why = (
+                        " (no step moved it)"
+                        if not r["steps"]
+                        else " (too close to a known structure: not used)"
+                    )
                 cand.note += (
                     f"; refined: {r['steps']} pdffit2 step(s), {r['pdf_calculations']} PDF calculation(s)"
-                    + ("" if r["used"] else " (result too close to a known structure: not used)")
+                    + why
                 )
             out.append(cand)
             others.append(cand.structure)
