@@ -130,7 +130,7 @@ def full_settings() -> SuiteSettings:
         seeds=[0, 1, 2],
         surrogate={"n_models": 5, "epochs": 300, "patience": 50},
         # the reference's 128 × 100 (lr 1e-3); exploitation phase 1024 × 1000 on a GPU, 256 × 200 on a
-        # CPU (proposal.cpu_exploit_n_starts / cpu_exploit_steps)
+        # CPU (proposal.cpu_exploit_scale: 2 × the normal search)
         proposal={"n_starts": 128, "steps": 100},
         acquisition={"lam": 0.1, "exploit_last": 20},
         device="auto",

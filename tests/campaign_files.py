@@ -33,7 +33,7 @@ def campaign_yaml(folder: Path, name: str, *, pair: dict | None = None, **fields
     """Write ``<folder>/<name>.yaml`` and return its path.
 
     Defaults: ``pair`` (:data:`JT_PAIR` unless given), budget 6, 3 initial structures, q = 2, seed 0,
-    :data:`TINY_SURROGATE`, 8 proposal starts × 10 steps (also in the exploitation phase), output ``<folder>/out``. ``fields`` override or
+    :data:`TINY_SURROGATE`, 8 proposal starts × 10 steps, output ``<folder>/out``. ``fields`` override or
     add campaign fields (``optimizer``, ``seed``, ``store``, ...); ``None`` removes a default.
     """
     doc = {
@@ -44,14 +44,7 @@ def campaign_yaml(folder: Path, name: str, *, pair: dict | None = None, **fields
         "batch_size": 2,
         "seed": 0,
         "surrogate": TINY_SURROGATE,
-        # no larger exploitation-phase search (by default 8 × the starts, 10 × the steps)
-        "proposal": {
-            "n_starts": 8,
-            "steps": 10,
-            "exploit_n_starts": 8,
-            "exploit_steps": 10,
-            "progress": False,
-        },
+        "proposal": {"n_starts": 8, "steps": 10, "progress": False},
         "output": str(folder / "out"),
     }
     doc.update(fields)

@@ -25,11 +25,11 @@ from aso_workflows.spectra.pdf import PDFSimulator
 DATA = Path(__file__).resolve().parents[1] / "aso_workflows" / "data"
 MIN_DISTANCES = {"Ni-O": 1.7, "O-O": 2.2, "Ni-Ni": 2.2}
 #: small and fast; the proposals keep the defaults (lr 1e-3 × 100 steps, starts: every evaluated
-#: structure + fresh perturbations of the start) except the number of starts (128 → 32) and the
-#: CPU exploitation search (256 × 200 → 64 × 200): the full sizes took 45 s and 220 s per proposal
-#: for this 8-atom cell on the loaded 2-core machine
+#: structure + fresh perturbations of the start, exploitation search 2 × the starts and steps on a CPU)
+#: except the number of starts (128 → 32): 128 starts took 45 s per proposal (256 × 250: 220 s) for
+#: this 8-atom cell on the loaded 2-core machine
 SURROGATE = {"n_models": 3, "epochs": 60, "patience": 20, "progress": False, "device": "cpu"}
-PROPOSAL = {"n_starts": 32, "cpu_exploit_n_starts": 64, "progress": False, "device": "cpu"}
+PROPOSAL = {"n_starts": 32, "progress": False, "device": "cpu"}
 
 
 def _target(tmp_path: Path) -> Path:

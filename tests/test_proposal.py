@@ -183,15 +183,18 @@ def test_exploitation_search_is_larger_and_sized_down_on_cpu(nio, case):
     cpu = GradientProposer(device="cpu")
     assert cpu.search_size(False) == (128, 100)
     assert cpu.search_size(True) == (256, 200)  # the documented CPU size of the 1024 × 1000 search
-    full = GradientProposer(device="cpu", cpu_exploit_n_starts=1024, cpu_exploit_steps=1000)
+    full = GradientProposer(device="cpu", cpu_exploit_scale=10)
     assert full.search_size(True) == (1024, 1000)  # the reference's: 8 × the starts, 10 × the steps
-    small = GradientProposer(device="cpu", n_starts=8, steps=10)
-    assert small.search_size(True) == (64, 100)
-    assert GradientProposer(device="cpu", n_starts=512).search_size(True) == (512, 200)  # never smaller
-    same = GradientProposer(device="cpu", n_starts=8, steps=10, exploit_n_starts=8, exploit_steps=10)
-    assert same.search_size(True) == (8, 10)
+    assert GradientProposer(device="cpu", n_starts=8, steps=10).search_size(True) == (16, 20)
+    assert GradientProposer(device="cpu", cpu_exploit_scale=1).search_size(True) == (128, 100)
+    assert GradientProposer(device="cpu", exploit_n_starts=100, exploit_steps=50).search_size(True) == (
+        100,
+        50,
+    )
     rdf = SiteRDF(8)
-    proposer = _proposer(steps=3, exploit_n_starts=40, exploit_steps=5, max_batch=16, device="cpu")
+    proposer = _proposer(
+        steps=3, exploit_n_starts=40, exploit_steps=5, cpu_exploit_scale=3, max_batch=16, device="cpu"
+    )
     (p,) = proposer.propose([start], {"rdf": rdf}, acq, min_distance_matrix(nio), exploit=True)
     assert (p.search["phase"], p.search["n_starts"], p.search["steps"]) == ("exploit", 40, 5)
     assert [n for n, _ in rdf.calls] == [16] * 6 + [16] * 6 + [8] * 6  # in batches of max_batch

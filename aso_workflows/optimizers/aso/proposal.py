@@ -5,8 +5,8 @@ so far, then fresh perturbations of the campaign's start structure drawn by its 
 to ``n_starts`` (128); Adam with lr 1e-3 on the Cartesian positions for ``steps`` (100) steps — a trust
 region of roughly 0.1 Å around the evaluated structures. In the exploitation phase (λ = 0 for the last
 simulations of the budget, :class:`~aso_workflows.optimizers.aso.acquisition.LCBSchedule`) the reference
-searches with 1024 starts × 1000 steps; on a CPU that is sized down by ``cpu_exploit_n_starts`` /
-``cpu_exploit_steps`` (see :class:`GradientProposer`).
+searches with 1024 starts × 1000 steps; on a CPU that is sized down to ``cpu_exploit_scale`` (2) × the
+normal search (see :class:`GradientProposer`).
 
 All starts are optimised together in batches of up to ``max_batch`` (``[B, N, 3]``): every step calls
 each technique's differentiable predictor once on the batch, adds a minimum-distance penalty and takes
@@ -183,12 +183,12 @@ class GradientProposer:
     exploit_n_starts, exploit_steps
         Size of the search in the exploitation phase (``propose(..., exploit=True)``) on a GPU; ``None``
         (default): the reference's ratios, 8 × ``n_starts`` and 10 × ``steps`` (1024 × 1000 for 128 × 100).
-    cpu_exploit_n_starts, cpu_exploit_steps
-        On a CPU (the proposal's device resolves to ``cpu``) the exploitation search is capped at these
-        (never below the normal search). The default 256 × 200 costs ~4× a normal proposal instead of
-        80× (an 8-atom NiO cell, small surrogate: 44 s normal, 220 s at 256 × 250 on the loaded 2-core
-        machine; ``docs/aso.md``). Set them to 1024 and 1000 for the reference's search on a CPU; set
-        ``exploit_n_starts``/``exploit_steps`` to ``n_starts``/``steps`` for no larger exploitation search.
+    cpu_exploit_scale
+        On a CPU (the proposal's device resolves to ``cpu``) the exploitation search has
+        ``cpu_exploit_scale`` × the normal starts and steps, at most the GPU size: the default 2 gives
+        256 × 200 for 128 × 100, ~4× the cost of a normal proposal instead of 80× (an 8-atom NiO cell with
+        a small surrogate: 44 s per normal proposal, 220 s at 256 × 250 on the loaded 2-core machine;
+        ``docs/aso.md``). 10 gives the reference's search on a CPU, 1 no larger search.
     max_batch
         Starts pushed through the surrogate at once (memory bound; the result does not depend on it).
     optimise_lattice
@@ -229,8 +229,7 @@ class GradientProposer:
     starts: Literal["evaluated", "best"] = "evaluated"
     exploit_n_starts: Annotated[int, Field(ge=1)] | None = None
     exploit_steps: Annotated[int, Field(ge=0)] | None = None
-    cpu_exploit_n_starts: Annotated[int, Field(ge=1)] = 256
-    cpu_exploit_steps: Annotated[int, Field(ge=0)] = 200
+    cpu_exploit_scale: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 2.0
     max_batch: Annotated[int, Field(ge=1)] = 256
     optimise_lattice: bool = False
     lattice_lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-3
@@ -264,14 +263,14 @@ class GradientProposer:
 
     def search_size(self, exploit: bool) -> tuple[int, int]:
         """``(starts, steps)`` of a proposal: the normal search, or the exploitation-phase search
-        (reference 1024 × 1000; on a CPU capped at ``cpu_exploit_n_starts`` × ``cpu_exploit_steps``)."""
+        (reference 1024 × 1000; on a CPU ``cpu_exploit_scale`` × the normal one, at most that)."""
         if not exploit:
             return self.n_starts, self.steps
         n = 8 * self.n_starts if self.exploit_n_starts is None else self.exploit_n_starts
         k = 10 * self.steps if self.exploit_steps is None else self.exploit_steps
         if _resolve_device(self.device).type == "cpu":
-            n = max(min(n, self.cpu_exploit_n_starts), min(n, self.n_starts))
-            k = max(min(k, self.cpu_exploit_steps), min(k, self.steps))
+            n = min(n, round(self.cpu_exploit_scale * self.n_starts))
+            k = min(k, round(self.cpu_exploit_scale * self.steps))
         return n, k
 
     # ---- public ----------------------------------------------------------------------------------
