@@ -217,7 +217,7 @@ class GradientProposer:
     dtype
         Floating type of the optimised tensors (the surrogate's, usually ``float32``).
     progress
-        Show a tqdm progress bar over the steps.
+        Show a progress bar over the steps (:func:`aso_workflows.progress.phase`).
     fallback_min_displacement, fallback_max_displacement
         Range (Å) of the random perturbations of the best structures used when no optimised candidate is
         valid.
