@@ -389,8 +389,8 @@ def test_online_workers_qlaunch_rapidfire(site, fault_ledger):
             "-l", str(site.launchpad),
             "-w", str(site.folder / f"my_fworker_{kind}.yaml"),
             "-q", str(site.folder / f"my_qadapter_{kind}.yaml"),
-            "rapidfire", "--nlaunches", "infinite", "--sleep", "3", "--maxjobs_queue", "3",
             "--launch_dir", str(launches),
+            "rapidfire", "--nlaunches", "infinite", "--sleep", "3", "--maxjobs_queue", "3",
         ]  # fmt: skip
         workers.append(start(argv, site, f"qlaunch-{kind}"))
     import pymongo
