@@ -548,6 +548,9 @@ class SlurmOfflineExecutor:
         # recover_offline FIZZLES the launch on any exception unless ignore_errors: only right for the
         # final recovery (the job has ended, its file is complete). While the job runs, the rocket may be
         # rewriting FW_offline.json as we read it; then the RUNNING mark is simply skipped.
+        # recover_offline also FIZZLES on a lost connection, and prints its traceback: ask the server
+        # first, so an outage goes to _wait_for_db (which waits) instead
+        self.launchpad.connection.admin.command("ping")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Unable to find FW_ping.json": offline jobs ping hourly
             self.launchpad.recover_offline(rec.launch_id, ignore_errors=not final, print_errors=final)
