@@ -467,6 +467,7 @@ class SlurmOfflineExecutor:
         offline = _read_json(Path(rec.launch_dir) / "FW_offline.json") or {}
         if "fwaction" in offline:
             self._recover(rec)
+            rec.recovered = _now()
             rec.state = offline.get("state", rec.state)
             rec.start = offline.get("started_on")
             rec.end = offline.get("completed_on")
@@ -588,6 +589,7 @@ class SlurmOfflineExecutor:
 
     def _read_job_side_record(self, rec: LaunchRecord) -> None:
         side = _read_json(Path(rec.launch_dir) / SLURM_RECORD) or {}
+        rec.process_start = side.get("process_start") or rec.process_start
         rec.node = side.get("node") or rec.node
         rec.partition = side.get("partition") or rec.partition
 

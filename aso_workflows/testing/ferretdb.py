@@ -32,6 +32,7 @@ Command line (for CI and the walk-through in ``docs/cluster.md``)::
 
     python -m aso_workflows.testing.ferretdb build [--stock]     # prints the binary's path
     python -m aso_workflows.testing.ferretdb start --dir DIR     # prints: export ASO_TEST_MONGODB_URI=...
+                                  # (and writes DIR/my_launchpad.yaml, DIR/password for the walk-through)
     python -m aso_workflows.testing.ferretdb stop --dir DIR      # stops the server recorded in DIR
 """
 
@@ -377,6 +378,30 @@ class FerretDB:
         self.stop()
 
 
+def write_client_files(server: FerretDB, folder: Path) -> None:
+    """``folder/password`` (mode 600) and ``folder/my_launchpad.yaml`` (database ``fireworks``) for ``server``."""
+    import yaml
+
+    folder = Path(folder)
+    (folder / "password").write_text((server.password or "") + "\n")
+    (folder / "password").chmod(0o600)
+    lp = {
+        "host": server.host,
+        "port": server.port,
+        "name": "fireworks",
+        "username": server.username,
+        "password": server.password,
+        "authsource": "admin" if server.username else None,
+        "mongoclient_kwargs": {
+            "serverSelectionTimeoutMS": 5000,
+            **({"tls": True, **server.client_tls()} if server.tls else {}),
+        },
+        "strm_lvl": "WARNING",
+    }
+    (folder / "my_launchpad.yaml").write_text(yaml.safe_dump(lp))
+    (folder / "my_launchpad.yaml").chmod(0o600)
+
+
 def _stop_recorded(root: Path) -> str:
     info = root / "ferretdb.json"
     if not info.is_file():
@@ -409,7 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build FerretDB once (cached) and print the binary's path")
     b.add_argument("--stock", action="store_true", help="the release as is (no patches)")
-    s = sub.add_parser("start", help="start a server; prints an `export ASO_TEST_MONGODB_URI=...` line")
+    s = sub.add_parser(
+        "start",
+        help="start a server; prints `export ASO_TEST_MONGODB_URI=...` (and the URI without the password); "
+        "writes DIR/my_launchpad.yaml and DIR/password",
+    )
     s.add_argument("--dir", required=True, type=Path, help="folder for its data, log and PID")
     s.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
     s.add_argument("--stock", action="store_true", help="the release as is (no patches)")
@@ -423,7 +452,9 @@ def main(argv: list[str] | None = None) -> int:
             server = FerretDB(args.dir, port=args.port, kind="stock" if args.stock else "patched")
             server.start()
             server._proc = None  # leave it running after this process exits
+            write_client_files(server, args.dir)
             print(f"export ASO_TEST_MONGODB_URI='{server.uri()}'")
+            print(f"export ASO_MONGODB_USER_URI='{server.uri(with_password=False)}'")
         else:
             print(_stop_recorded(args.dir), file=sys.stderr)
     except RuntimeError as exc:
