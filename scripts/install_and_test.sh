@@ -29,14 +29,15 @@ python -m pip install -q -e ".[test,baselines]" 2>&1 | grep -v "^WARNING: Locati
 cache="${ASO_CACHE_DIR:-$HOME/.cache/aso-workflows}"
 if [ -n "${ASO_TEST_MONGODB_URI:-}" ]; then
   echo "MongoDB tier: using the server in ASO_TEST_MONGODB_URI"
-elif command -v go >/dev/null 2>&1; then
+elif why_not="$(python -c 'from aso_workflows.testing.ferretdb import unavailable_reason as r; print(r() or "")')" \
+     && [ -z "$why_not" ]; then
   ferret_dir="$(mktemp -d "${TMPDIR:-/tmp}/aso-ferretdb.XXXXXX")"
   trap 'python -m aso_workflows.testing.ferretdb stop --dir "$ferret_dir" || true; rm -rf "$ferret_dir"' EXIT
   eval "$(python -m aso_workflows.testing.ferretdb start --dir "$ferret_dir")"
   export ASO_TEST_MONGODB_URI
   echo "MongoDB tier: FerretDB on ${ASO_TEST_MONGODB_URI##*@} (data in $ferret_dir)"
 else
-  echo "MongoDB tier skipped: go is not installed, so the FerretDB test server cannot be built"
+  echo "MongoDB tier skipped: ${why_not:-the FerretDB test server cannot be built here}"
 fi
 mongosh_dir="$cache/mongosh-2.12.0"
 if [ -x "$mongosh_dir/node_modules/.bin/mongosh" ]; then

@@ -20,6 +20,7 @@ from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.config import load_config
 
 DATA = Path(__file__).parents[1] / "aso_workflows" / "data"
+REPO = Path(__file__).parents[1]
 TINY_SURROGATE = {"n_models": 2, "hidden": 16, "n_layers": 2, "n_rbf": 16, "epochs": 40, "patience": 40}
 ASO = [str(Path(sys.executable).parent / "aso")]  # the console script (python -m cli misses plug-in commands)
 
@@ -176,9 +177,19 @@ runner.run(load_config(sys.argv[1]), write_outputs=False)
 
 
 @pytest.mark.slurm
-def test_cluster_controller_killed_resumes_from_the_store(slurm_testbed, tmp_path, fault_ledger):
-    """The offline controller (LaunchPad in its memory) is killed twice; ``aso resume`` rebuilds from the store."""
+@pytest.mark.mongodb
+def test_cluster_controller_killed_resumes_from_the_store(slurm_testbed, tmp_path, fault_ledger, request):
+    """The offline controller (LaunchPad in its memory) is killed twice; ``aso resume`` rebuilds from the store.
+
+    The LaunchPad died with the first controller, so nothing was recorded to reopen: the resume is given
+    an empty LaunchPad database on the tier's MongoDB (``--launchpad``) and rebuilds the latest iteration
+    from the campaign store (reattaching to a surviving workflow: ``tests/test_story_mongodb.py``).
+    """
     from test_faults_cluster import running_jobs
+
+    launchpad = request.getfixturevalue("mongodb_uri")
+    fresh = request.getfixturevalue("fresh_databases")("aso_test_lp")
+    launchpad = _with_database(launchpad, fresh)
 
     name = "slurm-crash"
     path = campaign_file(tmp_path, name, optimizer="random", budget=6, initial_size=3)
@@ -188,6 +199,7 @@ def test_cluster_controller_killed_resumes_from_the_store(slurm_testbed, tmp_pat
     env = slurm_testbed.env
     controller = [sys.executable, "-c", CONTROLLER, str(path), str(launch_dir), str(tmp_path / "jobstore")]
     resume = [*ASO, "resume", name, "--store", str(cfg.store_spec().path), "--lost-after", "2", "-q"]
+    resume += ["--launchpad", launchpad]
 
     # 1. while iteration 0 is being evaluated, with Slurm jobs in flight
     kill_when(controller, lambda: counts(db, name, 0)[1] >= 1 and bool(running_jobs(env, launch_dir)), env)
@@ -217,6 +229,48 @@ def test_cluster_controller_killed_resumes_from_the_store(slurm_testbed, tmp_pat
     assert not running_jobs(env, launch_dir)  # nothing left behind on the cluster
     for stage in ("controller killed during evaluation", "resume killed after propose"):
         fault_ledger.verify_campaign("cluster_controller_sigkill", state, detail=stage)
+
+
+def _with_database(uri: str, database: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(uri)._replace(path=f"/{database}").geturl()
+
+
+def test_resume_without_a_recorded_launchpad_says_so_in_one_line(tmp_path):
+    """A Slurm campaign whose LaunchPad nothing can reopen (in-process): aso resume asks for --launchpad."""
+    from aso_workflows.campaign.state import get_db
+
+    path = campaign_file(tmp_path, "nolp", optimizer="random", budget=5, initial_size=3)
+    cfg = load_config(path)
+    out = subprocess.run([*ASO, "run", str(path), "-q"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    db = get_db(cfg.store_spec())
+    db.campaigns.update_one(  # as an `aso submit` on an in-process LaunchPad records it
+        {"_id": "nolp"},
+        {
+            "$set": {
+                "status": "running",
+                "executor": {
+                    "kind": "slurm",
+                    "launchpad": None,
+                    "queues": {
+                        "default": str(REPO / "launchpad" / "my_qadapter_cpu.yaml"),
+                        "gpu": str(REPO / "launchpad" / "my_qadapter_gpu.yaml"),
+                    },
+                },
+            }
+        },
+    )
+    done = subprocess.run(
+        [*ASO, "resume", "nolp", "--store", str(cfg.store_spec().path), "--budget", "7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert "--launchpad" in lines[0] and "no LaunchPad is recorded for campaign 'nolp'" in lines[0]
 
 
 def test_batch_cut_short_by_a_crash_is_completed_on_resume(tmp_path, fault_ledger):

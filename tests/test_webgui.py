@@ -304,3 +304,48 @@ def test_gunicorn_serves_the_campaign(campaign):
             os.kill(proc.pid, signal.SIGTERM)  # gunicorn's graceful shutdown stops its workers
         proc.join(timeout=30)
     assert proc.exitcode == 0
+
+
+# ---- the live campaign page ----------------------------------------------------------------------------
+def _summary_dd(dom: str, key: str) -> str:
+    m = re.search(rf"<dd class=[\"']aso-{key}[\"']>(.*?)</dd>", dom, re.S)
+    assert m, f"no {key} in the campaign page's summary"
+    return html.unescape(re.sub(r"<[^>]+>", "", m.group(1))).strip()
+
+
+@pytest.mark.browser
+def test_campaign_page_next_to_fireworks_pages(campaign):
+    """``/aso/campaign/<name>``: linked from the workflow and Firework pages; the summary, the curve and
+    the spectra of ``aso report``, failures and pending candidates, read from the store (here: ended)."""
+    from browser import render, require_chromium
+
+    from aso_workflows.cluster.campaign_page import campaign_store_spec
+    from aso_workflows.results import Campaign
+
+    require_chromium()
+    lp, state, kind = campaign
+    assert campaign_store_spec(lp, CAMPAIGN)["kind"] == state.db.spec.kind
+    summary = Campaign(state).summary()
+    fw_id = _evaluation_fws(lp)[0]["fw_id"]
+    with serve_in_thread(lp) as url:
+        wf_page = render(f"{url}/wf/{fw_id}")
+        fw_page = render(f"{url}/fw/{fw_id}")
+        page = render(
+            f"{url}/aso/campaign/{CAMPAIGN}", screenshot=f"webgui/{kind}/campaign_page.png", size=(1280, 1800)
+        )
+        assert _get(f"{url}/aso/campaign/no-such-campaign")[0] == 404
+    link = f'href="/aso/campaign/{CAMPAIGN}"'
+    assert link in wf_page and link in fw_page
+    assert f"Campaign {CAMPAIGN}" in page and "http-equiv" not in page  # ended: no reloading
+    assert (
+        _summary_dd(page, "simulations")
+        == f"{summary.n_used} / {summary.budget} used, {summary.n_failed} failed"
+    )
+    assert _summary_dd(page, "best-mismatch").startswith(
+        f"{summary.best_objective:.4g} (candidate {summary.best_ref})"
+    )
+    assert _summary_dd(page, "status").startswith("completed")
+    for ident in ("aso-convergence", "aso-spectra"):
+        m = re.search(rf"<img id=\"{ident}\"[^>]*src=\"data:image/png;base64,([^\"]+)\"", page)
+        assert m and len(m.group(1)) > 10_000, ident  # a real figure, as aso report draws it
+    assert "Failed evaluations (0)" in page and "Pending candidates (0)" in page

@@ -467,6 +467,7 @@ class SlurmOfflineExecutor:
         offline = _read_json(Path(rec.launch_dir) / "FW_offline.json") or {}
         if "fwaction" in offline:
             self._recover(rec)
+            rec.recovered = _now()
             rec.state = offline.get("state", rec.state)
             rec.start = offline.get("started_on")
             rec.end = offline.get("completed_on")
@@ -548,6 +549,9 @@ class SlurmOfflineExecutor:
         # recover_offline FIZZLES the launch on any exception unless ignore_errors: only right for the
         # final recovery (the job has ended, its file is complete). While the job runs, the rocket may be
         # rewriting FW_offline.json as we read it; then the RUNNING mark is simply skipped.
+        # recover_offline also FIZZLES on a lost connection, and prints its traceback: ask the server
+        # first, so an outage goes to _wait_for_db (which waits) instead
+        self.launchpad.connection.admin.command("ping")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Unable to find FW_ping.json": offline jobs ping hourly
             self.launchpad.recover_offline(rec.launch_id, ignore_errors=not final, print_errors=final)
@@ -585,6 +589,7 @@ class SlurmOfflineExecutor:
 
     def _read_job_side_record(self, rec: LaunchRecord) -> None:
         side = _read_json(Path(rec.launch_dir) / SLURM_RECORD) or {}
+        rec.process_start = side.get("process_start") or rec.process_start
         rec.node = side.get("node") or rec.node
         rec.partition = side.get("partition") or rec.partition
 

@@ -61,11 +61,29 @@ def apply_zopen_shim() -> bool:
     return True
 
 
+def process_start_time() -> float | None:
+    """When this process started (seconds since the epoch, from ``/proc``; None where there is none).
+
+    Recorded so that a job's start-up (interpreter, imports, reading the Firework) can be told apart
+    from its work and from the time it waited in the queue (``benchmarks/orchestration.py``).
+    """
+    try:
+        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of proc(5): starttime, clock ticks after boot
+        boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def write_slurm_record(directory: str = ".") -> dict:
-    """Write ``FW_slurm.json`` (Slurm job id, partition, nodes, host, start time) into ``directory``."""
+    """Write ``FW_slurm.json`` (Slurm job id, partition, nodes, host, start times) into ``directory``."""
     record = {key: os.environ.get(var) for key, var in _SLURM_VARS.items()}
     record["host"] = socket.gethostname()
     record["started_on"] = datetime.now(timezone.utc).isoformat()
+    started = process_start_time()
+    if started is not None:
+        record["process_start"] = datetime.fromtimestamp(started, timezone.utc).isoformat()
     path = os.path.join(directory, SLURM_RECORD)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -75,12 +93,12 @@ def write_slurm_record(directory: str = ".") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Apply the shim, record the Slurm job, then run FireWorks' ``rlaunch`` with ``argv``."""
+    """Record the Slurm job, apply the shim, then run FireWorks' ``rlaunch`` with ``argv``."""
+    if os.environ.get("SLURM_JOB_ID"):
+        write_slurm_record(".")  # before the imports below, which are part of the job's start-up
     from fireworks.scripts.rlaunch_run import rlaunch
 
     apply_zopen_shim()
-    if os.environ.get("SLURM_JOB_ID"):
-        write_slurm_record(".")
     return rlaunch(sys.argv[1:] if argv is None else argv) or 0
 
 

@@ -36,7 +36,10 @@ class LaunchRecord:
     """One Firework launch submitted as one Slurm job.
 
     ``state`` is the FireWorks state of the launch (RESERVED → RUNNING → COMPLETED/FIZZLED);
-    ``start``/``end`` are the times the Firework started and finished inside the job (ISO, UTC).
+    ``start``/``end`` are the times the Firework started and finished inside the job (ISO, UTC);
+    ``process_start`` when the job's Python process started (from the job's ``FW_slurm.json``) and
+    ``recovered`` when the controller read the result back: with ``submitted`` they split a job's
+    turnaround into queue wait, start-up, the Firework itself and read-back (``benchmarks/orchestration.py``).
     """
 
     fw_id: int
@@ -56,6 +59,8 @@ class LaunchRecord:
     lost: bool = False
     raised: bool = False
     rerun: bool = False
+    process_start: str | None = None
+    recovered: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -75,9 +75,15 @@ _TEMPLATES = {
   <tr><th colspan="2">Campaign</th></tr>
   {% for label, value in rows %}<tr><th>{{ label }}</th><td class="aso-{{ label }}">{{ value }}</td></tr>
   {% endfor %}
-</table>{% endif %}
+</table>
+<p id="aso-campaign-link"><a href="{{ aso_campaign_url(fw.spec._aso.campaign) }}">Campaign page</a></p>{% endif %}
 {{ super() }}{% endblock %}""",
-    "wf_details.html": """{% extends "fireworks/wf_details.html" %}""" + _HEAD,
+    "wf_details.html": """{% extends "fireworks/wf_details.html" %}"""
+    + _HEAD
+    + """{% block content %}{% set name = (wf.metadata or {}).get("campaign") %}{% if name %}
+<p id="aso-campaign-link" class="text-center"><a href="{{ aso_campaign_url(name) }}">Campaign page: {{ name }}</a>
+(best mismatch vs simulations, spectra, failures, pending candidates)</p>{% endif %}
+{{ super() }}{% endblock %}""",
     "home.html": """{% extends "fireworks/home.html" %}\
 {% block content %}{{ super() | aso_mismatches }}{% endblock %}""",
 }
@@ -255,6 +261,7 @@ def configure_app(launchpad, settings: WebGuiSettings | None = None):
             [DictLoader(_TEMPLATES), PrefixLoader({"fireworks": original}), original]
         )
         app.add_template_global(key_numbers, "aso_key_numbers")
+        _add_campaign_page(app)
         app.add_template_filter(_mismatches, "aso_mismatches")
         jquery = _jquery_file()
         if jquery is not None:
@@ -264,6 +271,25 @@ def configure_app(launchpad, settings: WebGuiSettings | None = None):
         app.add_template_global(_JQUERY_ROUTE if jquery is not None else None, "aso_jquery")
         app._aso_configured = True
     return app
+
+
+def _add_campaign_page(app) -> None:
+    """The live campaign page (:mod:`aso_workflows.cluster.campaign_page`) at ``/aso/campaign/<name>``."""
+    from fireworks.flask_site.app import requires_auth
+    from flask import Response, current_app
+
+    from aso_workflows.cluster.campaign_page import campaign_page, campaign_url
+    from aso_workflows.errors import AsoError
+
+    @requires_auth
+    def page(name: str):
+        try:
+            return campaign_page(current_app.lp, name)
+        except AsoError as exc:
+            return Response(str(exc), status=404, mimetype="text/plain")
+
+    app.add_url_rule("/aso/campaign/<path:name>", "aso_campaign", page)
+    app.add_template_global(campaign_url, "aso_campaign_url")
 
 
 # ---- serving ------------------------------------------------------------------------------------------

@@ -11,24 +11,34 @@ Two builds:
 - ``stock``: FerretDB v1.24.2 as released (``go install`` of that version panics at start — "Invalid
   build/version/version.txt file content" — because the module copy lacks the generated version file;
   :func:`build` writes it, nothing else changes);
-- ``nested`` (the default for the test tier): the same plus one patch, :data:`NESTED_ARRAYS_PATCH`.
-  FerretDB v1 refuses every document holding an array inside an array (``invalid value: ... (nested
-  arrays are not supported)``, error code 2), which MongoDB accepts and which FireWorks, jobflow and the
-  campaign store all write: a pymatgen structure's ``lattice.matrix``, jobflow's ``function_args``. The
-  patch removes that one check in ``internal/types/document_validation.go``; storage and queries of
-  such documents then work (checked by ``tests/test_mongodb_server.py``). With the stock build the
-  campaign stops with one line naming the refused document (also tested). See the compatibility table
-  in ``docs/cluster.md``.
+- ``patched`` (the default for the test tier): the same plus the two changes in :data:`PATCHES`, each
+  closing a gap between FerretDB 1.x and what MongoDB guarantees and FireWorks, jobflow and the campaign
+  store rely on:
+
+  - ``nested-arrays``: FerretDB 1.x refuses every document holding an array inside an array
+    (``invalid value: ... (nested arrays are not supported)``, code 2), which MongoDB stores and which a
+    pymatgen structure's ``lattice.matrix`` and jobflow's ``function_args`` are; the patch removes that
+    one check (storage and queries of such documents then work: ``tests/test_mongodb_server.py``). On
+    the stock build a campaign stops with one line naming the refused document (also tested);
+  - ``atomic-writes``: FerretDB 1.x applies an update or findAndModify as a read, a change in Go and a
+    write-back in another transaction, so two clients writing one document at once can lose an update;
+    MongoDB makes each single-document write atomic, and FireWorks' workflow lock and its launch
+    completion (with ``rlaunch``'s ping thread) depend on that. The patch runs the write commands one
+    at a time.
+
+  See the compatibility table in ``docs/cluster.md``.
 
 Command line (for CI and the walk-through in ``docs/cluster.md``)::
 
     python -m aso_workflows.testing.ferretdb build [--stock]     # prints the binary's path
     python -m aso_workflows.testing.ferretdb start --dir DIR     # prints: export ASO_TEST_MONGODB_URI=...
+                                  # (and writes DIR/my_launchpad.yaml, DIR/password for the walk-through)
     python -m aso_workflows.testing.ferretdb stop --dir DIR      # stops the server recorded in DIR
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -57,23 +67,52 @@ VERSION = "v1.24.2"
 MODULE = "github.com/FerretDB/FerretDB"
 CACHE_DIR = Path(os.environ.get("ASO_CACHE_DIR", Path.home() / ".cache" / "aso-workflows"))
 
-# (file, text in FerretDB v1.24.2, replacement): lets documents hold arrays of arrays, as MongoDB does.
-NESTED_ARRAYS_PATCH = (
-    "internal/types/document_validation.go",
-    """				case *Array:
+# What the "patched" build changes in FerretDB v1.24.2: {name: [(file, text there, replacement)]}; a file
+# whose "text there" is None is created. See the module docstring and docs/cluster.md.
+_WRITE_LOCK = "\tasoWriteMu.Lock() // aso-workflows test build: one write at a time (document atomicity)\n\tdefer asoWriteMu.Unlock()\n\n"
+PATCHES: dict[str, list[tuple[str, str | None, str]]] = {
+    # MongoDB stores arrays of arrays (pymatgen lattices, jobflow arguments); FerretDB 1.x refuses them
+    "nested-arrays": [
+        (
+            "internal/types/document_validation.go",
+            """				case *Array:
 					return newValidationError(ErrValidation, fmt.Errorf(
 						"invalid value: { %q: %v } (nested arrays are not supported)", key, FormatAnyValue(value),
 					))
 """,
-    """				case *Array:
+            """				case *Array:
 					// aso-workflows test build: arrays of arrays are accepted, as MongoDB does
 """,
-)
+        )
+    ],
+    # MongoDB applies each single-document write atomically; FerretDB 1.x reads the documents, changes them
+    # in Go and writes them back in a separate transaction, so two clients updating one document at once
+    # can lose an update (FireWorks' workflow lock and launch completion, the campaign's counters). The
+    # test build runs insert/update/delete/findAndModify one at a time.
+    "atomic-writes": [
+        (
+            "internal/handler/aso_write_lock.go",
+            None,
+            'package handler\n\nimport "sync"\n\n// asoWriteMu serialises the write commands '
+            "(aso-workflows test build).\nvar asoWriteMu sync.Mutex\n",
+        ),
+        *[
+            (
+                f"internal/handler/msg_{cmd.lower()}.go",
+                f"func (h *Handler) Msg{cmd}(connCtx context.Context, msg *wire.OpMsg) (*wire.OpMsg, error) {{\n",
+                f"func (h *Handler) Msg{cmd}(connCtx context.Context, msg *wire.OpMsg) (*wire.OpMsg, error) {{\n"
+                + _WRITE_LOCK,
+            )
+            for cmd in ("Insert", "Update", "Delete", "FindAndModify")
+        ],
+    ],
+}
+NESTED_ARRAYS_PATCH = PATCHES["nested-arrays"][0]
 
 
 def unavailable_reason() -> str | None:
     """Why FerretDB cannot be built here (no ``go``), or None when it can (or a built binary is cached)."""
-    if any(_binary_path(kind).is_file() for kind in ("nested", "stock")):
+    if any(_binary_path(kind).is_file() for kind in ("patched", "stock")):
         return None
     if shutil.which("go") is None:
         return "go is not installed: the FerretDB test server (a Go module) cannot be built"
@@ -81,11 +120,14 @@ def unavailable_reason() -> str | None:
 
 
 def _binary_path(kind: str) -> Path:
+    if kind == "patched":  # a change of the patches is a new build
+        digest = hashlib.sha1(json.dumps(PATCHES, sort_keys=True).encode()).hexdigest()[:8]
+        kind = f"patched-{digest}"
     return CACHE_DIR / f"ferretdb-{VERSION}-{kind}" / "ferretdb"
 
 
-def build(kind: str = "nested", log=None) -> Path:
-    """Build FerretDB (``"nested"`` or ``"stock"``, see the module docstring) once; returns the binary.
+def build(kind: str = "patched", log=None) -> Path:
+    """Build FerretDB (``"patched"`` or ``"stock"``, see the module docstring) once; returns the binary.
 
     The binary is cached under :data:`CACHE_DIR`; a later call returns it at once.
 
@@ -94,8 +136,8 @@ def build(kind: str = "nested", log=None) -> Path:
     RuntimeError
         ``go`` is missing, the module cannot be downloaded, or the build fails (with go's last lines).
     """
-    if kind not in ("nested", "stock"):
-        raise ValueError(f"kind must be 'nested' or 'stock', got {kind!r}")
+    if kind not in ("patched", "stock"):
+        raise ValueError(f"kind must be 'patched' or 'stock', got {kind!r}")
     binary = _binary_path(kind)
     if binary.is_file():
         return binary
@@ -121,13 +163,17 @@ def build(kind: str = "nested", log=None) -> Path:
             p.chmod(p.stat().st_mode | 0o200)
         # `go install ...@v1.24.2` panics at start: the version file is generated by their build tooling
         (src / "build" / "version" / "version.txt").write_text(VERSION + "\n")
-        if kind == "nested":
-            rel, old, new = NESTED_ARRAYS_PATCH
-            path = src / rel
-            text = path.read_text()
-            if text.count(old) != 1:
-                raise RuntimeError(f"the nested-arrays patch does not apply to {rel} of FerretDB {VERSION}")
-            path.write_text(text.replace(old, new))
+        if kind == "patched":
+            for name, changes in PATCHES.items():
+                for rel, old, new in changes:
+                    path = src / rel
+                    if old is None:
+                        path.write_text(new)
+                        continue
+                    text = path.read_text()
+                    if text.count(old) != 1:
+                        raise RuntimeError(f"the {name} patch does not apply to {rel} of FerretDB {VERSION}")
+                    path.write_text(text.replace(old, new))
         if log:
             log(f"building FerretDB {VERSION} ({kind}) into {binary} ...")
         out = Path(tmp) / "ferretdb"
@@ -176,7 +222,7 @@ class FerretDB:
     client_ca
         The CA file clients trust the server's certificate with (used here to check it answers).
     kind
-        ``"nested"`` or ``"stock"`` build (:func:`build`).
+        ``"patched"`` or ``"stock"`` build (:func:`build`).
     """
 
     root: Path
@@ -187,7 +233,7 @@ class FerretDB:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     client_ca: Path | None = None
-    kind: str = "nested"
+    kind: str = "patched"
     binary: Path | None = None
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
@@ -332,6 +378,30 @@ class FerretDB:
         self.stop()
 
 
+def write_client_files(server: FerretDB, folder: Path) -> None:
+    """``folder/password`` (mode 600) and ``folder/my_launchpad.yaml`` (database ``fireworks``) for ``server``."""
+    import yaml
+
+    folder = Path(folder)
+    (folder / "password").write_text((server.password or "") + "\n")
+    (folder / "password").chmod(0o600)
+    lp = {
+        "host": server.host,
+        "port": server.port,
+        "name": "fireworks",
+        "username": server.username,
+        "password": server.password,
+        "authsource": "admin" if server.username else None,
+        "mongoclient_kwargs": {
+            "serverSelectionTimeoutMS": 5000,
+            **({"tls": True, **server.client_tls()} if server.tls else {}),
+        },
+        "strm_lvl": "WARNING",
+    }
+    (folder / "my_launchpad.yaml").write_text(yaml.safe_dump(lp))
+    (folder / "my_launchpad.yaml").chmod(0o600)
+
+
 def _stop_recorded(root: Path) -> str:
     info = root / "ferretdb.json"
     if not info.is_file():
@@ -363,22 +433,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build FerretDB once (cached) and print the binary's path")
-    b.add_argument("--stock", action="store_true", help="the release as is (refuses nested arrays)")
-    s = sub.add_parser("start", help="start a server; prints an `export ASO_TEST_MONGODB_URI=...` line")
+    b.add_argument("--stock", action="store_true", help="the release as is (no patches)")
+    s = sub.add_parser(
+        "start",
+        help="start a server; prints `export ASO_TEST_MONGODB_URI=...` (and the URI without the password); "
+        "writes DIR/my_launchpad.yaml and DIR/password",
+    )
     s.add_argument("--dir", required=True, type=Path, help="folder for its data, log and PID")
     s.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
-    s.add_argument("--stock", action="store_true", help="the release as is (refuses nested arrays)")
+    s.add_argument("--stock", action="store_true", help="the release as is (no patches)")
     t = sub.add_parser("stop", help="stop the server recorded in --dir")
     t.add_argument("--dir", required=True, type=Path)
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
-            print(build("stock" if args.stock else "nested", log=lambda m: print(m, file=sys.stderr)))
+            print(build("stock" if args.stock else "patched", log=lambda m: print(m, file=sys.stderr)))
         elif args.command == "start":
-            server = FerretDB(args.dir, port=args.port, kind="stock" if args.stock else "nested")
+            server = FerretDB(args.dir, port=args.port, kind="stock" if args.stock else "patched")
             server.start()
             server._proc = None  # leave it running after this process exits
+            write_client_files(server, args.dir)
             print(f"export ASO_TEST_MONGODB_URI='{server.uri()}'")
+            print(f"export ASO_MONGODB_USER_URI='{server.uri(with_password=False)}'")
         else:
             print(_stop_recorded(args.dir), file=sys.stderr)
     except RuntimeError as exc:

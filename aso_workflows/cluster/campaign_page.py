@@ -1,0 +1,179 @@
+"""The campaign page of the web GUI: what ``aso report`` and ``aso status`` show, read live from the store.
+
+``aso webgui`` serves it at ``/aso/campaign/<name>`` next to FireWorks' own pages; each workflow page
+of a campaign (and each Firework page) links to it. It shows the summary (status, simulations used /
+budget, start and best mismatch), the best mismatch against the number of simulations, the target, start
+and best spectra, the failed evaluations with their reasons and the candidates still pending, and
+reloads itself every :data:`REFRESH_S` seconds while the campaign runs.
+
+Nothing is copied from the report: the numbers come from :class:`aso_workflows.results.Campaign`
+(``summary()``: failures, pending), the figures from :class:`aso_workflows.report.figures.ReportFigures`
+and the tables from :mod:`aso_workflows.report.html`.
+
+The campaign store is found from the LaunchPad: every job of a campaign carries the store's spec as its
+first argument (a URI without password, or the embedded store's folder; a password stays in its
+``password_file``), so the page needs no option of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import quote
+
+from aso_workflows.errors import AsoError, InputError
+
+__all__ = ["REFRESH_S", "campaign_store_spec", "campaign_page", "campaign_url"]
+
+REFRESH_S = 20
+"""Seconds between reloads of a running campaign's page."""
+
+_CACHE: dict[str, tuple[tuple, str]] = {}
+_LOCK = threading.Lock()
+
+
+def campaign_url(name: str) -> str:
+    return f"/aso/campaign/{quote(name, safe='')}"
+
+
+def campaign_store_spec(lp, name: str) -> dict:
+    """The campaign store of campaign ``name``, from the first argument of one of its jobs in ``lp``.
+
+    Raises
+    ------
+    InputError
+        No Firework of that campaign in the LaunchPad, or its jobs carry no store spec.
+    """
+    fw = lp.fireworks.find_one({"spec._aso.campaign": name}, {"spec._tasks": 1})
+    if fw is None:
+        raise InputError("campaign", f"no Firework of campaign {name!r} in this LaunchPad")
+    for task in (fw.get("spec") or {}).get("_tasks") or []:
+        args = ((task or {}).get("job") or {}).get("function_args") or []
+        if args and isinstance(args[0], dict) and args[0].get("kind"):
+            return {k: v for k, v in args[0].items() if not str(k).startswith("@")}
+    raise InputError("campaign", f"the Fireworks of campaign {name!r} carry no campaign-store spec")
+
+
+def _img(path: Path, alt: str, ident: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f"<img id='{ident}' alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def campaign_page(lp, name: str) -> str:
+    """The page's HTML for campaign ``name`` (cached until the campaign's store changes)."""
+    from aso_workflows.results import Campaign
+
+    spec = campaign_store_spec(lp, name)
+    try:
+        campaign = Campaign.open(name, spec)  # the store is opened once per process (get_db)
+    except AsoError as exc:
+        return _page(name, f"<p class='error'>{html.escape(str(exc))}</p>", refresh=True)
+    summary = campaign.summary()
+    key = (summary.updated, summary.n_used, summary.n_failed, len(summary.pending), summary.status)
+    with _LOCK:
+        cached = _CACHE.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+    body = _render(campaign, summary)
+    out = _page(name, body, refresh=summary.status not in ("completed", "failed", "stopped"))
+    with _LOCK:
+        _CACHE[name] = (key, out)
+    return out
+
+
+def _page(name: str, body: str, refresh: bool) -> str:
+    from aso_workflows.report.html import _CSS
+
+    meta = f"<meta http-equiv='refresh' content='{REFRESH_S}'>" if refresh else ""
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"{meta}<title>Campaign {html.escape(name)}</title><style>{_CSS}</style></head><body>"
+        f"<p><a href='/'>FireWorks workflows</a> · <a href='/wf/metadata/campaign/{quote(name, safe='')}/'>"
+        f"this campaign's workflow</a></p><h1>Campaign {html.escape(name)}</h1>{body}</body></html>"
+    )
+
+
+def _render(campaign, summary) -> str:
+    from aso_workflows.report.history import history_rows
+    from aso_workflows.report.html import fmt, table
+    from aso_workflows.schemas import EvaluationDoc
+
+    state = campaign.state
+    facts = [
+        ("status", summary.status + (f" ({summary.stop_reason})" if summary.stop_reason else "")),
+        ("optimizer", summary.optimizer),
+        ("techniques", ", ".join(t.upper() for t in campaign.techniques)),
+        ("iteration", str(summary.iteration)),
+        ("simulations", f"{summary.n_used} / {summary.budget} used, {summary.n_failed} failed"),
+        ("start mismatch", fmt(summary.start_objective)),
+        (
+            "best mismatch",
+            fmt(summary.best_objective) + (f" (candidate {summary.best_ref})" if summary.best_ref else ""),
+        ),
+        ("pending", str(len(summary.pending))),
+        ("updated", fmt(summary.updated)),
+        ("store", html.escape(summary.store)),
+    ]
+    parts = [
+        "<dl id='summary'>"
+        + "".join(f"<dt>{k}</dt><dd class='aso-{k.replace(' ', '-')}'>{v}</dd>" for k, v in facts)
+        + "</dl>"
+    ]
+    rows = history_rows(state)
+    best = [EvaluationDoc.from_mongo(d) for d in state.best(1)]
+    if best:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from aso_workflows.report.figures import ReportFigures
+
+        figures = ReportFigures(state, rows, best)
+        with tempfile.TemporaryDirectory(prefix="aso-page-") as tmp:
+            conv = figures.convergence(Path(tmp) / "convergence.png")
+            spectra = figures.spectra(Path(tmp) / "spectra.png")
+            parts += [
+                "<h2 id='convergence'>Best mismatch vs simulations</h2>",
+                _img(conv, "best mismatch vs simulations", "aso-convergence"),
+                "<h2 id='spectra'>Spectra: target, start and best</h2>",
+                _img(spectra, "target, start and best spectra", "aso-spectra"),
+            ]
+    else:
+        parts.append("<p class='muted' id='aso-no-results'>No simulation has completed yet.</p>")
+    parts.append(f"<h2 id='failures'>Failed evaluations ({len(summary.failures)})</h2>")
+    if summary.failures:
+        parts.append(
+            table(
+                ["candidate", "status", "kind", "reason", "host", "Slurm job"],
+                [
+                    [
+                        fmt(f["ref"]),
+                        fmt(f["status"]),
+                        fmt(f["failure_kind"]),
+                        fmt(f["error"]),
+                        fmt(f["host"]),
+                        fmt(f["slurm_job_id"]),
+                    ]
+                    for f in summary.failures
+                ],
+                left={0, 1, 2, 3, 4},
+                css_id="failed-table",
+            )
+        )
+    else:
+        parts.append("<p class='muted'>None.</p>")
+    parts.append(f"<h2 id='pending'>Pending candidates ({len(summary.pending)})</h2>")
+    if summary.pending:
+        parts.append(
+            table(
+                ["candidate", "kind", "proposed"],
+                [[fmt(p["ref"]), fmt(p["kind"]), fmt(p["created"])] for p in summary.pending],
+                left={0, 1, 2},
+                css_id="pending-table",
+            )
+        )
+    else:
+        parts.append("<p class='muted'>None.</p>")
+    return "\n".join(parts)
