@@ -21,7 +21,7 @@ Which names and options each technique accepts is checked by its fitter
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -73,7 +73,7 @@ class FitSpec(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _short_form(cls, value):
+    def _short_form(cls, value: Any) -> Any:
         if value is None:
             return {}
         if isinstance(value, (list, tuple)):
