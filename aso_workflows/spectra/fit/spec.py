@@ -62,14 +62,14 @@ class FitSpec(BaseModel):
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
     kmin: float | None = None
     kmax: float | None = None
-    dk: float = Field(1.0, ge=0)
+    dk: float = Field(default=1.0, ge=0)
     window: Literal["hanning", "kaiser"] = "hanning"
     space: Literal["k", "r"] = "k"
-    rmin: float = Field(1.0, ge=0)
-    rmax: float = Field(3.0, gt=0)
+    rmin: float = Field(default=1.0, ge=0)
+    rmax: float = Field(default=3.0, gt=0)
     emin: float | None = None
     emax: float | None = None
-    max_nfev: int = Field(200, ge=1)
+    max_nfev: int = Field(default=200, ge=1)
 
     @model_validator(mode="before")
     @classmethod
