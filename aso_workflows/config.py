@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -44,6 +44,10 @@ from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.store import StoreSpec, redact_uri
 from aso_workflows.surrogate.settings import SurrogateSettings
 
+if TYPE_CHECKING:
+    from aso_workflows.spectra.base import Simulator
+    from aso_workflows.spectra.spectrum import Spectrum
+
 __all__ = ["TargetConfig", "StoreConfig", "CampaignConfig", "load_config"]
 
 
@@ -62,7 +66,7 @@ class TargetConfig(_Strict):
     technique: Literal["pdf", "exafs", "xanes"]
     file: Path | None = None
     structure: Path | None = None
-    weight: float = Field(1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0)
     normalisation: Literal["variance", "none"] | float = "variance"
     settings: dict = Field(default_factory=dict)
     read_options: dict = Field(default_factory=dict)
@@ -93,7 +97,7 @@ class StoreConfig(_Strict):
     path: Path | None = None
     uri: str | None = None
     database: str = "aso"
-    timeout_ms: int = Field(5000, gt=0)
+    timeout_ms: int = Field(default=5000, gt=0)
     password_file: Path | None = None  # MongoDB password, read by each job (never stored or printed)
 
 
@@ -139,23 +143,23 @@ class CampaignConfig(_Strict):
     name: str
     start: Path
     targets: list[TargetConfig] = Field(min_length=1)
-    budget: int = Field(100, gt=0)
-    initial_size: int = Field(30, ge=1)
-    batch_size: int = Field(1, ge=1)
+    budget: int = Field(default=100, gt=0)
+    initial_size: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=1, ge=1)
     optimizer: str = "aso"
     seed: int = 0
     min_distances: dict[str, float] = Field(default_factory=dict)
-    min_distance_scale: float = Field(0.7, gt=0)
+    min_distance_scale: float = Field(default=0.7, gt=0)
     sampler: PerturbationSampler = Field(default_factory=PerturbationSampler)
     surrogate: SurrogateSettings = Field(default_factory=SurrogateSettings)
     acquisition: LCBSchedule = Field(default_factory=LCBSchedule)
     acquisition_metric: Literal["mae", "mse"] = "mae"
     proposal: GradientProposer = Field(default_factory=GradientProposer)
     target_mismatch: float | None = None
-    max_failures: int = Field(5, ge=0)
-    max_failed: int | None = Field(None, ge=1)
-    simulation_timeout_s: float | None = Field(None, gt=0)
-    min_absorber_fraction: float = Field(1.0, gt=0, le=1)
+    max_failures: int = Field(default=5, ge=0)
+    max_failed: int | None = Field(default=None, ge=1)
+    simulation_timeout_s: float | None = Field(default=None, gt=0)
+    min_absorber_fraction: float = Field(default=1.0, gt=0, le=1)
     output: Path | None = None
     store: StoreConfig = Field(default_factory=lambda: StoreConfig.model_validate({}))
 
@@ -473,7 +477,9 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
             _check_fit(t, sim, target, source, where)
 
 
-def _check_fit(t: TargetConfig, sim, target, source: str | Path, where: str) -> None:
+def _check_fit(
+    t: TargetConfig, sim: Simulator, target: Spectrum | None, source: str | Path, where: str
+) -> None:
     """The target's ``fit`` declaration against its technique and grid (one line naming the field)."""
     from aso_workflows.spectra.fit import make_fitter
     from aso_workflows.spectra.spectrum import Spectrum

@@ -22,6 +22,7 @@ import datetime as _dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing_extensions import Self
 
 __all__ = [
     "FAILURE_KINDS",
@@ -107,7 +108,7 @@ class StoredDoc(_Doc):
         return doc
 
     @classmethod
-    def from_mongo(cls, doc: dict[str, Any]):
+    def from_mongo(cls, doc: dict[str, Any]) -> Self:
         """Validate a document read from the store (projections may leave fields out: they default)."""
         return cls.model_validate(doc)
 

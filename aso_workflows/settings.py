@@ -13,11 +13,13 @@ a campaign file must not load torch, botorch, diffpy or FEFF.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as _pydantic_dataclass
+from typing_extensions import dataclass_transform  # typing's own from Python 3.11; pydantic requires this
 
 __all__ = ["SETTINGS_CONFIG", "settings_dataclass"]
 
@@ -30,8 +32,9 @@ T = TypeVar("T", bound=type)
 @overload
 def settings_dataclass(cls: T, /) -> T: ...
 @overload
-def settings_dataclass(cls: None = None, /, **kwargs: object) -> Callable[[T], T]: ...
-def settings_dataclass(cls=None, /, **kwargs):
+def settings_dataclass(cls: None = None, /, **kwargs: Any) -> Callable[[T], T]: ...
+@dataclass_transform(field_specifiers=(dataclasses.field, Field))
+def settings_dataclass(cls: T | None = None, /, **kwargs: Any) -> T | Callable[[T], T]:
     """``@settings_dataclass``: a standard dataclass whose fields pydantic validates on construction.
 
     ``dataclasses.fields``, ``dataclasses.replace`` and ``asdict`` work as for any dataclass (``replace``
@@ -39,6 +42,7 @@ def settings_dataclass(cls=None, /, **kwargs):
     """
 
     def wrap(c: T) -> T:
-        return _pydantic_dataclass(c, config=SETTINGS_CONFIG, **kwargs)  # type: ignore[return-value]
+        # pydantic types its result as ``type[PydanticDataclass]``; it is the class ``c`` itself, made a dataclass
+        return cast(T, _pydantic_dataclass(c, config=SETTINGS_CONFIG, **kwargs))
 
     return wrap if cls is None else wrap(cls)

@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pymatgen.core import Structure
@@ -43,6 +43,7 @@ from aso_workflows.schemas import (
 )
 from aso_workflows.spectra.base import AbsorberSimulator, Simulator
 from aso_workflows.spectra.spectrum import Spectrum
+from aso_workflows.store import CampaignDB
 
 __all__ = [
     "provenance",
@@ -207,18 +208,31 @@ def _site_rows(state: CampaignState, technique: str) -> bool:
     return needs_site_rows(technique, cfg.surrogate) and optimizer_class(cfg.optimizer).needs_surrogate
 
 
-def _with_site_rows(sim: Simulator):
+class _Simulate(Protocol):
+    """``Simulator.simulate``'s signature."""
+
+    def __call__(self, structure: Structure, workdir: str | Path | None = None) -> Spectrum: ...
+
+
+def _with_site_rows(sim: Simulator) -> _Simulate:
     """``simulate(structure, workdir)`` that adds the per-atom PDF rows (and counts their engine calls)."""
+    from aso_workflows.spectra.pdf import PDFSimulator
     from aso_workflows.spectra.pdf_partials import simulate_with_sites
 
-    def simulate(structure: Structure, workdir: Path | None = None) -> Spectrum:
+    assert isinstance(sim, PDFSimulator)  # per-atom rows are asked for the PDF only (_site_rows)
+
+    def simulate(structure: Structure, workdir: str | Path | None = None) -> Spectrum:
         return simulate_with_sites(sim, structure, workdir=workdir)
 
     return simulate
 
 
 def _call_with_limit(
-    sim: Simulator, structure: Structure, workdir: Path, limit: float | None, simulate=None
+    sim: Simulator,
+    structure: Structure,
+    workdir: Path,
+    limit: float | None,
+    simulate: _Simulate | None = None,
 ) -> Spectrum:
     """``sim.simulate`` (or ``simulate``, a function of the same signature) under the campaign's wall-time
     limit.
@@ -582,7 +596,7 @@ def job_error_id(campaign: str, where: str, key: str) -> str:
 
 
 def record_job_error(
-    db, campaign: str, where: str, key: str, exc: BaseException, iteration: int | None
+    db: CampaignDB, campaign: str, where: str, key: str, exc: BaseException, iteration: int | None
 ) -> None:
     """Keep the traceback of a job that raised, in the ``job_errors`` collection (one per job).
 

@@ -13,9 +13,11 @@ from pymatgen.core import Structure
 
 from aso_workflows.campaign.evaluate import provenance
 from aso_workflows.campaign.state import CampaignState
+from aso_workflows.config import CampaignConfig
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers import ProposalContext, make_optimizer
 from aso_workflows.schemas import CampaignDoc, ModelDoc, now, plain
+from aso_workflows.store import CampaignDB
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +165,7 @@ def should_stop(state: CampaignState) -> str | None:
     return None
 
 
-def max_failed(cfg) -> int:
+def max_failed(cfg: CampaignConfig) -> int:
     """The campaign's cap on failed simulations in all (``max_failed``; default: the budget).
 
     Each failure is replaced by a new proposal, so without a cap a campaign whose every other
@@ -226,7 +228,7 @@ def propose_candidates(state: CampaignState, iteration: int, model_ids: dict | N
     return state.add_proposals(iteration, items)
 
 
-def resolved_target_settings(config) -> list[dict]:
+def resolved_target_settings(config: CampaignConfig) -> list[dict]:
     """Each target's simulator settings with the engine resolved (``engine: auto`` → the code that
     imports here), as the campaign stores them: every job then uses that code, or fails saying so."""
     from aso_workflows.spectra.registry import make_simulator
@@ -241,7 +243,7 @@ def resolved_target_settings(config) -> list[dict]:
     return out
 
 
-def read_inputs(config) -> dict:
+def read_inputs(config: CampaignConfig) -> dict:
     """The campaign's input files, read now: ``{"start": structure, "targets": {technique: {...}}}``.
 
     Each target is ``{"structure": ...}`` (a target structure, simulated by the start job) or
@@ -270,7 +272,7 @@ def read_inputs(config) -> dict:
     return {"start": start.as_dict(), "targets": targets}
 
 
-def check_existing(config, db, start: Structure | None = None) -> dict | None:
+def check_existing(config: CampaignConfig, db: CampaignDB, start: Structure | None = None) -> dict | None:
     """The stored campaign of the same name, after checking it can be continued with ``config``.
 
     A larger budget or new optimiser settings are taken over later, but a different ``start`` structure
@@ -308,7 +310,9 @@ def check_existing(config, db, start: Structure | None = None) -> dict | None:
     return existing
 
 
-def init_campaign(config, db, workdir, inputs: dict | None = None) -> CampaignState:
+def init_campaign(
+    config: CampaignConfig, db: CampaignDB, workdir: str | Path, inputs: dict | None = None
+) -> CampaignState:
     """Create the campaign document (targets, start) and the initial proposals; idempotent.
 
     ``inputs`` are the campaign's files as read by :func:`read_inputs` (without them: a campaign that
@@ -415,7 +419,7 @@ def _structure(value: Structure | dict) -> Structure:
     return value if isinstance(value, Structure) else Structure.from_dict(value)
 
 
-def _mk(base, *parts) -> Path:
+def _mk(base: str | Path, *parts: str) -> Path:
     d = Path(base).joinpath(*parts)
     d.mkdir(parents=True, exist_ok=True)
     return d

@@ -10,6 +10,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pymatgen.core import Structure
@@ -26,6 +27,9 @@ from aso_workflows.structures import (
     settings_hash,
     structure_fingerprint,
 )
+
+if TYPE_CHECKING:
+    from aso_workflows.spectra.mismatch import Objective
 
 __all__ = ["CampaignState", "get_db", "now", "proposal_id", "evaluation_id"]
 
@@ -95,7 +99,7 @@ class CampaignState:
         return settings_hash({k: s.settings_dict() for k, s in sorted(self.simulators.items())})
 
     @functools.cached_property
-    def objective(self):
+    def objective(self) -> Objective:
         """The campaign's objective; a target with a ``fit`` carries its nuisance fitter."""
         from aso_workflows.spectra.fit import make_fitter
         from aso_workflows.spectra.mismatch import Objective, TechniqueTerm
@@ -270,6 +274,6 @@ class CampaignState:
             raise InputError("proposal", f"no proposal {pid!r} in campaign {self.name!r}")
         return doc
 
-    def update(self, **fields) -> None:
+    def update(self, **fields: Any) -> None:
         fields["updated"] = now()
         self.db.campaigns.update_one({"_id": self.name}, {"$set": fields})

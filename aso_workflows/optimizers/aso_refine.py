@@ -30,7 +30,7 @@ may worsen them, which the campaign's objective then shows.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -40,13 +40,17 @@ from aso_workflows.optimizers.base import CandidateProposal, Optimizer, Proposal
 from aso_workflows.optimizers.registry import register_optimizer
 from aso_workflows.settings import settings_dataclass
 
+if TYPE_CHECKING:
+    from aso_workflows.optimizers.aso.proposal import Proposal
+    from aso_workflows.spectra.pdf import PDFSimulator
+
 __all__ = ["ASORefine", "refine_structure"]
 
 
 def refine_structure(
     structure: Structure,
     target: np.ndarray,
-    simulator,
+    simulator: PDFSimulator,
     dmin: np.ndarray,
     max_calls: int,
     refine_lattice: bool = False,
@@ -169,17 +173,22 @@ class ASORefine(Optimizer):
             others.append(cand.structure)
         return out
 
-    def _polish(self, ctx: ProposalContext, p, others: list[Structure], threshold: float):
+    def _polish(
+        self, ctx: ProposalContext, p: Proposal, others: list[Structure], threshold: float
+    ) -> Proposal:
         """The proposer's proposal ``p`` with its structure refined and its prediction redone there."""
         import torch
 
         from aso_workflows.optimizers.aso.proposal import rms_displacement
+        from aso_workflows.spectra.pdf import PDFSimulator
 
         state = ctx.state
+        sim = state.simulators["pdf"]
+        assert isinstance(sim, PDFSimulator)  # the registry's simulator of technique "pdf"
         refined, info = refine_structure(
             p.structure,
             state.targets["pdf"].y,
-            state.simulators["pdf"],
+            sim,
             state.dmin_matrix,
             self.max_calls,
             self.refine_lattice,
@@ -201,7 +210,7 @@ class ASORefine(Optimizer):
         return dataclasses.replace(p, structure=refined, mean=mean, std=std, acquisition=value, search=search)
 
 
-def _predict(ctx: ProposalContext, structure: Structure, p) -> tuple[dict, dict, float]:
+def _predict(ctx: ProposalContext, structure: Structure, p: Proposal) -> tuple[dict, dict, float]:
     """The surrogate's prediction and acquisition at ``structure`` (the refined candidate)."""
     import torch
 
@@ -209,6 +218,7 @@ def _predict(ctx: ProposalContext, structure: Structure, p) -> tuple[dict, dict,
 
     aso = ActiveStructOpt.from_config(ctx.state.config)
     acq = aso.acquisition(ctx)
+    assert ctx.models is not None  # aso-refine needs a surrogate: the campaign trained one per technique
     means, stds = {}, {}
     with torch.no_grad():
         for t, model in ctx.models.items():

@@ -9,13 +9,91 @@ in the same store.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 from pymatgen.core import Structure
 
-__all__ = ["ProposalContext", "CandidateProposal", "Optimizer", "rng_for", "FALLBACK_KIND"]
+if TYPE_CHECKING:
+    from aso_workflows.optimizers.aso.acquisition import LCBSchedule
+    from aso_workflows.optimizers.aso.proposal import GradientProposer
+    from aso_workflows.optimizers.sampling import PerturbationSampler
+    from aso_workflows.spectra.base import Simulator
+    from aso_workflows.spectra.mismatch import Objective
+    from aso_workflows.spectra.spectrum import Spectrum
+
+__all__ = [
+    "ProposalContext",
+    "CandidateProposal",
+    "Optimizer",
+    "rng_for",
+    "FALLBACK_KIND",
+    "CampaignView",
+    "CampaignSettingsView",
+    "TargetTermView",
+]
+
+
+# What an optimiser reads of the campaign, as protocols: optimisers are engines and import nothing of the
+# campaign layers (aso_workflows.config, aso_workflows.campaign); CampaignConfig and CampaignState provide
+# these members.
+class TargetTermView(Protocol):
+    """One target of the campaign: its technique and its weight in the objective."""
+
+    @property
+    def technique(self) -> str: ...
+    @property
+    def weight(self) -> float: ...
+
+
+class CampaignSettingsView(Protocol):
+    """The campaign settings optimisers read (:class:`~aso_workflows.config.CampaignConfig`)."""
+
+    @property
+    def targets(self) -> Sequence[TargetTermView]: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def budget(self) -> int: ...
+    @property
+    def initial_size(self) -> int: ...
+    @property
+    def min_distances(self) -> Mapping[str, float]: ...
+    @property
+    def min_distance_scale(self) -> float: ...
+    @property
+    def sampler(self) -> PerturbationSampler: ...
+    @property
+    def proposal(self) -> GradientProposer: ...
+    @property
+    def acquisition(self) -> LCBSchedule: ...
+    @property
+    def acquisition_metric(self) -> Literal["mae", "mse"]: ...
+    def section(self, name: str) -> Any:
+        """The validated settings object of the campaign-file section ``name``."""
+        ...
+
+
+class CampaignView(Protocol):
+    """The campaign as optimisers see it (:class:`~aso_workflows.campaign.state.CampaignState`)."""
+
+    @property
+    def config(self) -> CampaignSettingsView: ...
+    @property
+    def start(self) -> Structure: ...
+    @property
+    def dmin_matrix(self) -> np.ndarray: ...
+    @property
+    def targets(self) -> Mapping[str, Spectrum]: ...
+    @property
+    def simulators(self) -> Mapping[str, Simulator]: ...
+    @property
+    def objective(self) -> Objective: ...
+    def evaluations(self, status: str | None = "completed") -> list[dict]:
+        """Evaluation documents in order of evaluation, of one status (``None``: all)."""
+        ...
 
 
 @dataclass
@@ -42,7 +120,7 @@ class ProposalContext:
         Seed for this proposal (campaign seed + iteration), for reproducibility.
     """
 
-    state: Any
+    state: CampaignView
     evaluated: list[tuple[Structure, float]]
     pending: list[Structure]
     models: dict | None
@@ -107,7 +185,7 @@ class Optimizer(ABC):
     required_techniques: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def from_config(cls, config) -> Optimizer:
+    def from_config(cls, config: CampaignSettingsView) -> Optimizer:
         """This optimiser as the campaign configures it: its own section, or its defaults."""
         return config.section(cls.section) if cls.section else cls()
 

@@ -46,17 +46,20 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 from pymatgen.core import Lattice, Structure
 
 from aso_workflows.errors import InputError
-from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
+from aso_workflows.optimizers.base import CampaignView, CandidateProposal, Optimizer, ProposalContext
 from aso_workflows.optimizers.registry import register_optimizer
 from aso_workflows.settings import settings_dataclass
 from aso_workflows.structures import structure_fingerprint
+
+if TYPE_CHECKING:
+    from aso_workflows.spectra.pdf import PDFSimulator
 
 __all__ = ["DiffPyRefinement", "PdfFitRefiner", "pdf_calculations"]
 
@@ -87,7 +90,7 @@ class PdfFitRefiner:
 
     structure: Structure
     target: np.ndarray
-    simulator: Any
+    simulator: PDFSimulator
     refine_lattice: bool = True
     toler: float = -1.0
 
@@ -213,7 +216,7 @@ class DiffPyRefinement(Optimizer):
     section: ClassVar[str | None] = "diffpy"
     required_techniques: ClassVar[tuple[str, ...]] = ("pdf",)
 
-    def head(self, state) -> Structure:
+    def head(self, state: CampaignView) -> Structure:
         """Where the refinement continues: the latest DiffPy evaluation, else the best initial structure."""
         evals = state.evaluations("completed")
         mine = [e for e in evals if e.get("kind") == KIND]
@@ -227,10 +230,13 @@ class DiffPyRefinement(Optimizer):
         return Structure.from_dict(min(initial, key=lambda e: e["objective"])["structure"])
 
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
+        from aso_workflows.spectra.pdf import PDFSimulator
+
         state = ctx.state
         if "pdf" not in state.simulators:
             raise InputError("optimizer", "'diffpy' refines against a PDF; the campaign has no pdf target")
         sim = state.simulators["pdf"]
+        assert isinstance(sim, PDFSimulator)  # the registry's simulator of technique "pdf"
         target = state.targets["pdf"].y
         seen = {structure_fingerprint(s) for s, _ in ctx.evaluated} | {
             structure_fingerprint(s) for s in ctx.pending

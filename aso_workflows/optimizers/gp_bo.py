@@ -42,13 +42,14 @@ from pydantic import Field
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
-from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
+from aso_workflows.optimizers.base import CampaignView, CandidateProposal, Optimizer, ProposalContext
 from aso_workflows.optimizers.registry import register_optimizer
 from aso_workflows.settings import settings_dataclass
 from aso_workflows.structures import structure_fingerprint
 
 if TYPE_CHECKING:
     import torch
+    from botorch.models import SingleTaskGP
 
 __all__ = ["GPBayesOpt", "DisplacementFeatures"]
 
@@ -130,13 +131,13 @@ class GPBayesOpt(Optimizer):
     max_repairs: Annotated[int, Field(ge=0)] = 20
     section: ClassVar[str | None] = "gpbo"
 
-    def features(self, state) -> DisplacementFeatures:
+    def features(self, state: CampaignView) -> DisplacementFeatures:
         box = self.box if self.box is not None else float(state.config.sampler.max_displacement)
         return DisplacementFeatures(reference=state.start, box=box)
 
     # ---- model ----------------------------------------------------------------------------------
     @staticmethod
-    def fit(x: torch.Tensor, y: torch.Tensor):
+    def fit(x: torch.Tensor, y: torch.Tensor) -> SingleTaskGP:
         """A ``SingleTaskGP`` on ``x`` [n, d] in the unit cube and ``y`` [n, 1] (standardised inside)."""
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import SingleTaskGP

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
+from aso_workflows.optimizers.base import CampaignSettingsView, CandidateProposal, Optimizer, ProposalContext
 from aso_workflows.optimizers.registry import register_optimizer
 from aso_workflows.optimizers.sampling import PerturbationSampler
 
@@ -21,7 +21,7 @@ class RandomSearch(Optimizer):
     sampler: PerturbationSampler = dataclasses.field(default_factory=PerturbationSampler)
 
     @classmethod
-    def from_config(cls, config) -> RandomSearch:
+    def from_config(cls, config: CampaignSettingsView) -> RandomSearch:
         return cls(sampler=config.sampler)
 
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from aso_workflows.errors import InputError
 
 if TYPE_CHECKING:
-    from aso_workflows.optimizers.base import Optimizer
+    from aso_workflows.optimizers.base import CampaignSettingsView, Optimizer
 
 __all__ = [
     "register_optimizer",
@@ -34,7 +35,7 @@ _DISCOVERED = False
 OptimizerType = TypeVar("OptimizerType", bound="type[Optimizer]")
 
 
-def register_optimizer(name: str):
+def register_optimizer(name: str) -> Callable[[OptimizerType], OptimizerType]:
     """Class decorator: register an :class:`~aso_workflows.optimizers.base.Optimizer` under ``name``."""
 
     def deco(cls: OptimizerType) -> OptimizerType:
@@ -89,6 +90,6 @@ def optimizer_class(name: str) -> type[Optimizer]:
     return classes[name]
 
 
-def make_optimizer(name: str, config: Any) -> Optimizer:
+def make_optimizer(name: str, config: CampaignSettingsView) -> Optimizer:
     """The optimiser ``name`` configured from a :class:`~aso_workflows.config.CampaignConfig`."""
     return optimizer_class(name).from_config(config)

@@ -43,7 +43,7 @@ from pydantic import Field, model_validator
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
-from aso_workflows.optimizers.base import CandidateProposal, Optimizer, ProposalContext
+from aso_workflows.optimizers.base import CampaignView, CandidateProposal, Optimizer, ProposalContext
 from aso_workflows.optimizers.registry import register_optimizer
 from aso_workflows.settings import settings_dataclass
 
@@ -204,7 +204,7 @@ class ReverseMonteCarlo(Optimizer):
             chain.n_moves += 1
         return chain
 
-    def chain_from_state(self, state) -> ChainState:
+    def chain_from_state(self, state: CampaignView) -> ChainState:
         """The current chain of a campaign, from its stored evaluations."""
         evals = state.evaluations(status=None)
         initial = [e for e in evals if e.get("kind") in _INITIAL_KINDS and e["status"] == "completed"]

@@ -6,10 +6,11 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from pymatgen.core import Structure
 
-from aso_workflows.spectra.spectrum import Grid, Spectrum
+from aso_workflows.spectra.spectrum import Grid, Spectrum, Technique
 from aso_workflows.structures import settings_hash
 
 __all__ = ["Simulator", "AbsorberSimulator"]
@@ -22,7 +23,8 @@ class Simulator(ABC):
     with every spectrum and hashed into cache/unique keys.
     """
 
-    technique: str = ""
+    technique: ClassVar[Technique]
+    """Set by each concrete simulator (``technique = "pdf"``)."""
 
     @abstractmethod
     def grid(self) -> Grid:

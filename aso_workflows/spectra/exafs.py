@@ -169,8 +169,9 @@ class EXAFSSimulator(FeffAbsorberSimulator):
         per_site = np.array([s.values for s in spectra], dtype=float)
         extra = self.chir(per_site.mean(axis=0))
         raw = [s.extra.get("feff_chi") for s in spectra]
-        if all(r is not None for r in raw) and len({len(r) for r in raw}) == 1:
-            chi_sites = np.array(raw, dtype=float)
+        chis = [r for r in raw if r is not None]
+        if len(chis) == len(raw) and len({len(r) for r in chis}) == 1:
+            chi_sites = np.array(chis, dtype=float)
             extra["feff_k"] = list(spectra[0].extra["feff_k"])
             extra["feff_chi"] = chi_sites.mean(axis=0).tolist()
             extra["feff_chi_sites"] = chi_sites.tolist()

@@ -95,7 +95,7 @@ def _supercell(v: Any) -> tuple[int, int, int]:
         raise ValueError(f"expected three positive integers, got {v!r}") from None
     if len(sc) != 3 or min(sc) < 1:
         raise ValueError(f"expected three positive integers, got {v!r}")
-    return sc  # type: ignore[return-value]
+    return sc
 
 
 def _sites(v: Any) -> str | int | list[int]:
@@ -162,6 +162,18 @@ class FeffAbsorberSimulator(AbsorberSimulator):
 
     output_file: str = ""  # the FEFF output parsed (chi.dat or xmu.dat)
 
+    # The settings the shared code reads: fields of every subclass (declared there with their validators).
+    edge: str
+    supercell: tuple[int, int, int]
+    sites: str | int | list[int]
+    radius: float
+    scf: float | None
+    debye: tuple[float, float] | None
+    seed: int
+    engine: str
+    timeout: float | None
+    keep_binaries: bool
+
     def __post_init__(self) -> None:
         # after pydantic validated the fields: the engine object (not a field, never serialised)
         self._engine: FeffEngine = make_engine(self.engine)
@@ -214,23 +226,24 @@ class FeffAbsorberSimulator(AbsorberSimulator):
             On ``absorber`` if the element is absent; on ``sites`` if the request does not fit.
         """
         candidates = self._element_sites(structure)
-        if self.sites == "all":
+        sites = self.sites
+        if isinstance(sites, str):  # the field's validator turns every string into "all"
             return candidates
-        if isinstance(self.sites, int):
-            if self.sites > len(candidates):
+        if isinstance(sites, int):
+            if sites > len(candidates):
                 raise InputError(
                     "sites",
-                    f"asks for {self.sites} {self.absorber} sites but the structure has {len(candidates)}",
+                    f"asks for {sites} {self.absorber} sites but the structure has {len(candidates)}",
                 )
             rng = np.random.default_rng(self.seed)
-            return sorted(int(i) for i in rng.choice(candidates, size=self.sites, replace=False))
-        bad = [i for i in self.sites if i not in candidates]
+            return sorted(int(i) for i in rng.choice(candidates, size=sites, replace=False))
+        bad = [i for i in sites if i not in candidates]
         if bad:
             raise InputError(
                 "sites",
                 f"indices {bad} are not {self.absorber} sites of the structure (those are {candidates})",
             )
-        return list(self.sites)
+        return list(sites)
 
     # -- one absorber -----------------------------------------------------------------------------
     def write_absorber_inputs(self, structure: Structure, site: int, directory: str | Path) -> Path:

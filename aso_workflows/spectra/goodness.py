@@ -15,6 +15,7 @@ Both are reported next to the campaign's MSE objective; neither replaces it.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["rw", "r_factor", "GOODNESS_NAMES"]
 
@@ -22,7 +23,7 @@ GOODNESS_NAMES: dict[str, str] = {"pdf": "Rw", "exafs": "R", "xanes": "R"}
 """The goodness-of-fit figure reported for each technique."""
 
 
-def rw(observed, calculated, weights=None) -> float:
+def rw(observed: ArrayLike, calculated: ArrayLike, weights: ArrayLike | None = None) -> float:
     """PDFgui's weighted residual ``sqrt(Σ w (o − c)² / Σ w o²)``.
 
     Parameters
@@ -50,7 +51,7 @@ def rw(observed, calculated, weights=None) -> float:
     return float(np.sqrt(np.sum(w * (o - c) ** 2) / den))
 
 
-def r_factor(observed, calculated) -> float:
+def r_factor(observed: ArrayLike, calculated: ArrayLike) -> float:
     """FEFFIT's ``Σ |o − c|² / Σ |o|²`` (complex values allowed: χ(R) real and imaginary parts).
 
     Raises

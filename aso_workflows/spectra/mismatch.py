@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from pydantic import Field, model_validator
 
 from aso_workflows.errors import InputError
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["mse", "same_grid", "TechniqueTerm", "Objective"]
 
 
-def mse(a, b) -> float:
+def mse(a: Spectrum | ArrayLike, b: Spectrum | ArrayLike) -> float:
     """Mean squared error of two equally long sequences (or ``Spectrum`` objects on one grid).
 
     Raises

@@ -37,7 +37,7 @@ import math
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, overload
 
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
@@ -47,6 +47,10 @@ from aso_workflows.errors import InputError, SimulationError
 from aso_workflows.settings import settings_dataclass
 from aso_workflows.spectra.base import Simulator
 from aso_workflows.spectra.spectrum import Grid, Spectrum
+
+if TYPE_CHECKING:
+    from diffpy.pdffit2 import PdfFit
+    from diffpy.structure import Structure as DiffpyStructure
 
 __all__ = [
     "PDFSimulator",
@@ -80,6 +84,10 @@ def _npoints(rmin: float, rmax: float, rstep: float) -> int:
 _NEW_DEFAULTS: dict[str, object] = {"radiation": "xray", "delta1": 0.0, "delta2": 0.0}
 
 
+@overload
+def biso_to_uiso(biso: float) -> float: ...
+@overload
+def biso_to_uiso(biso: dict[str, float]) -> dict[str, float]: ...
 def biso_to_uiso(biso: float | dict[str, float]) -> float | dict[str, float]:
     """Isotropic displacement parameter: Uiso = Biso / (8π²) (Å²); a dict is converted per element."""
     if isinstance(biso, dict):
@@ -87,6 +95,10 @@ def biso_to_uiso(biso: float | dict[str, float]) -> float | dict[str, float]:
     return float(biso) / (8.0 * math.pi**2)
 
 
+@overload
+def uiso_to_biso(uiso: float) -> float: ...
+@overload
+def uiso_to_biso(uiso: dict[str, float]) -> dict[str, float]: ...
 def uiso_to_biso(uiso: float | dict[str, float]) -> float | dict[str, float]:
     """Biso = 8π²·Uiso (Å²); a dict is converted per element."""
     if isinstance(uiso, dict):
@@ -135,7 +147,7 @@ def available_pdf_engine(engine: str = "auto") -> str:
     )
 
 
-def _to_diffpy(structure: Structure, uiso: float | dict[str, float]):
+def _to_diffpy(structure: Structure, uiso: float | dict[str, float]) -> DiffpyStructure:
     """A ``diffpy.structure.Structure`` with the same cell, fractional coordinates and elements.
 
     ``uiso`` is one Uiso (Å²) for every atom or one per element symbol (every element of the
@@ -237,10 +249,10 @@ class PDFSimulator(Simulator):
 
     @field_validator("biso", mode="before")
     @classmethod
-    def _biso(cls, v):
+    def _biso(cls, v: Any) -> float | dict[str, float]:
         """One number ≥ 0, or ``{element: number ≥ 0}`` with element symbols normalised."""
 
-        def number(x, what: str) -> float:
+        def number(x: Any, what: str) -> float:
             try:
                 out = float(x)
             except (TypeError, ValueError):
@@ -253,7 +265,7 @@ class PDFSimulator(Simulator):
             return number(v, "")
         from pymatgen.core import Element
 
-        out = {}
+        out: dict[str, float] = {}
         for el, x in v.items():
             try:
                 symbol = Element(str(el).strip().capitalize()).symbol
@@ -285,9 +297,9 @@ class PDFSimulator(Simulator):
         self._resolved = available_pdf_engine(str(self.engine))
         # One engine object per simulator, reused across calls (not a dataclass field: never copied,
         # hashed or serialised with the settings).
-        self._calculator = None
+        self._calculator: Any = None  # a diffpy.pdffit2 PdfFit or a diffpy.srreal PDFCalculator
 
-    def with_settings(self, **changes) -> PDFSimulator:
+    def with_settings(self, **changes: Any) -> PDFSimulator:
         """A copy with some settings changed that reuses this simulator's engine object.
 
         What the nuisance fits call for every trial value of Qdamp, Biso, delta2 ...: the settings
@@ -410,7 +422,7 @@ class PDFSimulator(Simulator):
             pdffit2.redirect_stdout(io.StringIO())  # drop what it printed
         return r, g
 
-    def pdffit2_load(self, pf, dstru) -> int:
+    def pdffit2_load(self, pf: PdfFit, dstru: DiffpyStructure) -> int:
         """Load a ``diffpy.structure`` into the pdffit2 engine ``pf`` and allocate this simulator's
         calculation (``pf.calc()`` then computes G(r)); returns the number of leading points of the
         engine's grid that lie below ``rmin`` (dropped from the result).

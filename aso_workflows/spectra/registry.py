@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+from typing import Any
 
 from aso_workflows.errors import InputError
 from aso_workflows.spectra.base import Simulator
@@ -45,7 +46,7 @@ def simulator_settings(technique: str) -> list[str]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-def make_simulator(technique: str, **settings) -> Simulator:
+def make_simulator(technique: str, **settings: Any) -> Simulator:
     """A simulator for ``technique`` (``"pdf"``, ``"exafs"``, ``"xanes"``) with the given settings.
 
     Raises

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Technique", "Grid", "Spectrum", "TECHNIQUES"]
+__all__ = ["Technique", "Grid", "Spectrum", "TECHNIQUES", "is_technique"]
 
 Technique = Literal["pdf", "exafs", "xanes"]
-TECHNIQUES: tuple[str, ...] = ("pdf", "exafs", "xanes")
+TECHNIQUES: tuple[Technique, ...] = ("pdf", "exafs", "xanes")
+
+
+def is_technique(name: object) -> TypeGuard[Technique]:
+    """Whether ``name`` is one of :data:`TECHNIQUES` (narrows a ``str`` to :data:`Technique`)."""
+    return name in TECHNIQUES
 
 
 class Grid(BaseModel):
@@ -99,7 +105,7 @@ class Spectrum(BaseModel):
             raise ValueError("spectrum values contain NaN or infinite numbers")
         return v
 
-    def model_post_init(self, __context) -> None:  # noqa: D401 - pydantic hook
+    def model_post_init(self, __context: Any) -> None:  # noqa: D401 - pydantic hook
         if len(self.values) != len(self.grid.values):
             raise ValueError(
                 f"spectrum has {len(self.values)} values but its grid has {len(self.grid.values)} points"
@@ -137,13 +143,9 @@ class Spectrum(BaseModel):
         d = {k: v for k, v in d.items() if not k.startswith("@")}
         return cls.model_validate(d)
 
-    def to_json_file(self, path) -> None:
-        from pathlib import Path
-
+    def to_json_file(self, path: str | Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=1))
 
     @classmethod
-    def from_json_file(cls, path) -> Spectrum:
-        from pathlib import Path
-
+    def from_json_file(cls, path: str | Path) -> Spectrum:
         return cls.model_validate_json(Path(path).read_text())

@@ -31,14 +31,21 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from aso_workflows.errors import InputError
-from aso_workflows.spectra.spectrum import TECHNIQUES, Grid, Spectrum
+from aso_workflows.spectra.spectrum import TECHNIQUES, Grid, Spectrum, is_technique
 from aso_workflows.spectra.textfile import Table, check_abscissa, columns, read_table
+
+if TYPE_CHECKING:
+    from aso_workflows.spectra.base import Simulator
+
+_T = TypeVar("_T")
 
 __all__ = ["read_target", "ReadOptions", "FORMATS", "target_hints", "settings_with_hints"]
 
@@ -112,7 +119,7 @@ class ReadOptions:
             raise InputError(
                 "read_options.format", f"unknown format {o.format!r}; expected one of {list(FORMATS)}"
             )
-        o.columns = _pair("read_options.columns", o.columns, int, "two column numbers")  # type: ignore[assignment]
+        o.columns = _pair("read_options.columns", o.columns, int, "two column numbers")
         if min(o.columns) < 0 or o.columns[0] == o.columns[1]:
             raise InputError(
                 "read_options.columns",
@@ -160,7 +167,7 @@ class ReadOptions:
         return o
 
 
-def _pair(field: str, value, kind, what: str) -> tuple:
+def _pair(field: str, value: Any, kind: Callable[[Any], _T], what: str) -> tuple[_T, _T]:
     try:
         out = tuple(kind(v) for v in value)
     except (TypeError, ValueError):
@@ -284,7 +291,7 @@ def _pdf_dy(table: Table, o: ReadOptions, src: str) -> np.ndarray | None:
 
 
 def _xanes_from(
-    x: np.ndarray, mu: np.ndarray, lines, o: ReadOptions, hints: dict, normalize: bool, src: str
+    x: np.ndarray, mu: np.ndarray, lines: list[int], o: ReadOptions, hints: dict, normalize: bool, src: str
 ) -> _Read:
     """μ(E) on absolute energies → (optionally normalised) μ on relative or absolute energies."""
     from aso_workflows.spectra.xafs import find_e0, pre_edge
@@ -292,7 +299,7 @@ def _xanes_from(
     e0 = o.e0 if o.e0 is not None else hints.get("e0")
     info = None
     if normalize:
-        kw = {}
+        kw: dict[str, float] = {}
         if o.pre_edge is not None:
             kw.update(pre1=o.pre_edge[0], pre2=o.pre_edge[1])
         if o.norm_range is not None:
@@ -366,7 +373,7 @@ def _read_athena(table: Table, path: Path, technique: str, o: ReadOptions, hints
     return _xanes_from(data[:, 0], data[:, 1], table.lines, o, hints, normalize, src)
 
 
-def _check_against(simulator, technique: str, hints: dict, src: str) -> None:
+def _check_against(simulator: Simulator, technique: str, hints: dict, src: str) -> None:
     """Refuse a file whose header contradicts the simulator's settings (one line)."""
     radiation = getattr(simulator, "radiation", None)
     if technique == "pdf" and radiation and hints.get("radiation") and hints["radiation"] != radiation:
@@ -384,7 +391,11 @@ def _check_against(simulator, technique: str, hints: dict, src: str) -> None:
 
 
 def read_target(
-    path: str | Path, technique: str, grid: Grid | None = None, simulator=None, **opts
+    path: str | Path,
+    technique: str,
+    grid: Grid | None = None,
+    simulator: Simulator | None = None,
+    **opts: Any,
 ) -> Spectrum:
     """Read a target spectrum, optionally interpolated onto ``grid`` and checked against ``simulator``.
 
@@ -412,7 +423,7 @@ def read_target(
         two columns, a non-numeric row, NaN/inf, a non-increasing or duplicated abscissa, too few
         points, a range that does not cover ``grid``, or a contradiction with the simulator.
     """
-    if technique not in TECHNIQUES:
+    if not is_technique(technique):
         raise InputError("technique", f"unknown technique {technique!r}; expected one of {list(TECHNIQUES)}")
     o = ReadOptions.from_options(opts)
     p = Path(path)
@@ -513,7 +524,9 @@ def read_target(
     )
 
 
-def _kweighted(r: _Read, o: ReadOptions, simulator, src: str) -> tuple[np.ndarray, float | None]:
+def _kweighted(
+    r: _Read, o: ReadOptions, simulator: Simulator | None, src: str
+) -> tuple[np.ndarray, float | None]:
     """EXAFS values k-weighted as asked, and their k-weight (``None`` when unknown)."""
     base = r.data_kweight
     sim_w = getattr(simulator, "kweight", None) if simulator is not None else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BeforeValidator
@@ -31,7 +31,7 @@ from aso_workflows.spectra.xafs import normalize_xmu
 __all__ = ["XANESSimulator", "xanes_energy_grid"]
 
 
-def _egrid(v) -> tuple[tuple[float, float, float], ...]:
+def _egrid(v: Any) -> tuple[tuple[float, float, float], ...]:
     try:
         segs = tuple(tuple(float(x) for x in seg) for seg in v)
     except (TypeError, ValueError):
@@ -42,10 +42,10 @@ def _egrid(v) -> tuple[tuple[float, float, float], ...]:
         raise ValueError(f"each segment must start where the previous one stops, got {v!r}")
     if segs[0][0] >= 0 or segs[-1][1] <= 0:
         raise ValueError("the grid must span the edge (start < 0 < stop)")
-    return segs  # type: ignore[return-value]
+    return tuple((s[0], s[1], s[2]) for s in segs)  # each of length 3 (checked above)
 
 
-def _post_edge(v) -> tuple[float, float]:
+def _post_edge(v: Any) -> tuple[float, float]:
     try:
         lo, hi = (float(x) for x in v)
     except (TypeError, ValueError):

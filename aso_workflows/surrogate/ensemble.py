@@ -23,7 +23,7 @@ from aso_workflows.surrogate.base import Surrogate
 from aso_workflows.surrogate.calibration import calibrate_and_score
 from aso_workflows.surrogate.model import EnsembleGNN
 from aso_workflows.surrogate.persistence import read_surrogate_file, save_surrogate, settings_from_file
-from aso_workflows.surrogate.settings import SurrogateSettings, resolve_device
+from aso_workflows.surrogate.settings import SurrogateLevel, SurrogateSettings, resolve_device
 from aso_workflows.surrogate.targets import Targets, build_targets
 from aso_workflows.surrogate.training import fit_linear_path, member_splits, train_members
 
@@ -55,7 +55,7 @@ class EnsembleSurrogate(Surrogate):
         self,
         species: Sequence[str],
         output_dim: int,
-        level: str = "graph",
+        level: SurrogateLevel = "graph",
         absorber: str | None = None,
         settings: SurrogateSettings | None = None,
     ):
@@ -211,6 +211,7 @@ class EnsembleSurrogate(Surrogate):
         train, hold = member_splits(n, self.n_models, s.holdout_fraction, gen)
         penalties = None
         if model.head_skip is not None and s.linear_init == "ridge":
+            assert rho is not None  # a linear readout path exists only with the readout, which gives rho
             penalties = fit_linear_path(model, rho, data, train, hold)
         result = train_members(
             model,
@@ -355,7 +356,7 @@ class EnsembleSurrogate(Surrogate):
         return obj
 
 
-def _take(x: torch.Tensor | None, idx) -> torch.Tensor | None:
+def _take(x: torch.Tensor | None, idx: slice) -> torch.Tensor | None:
     return None if x is None else x[idx]
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aso_workflows.spectra.spectrum import Grid
-from aso_workflows.surrogate.settings import SurrogateSettings
+from aso_workflows.surrogate.settings import SurrogateLevel, SurrogateSettings
 
 if TYPE_CHECKING:
     from aso_workflows.surrogate.ensemble import EnsembleSurrogate
@@ -36,7 +36,7 @@ __all__ = [
 PDF_READOUT_MARGIN = 1.0
 
 
-def surrogate_level(technique: str, settings: SurrogateSettings) -> str:
+def surrogate_level(technique: str, settings: SurrogateSettings) -> SurrogateLevel:
     """``"node"`` or ``"graph"``: what the surrogate of ``technique`` learns."""
     return settings.pdf_level if technique == "pdf" else "node"
 

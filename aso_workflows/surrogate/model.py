@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aso_workflows.errors import InputError
-from aso_workflows.surrogate.neighbors import periodic_neighbor_list
+from aso_workflows.surrogate.neighbors import NeighborList, periodic_neighbor_list
 
 __all__ = [
     "CubicBSplineBasis",
@@ -195,7 +195,9 @@ def radial_graph(
     return graph
 
 
-def _bag(nl, shape: torch.Size, basis: RadialBasis, keep: torch.Tensor | None = None) -> RadialGraph:
+def _bag(
+    nl: NeighborList, shape: torch.Size, basis: RadialBasis, keep: torch.Tensor | None = None
+) -> RadialGraph:
     """Basis values of the edges of ``nl`` (all, or those in ``keep``) in sparse bag form."""
     nb, n, _ = shape
     dist, src, dst, batch = nl.dist, nl.src, nl.dst, nl.batch
@@ -234,7 +236,7 @@ class StackedLinear(nn.Module):
         return out.reshape(*x.shape[:-1], n_out)
 
 
-def _uniform(shape, bound: float, gen: torch.Generator) -> torch.Tensor:
+def _uniform(shape: torch.Size, bound: float, gen: torch.Generator) -> torch.Tensor:
     return (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1).float() * bound
 
 
@@ -318,6 +320,14 @@ class EnsembleGNN(nn.Module):
         Largest centre (Å) of the readout's own basis; ``None``: the readout uses the message-passing
         basis.
     """
+
+    # buffers (``register_buffer``: they follow ``.to(device)`` and are saved with the weights)
+    species_index: torch.Tensor
+    node_sites: torch.Tensor
+    node_position: torch.Tensor
+    node_block: torch.Tensor
+    neighbor_norm: torch.Tensor
+    readout_scale: torch.Tensor
 
     def __init__(
         self,
@@ -406,6 +416,7 @@ class EnsembleGNN(nn.Module):
             )
             self.radial.copy_(_uniform(self.radial.shape, 1.0 / math.sqrt(self.n_rbf), gen))
         for block in self.blocks:
+            assert isinstance(block, Interaction)  # the ModuleList holds the interaction blocks only
             block.reset_parameters(gen)
         self.head_mid.reset_parameters(gen)
         self.head_out.reset_parameters(gen)

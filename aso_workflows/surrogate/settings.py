@@ -20,7 +20,10 @@ from aso_workflows.settings import settings_dataclass
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SurrogateSettings", "check_device_name", "resolve_device"]
+__all__ = ["SurrogateSettings", "SurrogateLevel", "check_device_name", "resolve_device"]
+
+SurrogateLevel = Literal["graph", "node"]
+"""What a surrogate learns: one spectrum per structure (graph) or one row per node atom (node)."""
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
 
@@ -137,7 +140,7 @@ class SurrogateSettings:
     linear_readout: bool = True
     readout_cutoff: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     linear_init: Literal["ridge", "zero"] = "ridge"
-    pdf_level: Literal["node", "graph"] = "node"
+    pdf_level: SurrogateLevel = "node"
     epochs: Annotated[int, Field(gt=0)] = 300
     lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 3e-3
     weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-4

@@ -127,7 +127,10 @@ def build_targets(
     scale = float(np.sqrt(np.mean((y[valid] - mean) ** 2)))
     scale = scale if scale > 1e-12 else 1.0
     ys = (y - mean) / scale * mask[..., None]
-    to = {"device": device, "dtype": dtype}
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.tensor(a, device=device, dtype=dtype)
+
     counts = mask.sum(1, keepdims=True)
     target = ys.sum(1) / counts  # the structure-level quantity (mean over its rows)
     w_t = c_t = None
@@ -135,14 +138,14 @@ def build_targets(
         w = np.zeros((n, n_rows, n_abs))
         for k, wk in enumerate(weights):
             w[k, : len(wk)] = wk
-        w_t = torch.tensor(w, **to)
-        c_t = torch.tensor(w.sum(1) / counts, **to)
+        w_t = tensor(w)
+        c_t = tensor(w.sum(1) / counts)
     return Targets(
-        y=torch.tensor(ys, **to),
-        mask=torch.tensor(mask, **to),
+        y=tensor(ys),
+        mask=tensor(mask),
         weights=w_t,
         calib=c_t,
-        target=torch.tensor(target, **to),
-        mean=torch.tensor(mean, **to),
+        target=tensor(target),
+        mean=tensor(mean),
         scale=scale,
     )

@@ -16,10 +16,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from aso_workflows.progress import phase
+from aso_workflows.surrogate.model import EnsembleGNN
 from aso_workflows.surrogate.settings import SurrogateSettings
 from aso_workflows.surrogate.targets import Targets
 
@@ -75,7 +75,7 @@ def row_loss(out: torch.Tensor, ids: torch.Tensor, data: Targets, kind: str) -> 
 
 @torch.no_grad()
 def fit_linear_path(
-    model: nn.Module,
+    model: EnsembleGNN,
     rho: torch.Tensor,
     data: Targets,
     train: torch.Tensor,
@@ -95,6 +95,8 @@ def fit_linear_path(
 
     Returns the chosen penalty of every member.
     """
+    skip, out = model.head_skip, model.head_out
+    assert skip is not None and out.bias is not None, "a linear readout path and a head bias are needed"
     feats = model.readout_features(rho).double()  # [n, F] or [n, A, F]
     x_rows = feats[:, None] if data.weights is None else data.weights.double() @ feats  # [n, R, F]
     y_rows, mask = data.y.double(), data.mask.bool()
@@ -108,7 +110,7 @@ def fit_linear_path(
         proj = evecs.T @ (xc.T @ (y - y_mean))  # [F, M]
         scale = float(evals.clamp(min=0).mean())
         ho = hold[k].to(feats.device)
-        best = (math.inf, penalties[-1], None)
+        best: tuple[float, float, torch.Tensor | None] = (math.inf, penalties[-1], None)
         for lam in penalties if ho.numel() else penalties[-1:]:
             w = evecs @ (proj / (evals.clamp(min=0) + lam * max(scale, 1e-30))[:, None])
             if ho.numel():
@@ -124,9 +126,10 @@ def fit_linear_path(
             if err < best[0]:
                 best = (err, lam, w)
         _, lam, w = best
-        model.head_skip.weight[k] = w.to(model.head_skip.weight.dtype)
-        model.head_out.bias[k, 0] = (y_mean - x_mean @ w).to(model.head_out.bias.dtype)
-        model.head_out.weight[k].zero_()
+        assert w is not None, f"member {k}: no penalty gave a finite hold-out error"
+        skip.weight[k] = w.to(skip.weight.dtype)
+        out.bias[k, 0] = (y_mean - x_mean @ w).to(out.bias.dtype)
+        out.weight[k].zero_()
         chosen.append(lam)
     return chosen
 
@@ -142,7 +145,7 @@ class TrainingResult:
 
 
 def train_members(
-    model: nn.Module,
+    model: EnsembleGNN,
     basis: torch.Tensor,
     rho: torch.Tensor | None,
     data: Targets,

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule, LowerConfidenceBound
 from aso_workflows.optimizers.aso.proposal import GradientProposer, Proposal
-from aso_workflows.optimizers.base import FALLBACK_KIND, CandidateProposal, Optimizer, ProposalContext
+from aso_workflows.optimizers.base import (
+    FALLBACK_KIND,
+    CampaignSettingsView,
+    CampaignView,
+    CandidateProposal,
+    Optimizer,
+    ProposalContext,
+)
 from aso_workflows.optimizers.registry import register_optimizer
 from aso_workflows.optimizers.sampling import PerturbationSampler
 
@@ -39,13 +46,13 @@ class ActiveStructOpt(Optimizer):
 
     proposer: GradientProposer = dataclasses.field(default_factory=GradientProposer)
     schedule: LCBSchedule = dataclasses.field(default_factory=LCBSchedule)
-    metric: str = "mae"
+    metric: Literal["mae", "mse"] = "mae"
     n_best_starts: int = 8
     sampler: PerturbationSampler = dataclasses.field(default_factory=PerturbationSampler)
     needs_surrogate: ClassVar[bool] = True
 
     @classmethod
-    def from_config(cls, config) -> ActiveStructOpt:
+    def from_config(cls, config: CampaignSettingsView) -> ActiveStructOpt:
         return cls(
             proposer=config.proposal,
             schedule=config.acquisition,
@@ -115,7 +122,7 @@ class ActiveStructOpt(Optimizer):
         )
 
     @staticmethod
-    def _predicted_objective(state, means: dict) -> float:
+    def _predicted_objective(state: CampaignView, means: dict) -> float:
         """The campaign objective evaluated on the predicted mean spectra (surrogate accuracy check)."""
         from aso_workflows.spectra.spectrum import Spectrum
 

@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -37,7 +37,7 @@ from pymatgen.core import Lattice, Structure
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.aso.acquisition import AcquisitionFunction
 from aso_workflows.optimizers.sampling import PerturbationSampler, min_distance_penalty, violations
-from aso_workflows.progress import phase
+from aso_workflows.progress import Phase, phase
 from aso_workflows.settings import settings_dataclass
 
 if TYPE_CHECKING:
@@ -349,7 +349,7 @@ class GradientProposer:
         cand_lat = best["lat"].double().cpu()
         order = [int(k) for k in torch.argsort(best["value"].cpu()) if ok[k]]
         chosen = self._greedy(order, cand_frac, cand_lat, ref_frac, ref_lat, [], [])
-        search = {
+        search: dict[str, Any] = {
             "phase": "exploit" if exploit else "explore",
             "n_starts": int(len(x0)),
             "steps": int(steps),
@@ -436,7 +436,7 @@ class GradientProposer:
 
         if self.starts == "best":
             parents = np.arange(n_starts) % len(structures)
-            chosen = [structures[p] for p in parents]
+            chosen = [structures[int(p)] for p in parents]
         else:
             n_given = min(len(structures), n_starts)
             chosen = list(structures[:n_given])
@@ -520,7 +520,7 @@ class GradientProposer:
         acquisition: AcquisitionFunction,
         dmin: torch.Tensor,
         steps: int,
-        bar,
+        bar: Phase,
     ) -> dict:
         import torch
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -33,6 +33,9 @@ from pymatgen.core import Structure
 from aso_workflows.errors import InputError
 from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.spectrum import Spectrum
+
+if TYPE_CHECKING:
+    from aso_workflows.spectra.base import Simulator
 
 __all__ = ["FitResult", "NuisanceFitter", "ProfileFit", "profile_fit", "linear_scale"]
 
@@ -101,7 +104,7 @@ def profile_fit(
     bounds: Sequence[tuple[float, float]],
     scale: bool,
     max_nfev: int,
-    residual: Callable[[np.ndarray], np.ndarray] | None = None,
+    residual: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> ProfileFit:
     """Minimise ``Σ w (d − s·model(x))²`` over bounded ``x`` with ``s`` in closed form (or fixed 1).
 
@@ -184,7 +187,11 @@ def profile_fit(
     return ProfileFit(values=x, scale=s, model=m, nfev=calls["n"], converged=converged)
 
 
-class NuisanceFitter(ABC):
+SimulatorT = TypeVar("SimulatorT", bound="Simulator")
+"""The simulator class a fitter works with (its settings are the fit's start and fixed values)."""
+
+
+class NuisanceFitter(ABC, Generic[SimulatorT]):
     """Fits one technique's nuisance parameters of a candidate against the campaign's target.
 
     Subclasses declare :attr:`technique`, :attr:`LINEAR` (the closed-form factor's name),
@@ -205,7 +212,7 @@ class NuisanceFitter(ABC):
     LINEAR: ClassVar[str] = ""
     OPTIONS: ClassVar[frozenset[str]] = frozenset({"weights", "bounds", "max_nfev"})
 
-    def __init__(self, spec: FitSpec, target: Spectrum, simulator) -> None:
+    def __init__(self, spec: FitSpec, target: Spectrum, simulator: SimulatorT) -> None:
         self.spec = spec
         self.target = target
         self.simulator = simulator

@@ -18,13 +18,16 @@ and the objective still compares χ(k).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
+from aso_workflows.spectra.base import Simulator
 from aso_workflows.spectra.fit.base import FitResult, NuisanceFitter, profile_fit
+from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.goodness import r_factor
 from aso_workflows.spectra.spectrum import Spectrum
 from aso_workflows.spectra.xafs import ETOK, ftwindow, xftf
@@ -35,7 +38,7 @@ EXAFS_BOUNDS: dict[str, tuple[float, float]] = {"e0": (-15.0, 15.0), "sigma2": (
 """Default bounds: E0 shift (eV) and extra σ² (Å²)."""
 
 
-class EXAFSFitter(NuisanceFitter):
+class EXAFSFitter(NuisanceFitter[Simulator]):
     """Fits S0², an E0 shift and an extra Debye–Waller σ² of a candidate's χ(k)."""
 
     technique = "exafs"
@@ -47,7 +50,7 @@ class EXAFSFitter(NuisanceFitter):
     def parameter_names(self) -> list[str]:
         return ["s02", "e0", "sigma2"]
 
-    def __init__(self, spec, target, simulator) -> None:
+    def __init__(self, spec: FitSpec, target: Spectrum, simulator: Simulator) -> None:
         super().__init__(spec, target, simulator)
         k = self.target.x
         if k[0] < 0:
@@ -148,13 +151,15 @@ class EXAFSFitter(NuisanceFitter):
                 return spectrum.y
             return transform(x, chi)
 
-        residual = None
+        residual: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
         if self.spec.space == "r":
 
-            def residual(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            def chir_residual(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 cm = self._ft(m)[1][self._rsel]
                 d = self._chir_data
                 return np.concatenate([d.real, d.imag]), np.concatenate([cm.real, cm.imag])
+
+            residual = chir_residual
 
         scale = "s02" in self.spec.refine
         res = profile_fit(

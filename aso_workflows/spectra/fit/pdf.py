@@ -15,8 +15,9 @@ from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
 from aso_workflows.spectra.fit.base import FitResult, NuisanceFitter, profile_fit
+from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.goodness import rw
-from aso_workflows.spectra.pdf import biso_to_uiso, uiso_to_biso
+from aso_workflows.spectra.pdf import PDFSimulator, biso_to_uiso, uiso_to_biso
 from aso_workflows.spectra.spectrum import Spectrum
 
 __all__ = ["PDFFitter", "PDF_BOUNDS"]
@@ -37,7 +38,7 @@ QUADRATIC_START = 0.02
 moves. A refined Qdamp or Qbroad set below this value (Å⁻¹) starts here instead."""
 
 
-class PDFFitter(NuisanceFitter):
+class PDFFitter(NuisanceFitter[PDFSimulator]):
     """Fits scale, instrument resolution and thermal parameters of a candidate's G(r).
 
     ``biso``/``uiso`` in ``fit.refine`` mean one value per element of the structure (named
@@ -58,7 +59,7 @@ class PDFFitter(NuisanceFitter):
         kind, _, element = name.partition("_")
         return kind in ("biso", "uiso") and bool(element)
 
-    def __init__(self, spec, target, simulator) -> None:
+    def __init__(self, spec: FitSpec, target: Spectrum, simulator: PDFSimulator) -> None:
         super().__init__(spec, target, simulator)
         if "biso" in spec.refine and "uiso" in spec.refine:
             raise InputError(
@@ -91,6 +92,7 @@ class PDFFitter(NuisanceFitter):
         else:
             from aso_workflows.spectra.pdf_partials import pdf_site_contributions
 
+            assert structure is not None, "fit() refuses refined settings without the structure"
             sim = self.simulator.with_settings(**changes)
             rows = pdf_site_contributions(sim, structure).rows
             x = sim.r()
@@ -145,8 +147,10 @@ class PDFFitter(NuisanceFitter):
         base_biso = self.simulator.biso
         elements = sorted({site.specie.symbol for site in structure}) if structure is not None else []
 
-        def settings_for(x: np.ndarray) -> dict:
-            changes = {n: float(v) for n, v in zip(settings, x[: len(settings)], strict=True)}
+        def settings_for(x: np.ndarray) -> dict[str, float | dict[str, float]]:
+            changes: dict[str, float | dict[str, float]] = {
+                n: float(v) for n, v in zip(settings, x[: len(settings)], strict=True)
+            }
             if thermal:
                 biso = dict(base_biso) if isinstance(base_biso, dict) else dict.fromkeys(elements, base_biso)
                 for (_, unit, el), v in zip(thermal, x[len(settings) :], strict=True):
@@ -160,6 +164,8 @@ class PDFFitter(NuisanceFitter):
         def model(x: np.ndarray) -> np.ndarray:
             if np.array_equal(x, start):
                 return spectrum.y  # the candidate was simulated at the start values
+            # x differs from the (empty) start only when parameters are refined: then a structure was given
+            assert structure is not None
             calls[0] += 1
             sim = self.simulator.with_settings(**settings_for(x))
             return self.on_target_grid(sim.simulate(structure)).y

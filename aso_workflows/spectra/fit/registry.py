@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 from aso_workflows.errors import InputError
+from aso_workflows.spectra.base import Simulator
 from aso_workflows.spectra.fit.base import NuisanceFitter
 from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.spectrum import Spectrum
@@ -27,7 +28,7 @@ def fitter_class(technique: str) -> type[NuisanceFitter]:
 
 
 def make_fitter(
-    technique: str, spec: FitSpec | list | dict | None, target: Spectrum, simulator
+    technique: str, spec: FitSpec | list | dict | None, target: Spectrum, simulator: Simulator
 ) -> NuisanceFitter:
     """A fitter for one target.
 

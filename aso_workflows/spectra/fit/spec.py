@@ -21,7 +21,7 @@ Which names and options each technique accepts is checked by its fitter
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -62,18 +62,18 @@ class FitSpec(BaseModel):
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
     kmin: float | None = None
     kmax: float | None = None
-    dk: float = Field(1.0, ge=0)
+    dk: float = Field(default=1.0, ge=0)
     window: Literal["hanning", "kaiser"] = "hanning"
     space: Literal["k", "r"] = "k"
-    rmin: float = Field(1.0, ge=0)
-    rmax: float = Field(3.0, gt=0)
+    rmin: float = Field(default=1.0, ge=0)
+    rmax: float = Field(default=3.0, gt=0)
     emin: float | None = None
     emax: float | None = None
-    max_nfev: int = Field(200, ge=1)
+    max_nfev: int = Field(default=200, ge=1)
 
     @model_validator(mode="before")
     @classmethod
-    def _short_form(cls, value):
+    def _short_form(cls, value: Any) -> Any:
         if value is None:
             return {}
         if isinstance(value, (list, tuple)):

@@ -17,7 +17,9 @@ import numpy as np
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
+from aso_workflows.spectra.base import Simulator
 from aso_workflows.spectra.fit.base import FitResult, NuisanceFitter, profile_fit
+from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.goodness import r_factor
 from aso_workflows.spectra.spectrum import Spectrum
 
@@ -27,7 +29,7 @@ XANES_BOUNDS: dict[str, tuple[float, float]] = {"shift": (-20.0, 20.0)}
 """Default bound of the energy shift (eV)."""
 
 
-class XANESFitter(NuisanceFitter):
+class XANESFitter(NuisanceFitter[Simulator]):
     """Fits an energy shift and the edge-step amplitude of a candidate's normalised μ(E)."""
 
     technique = "xanes"
@@ -37,7 +39,7 @@ class XANESFitter(NuisanceFitter):
     def parameter_names(self) -> list[str]:
         return ["amplitude", "shift"]
 
-    def __init__(self, spec, target, simulator) -> None:
+    def __init__(self, spec: FitSpec, target: Spectrum, simulator: Simulator) -> None:
         super().__init__(spec, target, simulator)
         e = self.target.x
         lo, hi = self.bounds_of("shift", XANES_BOUNDS["shift"]) if "shift" in spec.refine else (0.0, 0.0)
