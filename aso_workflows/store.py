@@ -171,6 +171,24 @@ def redact_uri(uri: str) -> str:
     return re.sub(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]+):[^@\s]*@", r"\1:***@", uri)
 
 
+def unknown_uri_options(uri: str) -> list[str]:
+    """The options in a MongoDB URI's query string that pymongo does not know (case-insensitive)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from pymongo import common
+
+    known = {
+        k.lower()
+        for table in ("URI_OPTIONS_VALIDATOR_MAP", "URI_OPTIONS_ALIAS_MAP", "URI_OPTIONS_DEPRECATION_MAP")
+        for k in getattr(common, table, {})
+    }
+    try:
+        query = urlsplit(uri).query
+    except ValueError:
+        return []
+    return [k for k, _ in parse_qsl(query, keep_blank_values=True) if k.lower() not in known]
+
+
 class BlobStore(ABC):
     """Binary objects by name (surrogate weights)."""
 
@@ -594,6 +612,10 @@ class CampaignDB:
 
         me = _holder_id()
         coll = self.leases
+        # the renewing thread's own handle: montydb's SQLite engine keeps one connection attribute per
+        # client, so two threads sharing a client race on it ("SQLite objects created in a thread can
+        # only be used in that same thread", seen in CI); pymongo's client is thread-safe
+        renew_coll, renew_client = self._thread_handle("leases")
         now = time.time()
         lease = Lease(campaign=campaign, holder=me, ttl=ttl, acquired=now)
         from aso_workflows.schemas import LeaseDoc
@@ -631,7 +653,7 @@ class CampaignDB:
             while not stop.wait(ttl / 3):
                 t = time.time()
                 try:
-                    res = coll.update_one(
+                    res = renew_coll.update_one(
                         {"_id": campaign, "holder": me}, {"$set": {"expires": t + ttl, "renewed": t}}
                     )
                 except Exception as exc:  # noqa: BLE001 - store unreachable: try again next time
@@ -650,8 +672,20 @@ class CampaignDB:
         finally:
             stop.set()
             thread.join(timeout=5)
+            if renew_client is not None and not thread.is_alive():
+                renew_client.close()
             with contextlib.suppress(Exception):
                 coll.delete_one({"_id": campaign, "holder": me})
+
+    def _thread_handle(self, name: str) -> tuple[Any, Any]:
+        """``(collection, client)``: a handle on collection ``name`` for use by another thread, and the
+        client to close after (None: the store's own, shared client is thread-safe)."""
+        if self.spec.kind == "embedded":
+            from montydb import MontyClient
+
+            client = MontyClient(str(Path(str(self.spec.path)) / "db"))
+            return StoreCollection(client[self.spec.database][name], self), client
+        return getattr(self, name), None
 
     def close(self) -> None:
         if self._client is not None and self.spec.kind != "mongomock":
@@ -724,7 +758,11 @@ def open_store(spec: StoreSpec | dict) -> CampaignDB:
                 warnings.simplefilter("error", UserWarning)
                 client = pymongo.MongoClient(spec.uri, serverSelectionTimeoutMS=spec.timeout_ms, **auth)
         except (ConfigurationError, ValueError, TypeError, UserWarning) as exc:  # nothing was contacted
-            first = str(exc).split("\n")[0].split(" Did you mean")[0][:160].replace(spec.uri, "<uri>")
+            unknown = unknown_uri_options(spec.uri)
+            if unknown:  # pymongo ≥ 4.20 no longer names the option
+                first = "Unknown option: " + ", ".join(unknown)
+            else:
+                first = str(exc).split("\n")[0].split(" Did you mean")[0][:160].replace(spec.uri, "<uri>")
             raise InputError(
                 source,
                 f"not a valid MongoDB URI ({redact_uri(first)}); expected mongodb://[user@]host[:port]/",

@@ -176,10 +176,16 @@ def test_browser_shows_workflows_and_firework_numbers(campaign):
     # workflow list: the campaign, and its Fireworks by readable name
     assert re.search(rf'class="wf-name"[^>]*>\s*<strong>{CAMPAIGN}</strong>', home)
     names = set(re.findall(r'class="fw-link COMPLETED"[^>]*>([^<]+)</a>', home))
-    shown = dict(
-        re.findall(r'href="/fw/(\d+)"[^>]*>[^<]+</a>\s*<small class="aso-mismatch">mismatch ([^<]+)<', home)
-    )
-    assert shown[str(fw["fw_id"])] == f"{ev['objective']:.4g}"
+    shown = {
+        fw_id: (value, fit)
+        for fw_id, value, fit in re.findall(
+            r'href="/fw/(\d+)"[^>]*>[^<]+</a>\s*<small class="aso-mismatch">mismatch ([^<,]+)(, [^<]+)?<', home
+        )
+    }
+    # the mismatch, then the goodness of fit people quote for a PDF (Rw)
+    assert shown[str(fw["fw_id"])][0] == f"{ev['objective']:.4g}"
+    rw = re.fullmatch(r", Rw (\S+)", shown[str(fw["fw_id"])][1])
+    assert rw and float(rw.group(1)) == pytest.approx(ev["goodness"]["pdf"]["value"], rel=1e-3), shown
     assert len(shown) == 5  # every evaluation, and nothing else
     assert {
         f"{CAMPAIGN} / it 1 / cand 0 / pdf",

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from aso_workflows.errors import InputError
-from aso_workflows.store import redact_uri
+from aso_workflows.store import redact_uri, unknown_uri_options
 
 __all__ = ["load_launchpad", "check_launchpad", "describe_launchpad", "launchpad_reference"]
 
@@ -66,7 +66,9 @@ def load_launchpad(
                     mongoclient_kwargs={"serverSelectionTimeoutMS": timeout_ms},
                 )
         except Exception as exc:  # noqa: BLE001 - pymongo's URI errors: ConfigurationError, InvalidURI, ValueError
-            raise InputError(source, f"not a valid MongoDB URI ({_first_line(exc, text)})") from None
+            unknown = unknown_uri_options(text)  # pymongo ≥ 4.20 no longer names the option
+            why = f"Unknown option: {', '.join(unknown)}" if unknown else _first_line(exc, text)
+            raise InputError(source, f"not a valid MongoDB URI ({why})") from None
     else:
         path = Path(text).expanduser()
         source = str(path)
