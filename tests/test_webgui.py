@@ -179,7 +179,8 @@ def test_browser_shows_workflows_and_firework_numbers(campaign):
     shown = {
         fw_id: (value, fit)
         for fw_id, value, fit in re.findall(
-            r'href="/fw/(\d+)"[^>]*>[^<]+</a>\s*<small class="aso-mismatch">mismatch ([^<,]+)(, [^<]+)?<', home
+            r'href="/fw/(\d+)"[^>]*>[^<]+</a>\s*<small class="aso-mismatch">mismatch ([^<,]+)(, [^<]+)?<',
+            home,
         )
     }
     # the mismatch, then the goodness of fit people quote for a PDF (Rw)
