@@ -267,6 +267,7 @@ def read_inputs(config: CampaignConfig) -> dict:
             targets[t.technique] = {"structure": ts.as_dict(), "path": str(t.structure)}
         else:
             sim = make_simulator(t.technique, **t.settings)
+            assert t.file is not None  # TargetConfig holds exactly one of file / structure
             spectrum = read_target(t.file, t.technique, simulator=sim, **t.read_options)
             targets[t.technique] = {"spectrum": spectrum.model_dump(mode="json"), "path": str(t.file)}
     return {"start": start.as_dict(), "targets": targets}
@@ -349,8 +350,8 @@ def init_campaign(
     if start is None or inputs is None:
         raise InputError("campaign", f"no campaign named {config.name!r} in {db.spec.redacted()} to resume")
 
-    targets = {}
-    sites = {}
+    targets: dict[str, dict] = {}
+    sites: dict[str, list[int]] = {}
     target_structure = None
     for t in config.targets:
         sim = make_simulator(t.technique, **t.settings)
