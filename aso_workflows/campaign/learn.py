@@ -144,6 +144,8 @@ def load_models(state: CampaignState, model_ids: dict) -> dict:
     models = {}
     for technique, mid in model_ids.items():
         doc = state.db.models.find_one({"_id": mid})
+        if doc is None:  # the ids come from the training job, which stored these models
+            raise KeyError(f"model {mid!r} is missing from the models collection")
         models[technique] = EnsembleSurrogate.load(io.BytesIO(state.db.get_blob(doc["weights"])))
     return models
 
