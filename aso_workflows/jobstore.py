@@ -10,20 +10,31 @@ Firework (serialised), so it must be reachable from compute nodes: MongoDB, or a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from aso_workflows.errors import InputError
 
+if TYPE_CHECKING:
+    from jobflow import JobStore
+    from maggma.stores import MongoStore, MontyStore
+
 __all__ = ["shared_job_store", "SharedMontyStore", "PasswordFileMongoURIStore"]
 
 
-def _monty_store_class():
+def _monty_store_class() -> type[MontyStore]:
     from maggma.stores import MontyStore
 
     return MontyStore
 
 
-class SharedMontyStore(_monty_store_class()):
+if TYPE_CHECKING:  # mypy cannot follow a base class made by a call
+    _MontyStoreBase = MontyStore
+else:
+    _MontyStoreBase = _monty_store_class()
+
+
+class SharedMontyStore(_MontyStoreBase):
     """maggma's ``MontyStore`` that writes montydb's storage config only when it does not exist yet.
 
     ``MontyStore.connect`` rewrites the config file on every connect; with many Slurm jobs connecting at
@@ -31,7 +42,7 @@ class SharedMontyStore(_monty_store_class()):
     ("cannot be changed in current session"). Seen here under load; writing it once removes the race.
     """
 
-    def connect(self, force_reset: bool = False):
+    def connect(self, force_reset: bool = False) -> None:
         if not self._coll or force_reset:
             from montydb import MontyClient, set_storage
 
@@ -48,7 +59,7 @@ class SharedMontyStore(_monty_store_class()):
                 _ensure_table(self._coll)
 
 
-def _ensure_table(coll, tries: int = 20) -> None:
+def _ensure_table(coll: Any, tries: int = 20) -> None:
     """Create the collection's SQLite table if it is missing, tolerating jobs that do the same at once.
 
     A job that opens the file in the instant between another job creating it and creating its table gets
@@ -75,13 +86,19 @@ def _ensure_table(coll, tries: int = 20) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
-def _mongo_store_class():
+def _mongo_store_class() -> type[MongoStore]:
     from maggma.stores import MongoStore
 
     return MongoStore
 
 
-class PasswordFileMongoURIStore(_mongo_store_class()):
+if TYPE_CHECKING:
+    _MongoStoreBase = MongoStore
+else:
+    _MongoStoreBase = _mongo_store_class()
+
+
+class PasswordFileMongoURIStore(_MongoStoreBase):
     """maggma's ``MongoStore`` on a URI that reads the MongoDB password from a file each time it connects.
 
     jobflow serialises the JobStore into every Firework (LaunchPad documents, ``FW.json`` in each launch
@@ -96,12 +113,12 @@ class PasswordFileMongoURIStore(_mongo_store_class()):
         collection_name: str,
         database: str | None = None,
         password_file: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         self.password_file = password_file
         super().__init__(database=database, collection_name=collection_name, uri=uri, **kwargs)
 
-    def connect(self, force_reset: bool = False):
+    def connect(self, force_reset: bool = False) -> None:
         if self._coll is None or force_reset:
             from pymongo import MongoClient
 
@@ -110,7 +127,8 @@ class PasswordFileMongoURIStore(_mongo_store_class()):
             kwargs = dict(self.mongoclient_kwargs)
             if self.password_file:
                 kwargs["password"] = read_password_file(self.password_file, "job_store password_file")
-            self._coll = MongoClient(self.uri, **kwargs)[self.database][self.collection_name]
+            coll = MongoClient(self.uri, **kwargs)[self.database][self.collection_name]
+            self._coll = coll  # type: ignore[assignment]  # maggma declares _coll as None (and ignores it too)
 
 
 def shared_job_store(
@@ -118,7 +136,7 @@ def shared_job_store(
     database: str | None = None,
     collection: str = "outputs",
     password_file: str | Path | None = None,
-):
+) -> JobStore:
     """A jobflow ``JobStore`` on MongoDB (``mongodb://``/``mongodb+srv://`` URI) or on a shared directory.
 
     Parameters

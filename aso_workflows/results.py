@@ -31,6 +31,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pymatgen.core import Structure
 
@@ -39,6 +40,11 @@ from aso_workflows.errors import InputError
 from aso_workflows.schemas import EvaluationDoc
 from aso_workflows.spectra.spectrum import Spectrum
 from aso_workflows.store import CampaignDB, StoreSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from aso_workflows.config import CampaignConfig
 
 __all__ = ["Candidate", "CampaignSummary", "Campaign", "list_campaigns", "open_db"]
 
@@ -232,7 +238,9 @@ class Campaign:
         return cls._load(open_db(store, database), name)
 
     @classmethod
-    def from_config(cls, config, store: StoreSpec | str | None = None) -> Campaign:
+    def from_config(
+        cls, config: CampaignConfig | str | Path, store: StoreSpec | str | None = None
+    ) -> Campaign:
         """Open the campaign of a campaign YAML file (or a loaded :class:`CampaignConfig`)."""
         from aso_workflows.config import CampaignConfig, load_config
 
@@ -257,7 +265,7 @@ class Campaign:
         return self.state.db
 
     @property
-    def config(self):
+    def config(self) -> CampaignConfig:
         return self.state.config
 
     @property
@@ -303,7 +311,7 @@ class Campaign:
         pred = self._predicted
         return [Candidate.from_doc(d, predicted=pred.get(d.proposal_id)) for d in docs]
 
-    def history(self):
+    def history(self) -> pd.DataFrame:
         """One row per evaluation in order (pandas DataFrame): see :func:`aso_workflows.report.history_rows`."""
         import pandas as pd
 
@@ -315,7 +323,7 @@ class Campaign:
             return pd.DataFrame(columns=list(HISTORY_COLUMNS))
         return df
 
-    def surrogate_accuracy(self):
+    def surrogate_accuracy(self) -> pd.DataFrame:
         """Predicted vs simulated mismatch per iteration, with the surrogate's own training metrics.
 
         Candidates of iteration *k* were proposed with the ensembles trained after iteration *k − 1*; the
@@ -329,11 +337,11 @@ class Campaign:
 
         return pd.DataFrame(surrogate_accuracy_rows(self.state))
 
-    def candidate(self, ref) -> Candidate:
+    def candidate(self, ref: Candidate | str) -> Candidate:
         """The candidate named by ``ref`` (see the module docstring for the accepted forms)."""
         return Candidate.from_doc(self._resolve(ref))
 
-    def _resolve(self, ref) -> EvaluationDoc:
+    def _resolve(self, ref: Candidate | str) -> EvaluationDoc:
         if isinstance(ref, Candidate):
             ref = ref.id
         text = str(ref).strip()
@@ -372,7 +380,7 @@ class Campaign:
             return None
         return self.db.evaluations.find_one({"_id": prop["evaluation_id"]})
 
-    def spectra(self, candidate) -> dict[str, Spectrum]:
+    def spectra(self, candidate: Candidate | str) -> dict[str, Spectrum]:
         """Simulated spectra of a candidate, by technique."""
         doc = self._resolve(candidate)
         if doc.status != "completed":
@@ -390,7 +398,7 @@ class Campaign:
                 ) from None
         return out
 
-    def spectrum(self, candidate, technique: str | None = None) -> Spectrum:
+    def spectrum(self, candidate: Candidate | str, technique: str | None = None) -> Spectrum:
         """One simulated spectrum of a candidate; ``technique`` may be left out when the campaign has one."""
         technique = self._technique(technique)
         return self.spectra(candidate)[technique]

@@ -54,7 +54,7 @@ import time
 import uuid
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -232,7 +232,7 @@ class FileBlobStore(BlobStore):
 
 
 class GridFSBlobStore(BlobStore):
-    def __init__(self, db):
+    def __init__(self, db: Any) -> None:
         import gridfs
 
         self.fs = gridfs.GridFS(db, collection="blobs")
@@ -332,18 +332,18 @@ class StoreCollection:
     ``create_index``, ``delete_one`` ...).
     """
 
-    def __init__(self, collection, owner: CampaignDB):
+    def __init__(self, collection: Any, owner: CampaignDB) -> None:
         self._coll = collection
         self._owner = owner
         self.name = collection.name
 
-    def __getattr__(self, attr: str):
+    def __getattr__(self, attr: str) -> Any:
         value = getattr(self._coll, attr)
         if not callable(value):
             return value
         spec = self._owner.spec
 
-        def call(*args, **kwargs):
+        def call(*args: Any, **kwargs: Any) -> Any:
             with _reachable(spec):
                 return value(*args, **kwargs)
 
@@ -362,7 +362,7 @@ class StoreCollection:
 
         doc = dict(doc)
         sizes = {k: _bson_size({"v": v}) for k, v in doc.items() if k != "_id"}
-        for key in sorted(sizes, key=sizes.get, reverse=True):
+        for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
             if _bson_size(doc) <= INLINE_LIMIT or sizes[key] < 4096:
                 break
             data = bson.encode({"v": doc[key]})
@@ -373,7 +373,7 @@ class StoreCollection:
             doc[key] = {_BLOB_KEY: ref, "bytes": len(data)}
         return doc
 
-    def _prepare_update(self, update):
+    def _prepare_update(self, update: dict | list) -> Any:
         if not isinstance(update, dict):  # an aggregation-pipeline update: only numpy cleaned
             return bson_safe(update)
         out = {}
@@ -381,7 +381,7 @@ class StoreCollection:
             out[op] = self._prepare(fields) if op in ("$set", "$setOnInsert") else bson_safe(fields)
         return out
 
-    def _write(self, method: str, *args, **kwargs):
+    def _write(self, method: str, *args: Any, **kwargs: Any) -> Any:
         from pymongo.errors import ConnectionFailure
 
         try:
@@ -391,23 +391,23 @@ class StoreCollection:
         except Exception as exc:
             raise _refused(exc, self) from None
 
-    def insert_one(self, document, *args, **kwargs):
+    def insert_one(self, document: dict, *args: Any, **kwargs: Any) -> Any:
         return self._write("insert_one", self._prepare(document), *args, **kwargs)
 
-    def insert_many(self, documents, *args, **kwargs):
+    def insert_many(self, documents: Iterable[dict], *args: Any, **kwargs: Any) -> Any:
         return self._write("insert_many", [self._prepare(d) for d in documents], *args, **kwargs)
 
-    def replace_one(self, filter, replacement, *args, **kwargs):  # noqa: A002 - pymongo's name
+    def replace_one(self, filter: dict, replacement: dict, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
         return self._write("replace_one", bson_safe(filter), self._prepare(replacement), *args, **kwargs)
 
-    def update_one(self, filter, update, *args, **kwargs):  # noqa: A002
+    def update_one(self, filter: dict, update: dict | list, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
         return self._write("update_one", bson_safe(filter), self._prepare_update(update), *args, **kwargs)
 
-    def update_many(self, filter, update, *args, **kwargs):  # noqa: A002
+    def update_many(self, filter: dict, update: dict | list, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
         return self._write("update_many", bson_safe(filter), self._prepare_update(update), *args, **kwargs)
 
     # ---- reads ----------------------------------------------------------------------------------
-    def _resolve(self, doc):
+    def _resolve(self, doc: Any) -> Any:
         if not isinstance(doc, dict):
             return doc
         refs = [k for k, v in doc.items() if isinstance(v, dict) and _BLOB_KEY in v and len(v) <= 2]
@@ -420,11 +420,11 @@ class StoreCollection:
             doc[key] = bson.decode(self._owner.blobs.get(doc[key][_BLOB_KEY]))["v"]
         return doc
 
-    def find_one(self, *args, **kwargs):
+    def find_one(self, *args: Any, **kwargs: Any) -> dict | None:
         with _reachable(self._owner.spec):
             return self._resolve(self._coll.find_one(*args, **kwargs))
 
-    def find(self, *args, **kwargs) -> _Cursor:
+    def find(self, *args: Any, **kwargs: Any) -> _Cursor:
         with _reachable(self._owner.spec):
             return _Cursor(self._coll.find(*args, **kwargs), self._resolve, self._owner.spec)
 
@@ -432,7 +432,7 @@ class StoreCollection:
 class _Cursor:
     """A backend cursor whose documents are resolved (:meth:`StoreCollection._resolve`) as they come."""
 
-    def __init__(self, cursor, resolve, spec: StoreSpec):
+    def __init__(self, cursor: Any, resolve: Callable[[Any], Any], spec: StoreSpec) -> None:
         self._cursor = cursor
         self._resolve = resolve
         self._spec = spec
@@ -446,12 +446,12 @@ class _Cursor:
         with _reachable(self._spec):
             return self._resolve(next(self._cursor))
 
-    def __getattr__(self, attr: str):
+    def __getattr__(self, attr: str) -> Any:
         value = getattr(self._cursor, attr)
         if not callable(value):
             return value
 
-        def call(*args, **kwargs):
+        def call(*args: Any, **kwargs: Any) -> Any:
             with _reachable(self._spec):
                 out = value(*args, **kwargs)
             return _Cursor(out, self._resolve, self._spec) if out is self._cursor else out
@@ -533,9 +533,6 @@ def _when(t: float) -> str:
 _MOCK_CLIENTS: dict[str, Any] = {}
 
 
-_MOCK_CLIENTS: dict[str, Any] = {}
-
-
 class CampaignDB:
     """The campaign collections plus a blob store, on any of the three backends."""
 
@@ -547,7 +544,7 @@ class CampaignDB:
     job_errors: StoreCollection
     leases: StoreCollection
 
-    def __init__(self, spec: StoreSpec, db, blobs: BlobStore, client=None):
+    def __init__(self, spec: StoreSpec, db: Any, blobs: BlobStore, client: Any = None) -> None:
         self.spec = spec
         self.db = db
         self.blobs = blobs
@@ -579,7 +576,7 @@ class CampaignDB:
         with _reachable(self.spec):
             return self.blobs.get(ref)
 
-    def put_torch(self, name: str, obj) -> str:
+    def put_torch(self, name: str, obj: object) -> str:
         import torch
 
         buf = io.BytesIO()
@@ -601,14 +598,19 @@ class CampaignDB:
         """
         from pymongo.errors import DuplicateKeyError as PyDup
 
+        duplicate: tuple[type[Exception], ...] = (PyDup,)  # each backend's DuplicateKeyError
         try:
             from montydb.errors import DuplicateKeyError as MontyDup
+
+            duplicate += (MontyDup,)
         except ImportError:  # pragma: no cover - montydb is a dependency
-            MontyDup = PyDup
+            pass
         try:
             from mongomock import DuplicateKeyError as MockDup
+
+            duplicate += (MockDup,)
         except ImportError:  # pragma: no cover
-            MockDup = PyDup
+            pass
 
         me = _holder_id()
         coll = self.leases
@@ -624,7 +626,7 @@ class CampaignDB:
         new = doc.to_mongo_fields()
         try:
             coll.insert_one(doc.to_mongo())
-        except (PyDup, MontyDup, MockDup):
+        except duplicate:
             old = coll.find_one({"_id": campaign}) or {}
             alive = _holder_alive(str(old.get("holder", "")))
             if old and old.get("expires", 0) > now and alive is not False:
@@ -749,7 +751,9 @@ def open_store(spec: StoreSpec | dict) -> CampaignDB:
 
         if not spec.uri:
             raise InputError("store.uri", "a MongoDB URI (mongodb://...) is required for kind 'mongodb'")
-        auth = {"password": read_password_file(spec.password_file)} if spec.password_file else {}
+        auth: dict[str, Any] = (
+            {"password": read_password_file(spec.password_file)} if spec.password_file else {}
+        )
         source = f"store.uri ({redact_uri(spec.uri)})"
         try:
             # pymongo only warns about an unknown or malformed URI option and then ignores it; a typo such

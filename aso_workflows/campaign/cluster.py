@@ -12,12 +12,20 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aso_workflows.campaign.jobs import CampaignMaker
 from aso_workflows.campaign.local import prepare_inputs, quiet_loggers
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.config import CampaignConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from jobflow import Flow
+
+    from aso_workflows.cluster.offline import SlurmOfflineExecutor
+    from aso_workflows.cluster.slurm import LaunchRecord, RunSummary
 
 __all__ = ["ClusterCampaignRunner", "annotate_fireworks", "cancel_orphan_jobs"]
 
@@ -52,7 +60,7 @@ class ClusterCampaignRunner:
     lost_after: float = 30.0
     max_reruns: int = 2
 
-    def executor(self):
+    def executor(self) -> SlurmOfflineExecutor:
         from aso_workflows.cluster.offline import SlurmOfflineExecutor
 
         return SlurmOfflineExecutor(
@@ -68,7 +76,7 @@ class ClusterCampaignRunner:
             rerun_failed=True,
         )
 
-    def _flow(self, config: CampaignConfig):
+    def _flow(self, config: CampaignConfig) -> Flow:
         """The campaign's start flow, with its input files read here and how it runs recorded."""
         out = config.output_dir.resolve()
         out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +91,9 @@ class ClusterCampaignRunner:
         """
         return self.executor().add_flow(self._flow(config), name=f"{config.name}")
 
-    def run(self, config: CampaignConfig, write_outputs: bool = True, resume: bool = False):
+    def run(
+        self, config: CampaignConfig, write_outputs: bool = True, resume: bool = False
+    ) -> tuple[CampaignState, RunSummary]:
         """Submit and drive the campaign to the end; returns ``(CampaignState, RunSummary)``.
 
         With ``resume`` (``aso resume``, after the controller died): an unfinished workflow of this
@@ -97,7 +107,9 @@ class ClusterCampaignRunner:
         with get_db(config.store_spec()).lease(config.name):
             return self._run(config, write_outputs, resume)
 
-    def _run(self, config: CampaignConfig, write_outputs: bool, resume: bool):
+    def _run(
+        self, config: CampaignConfig, write_outputs: bool, resume: bool
+    ) -> tuple[CampaignState, RunSummary]:
         ex = self.executor()
         out = config.output_dir.resolve()
         out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +210,7 @@ def cancel_orphan_jobs(launch_dir: Path, env: Mapping[str, str] | None = None) -
     return ids
 
 
-def annotate_fireworks(state: CampaignState, launches) -> int:
+def annotate_fireworks(state: CampaignState, launches: Iterable[LaunchRecord]) -> int:
     """Add ``fw_id`` (and Slurm node) to the provenance of evaluations and models, matched by Slurm job id.
 
     The jobs record their own ``SLURM_JOB_ID``; the controller knows which Firework each Slurm job ran.
@@ -207,7 +219,7 @@ def annotate_fireworks(state: CampaignState, launches) -> int:
     by_job = {str(r.slurm_job_id): r for r in launches if r.slurm_job_id}
     n = 0
     for e in state.evaluations(status=None):
-        updates = {}
+        updates: dict[str, Any] = {}
         for t, prov in (e.get("provenance") or {}).items():
             rec = by_job.get(str((prov or {}).get("slurm_job_id")))
             if rec is not None:

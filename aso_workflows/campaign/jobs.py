@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from jobflow import Flow, Job, Maker, Response, job
 
@@ -30,6 +30,13 @@ from aso_workflows.campaign import evaluate as ev
 from aso_workflows.campaign import learn
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.schemas import ProposeResult, RecordResult, SimulationResult
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from jobflow.core.reference import OutputReference
+
+    from aso_workflows.config import CampaignConfig
 
 __all__ = [
     "EvaluateCandidateMaker",
@@ -44,16 +51,19 @@ def _state(store: dict, campaign: str) -> CampaignState:
     return CampaignState.load(get_db(store), campaign)
 
 
-def _keeps_traceback(where: Callable[..., tuple[str, str, int | None]]):
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _keeps_traceback(where: Callable[..., tuple[str, str, int | None]]) -> Callable[[_F], _F]:
     """Decorator of a job function: a raised exception is kept in ``job_errors`` before it propagates.
 
     ``where(*args)`` gives ``(where, key, iteration)`` of the job from its arguments (see
     :func:`~aso_workflows.campaign.evaluate.record_job_error`).
     """
 
-    def deco(fn):
+    def deco(fn: _F) -> _F:
         @functools.wraps(fn)
-        def wrapper(store: dict, campaign: str, *args, **kwargs):
+        def wrapper(store: dict, campaign: str, *args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(store, campaign, *args, **kwargs)
             except Exception as exc:
@@ -64,7 +74,7 @@ def _keeps_traceback(where: Callable[..., tuple[str, str, int | None]]):
                     exc.add_note(f"(its traceback could not be stored: {inner!r})")
                 raise
 
-        return wrapper
+        return cast(_F, wrapper)
 
     return deco
 
@@ -292,7 +302,13 @@ class ProposeMaker(Maker):
     name: str = "propose"
 
     def make(
-        self, store: dict, campaign: str, iteration: int, models, evaluations: list, maker: IterationMaker
+        self,
+        store: dict,
+        campaign: str,
+        iteration: int,
+        models: dict | OutputReference,
+        evaluations: list,
+        maker: IterationMaker,
     ) -> Job:
         j = _tolerate_lost_parents(propose_job(store, campaign, iteration, models, evaluations, maker))
         j.name = f"{campaign} / it {iteration} / propose"
@@ -335,7 +351,7 @@ class CampaignMaker(Maker):
     name: str = "campaign"
     iteration: IterationMaker = field(default_factory=IterationMaker)
 
-    def make(self, config, workdir, inputs: dict | None = None) -> Flow:
+    def make(self, config: CampaignConfig, workdir: str | Path, inputs: dict | None = None) -> Flow:
         """The start flow of ``config``'s campaign; ``inputs`` as :func:`~.learn.read_inputs` gives them
         (``None`` to resume a campaign that is in the store already)."""
         store = config.store_spec().as_dict()

@@ -144,6 +144,8 @@ def load_models(state: CampaignState, model_ids: dict) -> dict:
     models = {}
     for technique, mid in model_ids.items():
         doc = state.db.models.find_one({"_id": mid})
+        if doc is None:  # the ids come from the training job, which stored these models
+            raise KeyError(f"model {mid!r} is missing from the models collection")
         models[technique] = EnsembleSurrogate.load(io.BytesIO(state.db.get_blob(doc["weights"])))
     return models
 
@@ -267,6 +269,7 @@ def read_inputs(config: CampaignConfig) -> dict:
             targets[t.technique] = {"structure": ts.as_dict(), "path": str(t.structure)}
         else:
             sim = make_simulator(t.technique, **t.settings)
+            assert t.file is not None  # TargetConfig holds exactly one of file / structure
             spectrum = read_target(t.file, t.technique, simulator=sim, **t.read_options)
             targets[t.technique] = {"spectrum": spectrum.model_dump(mode="json"), "path": str(t.file)}
     return {"start": start.as_dict(), "targets": targets}
@@ -349,8 +352,8 @@ def init_campaign(
     if start is None or inputs is None:
         raise InputError("campaign", f"no campaign named {config.name!r} in {db.spec.redacted()} to resume")
 
-    targets = {}
-    sites = {}
+    targets: dict[str, dict] = {}
+    sites: dict[str, list[int]] = {}
     target_structure = None
     for t in config.targets:
         sim = make_simulator(t.technique, **t.settings)

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aso_workflows import progress
 from aso_workflows.campaign import learn
@@ -21,10 +22,13 @@ from aso_workflows.config import CampaignConfig
 from aso_workflows.errors import SimulationError
 from aso_workflows.schemas import JobErrorDoc, now
 
+if TYPE_CHECKING:
+    from jobflow import JobStore
+
 __all__ = ["LocalCampaignRunner", "job_store", "prepare_inputs", "quiet_loggers"]
 
 
-def job_store(directory: str | Path):
+def job_store(directory: str | Path) -> JobStore:
     """jobflow JobStore on a file-backed MontyStore (SQLite), safe for several local processes."""
     from aso_workflows.jobstore import shared_job_store
 

@@ -14,6 +14,7 @@ See ``docs/cluster.md``.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 # Names are imported on first use (PEP 562): `python -m aso_workflows.cluster.rlaunch_shim`
 # must not find their module already imported by this package (runpy warns), and jobs start faster.
@@ -31,7 +32,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module = _EXPORTS[name]
         return getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)

@@ -22,9 +22,15 @@ import html
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from aso_workflows.errors import AsoError, InputError
+
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
+
+    from aso_workflows.results import Campaign, CampaignSummary
 
 __all__ = ["REFRESH_S", "campaign_store_spec", "campaign_page", "campaign_url"]
 
@@ -39,7 +45,7 @@ def campaign_url(name: str) -> str:
     return f"/aso/campaign/{quote(name, safe='')}"
 
 
-def campaign_store_spec(lp, name: str) -> dict:
+def campaign_store_spec(lp: LaunchPad, name: str) -> dict:
     """The campaign store of campaign ``name``, from the first argument of one of its jobs in ``lp``.
 
     Raises
@@ -62,7 +68,7 @@ def _img(path: Path, alt: str, ident: str) -> str:
     return f"<img id='{ident}' alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
-def campaign_page(lp, name: str) -> str:
+def campaign_page(lp: LaunchPad, name: str) -> str:
     """The page's HTML for campaign ``name`` (cached until the campaign's store changes)."""
     from aso_workflows.results import Campaign
 
@@ -96,7 +102,7 @@ def _page(name: str, body: str, refresh: bool) -> str:
     )
 
 
-def _render(campaign, summary) -> str:
+def _render(campaign: Campaign, summary: CampaignSummary) -> str:
     from aso_workflows.report.history import history_rows
     from aso_workflows.report.html import fmt, table
     from aso_workflows.schemas import EvaluationDoc

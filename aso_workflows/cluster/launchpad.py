@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from aso_workflows.errors import InputError
 from aso_workflows.store import redact_uri, unknown_uri_options
+
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
 
 __all__ = ["load_launchpad", "check_launchpad", "describe_launchpad", "launchpad_reference"]
 
 _URI_SCHEMES = ("mongodb://", "mongodb+srv://")
 
 
-def describe_launchpad(lp) -> str:
+def describe_launchpad(lp: LaunchPad) -> str:
     """A printable one-line description of ``lp`` (host and database, password masked)."""
     host = redact_uri(str(lp.host)) if getattr(lp, "uri_mode", False) else f"{lp.host}:{lp.port}"
     return f"MongoDB {host} database {lp.name}"
@@ -27,7 +31,7 @@ def describe_launchpad(lp) -> str:
 
 def load_launchpad(
     path_or_uri: str | Path, timeout_ms: int = 5000, check: bool = True, database: str | None = None
-):
+) -> LaunchPad:
     """A FireWorks ``LaunchPad`` from a ``my_launchpad.yaml`` file or a ``mongodb://`` / ``mongodb+srv://`` URI.
 
     Parameters
@@ -99,7 +103,7 @@ def load_launchpad(
     return lp
 
 
-def launchpad_reference(lp) -> dict | None:
+def launchpad_reference(lp: LaunchPad) -> dict | None:
     """How to open ``lp`` again from another process, never with a password: ``{"source", "database"}``.
 
     ``source`` is the launchpad file's absolute path (which keeps the password, TLS and timeouts), or
@@ -120,7 +124,7 @@ def _without_password(uri: str) -> str:
 
 
 # The fields of FireWorks' LaunchPad.from_dict and their YAML types (None is allowed for all but host).
-_FIELDS: dict[str, type | tuple[type, ...]] = {
+_FIELDS: dict[str, type] = {
     "host": str,
     "port": int,
     "name": str,
@@ -229,7 +233,7 @@ _TYPE_WORDS = {
 }
 
 
-def check_launchpad(lp, source: str | None = None) -> None:
+def check_launchpad(lp: LaunchPad, source: str | None = None) -> None:
     """Ping the LaunchPad's server and list its collections; one-line :class:`InputError` on failure."""
     from pymongo.errors import OperationFailure, PyMongoError
 
@@ -253,7 +257,7 @@ def check_launchpad(lp, source: str | None = None) -> None:
         ) from None
 
 
-def _first_line(exc: Exception, *secrets) -> str:
+def _first_line(exc: Exception, *secrets: Any) -> str:
     """The first line of an exception message, cut short, with any secret (password, URI) masked."""
     text = str(exc).split("\n")[0].split(", Timeout:")[0].split(" (configured timeouts")[0][:200]
     for secret in secrets:

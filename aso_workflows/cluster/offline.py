@@ -48,7 +48,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aso_workflows.cluster.rlaunch_shim import SLURM_RECORD
 from aso_workflows.cluster.slurm import (
@@ -60,6 +60,14 @@ from aso_workflows.cluster.slurm import (
 )
 from aso_workflows.cluster.workflow import check_job_store, to_workflow
 from aso_workflows.errors import AsoError, InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fireworks import LaunchPad, Workflow
+    from jobflow import Flow, Job
+
+_T = TypeVar("_T")
 
 __all__ = [
     "SlurmOfflineExecutor",
@@ -214,7 +222,7 @@ class SlurmOfflineExecutor:
         """The job-side command (the templates' ``$${rocket_launch}``)."""
         return f"{shlex.quote(self.python)} -m aso_workflows.cluster.rlaunch_shim singleshot --offline"
 
-    def add_flow(self, flow, name: str | None = None) -> int:
+    def add_flow(self, flow: Flow | Job | Workflow, name: str | None = None) -> int:
         """Add a jobflow ``Flow``/``Job`` (or a FireWorks ``Workflow``) to the LaunchPad; returns an fw_id of it."""
         from fireworks import Workflow
 
@@ -234,7 +242,7 @@ class SlurmOfflineExecutor:
             raise refused from None
         return min(mapping.values())
 
-    def run(self, flow, name: str | None = None) -> RunSummary:
+    def run(self, flow: Flow | Job | Workflow, name: str | None = None) -> RunSummary:
         """Add ``flow`` and run it to the end (see :meth:`run_workflow`)."""
         return self.run_workflow(self.add_flow(flow, name=name))
 
@@ -301,7 +309,7 @@ class SlurmOfflineExecutor:
             return not any(s == "READY" for s in wf["fw_states"].values())
         return False
 
-    def _wait_for_db(self, call):
+    def _wait_for_db(self, call: Callable[[], _T]) -> _T:
         """``call()``, retried while the LaunchPad server is unreachable, for up to ``db_outage_limit`` s."""
         from pymongo.errors import ConnectionFailure
 
@@ -339,7 +347,7 @@ class SlurmOfflineExecutor:
             raise InputError(f"fw_id {fw_id}", "no workflow in the LaunchPad contains this Firework")
         return wf
 
-    def _queue_for(self, category: str | None, fw_id: int, name: str):
+    def _queue_for(self, category: str | None, fw_id: int, name: str) -> tuple[str, Any]:
         key = category or DEFAULT_CATEGORY
         if key not in self.queues:
             raise InputError(
@@ -419,7 +427,7 @@ class SlurmOfflineExecutor:
 
         self._defer_on_outage(release)
 
-    def _defer_on_outage(self, write) -> None:
+    def _defer_on_outage(self, write: Callable[[], object]) -> None:
         """Run a LaunchPad write now, or at the start of the next round if the server is unreachable."""
         from pymongo.errors import ConnectionFailure
 
@@ -429,7 +437,7 @@ class SlurmOfflineExecutor:
             logger.warning("LaunchPad write deferred (%s)", str(exc).split(",")[0][:120])
             self._deferred.append(write)
 
-    def _sbatch(self, script: Path, category: str, queue) -> str:
+    def _sbatch(self, script: Path, category: str, queue: Any) -> str:
         # sbatch is called here rather than through CommonAdapter.submit_to_queue, which changes the
         # process's working directory and logs a failure instead of raising it.
         try:
@@ -595,7 +603,7 @@ class SlurmOfflineExecutor:
 
     def _tag_launch(self, rec: LaunchRecord) -> None:
         """Keep the Slurm side of a launch in its LaunchPad document (recover_offline rewrites the doc)."""
-        slurm = {
+        slurm: dict[str, Any] = {
             "job_id": rec.slurm_job_id,
             "partition": rec.partition,
             "category": rec.category,
@@ -645,7 +653,7 @@ class SlurmOfflineExecutor:
         return out
 
 
-def initialise_launchpad(lp) -> bool:
+def initialise_launchpad(lp: LaunchPad) -> bool:
     """Prepare a LaunchPad database that was never used (as ``lpad reset`` would); True if it did.
 
     FireWorks needs its id counters before the first workflow (otherwise: "Could not get next FW id").

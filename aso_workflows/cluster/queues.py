@@ -9,8 +9,13 @@ mode), and the job script is always rendered by FireWorks from the user's templa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aso_workflows.errors import InputError
+
+if TYPE_CHECKING:
+    from fireworks.queue.queue_adapter import QueueAdapterBase
+    from fireworks.user_objects.queue_adapters.common_adapter import CommonAdapter
 
 __all__ = ["TEMPLATES_DIR", "template_path", "slurm_queue", "load_queue_adapter", "render_script"]
 
@@ -29,7 +34,7 @@ def template_path(name_or_path: str | Path) -> Path:
     return path.resolve()
 
 
-def slurm_queue(template: str | Path = "cpu", **params):
+def slurm_queue(template: str | Path = "cpu", **params: Any) -> CommonAdapter:
     """A FireWorks ``CommonAdapter`` for Slurm on ``template`` with the template's fields ``params``.
 
     Examples
@@ -42,7 +47,7 @@ def slurm_queue(template: str | Path = "cpu", **params):
     return CommonAdapter(q_type="SLURM", template_file=str(template_path(template)), **params)
 
 
-def load_queue_adapter(path: str | Path):
+def load_queue_adapter(path: str | Path) -> QueueAdapterBase:
     """A queue adapter from a ``my_qadapter_*.yaml`` file.
 
     A relative ``_fw_template_file`` is taken relative to the YAML file (``qlaunch`` itself resolves it
@@ -79,7 +84,7 @@ def load_queue_adapter(path: str | Path):
         raise InputError(str(path), f"invalid queue adapter ({str(exc).splitlines()[0][:160]})") from None
 
 
-def render_script(qadapter, launch_dir: str | Path, **overrides) -> str:
+def render_script(qadapter: QueueAdapterBase, launch_dir: str | Path, **overrides: Any) -> str:
     """The job script ``qadapter`` would submit for ``launch_dir`` (``overrides`` update its fields)."""
     from fireworks.utilities.fw_serializers import load_object
 

@@ -18,6 +18,8 @@ import os
 import socket
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
 
 __all__ = ["apply_zopen_shim", "write_slurm_record", "main", "SLURM_RECORD"]
 
@@ -54,7 +56,7 @@ def apply_zopen_shim() -> bool:
     if mode is None or mode.default is not inspect.Parameter.empty:
         return False
 
-    def zopen(filename, mode: str = "rt", *args, **kwargs):
+    def zopen(filename: str | Path, mode: str = "rt", *args: Any, **kwargs: Any) -> IO:
         return monty_zopen(filename, mode, *args, **kwargs)
 
     rocket.zopen = zopen

@@ -10,6 +10,10 @@ import logging
 import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
 
 __all__ = ["LaunchRecord", "RunSummary", "ENDED_STATES", "squeue_snapshot", "slurm_records"]
 
@@ -129,7 +133,7 @@ def squeue_snapshot(env: Mapping[str, str] | None = None, timeout: float = 30.0)
     return jobs
 
 
-def slurm_records(launchpad, fw_ids: list[int] | None = None) -> list[dict]:
+def slurm_records(launchpad: LaunchPad, fw_ids: list[int] | None = None) -> list[dict]:
     """The Slurm side of every launch the executor made (from the LaunchPad, readable by any process).
 
     Returns

@@ -31,9 +31,14 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from aso_workflows.errors import InputError
+
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
+    from flask import Flask
+    from markupsafe import Markup
 
 __all__ = [
     "USERNAME_ENV",
@@ -205,7 +210,7 @@ def key_numbers(fw: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _mismatches(page: str):
+def _mismatches(page: str) -> Markup:
     """Jinja filter: FireWorks' workflow list with the mismatch after each evaluation Firework's link."""
     from flask import current_app
     from markupsafe import Markup, escape
@@ -220,7 +225,8 @@ def _mismatches(page: str):
             "action.stored_data.mismatch": 1,
             "action.stored_data.goodness": 1,
         }
-        for d in current_app.lp.launches.find(query, projection).sort("launch_id", 1):
+        lp = current_app.lp  # type: ignore[attr-defined]  # FireWorks keeps its LaunchPad on the app
+        for d in lp.launches.find(query, projection).sort("launch_id", 1):
             stored = d["action"]["stored_data"]  # the newest launch wins
             found[d["fw_id"]] = (stored["mismatch"], stored.get("goodness") or {})
 
@@ -238,7 +244,7 @@ def _jquery_file() -> Path | None:
     return next((p for p in JQUERY_PATHS if p.is_file()), None)
 
 
-def configure_app(launchpad, settings: WebGuiSettings | None = None):
+def configure_app(launchpad: LaunchPad, settings: WebGuiSettings | None = None) -> Flask:
     """FireWorks' Flask app, showing ``launchpad`` with our additions; returns the app.
 
     The app is FireWorks' module-level singleton (as ``lpad webgui`` uses it): one LaunchPad per process.
@@ -273,7 +279,7 @@ def configure_app(launchpad, settings: WebGuiSettings | None = None):
     return app
 
 
-def _add_campaign_page(app) -> None:
+def _add_campaign_page(app: Flask) -> None:
     """The live campaign page (:mod:`aso_workflows.cluster.campaign_page`) at ``/aso/campaign/<name>``."""
     from fireworks.flask_site.app import requires_auth
     from flask import Response, current_app
@@ -282,9 +288,9 @@ def _add_campaign_page(app) -> None:
     from aso_workflows.errors import AsoError
 
     @requires_auth
-    def page(name: str):
+    def page(name: str) -> str | Response:
         try:
-            return campaign_page(current_app.lp, name)
+            return campaign_page(current_app.lp, name)  # type: ignore[attr-defined]  # set by FireWorks
         except AsoError as exc:
             return Response(str(exc), status=404, mimetype="text/plain")
 
@@ -338,18 +344,20 @@ def serve(
         return
     from gunicorn.app.base import BaseApplication
 
-    def post_fork(server, worker) -> None:
+    def post_fork(server: Any, worker: Any) -> None:
         configure_app(launchpad_factory(), settings)
+
+    bind, workers = f"{settings.host}:{settings.port}", int(settings.workers)
 
     class _Gunicorn(BaseApplication):
         # FireWorks' fireworks.flask_site.gunicorn.StandaloneApplication, plus the post_fork hook
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{settings.host}:{settings.port}")
-            self.cfg.set("workers", int(settings.workers))
+            self.cfg.set("bind", bind)
+            self.cfg.set("workers", workers)
             self.cfg.set("post_fork", post_fork)
             self.cfg.set("proc_name", "aso-webgui")
 
-        def load(self):
+        def load(self) -> Flask:
             return app
 
     echo(settings.describe())
@@ -357,7 +365,7 @@ def serve(
 
 
 @contextlib.contextmanager
-def serve_in_thread(launchpad, settings: WebGuiSettings | None = None) -> Iterator[str]:
+def serve_in_thread(launchpad: LaunchPad, settings: WebGuiSettings | None = None) -> Iterator[str]:
     """Serve the web GUI from a thread of this process (werkzeug); yields its base URL (tests, notebooks).
 
     ``settings.port`` 0 (the default here) picks a free port.
@@ -371,7 +379,7 @@ def serve_in_thread(launchpad, settings: WebGuiSettings | None = None) -> Iterat
     thread = threading.Thread(target=server.serve_forever, name="aso-webgui", daemon=True)
     thread.start()
     try:
-        host, port = server.server_address[:2]
+        host, port = cast("tuple[str, int]", server.server_address[:2])  # an AF_INET address
         yield f"http://{host}:{port}"
     finally:
         server.shutdown()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,9 @@ from aso_workflows.commands.common import (
 )
 from aso_workflows.errors import InputError
 from aso_workflows.plotting import save_figure
+
+if TYPE_CHECKING:
+    from aso_workflows.results import Campaign, Candidate
 
 __all__ = ["app", "results_best", "results_history", "results_spectra"]
 
@@ -256,7 +259,7 @@ def results_spectra(
         out.print(f"wrote {w}")
 
 
-def _plot_spectra(c, cand, spectra: dict, targets: dict, path: Path) -> None:
+def _plot_spectra(c: Campaign, cand: Candidate, spectra: dict, targets: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

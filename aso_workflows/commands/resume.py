@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,10 +19,18 @@ from aso_workflows.commands.common import DatabaseOption, StoreOption, guard, ru
 from aso_workflows.errors import InputError
 from aso_workflows.locate import resolve_campaign
 
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
+
+    from aso_workflows.campaign.state import CampaignState
+    from aso_workflows.cluster.slurm import RunSummary
+    from aso_workflows.config import CampaignConfig
+    from aso_workflows.locate import CampaignRef
+
 __all__ = ["resume", "stored_config"]
 
 
-def stored_config(ref, budget: int | None = None):
+def stored_config(ref: CampaignRef, budget: int | None = None) -> tuple[CampaignConfig, dict]:
     """The campaign's configuration as stored, pointed at the store ``ref`` found it in.
 
     The output folder is the campaign's recorded work folder; start and target files need not exist
@@ -44,7 +52,7 @@ def stored_config(ref, budget: int | None = None):
         uri=spec.uri,
         database=spec.database,
         timeout_ms=spec.timeout_ms,
-        **({"password_file": spec.password_file} if getattr(spec, "password_file", None) else {}),
+        **({"password_file": Path(spec.password_file)} if spec.password_file else {}),
     ).model_dump(mode="json")
     if doc.get("workdir"):
         raw["output"] = doc["workdir"]
@@ -54,7 +62,7 @@ def stored_config(ref, budget: int | None = None):
     return cfg, doc
 
 
-def _launchpad(source: str | None, recorded: dict, name: str):
+def _launchpad(source: str | None, recorded: dict, name: str) -> LaunchPad:
     """The LaunchPad given with --launchpad, else the one ``aso submit`` recorded for the campaign.
 
     The record is the launchpad file's path or the URI without its password
@@ -172,8 +180,17 @@ def resume(
 
 
 def _resume_slurm(
-    cfg, recorded, launchpad, qadapter_cpu, qadapter_gpu, launch_dir, job_store, python, timeout, lost_after
-):  # noqa: E501
+    cfg: CampaignConfig,
+    recorded: dict,
+    launchpad: str | None,
+    qadapter_cpu: Path | None,
+    qadapter_gpu: Path | None,
+    launch_dir: Path | None,
+    job_store: str | None,
+    python: str | None,
+    timeout: float | None,
+    lost_after: float,
+) -> tuple[CampaignState, RunSummary]:
     from fireworks.utilities.fw_serializers import load_object
 
     from aso_workflows.campaign.cluster import ClusterCampaignRunner

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from aso_workflows.commands.common import guard, parse_settings
 from aso_workflows.errors import InputError
 from aso_workflows.plotting import save_figure
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
+    from aso_workflows.spectra.spectrum import Spectrum
 
 __all__ = ["simulate"]
 
@@ -21,7 +26,7 @@ _AXIS = {
 }
 
 
-def _plot(spectrum, title: str, path: Path) -> None:
+def _plot(spectrum: Spectrum, title: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +119,7 @@ def simulate(
     _summary(spectrum, struct, structure, elapsed, plot)
 
 
-def _summary(spectrum, struct, path: Path, elapsed: float, plot: Path | None) -> None:
+def _summary(spectrum: Spectrum, struct: Structure, path: Path, elapsed: float, plot: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 

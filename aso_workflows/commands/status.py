@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,11 @@ from aso_workflows.commands.common import (
 from aso_workflows.errors import InputError
 from aso_workflows.locate import store_spec_from
 
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
+
+    from aso_workflows.results import CampaignSummary
+
 __all__ = ["status", "fireworks_counts"]
 
 FW_STATES = (
@@ -37,7 +42,7 @@ FW_STATES = (
 )
 
 
-def fireworks_counts(lp, campaign: str) -> dict:
+def fireworks_counts(lp: LaunchPad, campaign: str) -> dict:
     """Fireworks of ``campaign``'s workflows on a LaunchPad, counted by state, with the fizzled ones named.
 
     The campaign's workflows are those named ``campaign`` or ``campaign (…)`` / ``campaign / …`` (how
@@ -162,7 +167,7 @@ def _campaigns_table(rows: list[dict]) -> None:
     console().print(table if rows else "no campaigns in the store")
 
 
-def _status_tables(s, fireworks: dict | None) -> None:
+def _status_tables(s: CampaignSummary, fireworks: dict | None) -> None:
     from rich.table import Table
 
     out = console()

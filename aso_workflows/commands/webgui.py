@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 
 from aso_workflows.cluster.webgui import DEFAULT_HOST, DEFAULT_PORT
 from aso_workflows.commands.common import guard
+
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
 
 
 def webgui(
@@ -37,13 +40,17 @@ def webgui(
         from aso_workflows.cluster.webgui import BasicAuth, WebGuiSettings, serve
 
         settings = WebGuiSettings(
-            host=host, port=port, server=server, workers=workers, auth=BasicAuth.from_env()
+            host=host,
+            port=port,
+            server=cast(Literal["gunicorn", "werkzeug"], server),  # WebGuiSettings refuses other names
+            workers=workers,
+            auth=BasicAuth.from_env(),
         )
         lp = load_launchpad(launchpad)  # fails here, with one line, if the server cannot be reached
         typer.echo(f"LaunchPad: {describe_launchpad(lp)}")
         opened = [lp]
 
-        def factory():
+        def factory() -> LaunchPad:
             # the first call reuses the checked LaunchPad; gunicorn workers open their own after the fork
             return opened.pop() if opened else load_launchpad(launchpad, check=False)
 

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aso_workflows.report.descriptors import bond_angles, first_shell_cutoffs, neighbour_distances
 from aso_workflows.report.history import HISTORY_COLUMNS, history_rows, surrogate_accuracy_rows
 from aso_workflows.schemas import EvaluationDoc
+
+if TYPE_CHECKING:
+    from aso_workflows.campaign.state import CampaignState
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -37,7 +41,7 @@ __all__ = [
 ]
 
 
-def write_outputs(state, out: str | Path, n_best: int = 3) -> dict[str, Path]:
+def write_outputs(state: CampaignState, out: str | Path, n_best: int = 3) -> dict[str, Path]:
     """Write ``best_XX.cif``, ``history.csv``, the report figures (PNG) and ``report.html`` into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

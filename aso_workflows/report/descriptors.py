@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.core import PeriodicSite, Structure
 
 __all__ = ["neighbour_distances", "first_shell_cutoffs", "bond_angles", "min_distance"]
 
 
-def _symbol(site) -> str:
+def _symbol(site: PeriodicSite) -> str:
     return getattr(site.specie, "symbol", str(site.specie))
 
 

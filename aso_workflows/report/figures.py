@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pymatgen.core import Structure
@@ -10,6 +11,12 @@ from pymatgen.core import Structure
 from aso_workflows.report.descriptors import bond_angles, first_shell_cutoffs, neighbour_distances
 from aso_workflows.report.history import pairs_by_iteration
 from aso_workflows.schemas import EvaluationDoc
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from aso_workflows.campaign.state import CampaignState
 
 __all__ = ["ReportFigures"]
 
@@ -19,7 +26,7 @@ _YLABEL = {"pdf": "G(r) (Å⁻²)", "exafs": "k^w χ(k)", "xanes": "normalised �
 class ReportFigures:
     """The report's matplotlib figures (one method per PNG), sharing the data they all use."""
 
-    def __init__(self, state, rows: list[dict], best: list[EvaluationDoc]):
+    def __init__(self, state: CampaignState, rows: list[dict], best: list[EvaluationDoc]) -> None:
         self.state = state
         self.rows = rows
         self.done = [r for r in rows if r["status"] == "completed"]
@@ -32,7 +39,7 @@ class ReportFigures:
         self.cutoffs = first_shell_cutoffs(state.start)
 
     @staticmethod
-    def _save(fig, path: Path) -> Path:
+    def _save(fig: Figure, path: Path) -> Path:
         import matplotlib.pyplot as plt
 
         fig.tight_layout()
@@ -43,7 +50,7 @@ class ReportFigures:
     _COLORS = {"start": "C3", "best": "C0", "target": "k"}
 
     # -- panels
-    def _convergence(self, ax) -> None:
+    def _convergence(self, ax: Axes) -> None:
         done = self.done
         ax.semilogy(
             [r["n_simulations"] for r in done], [r["objective"] for r in done], ".", color="0.6", label="each"
@@ -69,7 +76,7 @@ class ReportFigures:
         ax.set_title(f"{self.state.name}: best mismatch")
         ax.legend(fontsize=8)
 
-    def _spectrum(self, ax, technique: str, residual: bool = False) -> None:
+    def _spectrum(self, ax: Axes, technique: str, residual: bool = False) -> None:
         tgt = self.state.targets[technique]
         ax.plot(tgt.x, tgt.y, "k-", lw=1.5, label="target")
         if self.start_eval is not None:
@@ -86,8 +93,8 @@ class ReportFigures:
         ax.set_title(technique.upper())
         ax.legend(fontsize=8)
 
-    def _distances(self, ax) -> None:
-        bins = np.linspace(0.5, 4.0, 71)
+    def _distances(self, ax: Axes) -> None:
+        bins = np.linspace(0.5, 4.0, 71).tolist()  # matplotlib types bins as a sequence, not an array
         for label, s in self.structures.items():
             ax.hist(
                 neighbour_distances(s), bins=bins, histtype="step", color=self._COLORS[label], label=label
@@ -97,8 +104,8 @@ class ReportFigures:
         ax.set_title("neighbour distances")
         ax.legend(fontsize=8)
 
-    def _angles(self, ax) -> None:
-        bins = np.linspace(0, 180, 91)
+    def _angles(self, ax: Axes) -> None:
+        bins = np.linspace(0, 180, 91).tolist()
         for label, s in self.structures.items():
             ax.hist(
                 bond_angles(s, self.cutoffs),

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from aso_workflows.campaign.state import CampaignState
 
 __all__ = ["HISTORY_COLUMNS", "history_rows", "surrogate_accuracy_rows", "pairs_by_iteration"]
 
@@ -24,7 +28,7 @@ HISTORY_COLUMNS = (
 )
 
 
-def _predicted_objectives(state) -> dict[str, float]:
+def _predicted_objectives(state: CampaignState) -> dict[str, float]:
     """The surrogate's predicted mismatch of each proposal that has one, by proposal id."""
     out = {}
     for p in state.proposal_docs():
@@ -34,7 +38,7 @@ def _predicted_objectives(state) -> dict[str, float]:
     return out
 
 
-def history_rows(state) -> list[dict]:
+def history_rows(state: CampaignState) -> list[dict]:
     """One row per evaluation in order: iteration, candidate, kind, status, objective, best so far, MSEs,
     Rw/R per technique and the fitted nuisance parameters.
 
@@ -48,6 +52,7 @@ def history_rows(state) -> list[dict]:
     for e in state.evaluation_docs():
         if e.status == "completed":
             n += 1
+            assert e.objective is not None  # a completed evaluation has an objective
             best = min(best, e.objective)
         prop = proposals.get(e.proposal_id)
         row = {
@@ -75,7 +80,7 @@ def history_rows(state) -> list[dict]:
     return rows
 
 
-def surrogate_accuracy_rows(state) -> list[dict]:
+def surrogate_accuracy_rows(state: CampaignState) -> list[dict]:
     """Per iteration: predicted vs simulated mismatch of its candidates, and the ensembles' metrics.
 
     The candidates of iteration *k* were proposed with the ensembles trained at the end of iteration
@@ -121,13 +126,16 @@ def _spearman(predicted: np.ndarray, simulated: np.ndarray) -> float | None:
     return float(spearmanr(predicted, simulated).statistic)
 
 
-def pairs_by_iteration(state, predicted: dict[str, float] | None = None) -> list[tuple[int, float, float]]:
+def pairs_by_iteration(
+    state: CampaignState, predicted: dict[str, float] | None = None
+) -> list[tuple[int, float, float]]:
     """(iteration, predicted, simulated) of every evaluated candidate that has a prediction."""
     predicted = _predicted_objectives(state) if predicted is None else predicted
     out = []
     for e in state.evaluation_docs("completed"):
         p = predicted.get(e.proposal_id)
         if p is not None:
+            assert e.objective is not None  # a completed evaluation has an objective
             out.append((e.iteration, p, float(e.objective)))
     return sorted(out)
 

@@ -7,10 +7,15 @@ import datetime as _dt
 import html
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aso_workflows.report.descriptors import min_distance
+
+if TYPE_CHECKING:
+    from aso_workflows.campaign.state import CampaignState
+    from aso_workflows.schemas import EvaluationDoc
 
 __all__ = ["write_html", "fmt", "table"]
 
@@ -24,7 +29,7 @@ _CSS = (
 )
 
 
-def fmt(v, spec: str = ".4g") -> str:
+def fmt(v: object, spec: str = ".4g") -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "–"
     if isinstance(v, (int, np.integer)):
@@ -51,7 +56,14 @@ def table(
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def write_html(state, rows, best, accuracy, paths: dict[str, Path], path: Path) -> Path:
+def write_html(
+    state: CampaignState,
+    rows: list[dict],
+    best: list[EvaluationDoc],
+    accuracy: list[dict],
+    paths: dict[str, Path],
+    path: Path,
+) -> Path:
     from aso_workflows import __version__
 
     done = [r for r in rows if r["status"] == "completed"]
@@ -59,6 +71,7 @@ def write_html(state, rows, best, accuracy, paths: dict[str, Path], path: Path) 
     start = next((r for r in done if r["kind"] == "start"), None)
     doc = state.doc
     b0 = best[0].objective
+    assert b0 is not None  # the best evaluations are completed ones, which have an objective
     facts = [
         ("status", f"{doc.get('status')}" + (f" ({doc['stop_reason']})" if doc.get("stop_reason") else "")),
         ("optimizer", state.config.optimizer),

@@ -6,12 +6,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from aso_workflows.spectra.spectrum import Spectrum
 
 __all__ = ["peak_positions", "first_shell"]
 
 
-def peak_positions(x: Sequence[float], y: Sequence[float], n: int = 3) -> list[float]:
+def peak_positions(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, n: int = 3
+) -> list[float]:
     """Positions of the first ``n`` clear local maxima (prominence ≥ 5 % of the value range)."""
     import numpy as np
     from scipy.signal import find_peaks

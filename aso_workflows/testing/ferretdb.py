@@ -48,6 +48,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote_plus
@@ -126,7 +127,7 @@ def _binary_path(kind: str) -> Path:
     return CACHE_DIR / f"ferretdb-{VERSION}-{kind}" / "ferretdb"
 
 
-def build(kind: str = "patched", log=None) -> Path:
+def build(kind: str = "patched", log: Callable[[str], object] | None = None) -> Path:
     """Build FerretDB (``"patched"`` or ``"stock"``, see the module docstring) once; returns the binary.
 
     The binary is cached under :data:`CACHE_DIR`; a later call returns it at once.
@@ -374,7 +375,7 @@ class FerretDB:
     def __enter__(self) -> FerretDB:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

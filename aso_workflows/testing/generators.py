@@ -44,7 +44,7 @@ def jahn_teller_distort(
     lat = s.lattice.matrix
     cart0 = s.cart_coords.copy()
 
-    def residual(x):
+    def residual(x: np.ndarray) -> np.ndarray:
         cart = cart0.copy()
         cart[ligands] = x.reshape(-1, 3)
         r = []

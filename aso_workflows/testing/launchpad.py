@@ -8,13 +8,17 @@ process, so this is enough to drive real Slurm jobs in tests. Users run against 
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
 
 __all__ = ["mongomock_launchpad"]
 
 _PATCH_LOCK = threading.Lock()
 
 
-def mongomock_launchpad(name: str = "fireworks", reset: bool = True):
+def mongomock_launchpad(name: str = "fireworks", reset: bool = True) -> LaunchPad:
     """A LaunchPad on an in-process ``mongomock`` database (tests only: nothing is shared between processes).
 
     Offline mode (:class:`~aso_workflows.cluster.offline.SlurmOfflineExecutor`) keeps every LaunchPad call

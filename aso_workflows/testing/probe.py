@@ -46,7 +46,7 @@ def probe(label: str, sleep: float = 0.0, inputs: list | dict | None = None) -> 
 @job
 def fan_out(n: int, sleep: float) -> Response:
     """Replace itself by ``n`` parallel probes; its output becomes the list of their outputs."""
-    jobs = [probe(f"fan-{i}", sleep) for i in range(n)]
+    jobs: list[Flow | Job] = [probe(f"fan-{i}", sleep) for i in range(n)]
     return Response(replace=Flow(jobs, output=[j.output for j in jobs], name="fan"))
 
 

@@ -52,6 +52,14 @@ def _which(name: str) -> str | None:
     return None
 
 
+def _require(name: str) -> str:
+    """The path of Slurm/munge program ``name`` (:func:`testbed_unavailable_reason` checked it exists)."""
+    path = _which(name)
+    if path is None:
+        raise RuntimeError(f"{name} not found on PATH or in {', '.join(_SBIN)}")
+    return path
+
+
 def testbed_unavailable_reason() -> str | None:
     """Why a testbed cannot be started here (not root, binaries missing), or None if it can."""
     if os.name != "posix" or os.geteuid() != 0:
@@ -211,11 +219,14 @@ class SlurmTestbed:
         return _live_pid(self._pidfile(daemon), daemon)
 
     def _munge_works(self) -> bool:
+        munge, unmunge = _which("munge"), _which("unmunge")
+        if munge is None or unmunge is None:
+            return False
         try:
-            cred = subprocess.run([_which("munge"), "-n"], capture_output=True, timeout=10, check=True).stdout
-            subprocess.run([_which("unmunge")], input=cred, capture_output=True, timeout=10, check=True)
+            cred = subprocess.run([munge, "-n"], capture_output=True, timeout=10, check=True).stdout
+            subprocess.run([unmunge], input=cred, capture_output=True, timeout=10, check=True)
             return True
-        except (subprocess.SubprocessError, OSError, TypeError):
+        except (subprocess.SubprocessError, OSError):
             return False
 
     def node_state(self) -> str | None:
@@ -258,9 +269,9 @@ class SlurmTestbed:
                 self._write_config()
             if not have_ctld:
                 # -c: a clean start; a previous crashed run's jobs are not recovered
-                self._spawn("slurmctld", [_which("slurmctld"), "-f", str(self.conf), "-c"])
+                self._spawn("slurmctld", [_require("slurmctld"), "-f", str(self.conf), "-c"])
             if not have_d:
-                self._spawn("slurmd", [_which("slurmd"), "-f", str(self.conf), "-c"])
+                self._spawn("slurmd", [_require("slurmd"), "-f", str(self.conf), "-c"])
         self._wait_idle()
 
     def _set_env(self) -> None:
@@ -277,7 +288,7 @@ class SlurmTestbed:
             if os.path.isdir(d):
                 shutil.chown(d, "munge", "munge")
         # munged refuses to run as root: start it as the munge user the package created
-        self._spawn("munged", ["su", "-s", "/bin/sh", "munge", "-c", _which("munged")])
+        self._spawn("munged", ["su", "-s", "/bin/sh", "munge", "-c", _require("munged")])
         # remember that this testbed started it, for `stop(include_reused=True)` from another process
         (self.directory / "munged.started").write_text(str(self.running("munged")))
         deadline = time.monotonic() + 10
@@ -393,7 +404,7 @@ class SlurmTestbed:
     def __enter__(self) -> SlurmTestbed:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ---- records ------------------------------------------------------------------------------
