@@ -11,7 +11,7 @@ from aso_workflows.commands.common import guard, run_summary
 
 __all__ = ["run", "OPTIMIZERS_HELP"]
 
-OPTIMIZERS_HELP = "aso, aso-refine, diffpy, gpbo, random or rmc"
+OPTIMIZERS_HELP = "aso, aso-refine, diffpy, gpbo, lsq, random or rmc"
 """The registered optimisers, for ``--help`` (spelled out: listing the registry would import every
 optimiser module on every ``aso`` call; tests/test_cli_simulate.py checks it against the registry)."""
 
