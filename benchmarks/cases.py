@@ -34,6 +34,11 @@ GENERATED = ["linio2-jt", "acarbon", "perovskite-tilt"]
 #: a tiny case for smoke tests (12-atom LiNiO2 with a JT distortion)
 TINY = "linio2-jt-tiny"
 
+#: the paper protocol's strata: an ``ht`` target within the reference sampler's amplitude range of its
+#: start (RMS displacement below 1.0 Å, the largest amplitude of the initial perturbations) is *near*,
+#: the others *far* (1.1–6.3 Å; the median of all 100 pairs is ~3 Å)
+NEAR_FAR_THRESHOLD_A = 1.0
+
 _NEAR = {"min_displacement": 0.05, "max_displacement": 0.4}
 _FAR = {"min_displacement": 0.1, "max_displacement": 1.0}
 
@@ -146,6 +151,48 @@ def generated_case(name: str, folder: Path) -> BenchmarkCase:
         s, t = Structure.from_file(start_p), Structure.from_file(target_p)
     info = {"formula": s.composition.reduced_formula, "natoms": len(s), "rms_disp_A": round(_rms(s, t), 3)}
     return BenchmarkCase(name=name, start=start_p, target=target_p, source="generated", info=info, **kw)
+
+
+def stratum(case: BenchmarkCase, threshold: float = NEAR_FAR_THRESHOLD_A) -> str:
+    """``"near"`` if the target is within ``threshold`` Å RMS of the start, else ``"far"``."""
+    return "near" if float(case.info.get("rms_disp_A", 0.0)) < threshold else "far"
+
+
+def spread_order(n: int) -> list[int]:
+    """Indices ``0 … n−1`` in van der Corput order (½, ¼, ¾, ⅛ …): every prefix is spread evenly over
+    the range, and a longer prefix contains a shorter one."""
+    out: list[int] = []
+    k = 1
+    while len(out) < n:
+        t, f, i = 0.0, 0.5, k
+        while i:
+            t += f * (i & 1)
+            i >>= 1
+            f /= 2
+        idx = int(t * n)
+        if idx not in out:
+            out.append(idx)
+        k += 1
+    return out
+
+
+def stratified_ht_cases(n: int, threshold: float = NEAR_FAR_THRESHOLD_A) -> list[BenchmarkCase]:
+    """``n`` ``ht`` cases, half near and half far (the far stratum takes an odd one), spread evenly over
+    each stratum's distances (:func:`spread_order` of the cases sorted by RMS displacement): a smaller
+    selection is a subset of a larger one, so sized-down runs are the first cases of the full protocol.
+    """
+    if n < 1:
+        raise ValueError(f"--cases: expected at least 1 case, got {n}")
+    cases = [ht_case(i) for i in ht_case_ids()]
+    if not cases:
+        raise FileNotFoundError(f"no ht cases in {HT_DIR} (set ASO_HT_CASES)")
+    out: list[BenchmarkCase] = []
+    for name, want in (("near", n // 2), ("far", n - n // 2)):
+        pool = sorted((c for c in cases if stratum(c, threshold) == name), key=lambda c: c.info["rms_disp_A"])
+        if want > len(pool):
+            raise ValueError(f"--cases {n}: only {len(pool)} {name} ht cases (threshold {threshold} Å)")
+        out += [pool[i] for i in spread_order(len(pool))[:want]]
+    return out
 
 
 def resolve_cases(names: list[str], folder: Path) -> list[BenchmarkCase]:

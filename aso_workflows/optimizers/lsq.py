@@ -429,4 +429,3 @@ def simulator_calls(evaluations: list[dict], proposals: dict[str, dict] | None =
         total += cost
         out.append(total)
     return out
-
