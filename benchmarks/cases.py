@@ -176,9 +176,23 @@ def spread_order(n: int) -> list[int]:
     return out
 
 
+def unusable(case: BenchmarkCase) -> str | None:
+    """Why a campaign refuses ``case``'s start or target (``aso run`` reads them with
+    :func:`~aso_workflows.structures.load_structure`: e.g. a target whose atoms overlap), else ``None``."""
+    from aso_workflows.errors import InputError
+    from aso_workflows.structures import load_structure
+
+    try:
+        for p in (case.start, case.target):
+            load_structure(p)
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
 def stratified_ht_cases(n: int, threshold: float = NEAR_FAR_THRESHOLD_A) -> list[BenchmarkCase]:
     """``n`` ``ht`` cases, half near and half far (the far stratum takes an odd one), spread evenly over
-    each stratum's distances (:func:`spread_order` of the cases sorted by RMS displacement): a smaller
+    each stratum's distances; pairs a campaign refuses (:func:`unusable`) are left out (:func:`spread_order` of the cases sorted by RMS displacement): a smaller
     selection is a subset of a larger one, so sized-down runs are the first cases of the full protocol.
     """
     if n < 1:
@@ -186,6 +200,7 @@ def stratified_ht_cases(n: int, threshold: float = NEAR_FAR_THRESHOLD_A) -> list
     cases = [ht_case(i) for i in ht_case_ids()]
     if not cases:
         raise FileNotFoundError(f"no ht cases in {HT_DIR} (set ASO_HT_CASES)")
+    cases = [c for c in cases if unusable(c) is None]
     out: list[BenchmarkCase] = []
     for name, want in (("near", n // 2), ("far", n - n // 2)):
         pool = sorted((c for c in cases if stratum(c, threshold) == name), key=lambda c: c.info["rms_disp_A"])

@@ -165,20 +165,30 @@ def full_settings() -> SuiteSettings:
 #: ASO's sizes for a CPU (``--light``): the reduced suite's surrogate and proposal search
 LIGHT_SURROGATE = {"n_models": 4, "epochs": 80, "patience": 15, "lr_patience": 8}
 LIGHT_PROPOSAL = {"n_starts": 64, "steps": 60, "exploit_n_starts": 128, "exploit_steps": 150}
+#: ``--small``: ASO sized for a shared 2-core CPU within ~1 h for a few cases (measured: the light
+#: exploitation search alone took 130–210 s per iteration on a 28-atom case at load 6)
+SMALL_SURROGATE = {"n_models": 3, "epochs": 40, "patience": 10, "lr_patience": 5}
+SMALL_PROPOSAL = {"n_starts": 32, "steps": 40, "exploit_n_starts": 64, "exploit_steps": 60}
+SMALL_ACQUISITION = {"lam": 0.1, "exploit_last": 10}
 
 
-def paper_settings(q: int, technique: str = "pdf", light: bool = False) -> SuiteSettings:
+def paper_settings(q: int, technique: str = "pdf", light: bool = False, small: bool = False) -> SuiteSettings:
     """The paper's protocol (arXiv 2602.20959): budget 100 with 30 initial structures, ``q`` candidates
     per iteration (1: the paper; 5: ours), seeds 0 1 2, λ = 0.1 then pure exploitation for the last 20
     simulations. ASO reference-sized (ensemble of 5, ≤ 300 epochs, 128 starts × 100 steps; the exploitation
-    search as ``proposal:`` sets it per device), or the reduced suite's sizes with ``light``."""
+    search as ``proposal:`` sets it per device), or the reduced suite's sizes with ``light``, or smaller
+    still with ``small`` (ensemble of 3, ≤ 40 epochs, 32 × 40 steps, 64 × 60 in the exploitation phase,
+    which is the last 10 simulations)."""
     s = full_settings()
-    s.name = f"paper-{technique}-q{q}" + ("-light" if light else "")
+    s.name = f"paper-{technique}-q{q}" + ("-small" if small else "-light" if light else "")
     s.technique = technique
     s.technique_settings = dict(PDF_SETTINGS if technique == "pdf" else EXAFS_SETTINGS)
     s.batch_size = q
     if light:
         s.surrogate, s.proposal = dict(LIGHT_SURROGATE), dict(LIGHT_PROPOSAL)
+    if small:
+        s.surrogate, s.proposal = dict(SMALL_SURROGATE), dict(SMALL_PROPOSAL)
+        s.acquisition = dict(SMALL_ACQUISITION)
     return s
 
 
@@ -1224,6 +1234,12 @@ def main(argv: list[str] | None = None) -> dict:
         "search, 128 × 150 in the exploitation phase) instead of the reference's, for a CPU",
     )
     ap.add_argument(
+        "--small",
+        action="store_true",
+        help="--paper: ASO smaller than --light for a shared 2-core CPU (ensemble of 3, ≤ 40 epochs, 32 × 40 "
+        "proposal search, 64 × 60 in the exploitation phase of the last 10 simulations)",
+    )
+    ap.add_argument(
         "--threshold",
         type=float,
         default=None,
@@ -1290,7 +1306,7 @@ def _main_paper(args) -> dict:
 
     threshold = NEAR_FAR_THRESHOLD_A if args.threshold is None else args.threshold
     exafs = args.technique == "exafs"
-    base = f"paper-{args.technique}" + ("-light" if args.light else "")
+    base = f"paper-{args.technique}" + ("-small" if args.small else "-light" if args.light else "")
     out = args.out or ROOT / "benchmarks" / "results" / "structure_determination" / base
     if exafs:
         cases = resolve_cases(args.cases or ["linio2-jt"], out / "cases")
@@ -1308,7 +1324,7 @@ def _main_paper(args) -> dict:
     docs = {}
     t0 = time.perf_counter()
     for q in qs:
-        s = paper_settings(q, args.technique, args.light)
+        s = paper_settings(q, args.technique, args.light, args.small)
         _apply_args(s, args)
         s.batch_size = q
         sub = out / f"q{q}"
