@@ -165,10 +165,13 @@ def full_settings() -> SuiteSettings:
 #: ASO's sizes for a CPU (``--light``): the reduced suite's surrogate and proposal search
 LIGHT_SURROGATE = {"n_models": 4, "epochs": 80, "patience": 15, "lr_patience": 8}
 LIGHT_PROPOSAL = {"n_starts": 64, "steps": 60, "exploit_n_starts": 128, "exploit_steps": 150}
-#: ``--small``: ASO sized for a shared 2-core CPU within ~1 h for a few cases (measured: the light
-#: exploitation search alone took 130–210 s per iteration on a 28-atom case at load 6)
-SMALL_SURROGATE = {"n_models": 3, "epochs": 40, "patience": 10, "lr_patience": 5}
-SMALL_PROPOSAL = {"n_starts": 32, "steps": 40, "exploit_n_starts": 64, "exploit_steps": 60}
+#: ``--small``: ASO sized for a shared 2-core CPU, a few cases within ~1 h (measured at load ~6 on a
+#: 28-atom ht case: the light exploitation search took 130–210 s per iteration, a 32 × 40 search 77 s,
+#: training 3 members × 40 epochs on 31 structures 27 s). Fewer starts, not fewer steps: lr 1e-3 × 100
+#: steps is the reference's ~0.1 Å trust region; with 30 steps 0 of 16 candidates were distinct from
+#: the structures they started from (every batch a fallback).
+SMALL_SURROGATE = {"n_models": 3, "epochs": 30, "patience": 8, "lr_patience": 4}
+SMALL_PROPOSAL = {"n_starts": 8, "steps": 100, "exploit_n_starts": 16, "exploit_steps": 100}
 SMALL_ACQUISITION = {"lam": 0.1, "exploit_last": 10}
 
 
@@ -177,7 +180,7 @@ def paper_settings(q: int, technique: str = "pdf", light: bool = False, small: b
     per iteration (1: the paper; 5: ours), seeds 0 1 2, λ = 0.1 then pure exploitation for the last 20
     simulations. ASO reference-sized (ensemble of 5, ≤ 300 epochs, 128 starts × 100 steps; the exploitation
     search as ``proposal:`` sets it per device), or the reduced suite's sizes with ``light``, or smaller
-    still with ``small`` (ensemble of 3, ≤ 40 epochs, 32 × 40 steps, 64 × 60 in the exploitation phase,
+    still with ``small`` (ensemble of 3, ≤ 30 epochs, 8 starts × 100 steps, 16 × 100 in the exploitation phase,
     which is the last 10 simulations)."""
     s = full_settings()
     s.name = f"paper-{technique}-q{q}" + ("-small" if small else "-light" if light else "")
@@ -1236,8 +1239,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--small",
         action="store_true",
-        help="--paper: ASO smaller than --light for a shared 2-core CPU (ensemble of 3, ≤ 40 epochs, 32 × 40 "
-        "proposal search, 64 × 60 in the exploitation phase of the last 10 simulations)",
+        help="--paper: ASO smaller than --light for a shared 2-core CPU (ensemble of 3, ≤ 30 epochs, 8 × 100 "
+        "proposal search, 16 × 100 in the exploitation phase of the last 10 simulations)",
     )
     ap.add_argument(
         "--threshold",
