@@ -48,26 +48,50 @@ import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Protocol, cast
 
 import numpy as np
 from pydantic import Field
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
-from aso_workflows.optimizers.base import FALLBACK_KIND, CandidateProposal, Optimizer, ProposalContext
+from aso_workflows.optimizers.base import (
+    FALLBACK_KIND,
+    CampaignView,
+    CandidateProposal,
+    Optimizer,
+    ProposalContext,
+)
 from aso_workflows.optimizers.registry import register_optimizer
 from aso_workflows.settings import settings_dataclass
 from aso_workflows.structures import structure_fingerprint
 
 __all__ = ["LeastSquaresRefinement", "residual_vector", "simulate_structure", "simulator_calls"]
 
+if TYPE_CHECKING:
+    from aso_workflows.spectra.mismatch import Objective
+    from aso_workflows.spectra.spectrum import Spectrum
+
 KIND = "lsq"
+
+
+class RefinementCampaign(CampaignView, Protocol):
+    """What the refinement reads beyond :class:`CampaignView` (all of it
+    :class:`~aso_workflows.campaign.state.CampaignState`'s): its work folder (Jacobian cache), the XAS
+    absorber sites, stored spectra and proposals."""
+
+    @property
+    def workdir(self) -> Path: ...
+    def absorber_sites(self, technique: str) -> list[int]: ...
+    def spectrum(self, cache_id: str) -> Spectrum: ...
+    def proposals(self, iteration: int | None = None) -> list[dict]: ...
+
+
 _INITIAL_KINDS = ("start", "initial")
 
 
 # ---- the forward model -------------------------------------------------------------------------------
-def simulate_structure(state, structure: Structure, workdir: Path) -> dict:
+def simulate_structure(state: RefinementCampaign, structure: Structure, workdir: Path) -> dict:
     """Every target technique's spectrum of ``structure``, as the campaign's simulators compute them
     (XAS: the campaign's absorber sites, one run each, averaged). Returns ``{technique: Spectrum}``."""
     from aso_workflows.spectra.base import AbsorberSimulator
@@ -88,7 +112,7 @@ def simulate_structure(state, structure: Structure, workdir: Path) -> dict:
     return out
 
 
-def residual_vector(objective, fitted: dict) -> np.ndarray:
+def residual_vector(objective: Objective, fitted: dict) -> np.ndarray:
     """The objective's residuals: ``r·r`` equals ``objective.evaluate`` of the fitted spectra.
 
     Parameters
@@ -109,7 +133,7 @@ def residual_vector(objective, fitted: dict) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _residuals_of(state, structure: Structure, workdir: Path) -> tuple[np.ndarray, int]:
+def _residuals_of(state: RefinementCampaign, structure: Structure, workdir: Path) -> tuple[np.ndarray, int]:
     """Simulate ``structure``, fit it as the campaign does, return (residuals, simulator calls).
 
     The calls are 1 (the structure) plus whatever the nuisance fits re-simulated.
@@ -120,7 +144,7 @@ def _residuals_of(state, structure: Structure, workdir: Path) -> tuple[np.ndarra
     return r, 1 + sum(int(f.n_simulations) for f in fits.values())
 
 
-def _stored_residuals(state, evaluation: dict) -> np.ndarray:
+def _stored_residuals(state: RefinementCampaign, evaluation: dict) -> np.ndarray:
     """The residuals of an evaluated structure from its stored (fitted) spectra: no simulation."""
     spectra = {t: state.spectrum(cid) for t, cid in (evaluation.get("spectra") or {}).items()}
     return residual_vector(state.objective, spectra)
@@ -192,7 +216,7 @@ class LeastSquaresRefinement(Optimizer):
         return [centre * 10.0 ** (k - q // 2) for k in range(q)]
 
     # ---- replay ---------------------------------------------------------------------------------
-    def replay(self, state) -> RefinementPath:
+    def replay(self, state: RefinementCampaign) -> RefinementPath:
         """The refinement path after every stored lsq batch (deterministic; module docstring)."""
         evals = state.evaluations(status=None)
         initial = [e for e in evals if e.get("kind") in _INITIAL_KINDS and e["status"] == "completed"]
@@ -246,7 +270,7 @@ class LeastSquaresRefinement(Optimizer):
 
     # ---- the Jacobian -------------------------------------------------------------------------------
     def jacobian(
-        self, state, head: Structure, atoms: list[int], workdir: Path, r0: np.ndarray
+        self, state: RefinementCampaign, head: Structure, atoms: list[int], workdir: Path, r0: np.ndarray
     ) -> tuple[np.ndarray, int]:
         """Forward-difference Jacobian of the residuals w.r.t. the Cartesian coordinates of ``atoms``.
 
@@ -265,7 +289,13 @@ class LeastSquaresRefinement(Optimizer):
         return np.stack(cols, axis=1), calls
 
     def _cached_jacobian(
-        self, state, head: Structure, head_fp: str, atoms: list[int], r0: np.ndarray, key: str
+        self,
+        state: RefinementCampaign,
+        head: Structure,
+        head_fp: str,
+        atoms: list[int],
+        r0: np.ndarray,
+        key: str,
     ) -> tuple[np.ndarray, int]:
         """The Jacobian from the cache file, or computed (and cached) with its calls."""
         cache = state.workdir / "lsq" / f"{key}.npz"
@@ -287,7 +317,7 @@ class LeastSquaresRefinement(Optimizer):
 
     # ---- proposals --------------------------------------------------------------------------------
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
-        state = ctx.state
+        state = cast(RefinementCampaign, ctx.state)  # the campaign's CampaignState
         path = self.replay(state)
         blocks = self.blocks(len(state.start), state.config.seed)
         seen = {structure_fingerprint(s) for s, _ in ctx.evaluated} | {
@@ -357,7 +387,7 @@ class LeastSquaresRefinement(Optimizer):
 
     def _restart(self, ctx: ProposalContext, path: RefinementPath, seen: set[str]) -> list[CandidateProposal]:
         """A converged refinement: the best structure so far, perturbed; the first becomes the new head."""
-        state = ctx.state
+        state = cast(RefinementCampaign, ctx.state)  # the campaign's CampaignState
         best = ctx.evaluated[0][0] if ctx.evaluated else state.start
         out = []
         for k in range(ctx.q):
@@ -379,7 +409,9 @@ class LeastSquaresRefinement(Optimizer):
             seen.add(structure_fingerprint(s))
         return out
 
-    def _perturbed(self, state, structure: Structure, ctx: ProposalContext, candidate: int) -> Structure:
+    def _perturbed(
+        self, state: RefinementCampaign, structure: Structure, ctx: ProposalContext, candidate: int
+    ) -> Structure:
         from aso_workflows.optimizers.sampling import PerturbationSampler
 
         seq = np.random.SeedSequence([state.config.seed & 0xFFFFFFFF, ctx.iteration, candidate, 11])
