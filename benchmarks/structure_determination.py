@@ -722,6 +722,7 @@ def write_outputs(
                     ]
                 )
     _write_table(tables, skipped, s, out, failed, accuracy, targets, strata)
+    append_equal_cost_table(out)
     if ok:
         _plot_median(views, shown, s, out / "median_curves.png")
         for g in ("near", "far"):
@@ -731,6 +732,88 @@ def write_outputs(
         if any(r.get("surrogate_accuracy") for r in ok):
             _plot_accuracy(ok, strata, out / "surrogate_accuracy.png")
     return doc
+
+
+EQUAL_COST_HEADER = "### At equal cost beyond the budget"
+
+
+def equal_cost_rows(runs: list[dict], methods: list[str], xs: list[int], strata: dict | None) -> list[dict]:
+    """Median best/start of every accounting at ``xs`` simulator calculations, past the budget.
+
+    A run's own spend decides how far it is known: a run that ended before ``n`` calculations (DiffPy
+    stops at its budget of simulated structures, after fewer calculations than an ASO run with per-atom
+    rows) is counted with its last value, an upper bound (``reached`` < ``runs``). Per-simulation
+    methods (random, RMC, GP-BO) are known up to the budget only.
+    """
+    rows = []
+    groups = [("all", None)] + ([("near", "near"), ("far", "far")] if strata else [])
+    labels: list[tuple[str, str, str]] = []  # (label, method, accounting)
+    for m in methods:
+        base = VARIANTS.get(m, (m, {}))[0]
+        if base not in CALC_ONLY:
+            labels.append((m if base not in CALC_METHODS else f"{m} (per simulation)", m, "sim"))
+        if base in CALC_METHODS:
+            labels.append((f"{m}/calc", m, "calc"))
+        if base in FD_METHODS:
+            labels.append((f"{m}/fd", m, "fd"))
+    for gname, g in groups:
+        for label, m, acc in labels:
+            rs = [r for r in runs if r["method"] == m and (g is None or (strata or {}).get(r["case"]) == g)]
+            if not rs:
+                continue
+            row: dict = {"label": label, "accounting": acc, "stratum": gname, "runs": len(rs)}
+            for n in xs:
+                vals, reached = [], 0
+                for r in rs:
+                    curve = r["curve"]
+                    cost = (
+                        list(range(1, len(curve) + 1)) if acc == "sim" else (r.get(acc) or [])[: len(curve)]
+                    )
+                    if not cost:
+                        continue
+                    within = [curve[i] for i, c in enumerate(cost) if c <= n + 1e-9]
+                    vals.append((min(within) if within else r["start_objective"]) / r["start_objective"])
+                    reached += cost[-1] >= n
+                row[f"rel@{n}"] = float(np.median(vals)) if vals else None
+                row[f"reached@{n}"] = f"{reached}/{len(rs)}"
+            rows.append(row)
+    return rows
+
+
+def append_equal_cost_table(out: Path) -> None:
+    """Add (or replace) the equal-cost section of ``<out>/table.md`` from ``<out>/results.json``: the
+    median best/start of every accounting at 1, 2, 4 and 8 × the budget in calculations."""
+    out = Path(out)
+    doc = json.loads((out / "results.json").read_text())
+    budget = int(doc["suite"]["budget"])
+    xs = [budget * k for k in (1, 2, 4, 8)]
+    strata = {c["name"]: c["stratum"] for c in doc["cases"] if c.get("stratum")} or None
+    rows = equal_cost_rows(doc["runs"], doc["methods"], xs, strata)
+    (out / "equal_cost.json").write_text(json.dumps({"calculations": xs, "rows": rows}, indent=1))
+    lines = [
+        EQUAL_COST_HEADER,
+        "",
+        "Median best/start after n simulator calculations (per simulation for random/RMC/GP-BO; `/calc`: "
+        "PDF or FEFF calculations incl. Jacobians, refinement steps and per-atom rows; `/fd`: finite-"
+        "difference forward calls). `≤`: some runs had stopped before n (their last value, an upper bound); "
+        "`—`: not known there.",
+        "",
+        "| accounting | cases | runs | " + " | ".join(f"n = {n}" for n in xs) + " |",
+        "| --- | --- | ---: | " + " | ".join("---:" for _ in xs) + " |",
+    ]
+    for row in rows:
+        cells = []
+        for n in xs:
+            v = row[f"rel@{n}"]
+            done, total = row[f"reached@{n}"].split("/")
+            if v is None or (row["accounting"] == "sim" and done != total):
+                cells.append("—")  # per simulation: not known past the budget
+            else:
+                cells.append(("" if done == total else "≤") + f"{v:.3g}")
+        lines.append(f"| {row['label']} | {row['stratum']} | {row['runs']} | " + " | ".join(cells) + " |")
+    text = (out / "table.md").read_text()
+    text = text.split("\n" + EQUAL_COST_HEADER)[0].rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text)
 
 
 def _per_calculation(r: dict, budget: int, calc: list, suffix: str = "calc") -> dict:

@@ -210,3 +210,29 @@ def test_diffpy_three_ways_and_lsq_per_run_on_tiny_refinements(sd, tmp_path, one
     tables = json.loads((tmp_path / "out" / "results.json").read_text())["tables"]
     assert set(tables) == {"all", "near"}
     assert (tmp_path / "out" / "targets.json").is_file()
+    # the equal-cost table: DiffPy by finite differences at 8 × the budget has gone past its initial data
+    cost = json.loads((tmp_path / "out" / "equal_cost.json").read_text())
+    fd_row = next(r for r in cost["rows"] if r["label"] == "diffpy/fd" and r["stratum"] == "all")
+    assert cost["calculations"] == [32, 64, 128, 256]
+    assert fd_row["rel@256"] <= fd_row["rel@32"]
+    assert "### At equal cost beyond the budget" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_equal_cost_rows_read_each_accounting_at_n_calculations(sd):
+    run = {
+        "case": "c",
+        "method": "diffpy",
+        "seed": 0,
+        "start_objective": 2.0,
+        "curve": [2.0, 1.0, 0.2],
+        "calc": [1, 3, 5],
+        "fd": [1, 20, 40],
+    }
+    rows = {r["label"]: r for r in sd.equal_cost_rows([run], ["diffpy"], [2, 4, 40, 80], None)}
+    assert set(rows) == {"diffpy (per simulation)", "diffpy/calc", "diffpy/fd"}
+    sim, calc, fd = rows["diffpy (per simulation)"], rows["diffpy/calc"], rows["diffpy/fd"]
+    assert (sim["rel@2"], sim["reached@2"], sim["reached@4"]) == (0.5, "1/1", "0/1")
+    assert [calc[f"rel@{n}"] for n in (2, 4, 40)] == [1.0, 0.5, 0.1]
+    assert calc["reached@40"] == "0/1"
+    assert [fd[f"rel@{n}"] for n in (2, 4, 40, 80)] == [1.0, 1.0, 0.1, 0.1]
+    assert (fd["reached@40"], fd["reached@80"]) == ("1/1", "0/1")
