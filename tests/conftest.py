@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def sd():
+    """The benchmark module (benchmarks/ is a folder of scripts, not a package)."""
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(
+        "structure_determination", BENCH / "structure_determination.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)
+    sys.path.remove(str(BENCH))

@@ -4,33 +4,15 @@ cases, DiffPy counted three ways and lsq per simulator run on tiny real refineme
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pymatgen.core import Structure
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 DATA = Path(__file__).resolve().parents[1] / "aso_workflows" / "data"
 MIN_DISTANCES = {"Ni-O": 1.7, "O-O": 2.2, "Ni-Ni": 2.2}
-
-
-@pytest.fixture(scope="module")
-def sd():
-    """The benchmark module and its cases module (benchmarks/ is a folder of scripts)."""
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(
-        "structure_determination", BENCH / "structure_determination.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
-    sys.path.remove(str(BENCH))
 
 
 def test_spread_order_is_a_permutation_whose_prefixes_spread_out(sd):

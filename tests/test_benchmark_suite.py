@@ -3,30 +3,10 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def sd():
-    """The benchmark module (benchmarks/ is a folder of scripts, not a package)."""
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(
-        "structure_determination", BENCH / "structure_determination.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
-    sys.path.remove(str(BENCH))
 
 
 def test_tiny_suite_writes_curves_table_and_plot(sd, tmp_path, one_torch_thread):
