@@ -165,8 +165,18 @@ def test_jobs_killed_mid_run_are_rerun_or_given_up_never_duplicated(
         later = [r for r in summary.launches if r.fw_id == rec.fw_id and r.launch_id > rec.launch_id]
         if later:  # detected and rerun; the rerun completed (or is the second kill of the same Firework)
             assert rec.rerun and (later[-1].state == "COMPLETED" or later[-1].slurm_job_id in landed)
-            fw_state = runner.launchpad.get_fw_by_id(rec.fw_id).state  # the LaunchPad's own record
-            fault_ledger.verify(kind, fw_state == "COMPLETED", f"fw {rec.fw_id} {fw_state} after its rerun")
+            if (
+                later[-1].slurm_job_id in landed
+            ):  # the rerun was killed too: this kill's recovery is that rerun
+                rerun = runner.launchpad.launches.find_one({"slurm.job_id": later[-1].slurm_job_id})
+                fault_ledger.verify(
+                    kind, rerun is not None, f"fw {rec.fw_id} rerun as Slurm job {later[-1].slurm_job_id}"
+                )
+            else:
+                fw_state = runner.launchpad.get_fw_by_id(rec.fw_id).state  # the LaunchPad's own record
+                fault_ledger.verify(
+                    kind, fw_state == "COMPLETED", f"fw {rec.fw_id} {fw_state} after its rerun"
+                )
         else:  # the second loss of the same Firework: given up, recorded below
             assert k["suffix"] == given_up and not rec.rerun
             given_up_kind = kind
