@@ -908,30 +908,15 @@ def check_targets(views: list[dict], budget: int, strata: dict | None, technique
 
     if technique != "pdf":
         aso = _rel(views, "aso", budget, None, strata)
-        add(
-            "all",
-            "aso vs rmc (>= 10x lower)",
-            aso,
-            _rel(views, "rmc", budget, None, strata),
-            ">= 10",
-            lambda a, b: b >= 10 * a,
-        )
-        add(
-            "all",
-            "aso vs random (>= 5x lower)",
-            aso,
-            _rel(views, "random", budget, None, strata),
-            ">= 5",
-            lambda a, b: b >= 5 * a,
-        )
-        add(
-            "all",
-            "aso vs gpbo (>= 5x lower)",
-            aso,
-            _rel(views, "gpbo", budget, None, strata),
-            ">= 5",
-            lambda a, b: b >= 5 * a,
-        )
+        for m, factor in (("rmc", 10), ("random", 5), ("gpbo", 5)):
+            add(
+                "all",
+                f"aso vs {m} (>= {factor}x lower)",
+                aso,
+                _rel(views, m, budget, None, strata),
+                f">= {factor}",
+                lambda a, b, factor=factor: b >= factor * a,
+            )
         for m in ("lsq/calc", "lsq-block4/calc"):
             add(
                 "all",
