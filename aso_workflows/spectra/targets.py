@@ -395,9 +395,13 @@ def read_target(
     technique: str,
     grid: Grid | None = None,
     simulator: Simulator | None = None,
+    processing: Any = None,
     **opts: Any,
 ) -> Spectrum:
     """Read a target spectrum, optionally interpolated onto ``grid`` and checked against ``simulator``.
+
+    Raw μ(E) (an XDI or Athena project file, or any file with ``processing`` given) is read and
+    processed by :func:`~aso_workflows.spectra.xas_targets.read_mu_target` (xraylarch).
 
     Parameters
     ----------
@@ -413,6 +417,9 @@ def read_target(
     simulator
         The technique's simulator: the file is refused when it contradicts its settings (radiation,
         absorber, edge, k-weight), and EXAFS χ is brought to its k-weight.
+    processing
+        EXAFS/XANES from raw μ(E): the target's ``processing`` section
+        (:class:`~aso_workflows.spectra.xas_processing.XASProcessing` or a mapping).
     **opts
         :class:`ReadOptions` fields.
 
@@ -425,11 +432,17 @@ def read_target(
     """
     if not is_technique(technique):
         raise InputError("technique", f"unknown technique {technique!r}; expected one of {list(TECHNIQUES)}")
+    from aso_workflows.spectra.xas_files import is_raw_mu_file, looks_like_mu
+
+    if processing is not None or is_raw_mu_file(path):
+        return _raw_mu(path, technique, processing, simulator, grid, opts)
     o = ReadOptions.from_options(opts)
     p = Path(path)
     src = str(p)
     table = read_table(p, _EXPECTED)
     fmt = o.format if o.format != "auto" else _detect_format(p, table)
+    if fmt == "columns" and o.format == "auto" and looks_like_mu(table, technique):
+        return _raw_mu(path, technique, processing, simulator, grid, opts)
     hints = _header_hints(table.header)
     if simulator is not None:
         _check_against(simulator, technique, hints, src)
@@ -522,6 +535,22 @@ def read_target(
         source=src,
         extra=extra,
     )
+
+
+def _raw_mu(
+    path: str | Path,
+    technique: str,
+    processing: Any,
+    simulator: Simulator | None,
+    grid: Grid | None,
+    opts: dict,
+) -> Spectrum:
+    """A target from raw μ(E), processed by Larch (:mod:`~aso_workflows.spectra.xas_targets`)."""
+    if opts:
+        raise InputError("read_options", f"{sorted(opts)} do not apply to raw μ(E) files; use processing")
+    from aso_workflows.spectra.xas_targets import read_mu_target
+
+    return read_mu_target(path, technique, processing, simulator=simulator, grid=grid)
 
 
 def _kweighted(

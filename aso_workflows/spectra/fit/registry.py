@@ -19,11 +19,17 @@ FITTERS: dict[str, tuple[str, str]] = {
 }
 
 
-def fitter_class(technique: str) -> type[NuisanceFitter]:
-    """The fitter class of a technique (imported on first use)."""
+MODELS: dict[tuple[str, str], tuple[str, str]] = {
+    ("exafs", "paths"): ("aso_workflows.spectra.fit.feffit", "FeffitFitter"),
+}
+"""Fitters chosen by a target's ``fit.model`` instead of the technique's default (FEFFIT-grade EXAFS)."""
+
+
+def fitter_class(technique: str, model: str | None = None) -> type[NuisanceFitter]:
+    """The fitter class of a technique (and ``fit.model``), imported on first use."""
     if technique not in FITTERS:
         raise InputError("technique", f"no nuisance fit for {technique!r}; expected one of {list(FITTERS)}")
-    module, name = FITTERS[technique]
+    module, name = MODELS.get((technique, model or ""), FITTERS[technique])
     return getattr(importlib.import_module(module), name)
 
 
@@ -61,4 +67,6 @@ def make_fitter(
             raise InputError(
                 f"fit.{loc}" if loc else "fit", err["msg"].removeprefix("Value error, ")
             ) from None
-    return fitter_class(technique)(spec, target, simulator)
+    if spec.model != "chi" and (technique, spec.model) not in MODELS:
+        raise InputError("fit.model", f"{spec.model!r} is not a {technique} fit model")
+    return fitter_class(technique, spec.model)(spec, target, simulator)

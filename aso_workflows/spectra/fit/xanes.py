@@ -11,6 +11,7 @@ spectrum they hold the simulation's end values.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -59,7 +60,10 @@ class XANESFitter(NuisanceFitter[Simulator]):
     def point_weights(self) -> np.ndarray:
         return self._weights
 
-    def fit(self, spectrum: Spectrum, structure: Structure | None = None) -> FitResult:
+    def fit(
+        self, spectrum: Spectrum, structure: Structure | None = None, fixed: Mapping[str, float] | None = None
+    ) -> FitResult:
+        self.check_fixed(fixed)
         e = self.target.x
         src_e, src_y = (
             spectrum.x,
