@@ -185,6 +185,8 @@ class FitDoc(_Doc):
 
     technique: str
     parameters: dict[str, float] = Field(default_factory=dict)
+    uncertainties: dict[str, float] = Field(default_factory=dict)
+    statistics: dict[str, float] = Field(default_factory=dict)
     goodness_name: str
     goodness: float
     mse: float

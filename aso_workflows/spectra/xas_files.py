@@ -199,7 +199,7 @@ def _read_project(path: Path, p: XASProcessing) -> MuData:
 
 
 def _read_columns(path: Path, p: XASProcessing) -> MuData:
-    from aso_workflows.spectra.targets import _header_hints
+    from aso_workflows.spectra.targets.base import header_hints
     from aso_workflows.spectra.textfile import read_table
 
     table = read_table(path, "raw μ(E): energy and μ (or i0 and itrans/ifluor) columns")
@@ -207,7 +207,7 @@ def _read_columns(path: Path, p: XASProcessing) -> MuData:
     labels = table.labels if len(table.labels) >= width else [f"col{i}" for i in range(width)]
     arrays = {lab: table.column(i) for i, lab in enumerate(labels[:width])}
     hints = {}
-    raw = _header_hints(table.header)
+    raw = header_hints(table.header)
     if "absorber" in raw:
         hints["element"] = raw["absorber"]
     if "edge" in raw:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aso_workflows.errors import InputError
 
-__all__ = ["MuColumns", "XASProcessing", "ProcessedMu", "process_mu", "check_edge"]
+__all__ = ["MuColumns", "XASProcessing", "ProcessedMu", "process_mu", "check_edge", "find_e0"]
 
 Column = str | Annotated[int, Field(ge=0)]
 """A column by its label (case-insensitive) or its zero-based number."""
@@ -280,6 +280,27 @@ def process_mu(energy: np.ndarray, mu: np.ndarray, p: XASProcessing, src: str, c
         out.delta_chi = np.asarray(dchi, dtype=float)
     used.update({"rbkg": p.rbkg, "bkg_kweight": p.kweight, "bkg_kmin": p.kmin, "bkg_kmax": float(g.k[-1])})
     return out
+
+
+def find_e0(energy: np.ndarray, mu: np.ndarray, src: str) -> float:
+    """The edge energy of μ(E), by xraylarch's ``find_e0`` (Athena's: the maximum of dμ/dE).
+
+    Raises
+    ------
+    InputError
+        xraylarch is missing or fails on the data (one line naming the file).
+    """
+    from aso_workflows.spectra.xraylarch import larch_modules, quiet
+
+    xafs, _ = larch_modules(src)
+    try:
+        with quiet():
+            e0 = xafs.find_e0(np.asarray(energy, dtype=float), np.asarray(mu, dtype=float))
+    except (ValueError, IndexError, TypeError) as exc:
+        raise InputError(src, f"cannot find E0 ({_first_line(exc)}); set read_options.e0") from None
+    if e0 is None or not np.isfinite(e0):
+        raise InputError(src, "cannot find E0; set read_options.e0")
+    return float(e0)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aso_workflows.errors import InputError
-from aso_workflows.spectra.spectrum import Grid, Spectrum, is_technique
+from aso_workflows.spectra.spectrum import Grid, Spectrum
 from aso_workflows.spectra.xas_files import read_mu
 from aso_workflows.spectra.xas_processing import ProcessedMu, XASProcessing, process_mu
 
@@ -123,7 +123,7 @@ def read_mu_target(
         One line: the file cannot be read or processed, is for another element or edge, or does not
         cover the grid.
     """
-    if technique not in ("exafs", "xanes") or not is_technique(technique):
+    if technique not in ("exafs", "xanes"):
         raise InputError(path, f"is raw μ(E) (XAS); it cannot be a {technique} target")
     p = processing_settings(processing)
     data = read_mu(path, p)

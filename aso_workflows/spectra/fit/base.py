@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
+from aso_workflows.schemas import FitDoc
 from aso_workflows.spectra.fit.spec import FitSpec
-from aso_workflows.spectra.spectrum import Spectrum
+from aso_workflows.spectra.spectrum import Spectrum, on_target_grid
 
 if TYPE_CHECKING:
     from aso_workflows.spectra.base import Simulator
@@ -40,13 +40,14 @@ if TYPE_CHECKING:
 __all__ = ["FitResult", "NuisanceFitter", "ProfileFit", "profile_fit", "linear_scale"]
 
 
-class FitResult(BaseModel):
-    """One candidate's nuisance fit against one target.
+class FitResult(FitDoc):
+    """One candidate's nuisance fit against one target: the stored :class:`~aso_workflows.schemas.FitDoc`
+    and the fitted spectrum.
 
     Attributes
     ----------
     technique
-        ``"pdf"``, ``"exafs"`` or ``"xanes"``.
+        A registered technique (``"pdf"``, ``"exafs"``, ``"xanes"`` ...).
     parameters
         Fitted values by name (``scale``, ``qdamp``, ``biso_Ni``, ``s02``, ``e0``, ``shift`` ...);
         empty when nothing is refined.
@@ -69,14 +70,6 @@ class FitResult(BaseModel):
         ``chi_square``, ``n_independent``, ``n_varys``, ``nfev``, ``first_shell_r``).
     """
 
-    technique: str
-    parameters: dict[str, float] = Field(default_factory=dict)
-    uncertainties: dict[str, float] = Field(default_factory=dict)
-    statistics: dict[str, float] = Field(default_factory=dict)
-    goodness_name: str
-    goodness: float
-    mse: float
-    n_simulations: int = 0
     status: str = "fixed"
     spectrum: Spectrum
 
@@ -292,15 +285,8 @@ class NuisanceFitter(ABC, Generic[SimulatorT]):
 
     # -- shared helpers -----------------------------------------------------------------------
     def on_target_grid(self, spectrum: Spectrum) -> Spectrum:
-        """``spectrum`` interpolated onto the target's grid when the grids differ."""
-        from aso_workflows.spectra.mismatch import same_grid
-
-        if same_grid(spectrum.grid, self.target.grid):
-            return spectrum
-        try:
-            return spectrum.interpolate(self.target.grid)
-        except ValueError as exc:
-            raise InputError(f"{self.technique} spectrum", str(exc)) from None
+        """``spectrum`` on the target's grid (:func:`~aso_workflows.spectra.spectrum.on_target_grid`)."""
+        return on_target_grid(spectrum, self.target.grid)
 
     def bounds_of(self, name: str, default: tuple[float, float]) -> tuple[float, float]:
         lo, hi = self.spec.bounds.get(name, default)

@@ -53,9 +53,10 @@ class FitSpec(BaseModel):
         EXAFS: fit k-weighted χ(k) (``"k"``), complex χ(R) over ``[rmin, rmax]`` Å (``"r"``) or
         back-transformed χ(q) (``"q"``, FEFFIT-grade model only).
     model
-        EXAFS: ``"chi"`` (the candidate's FEFF χ(k) with S0², E0 and an extra σ²) or ``"paths"``
-        (FEFFIT-grade: Larch's ``feffit`` on the candidate's FEFF scattering paths, with S0², ΔE0, σ²,
-        ``expansion``; needs ``aso-workflows[xas]``).
+        Another fit than the technique's own, from its registry entry's ``fit_models``. EXAFS:
+        ``"paths"`` (FEFFIT-grade: Larch's ``feffit`` on the candidate's FEFF scattering paths, with
+        S0², ΔE0, σ², ``expansion``; needs ``aso-workflows[xas]``); left out, the candidate's FEFF χ(k)
+        is fitted with S0², E0 and an extra σ².
     sigma2_model
         ``model: paths``: σ² one value for every path (``"global"``), one per shell (``"shell"``:
         single-scattering paths grouped by distance, ``shell_gap`` apart; multiple-scattering paths take
@@ -91,7 +92,7 @@ class FitSpec(BaseModel):
     emin: float | None = None
     emax: float | None = None
     max_nfev: int = Field(default=200, ge=1)
-    model: Literal["chi", "paths"] = "chi"
+    model: str | None = None
     sigma2_model: Literal["global", "shell", "debye", "einstein"] = "global"
     temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     shell_gap: float = Field(default=0.15, gt=0)
