@@ -23,7 +23,8 @@ beside the campaign and compares.
 The data are the target's χ(k) as AUTOBK made it (``extra["xas"]``, uniform from k = 0), or, for a
 χ(k) target file, the target divided by its k-weight. The fitted spectrum (what the campaign stores
 and the surrogate learns) is the fitted model k-weighted as the simulator's spectra, on the target's
-grid; the campaign's MSE weights it by the fit window squared, like the ``chi`` model.
+grid; the campaign's MSE is taken where the fit is done (:meth:`FeffitFitter.fit_space`: complex χ(R)
+over the fit's R range in R space; the window-weighted χ(k) in k and q space).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from aso_workflows.spectra.feff_paths import FeffPath, first_shell, paths_of
 from aso_workflows.spectra.fit.base import FitResult, NuisanceFitter
 from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.spectrum import Spectrum
-from aso_workflows.spectra.xafs import ftwindow
+from aso_workflows.spectra.xafs import ftwindow, xftf
 
 __all__ = ["FeffitFitter", "FEFFIT_BOUNDS", "shells"]
 
@@ -103,6 +104,9 @@ class FeffitFitter(NuisanceFitter[Simulator]):
         if spec.space != "k" and spec.rmax <= spec.rmin:
             raise InputError("fit.rmax", f"must be larger than rmin ({spec.rmin:g} Å)")
         self._weights = ftwindow(k, self.kmin, self.kmax, spec.dk, spec.window) ** 2
+        self._kstep = float(k[1] - k[0])
+        if spec.space == "r" and not np.allclose(np.diff(k), self._kstep, rtol=1e-6, atol=1e-9):
+            raise InputError("fit.space", "'r' needs the target on a uniform k grid")
         if not np.any(self._weights > 0):
             raise InputError(
                 "fit.kmin", f"the window [{self.kmin:g}, {self.kmax:g}] Å⁻¹ holds no target point"
@@ -129,6 +133,35 @@ class FeffitFitter(NuisanceFitter[Simulator]):
 
     def point_weights(self) -> np.ndarray:
         return self._weights
+
+    def fit_space(self, values: np.ndarray) -> np.ndarray | None:
+        """k-weighted χ(k) on the target grid → real and imaginary χ(R) over ``[rmin, rmax]`` (``space:
+        r``; ``None`` in k and q space, compared in k by :meth:`point_weights`).
+
+        The campaign's MSE (and its variance normaliser) for this target are taken here, where the
+        fit is done, so a shell outside the R range that the paths do not model adds nothing to every
+        candidate's objective alike. The transform is the fit's (window, ``dk``, k range) on the
+        target's grid, with the simulator's k-weight; Larch's R-factor (the goodness) uses the data's
+        whole χ(k) and the fit's k-weight(s).
+        """
+        if self.spec.space != "r":
+            return None
+        r, chir = xftf(
+            self.target.x, np.asarray(values, dtype=float), rmax=self.spec.rmax + 0.5, kmin=self.kmin,
+            kmax=self.kmax, dk=self.spec.dk, window=self.spec.window, kstep=self._kstep,
+        )  # fmt: skip
+        sel = (r >= self.spec.rmin - 1e-9) & (r <= self.spec.rmax + 1e-9)
+        return np.concatenate([chir.real[sel], chir.imag[sel]])
+
+    def mse_of(self, values: np.ndarray) -> float:
+        """The campaign's MSE of fitted ``values`` against the target: in R space (:meth:`fit_space`)
+        or, in k and q space, weighted by the window squared."""
+        own = self.fit_space(values)
+        if own is None:
+            return self.weighted_mse(values)
+        data = self.fit_space(self.target.y)
+        assert data is not None
+        return float(np.mean((own - data) ** 2))
 
     # -- the Larch model ------------------------------------------------------------------------------
     def _params(self, paths: list[FeffPath], fixed: Mapping[str, float]) -> tuple[Any, dict[str, str]]:
@@ -270,7 +303,7 @@ class FeffitFitter(NuisanceFitter[Simulator]):
             statistics=stats,
             goodness_name="R",
             goodness=float(out.rfactor),
-            mse=self.weighted_mse(values),
+            mse=self.mse_of(values),
             n_simulations=0,
             status="fixed" if not self.spec.refine else ("converged" if out.success else "stopped"),
             spectrum=spectrum.model_copy(update=update),
