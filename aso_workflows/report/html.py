@@ -93,7 +93,20 @@ def write_html(
             )
         )
     for t, f in best[0].fit.items():
-        facts.append((f"fitted ({t})", ", ".join(f"{k} {fmt(v)}" for k, v in f.parameters.items())))
+        errors = f.uncertainties  # FEFFIT-grade EXAFS: one standard deviation from the covariance
+        facts.append(
+            (
+                f"fitted ({t})",
+                ", ".join(
+                    f"{k} {fmt(v)}" + (f" ± {fmt(errors[k])}" if k in errors else "")
+                    for k, v in f.parameters.items()
+                ),
+            )
+        )
+        if "first_shell_r" in f.statistics:
+            facts.append(
+                (f"first shell ({t})", f"{f.statistics['first_shell_r']:.4f} Å (with the fitted expansion)")
+            )
     facts.append(("store", html.escape(state.db.spec.redacted())))
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -109,8 +122,16 @@ def write_html(
         _img(paths["spectra_png"], "target, start and best spectra"),
         "<h2 id='structure'>Neighbour distances and bond angles</h2>",
         _img(paths["structure_png"], "neighbour-distance and bond-angle histograms"),
-        "<h2 id='surrogate'>Surrogate accuracy per iteration</h2>",
     ]
+    if "xas_png" in paths:
+        parts += [
+            "<h2 id='xas'>Measured μ(E): background and what the campaign fits</h2>",
+            _img(
+                paths["xas_png"],
+                "μ(E) with pre-edge, post-edge and AUTOBK background; the fitted χ(k) or μ(E)",
+            ),
+        ]
+    parts.append("<h2 id='surrogate'>Surrogate accuracy per iteration</h2>")
     if accuracy:
         techs = list(state.targets)
         parts.append(_img(paths["surrogate_png"], "surrogate accuracy: predicted vs simulated mismatch"))
