@@ -100,12 +100,15 @@ def _cached(state: CampaignState, cid: str) -> bool:
 def _put_cache(
     state: CampaignState, cid: str, fingerprint: str, technique: str, spectrum: Spectrum, prov: Provenance
 ) -> None:
+    data = spectrum.model_dump(mode="json")
+    paths = data["extra"].pop("feff_paths", None)  # bulky: a field of its own, in the blob store
     doc = SpectrumDoc(
         _id=cid,
         fingerprint=fingerprint,
         technique=technique,
-        spectrum=spectrum.model_dump(mode="json"),
+        spectrum=data,
         provenance=prov,
+        feff_paths=paths,
     )
     state.db.spectra.update_one({"_id": cid}, {"$setOnInsert": doc.to_mongo_fields()}, upsert=True)
 

@@ -22,7 +22,7 @@ from aso_workflows.spectra.textfile import Table, columns
 
 if TYPE_CHECKING:
     from aso_workflows.spectra.base import Simulator
-    from aso_workflows.spectra.spectrum import Grid
+    from aso_workflows.spectra.spectrum import Grid, Spectrum
 
 __all__ = [
     "TargetFile",
@@ -154,6 +154,26 @@ class TargetReader:
     """
 
     technique: ClassVar[str] = ""
+    RAW_MU: ClassVar[bool] = False
+    """Whether the technique's targets may be raw μ(E) (:meth:`read_raw_mu`): XAS."""
+
+    def read_raw_mu(
+        self, path: str | Path, processing: Any, simulator: Simulator | None, grid: Grid | None
+    ) -> Spectrum:
+        """The target from a raw μ(E) file (XAS readers: processed by xraylarch).
+
+        Raises
+        ------
+        InputError
+            The technique has no raw μ(E) targets, or the file cannot be read or processed.
+        """
+        if not self.RAW_MU:
+            raise InputError(
+                path, f"is raw μ(E) (XAS: XDI, an Athena project, processing); not a {self.technique} target"
+            )
+        from aso_workflows.spectra.xas_targets import read_mu_target
+
+        return read_mu_target(path, self.technique, processing, simulator=simulator, grid=grid)
 
     def check(self, simulator: Simulator, hints: dict, src: str) -> None:
         """Refuse a file whose header ``hints`` contradict the simulator's settings (one line)."""
