@@ -15,7 +15,7 @@ The documents themselves are the pydantic models of :mod:`aso_workflows.schemas`
 """
 
 from aso_workflows.store.backends import open_store
-from aso_workflows.store.blobs import INLINE_LIMIT, BlobStore, FileBlobStore, GridFSBlobStore
+from aso_workflows.store.blobs import BLOB_FIELDS, INLINE_LIMIT, BlobStore, FileBlobStore, GridFSBlobStore
 from aso_workflows.store.campaign_db import COLLECTIONS, INDEXES, CampaignDB
 from aso_workflows.store.collection import StoreCollection, bson_safe
 from aso_workflows.store.errors import StoreRefused, StoreUnavailable, server_refusal
@@ -23,6 +23,7 @@ from aso_workflows.store.lease import Lease, LeaseHeld
 from aso_workflows.store.spec import StoreSpec, read_password_file, redact_uri, unknown_uri_options
 
 __all__ = [
+    "BLOB_FIELDS",
     "COLLECTIONS",
     "INDEXES",
     "INLINE_LIMIT",

@@ -1,7 +1,8 @@
 """Large binary objects beside the documents: files for the embedded store, GridFS for MongoDB.
 
-Surrogate weights are stored here by name, and so are the largest fields of a document that would
-exceed :data:`INLINE_LIMIT` (a structure of a large supercell, a long spectrum): such a field is kept as
+Surrogate weights are stored here by name, and so are some fields of documents: the fields of
+:data:`BLOB_FIELDS` always, and the largest fields of a document that would exceed :data:`INLINE_LIMIT`
+(a structure of a large supercell, a long spectrum). Such a field is kept as
 ``{"aso_blob": "gridfs:docs/<collection>/<sha1>", "bytes": N}`` (content-addressed, so a rerun writes
 nothing new) and :func:`resolve_blob_fields` puts the original value back on reading. No document then
 approaches MongoDB's 16 MB limit.
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BLOB_FIELDS",
     "INLINE_LIMIT",
     "BlobStore",
     "FileBlobStore",
     "GridFSBlobStore",
     "offload_large_fields",
+    "to_blob",
     "resolve_blob_fields",
 ]
 
@@ -28,6 +31,9 @@ INLINE_LIMIT = 8 * 2**20
 """Encoded size (bytes) above which a document's largest fields go to the blob store (MongoDB: 16 MiB)."""
 BLOB_KEY = "aso_blob"
 """The key of a field's reference to its value in the blob store."""
+BLOB_FIELDS: dict[str, frozenset[str]] = {"spectra": frozenset({"feff_paths"})}
+"""Top-level fields always kept in the blob store, whatever the document's size (bulky data that queries
+never look into: the FEFF scattering paths of an EXAFS spectrum)."""
 _SMALLEST_OFFLOADED = 4096
 """A field encoded in fewer bytes than this stays in its document."""
 
@@ -107,24 +113,34 @@ def bson_size(doc: dict[str, Any]) -> int:
     return len(bson.encode(doc))
 
 
-def offload_large_fields(doc: dict[str, Any], collection: str, blobs: BlobStore) -> dict[str, Any]:
-    """``doc`` itself when it encodes within :data:`INLINE_LIMIT`, else a copy whose largest fields are
-    references to their values in ``blobs`` (largest first, until it fits; ``_id`` always stays)."""
-    if bson_size(doc) <= INLINE_LIMIT:
-        return doc
+def to_blob(value: Any, collection: str, blobs: BlobStore) -> dict[str, Any]:
+    """``value`` written to ``blobs`` (content-addressed: a rerun writes nothing new); the reference
+    that replaces it in its document of ``collection``."""
     import bson
 
+    data = bson.encode({"v": value})
+    name = f"docs/{collection}/{hashlib.sha1(data).hexdigest()}"
+    ref = blobs.ref(name)
+    if not blobs.exists(ref):
+        ref = blobs.put(name, data)
+    return {BLOB_KEY: ref, "bytes": len(data)}
+
+
+def offload_large_fields(doc: dict[str, Any], collection: str, blobs: BlobStore) -> dict[str, Any]:
+    """``doc`` itself when it encodes within :data:`INLINE_LIMIT` and has none of the
+    :data:`BLOB_FIELDS` of ``collection``; else a copy whose :data:`BLOB_FIELDS` and largest fields
+    (largest first, until it fits; ``_id`` always stays) are references to their values in ``blobs``."""
+    always = [k for k in BLOB_FIELDS.get(collection, ()) if doc.get(k) is not None]
+    if not always and bson_size(doc) <= INLINE_LIMIT:
+        return doc
     doc = dict(doc)
+    for key in always:
+        doc[key] = to_blob(doc[key], collection, blobs)
     sizes = {k: bson_size({"v": v}) for k, v in doc.items() if k != "_id"}
     for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
         if bson_size(doc) <= INLINE_LIMIT or sizes[key] < _SMALLEST_OFFLOADED:
             break
-        data = bson.encode({"v": doc[key]})
-        name = f"docs/{collection}/{hashlib.sha1(data).hexdigest()}"
-        ref = blobs.ref(name)
-        if not blobs.exists(ref):  # content-addressed: a rerun writes nothing new
-            ref = blobs.put(name, data)
-        doc[key] = {BLOB_KEY: ref, "bytes": len(data)}
+        doc[key] = to_blob(doc[key], collection, blobs)
     return doc
 
 
