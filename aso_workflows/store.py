@@ -82,6 +82,9 @@ COLLECTIONS = ("campaigns", "evaluations", "spectra", "models", "proposals", "jo
 INLINE_LIMIT = 8 * 2**20
 """Encoded size (bytes) above which a document's largest fields go to the blob store (MongoDB: 16 MiB)."""
 _BLOB_KEY = "aso_blob"
+BLOB_FIELDS: dict[str, frozenset[str]] = {"spectra": frozenset({"feff_paths"})}
+"""Top-level fields always kept in the blob store, whatever the document's size (bulky data that queries
+never look into: the FEFF scattering paths of an EXAFS spectrum)."""
 
 # Indexes for the queries users make (docs/results.md). montydb accepts and ignores what it cannot use.
 INDEXES: dict[str, list[list[tuple[str, int]]]] = {
@@ -356,22 +359,31 @@ class StoreCollection:
     def _prepare(self, doc: dict) -> dict:
         """A BSON-safe copy of a document (or of an update's ``$set`` part) under :data:`INLINE_LIMIT`."""
         doc = bson_safe(doc)
-        if not isinstance(doc, dict) or _bson_size(doc) <= INLINE_LIMIT:
+        if not isinstance(doc, dict):
             return doc
-        import bson
-
+        always = [k for k in BLOB_FIELDS.get(self.name, ()) if doc.get(k) is not None]
+        if not always and _bson_size(doc) <= INLINE_LIMIT:
+            return doc
         doc = dict(doc)
+        for key in always:
+            doc[key] = self._to_blob(doc[key])
         sizes = {k: _bson_size({"v": v}) for k, v in doc.items() if k != "_id"}
         for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
             if _bson_size(doc) <= INLINE_LIMIT or sizes[key] < 4096:
                 break
-            data = bson.encode({"v": doc[key]})
-            name = f"docs/{self.name}/{hashlib.sha1(data).hexdigest()}"
-            ref = self._owner.blobs.ref(name)
-            if not self._owner.blobs.exists(ref):  # content-addressed: a rerun writes nothing new
-                ref = self._owner.blobs.put(name, data)
-            doc[key] = {_BLOB_KEY: ref, "bytes": len(data)}
+            doc[key] = self._to_blob(doc[key])
         return doc
+
+    def _to_blob(self, value: Any) -> dict:
+        """``value`` written to the blob store (content-addressed); the reference that replaces it."""
+        import bson
+
+        data = bson.encode({"v": value})
+        name = f"docs/{self.name}/{hashlib.sha1(data).hexdigest()}"
+        ref = self._owner.blobs.ref(name)
+        if not self._owner.blobs.exists(ref):  # content-addressed: a rerun writes nothing new
+            ref = self._owner.blobs.put(name, data)
+        return {_BLOB_KEY: ref, "bytes": len(data)}
 
     def _prepare_update(self, update: dict | list) -> Any:
         if not isinstance(update, dict):  # an aggregation-pipeline update: only numpy cleaned

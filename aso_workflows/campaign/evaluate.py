@@ -103,12 +103,15 @@ def _cached(state: CampaignState, cid: str) -> bool:
 def _put_cache(
     state: CampaignState, cid: str, fingerprint: str, technique: str, spectrum: Spectrum, prov: Provenance
 ) -> None:
+    data = spectrum.model_dump(mode="json")
+    paths = data["extra"].pop("feff_paths", None)  # bulky: a field of its own, in the blob store
     doc = SpectrumDoc(
         _id=cid,
         fingerprint=fingerprint,
         technique=technique,
-        spectrum=spectrum.model_dump(mode="json"),
+        spectrum=data,
         provenance=prov,
+        feff_paths=paths,
     )
     state.db.spectra.update_one({"_id": cid}, {"$setOnInsert": doc.to_mongo_fields()}, upsert=True)
 
@@ -202,7 +205,7 @@ def _check_geometry(state: CampaignState, structure: Structure) -> str | None:
 
 
 def _site_rows(state: CampaignState, technique: str) -> bool:
-    """Whether this technique's evaluations also carry per-atom rows for the surrogate (a node-level PDF
+    """Whether this technique's evaluations also carry per-site rows for the surrogate (a node-level PDF
     surrogate of an optimiser that trains one; see :func:`aso_workflows.surrogate.factory.needs_site_rows`)."""
     from aso_workflows.optimizers.registry import optimizer_class
     from aso_workflows.surrogate.factory import needs_site_rows
@@ -218,14 +221,17 @@ class _Simulate(Protocol):
 
 
 def _with_site_rows(sim: Simulator) -> _Simulate:
-    """``simulate(structure, workdir)`` that adds the per-atom PDF rows (and counts their engine calls)."""
-    from aso_workflows.spectra.pdf import PDFSimulator
-    from aso_workflows.spectra.pdf_partials import simulate_with_sites
+    """``simulate(structure, workdir)`` that adds the per-site rows of the technique's entry
+    (``surrogate.site_rows``; PDF: the per-atom partials, counting their engine calls)."""
+    from aso_workflows.spectra.techniques import get_technique, load_ref
 
-    assert isinstance(sim, PDFSimulator)  # per-atom rows are asked for the PDF only (_site_rows)
+    site_rows = get_technique(sim.technique).surrogate.site_rows
+    assert site_rows is not None  # asked for only when the entry names one (_site_rows)
+    add_rows = load_ref(site_rows)
 
     def simulate(structure: Structure, workdir: str | Path | None = None) -> Spectrum:
-        return simulate_with_sites(sim, structure, workdir=workdir)
+        spectrum: Spectrum = add_rows(sim, structure, workdir=workdir)
+        return spectrum
 
     return simulate
 

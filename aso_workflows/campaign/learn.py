@@ -271,7 +271,9 @@ def read_inputs(config: CampaignConfig) -> dict:
         else:
             sim = make_simulator(t.technique, **t.settings)
             assert t.file is not None  # TargetConfig holds exactly one of file / structure
-            spectrum = read_target(t.file, t.technique, simulator=sim, **t.read_options)
+            spectrum = read_target(
+                t.file, t.technique, simulator=sim, processing=t.processing, **t.read_options
+            )
             targets[t.technique] = {"spectrum": spectrum.model_dump(mode="json"), "path": str(t.file)}
     return {"start": start.as_dict(), "targets": targets}
 

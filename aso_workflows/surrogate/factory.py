@@ -1,6 +1,7 @@
 """The campaign's surrogate for one technique: which level, which readout range, which per-site rows.
 
-One place for the choices that depend on the technique, used by the training job and the benchmarks:
+One place for the choices that depend on the technique, used by the training job and the benchmarks;
+they are read from the technique's entry (:class:`~aso_workflows.spectra.techniques.SurrogateNeeds`):
 
 * PDF: level ``settings.pdf_level`` (node: per-atom contributions G_i(r), see
   :mod:`~aso_workflows.spectra.pdf_partials`; graph: G(r) per structure), and a readout that reaches
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aso_workflows.spectra.spectrum import Grid
+from aso_workflows.spectra.techniques import get_technique
 from aso_workflows.surrogate.settings import SurrogateLevel, SurrogateSettings
 
 if TYPE_CHECKING:
@@ -39,12 +41,15 @@ __all__ = [
 
 #: Å beyond the PDF's ``rmax`` that the readout covers: a pair at distance d shapes G(r) over ±5σ
 #: (σ = 0.23 Å for the reference's Biso = 2) plus the Qmax termination ripples.
-PDF_READOUT_MARGIN = 1.0
+PDF_READOUT_MARGIN: float = get_technique("pdf").surrogate.readout_margin or 0.0
 
 
 def surrogate_level(technique: str, settings: SurrogateSettings) -> SurrogateLevel:
-    """``"node"`` or ``"graph"``: what the surrogate of ``technique`` learns."""
-    return settings.pdf_level if technique == "pdf" else "node"
+    """``"node"`` or ``"graph"``: what the surrogate of ``technique`` learns (its entry's level, or the
+    setting its entry names: PDF ``pdf_level``)."""
+    needs = get_technique(technique).surrogate
+    level: SurrogateLevel = getattr(settings, needs.level_setting) if needs.level_setting else needs.level
+    return level
 
 
 def uses_prior(technique: str, settings: SurrogateSettings, engine: str | None = None) -> bool:
@@ -59,20 +64,27 @@ def uses_prior(technique: str, settings: SurrogateSettings, engine: str | None =
 def needs_site_rows(technique: str, settings: SurrogateSettings) -> bool:
     """Whether evaluations must carry per-site rows for this technique beyond what its simulator gives.
 
-    True for a node-level PDF surrogate without the physics prior: each PDF evaluation then also computes
-    the per-atom contributions (:func:`~aso_workflows.spectra.pdf_partials.simulate_with_sites`, ~2.4
-    G(r) calculations more). With the prior the residual is learned per structure (the prior gives its
-    own per-atom rows), so the evaluations stay one G(r). XAS simulators produce their per-absorber
-    rows anyway.
+    True for a node-level surrogate of a technique whose entry names a ``site_rows`` function, unless
+    the surrogate uses the technique's physics prior: a PDF evaluation then also computes the per-atom
+    contributions (:func:`~aso_workflows.spectra.pdf_partials.simulate_with_sites`, ~2.4 G(r)
+    calculations more). With the prior the residual is learned per structure (the prior has its own
+    per-atom rows), so a PDF evaluation stays one G(r). XAS simulators produce their per-absorber rows
+    anyway.
     """
-    return technique == "pdf" and settings.pdf_level == "node" and not uses_prior(technique, settings)
+    needs = get_technique(technique).surrogate
+    return (
+        needs.site_rows is not None
+        and surrogate_level(technique, settings) == "node"
+        and not uses_prior(technique, settings)
+    )
 
 
 def surrogate_settings(technique: str, grid: Grid, settings: SurrogateSettings) -> SurrogateSettings:
     """``settings`` with the readout range resolved for ``technique`` on ``grid``."""
-    if technique == "pdf" and settings.readout_cutoff is None:
+    margin = get_technique(technique).surrogate.readout_margin
+    if margin is not None and settings.readout_cutoff is None:
         r_max = float(max(grid.values))
-        return dataclasses.replace(settings, readout_cutoff=round(r_max + PDF_READOUT_MARGIN, 6))
+        return dataclasses.replace(settings, readout_cutoff=round(r_max + margin, 6))
     return settings
 
 
@@ -89,7 +101,7 @@ def surrogate_for_target(
     Parameters
     ----------
     technique
-        ``"pdf"``, ``"exafs"`` or ``"xanes"``.
+        A registered technique (``"pdf"``, ``"exafs"``, ``"xanes"`` ...).
     grid
         The target's grid (the surrogate predicts on it; a PDF's ``rmax`` sets the readout range).
     species
@@ -110,7 +122,7 @@ def surrogate_for_target(
             species=species,
             output_dim=len(grid.values),
             level=surrogate_level(technique, settings),
-            absorber=absorber if technique != "pdf" else None,
+            absorber=absorber if get_technique(technique).absorber else None,
             settings=surrogate_settings(technique, grid, settings),
         )
 
