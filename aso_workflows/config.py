@@ -42,7 +42,7 @@ from aso_workflows.optimizers.registry import optimizer_class, optimizer_names, 
 from aso_workflows.optimizers.sampling import PerturbationSampler
 from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.techniques import get_technique, registered
-from aso_workflows.store import StoreSpec, redact_uri
+from aso_workflows.store_spec import StoreSpec, redact_uri
 from aso_workflows.surrogate.settings import SurrogateSettings
 
 if TYPE_CHECKING:

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aso_workflows.commands.common import DatabaseOption, StoreOption, guard, run_summary
+from aso_workflows.commands.common import (
+    DatabaseOption,
+    StoreOption,
+    guard,
+    run_summary,
+    write_campaign_outputs,
+)
 from aso_workflows.errors import InputError
 from aso_workflows.locate import resolve_campaign
 
@@ -169,6 +175,7 @@ def resume(
                 f"{len(summary.lost())} lost and rerun"
             )
             errors = []
+        write_campaign_outputs(state, cfg)
     run_summary(state, cfg)
     if errors:
         typer.echo(
@@ -193,7 +200,7 @@ def _resume_slurm(
 ) -> tuple[CampaignState, RunSummary]:
     from fireworks.utilities.fw_serializers import load_object
 
-    from aso_workflows.campaign.cluster import ClusterCampaignRunner
+    from aso_workflows.cluster.runner import ClusterCampaignRunner
     from aso_workflows.jobstore import shared_job_store
 
     out = cfg.output_dir.resolve()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aso_workflows.commands.common import guard, run_summary
+from aso_workflows.commands.common import guard, run_summary, write_campaign_outputs
 
 __all__ = ["run", "OPTIMIZERS_HELP"]
 
@@ -62,6 +62,7 @@ def run(
         cfg = load_config(campaign, overrides)
         runner = LocalCampaignRunner(progress=not quiet)
         state = runner.run(cfg)
+        write_campaign_outputs(state, cfg)
     run_summary(state, cfg)
     if runner.errors:
         first = runner.errors[0]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from aso_workflows.commands.common import guard, run_summary, warn_inline_passwords
+from aso_workflows.commands.common import guard, run_summary, warn_inline_passwords, write_campaign_outputs
 from aso_workflows.errors import InputError
 
 __all__ = ["submit"]
@@ -71,8 +71,8 @@ def submit(
     training job to the GPU queue) and reads results back until the campaign ends. See docs/cluster.md.
     """
     with guard():
-        from aso_workflows.campaign.cluster import ClusterCampaignRunner
         from aso_workflows.cluster.launchpad import load_launchpad
+        from aso_workflows.cluster.runner import ClusterCampaignRunner
         from aso_workflows.config import load_config
         from aso_workflows.jobstore import shared_job_store
 
@@ -106,5 +106,6 @@ def submit(
             )
             return
         state, summary = runner.run(cfg)
+        write_campaign_outputs(state, cfg)
     typer.echo(f"workflow {summary.workflow_state}: {len(summary.launches)} Slurm jobs")
     run_summary(state, cfg)
