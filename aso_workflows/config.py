@@ -42,7 +42,8 @@ from aso_workflows.optimizers.registry import optimizer_class, optimizer_names, 
 from aso_workflows.optimizers.sampling import PerturbationSampler
 from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.techniques import get_technique, registered
-from aso_workflows.store_spec import StoreSpec, redact_uri
+from aso_workflows.spectra.xas_processing import XASProcessing
+from aso_workflows.store.spec import StoreSpec, redact_uri
 from aso_workflows.surrogate.settings import SurrogateSettings
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class TargetConfig(_Strict):
     normalisation: Literal["variance", "none"] | float = "variance"
     settings: dict = Field(default_factory=dict)
     read_options: dict = Field(default_factory=dict)
+    processing: XASProcessing | None = None
     fit: FitSpec = Field(default_factory=FitSpec)
 
     @property
@@ -93,6 +95,15 @@ class TargetConfig(_Strict):
             )
         if get_technique(self.technique).absorber and "absorber" not in self.settings:
             raise ValueError(f"settings.absorber is required for {self.technique} (e.g. absorber: Ni)")
+        if self.processing is not None and (not get_technique(self.technique).absorber or self.file is None):
+            raise ValueError("processing (raw μ(E) with Larch) applies to an XAS (EXAFS, XANES) target file")
+        if self.technique == "exafs" and self.fit.model == "paths":
+            # the FEFFIT-grade fit needs the candidates' scattering paths
+            if self.settings.get("keep_paths") is False:
+                raise ValueError(
+                    "fit.model 'paths' needs settings.keep_paths: true (FEFF's scattering paths)"
+                )
+            self.settings = {**self.settings, "keep_paths": True}
         return self
 
 
@@ -475,9 +486,11 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
         if t.file is not None:
             try:
                 # with the simulator: a file contradicting its settings (radiation, k-weight) is refused
-                target = read_target(t.file, t.technique, simulator=sim, **t.read_options)
+                target = read_target(
+                    t.file, t.technique, simulator=sim, processing=t.processing, **t.read_options
+                )
             except InputError as exc:
-                if exc.source.startswith("read_options"):
+                if exc.source.startswith(("read_options", "processing", "fit.")):
                     raise InputError(source, f"field '{where}.{exc.source}': {exc.problem}") from None
                 raise
         if t.fit.active:

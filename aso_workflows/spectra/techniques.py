@@ -115,6 +115,9 @@ class TechniqueEntry:
     fitter
         The :class:`~aso_workflows.spectra.fit.base.NuisanceFitter` class of a target's ``fit:``, or
         ``None`` (the technique then accepts no ``fit``).
+    fit_models
+        Other fitters a target chooses with ``fit: {model: name}`` (EXAFS ``paths``: the FEFFIT-grade
+        fit on the candidate's FEFF paths).
     goodness
         The goodness-of-fit figure the field quotes (``"Rw"``, ``"R"``).
     goodness_function
@@ -156,6 +159,7 @@ class TechniqueEntry:
     panels: tuple[Panel, ...] = ()
     summary: Ref | None = None
     surrogate: SurrogateNeeds = field(default_factory=SurrogateNeeds)
+    fit_models: Mapping[str, Ref] = field(default_factory=dict)
 
     def x_label(self, grid_name: str | None = None, unit: str | None = None) -> str:
         """The axis label of a grid of this technique (default: the technique's own grid)."""
@@ -264,6 +268,7 @@ register_technique(
         absorber=True,
         panels=(Panel(x="r", y="chir_mag", x_label="R (Å)", y_label="|χ(R)|"),),
         summary="aso_workflows.spectra.analysis:exafs_summary",
+        fit_models={"paths": "aso_workflows.spectra.fit.feffit:FeffitFitter"},
     )
 )
 register_technique(

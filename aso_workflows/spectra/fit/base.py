@@ -22,7 +22,7 @@ candidate); and the scale is exact in closed form instead of being one more iter
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
@@ -62,6 +62,12 @@ class FitResult(FitDoc):
         ``"fixed"`` (nothing refined), ``"converged"`` or ``"stopped"`` (``max_nfev`` reached).
     spectrum
         The fitted spectrum on the target's grid (per-site spectra transformed alike).
+    uncertainties
+        One standard deviation of fitted parameters, from the fit's covariance, where the fit gives
+        them (the FEFFIT-grade EXAFS fit: Larch's, scaled as FEFFIT scales them).
+    statistics
+        Further figures of the fit where it gives them (EXAFS ``model: paths``: ``chi2_reduced``,
+        ``chi_square``, ``n_independent``, ``n_varys``, ``nfev``, ``first_shell_r``).
     """
 
     status: str = "fixed"
@@ -206,6 +212,9 @@ class NuisanceFitter(ABC, Generic[SimulatorT]):
     technique: ClassVar[str] = ""
     LINEAR: ClassVar[str] = ""
     OPTIONS: ClassVar[frozenset[str]] = frozenset({"weights", "bounds", "max_nfev"})
+    SHARED: ClassVar[frozenset[str]] = frozenset()
+    """Parameters this fitter can take as fixed from outside (``fit(..., fixed=...)``): those a campaign
+    fits once for several targets (``expansion``, :meth:`~aso_workflows.spectra.mismatch.Objective.evaluate_fitted`)."""
 
     def __init__(self, spec: FitSpec, target: Spectrum, simulator: SimulatorT) -> None:
         self.spec = spec
@@ -246,14 +255,33 @@ class NuisanceFitter(ABC, Generic[SimulatorT]):
         """Per-point weights on the target grid used by the fit, the MSE and the goodness."""
 
     @abstractmethod
-    def fit(self, spectrum: Spectrum, structure: Structure | None = None) -> FitResult:
+    def fit(
+        self, spectrum: Spectrum, structure: Structure | None = None, fixed: Mapping[str, float] | None = None
+    ) -> FitResult:
         """Fit ``spectrum`` (the candidate's simulation) to the target.
+
+        Parameters
+        ----------
+        spectrum, structure
+            The candidate's simulated spectrum and structure.
+        fixed
+            Values of :attr:`SHARED` parameters fitted elsewhere (held fixed here, not reported as
+            this fit's parameters).
 
         Raises
         ------
         InputError
-            A parameter needs the structure (a new simulation) and none was given.
+            A parameter needs the structure (a new simulation) and none was given, or ``fixed`` names a
+            parameter this fitter cannot take.
         """
+
+    def check_fixed(self, fixed: Mapping[str, float] | None) -> dict[str, float]:
+        """``fixed`` as a dict, after refusing names outside :attr:`SHARED`."""
+        out = dict(fixed or {})
+        bad = sorted(set(out) - self.SHARED)
+        if bad:
+            raise InputError("fit", f"{self.technique} cannot take {bad} from another target's fit")
+        return out
 
     # -- shared helpers -----------------------------------------------------------------------
     def on_target_grid(self, spectrum: Spectrum) -> Spectrum:

@@ -8,6 +8,7 @@ instance). The goodness is PDFgui's Rw over the simulator's r range, weighted by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -125,7 +126,10 @@ class PDFFitter(NuisanceFitter[PDFSimulator]):
             return float(biso[element])
         return float(biso)
 
-    def fit(self, spectrum: Spectrum, structure: Structure | None = None) -> FitResult:
+    def fit(
+        self, spectrum: Spectrum, structure: Structure | None = None, fixed: Mapping[str, float] | None = None
+    ) -> FitResult:
+        self.check_fixed(fixed)
         spectrum = self.on_target_grid(spectrum)
         data = self.target.y
         w = self._weights

@@ -16,15 +16,22 @@ from aso_workflows.spectra.techniques import get_technique, load_ref, technique_
 __all__ = ["fitter_class", "make_fitter"]
 
 
-def fitter_class(technique: str) -> type[NuisanceFitter]:
-    """The fitter class of a technique (imported on first use).
+def fitter_class(technique: str, model: str | None = None) -> type[NuisanceFitter]:
+    """The fitter class of a technique, or of one of its ``fit.model`` s (imported on first use).
 
     Raises
     ------
     InputError
-        On field ``technique``: unknown, or a technique without a nuisance fit.
+        On field ``technique``: unknown, or a technique without a nuisance fit; on ``fit.model``: a
+        model the technique does not have.
     """
     entry = get_technique(technique)
+    if model is not None:
+        if model not in entry.fit_models:
+            expected = sorted(entry.fit_models) or "none (leave fit.model out)"
+            raise InputError("fit.model", f"{model!r} is not a {technique} fit model; expected {expected}")
+        chosen: type[NuisanceFitter] = load_ref(entry.fit_models[model])
+        return chosen
     if entry.fitter is None:
         fitted = [e.name for e in technique_entries() if e.fitter is not None]
         raise InputError("technique", f"no nuisance fit for {technique!r}; expected one of {fitted}")
@@ -66,4 +73,4 @@ def make_fitter(
             raise InputError(
                 f"fit.{loc}" if loc else "fit", err["msg"].removeprefix("Value error, ")
             ) from None
-    return fitter_class(technique)(spec, target, simulator)
+    return fitter_class(technique, spec.model)(spec, target, simulator)

@@ -45,6 +45,7 @@ class EXAFSTargetReader(TargetReader):
     """χ(k) from columns, FEFF ``xmu.dat``/``chi.dat`` or an Athena ``.chik``; k-weighted after reading."""
 
     technique = "exafs"
+    RAW_MU = True
 
     def check(self, simulator: Simulator, hints: dict, src: str) -> None:
         check_absorber_edge(simulator, hints, src)

@@ -48,8 +48,8 @@ class ReadOptions:
         XANES: normalise the file's μ(E) (pre-/post-edge, Athena/Larch convention). Default: yes for
         Athena ``.xmu`` (raw μ), no otherwise (the values are taken as normalised).
     pre_edge, norm_range, nnorm
-        XANES normalisation ranges (eV relative to E0) and post-edge polynomial degree; default as in
-        :func:`~aso_workflows.spectra.xafs.pre_edge`.
+        XANES normalisation ranges (eV relative to E0) and post-edge polynomial degree; default
+        xraylarch's ``pre_edge`` (:mod:`~aso_workflows.spectra.xas_processing`).
     min_points
         Fewer data points than this is an error.
     """

@@ -17,11 +17,12 @@ from aso_workflows.spectra.targets.base import (
     TargetFile,
     TargetReader,
     detect_format,
-    header_hints,
 )
+from aso_workflows.spectra.targets.hints import header_hints
 from aso_workflows.spectra.targets.options import ReadOptions
 from aso_workflows.spectra.techniques import get_technique, load_ref
 from aso_workflows.spectra.textfile import check_abscissa, read_table
+from aso_workflows.spectra.xas_files import is_raw_mu_file, looks_like_mu
 
 if TYPE_CHECKING:
     from aso_workflows.spectra.base import Simulator
@@ -69,9 +70,14 @@ def read_target(
     technique: str,
     grid: Grid | None = None,
     simulator: Simulator | None = None,
+    processing: Any = None,
     **opts: Any,
 ) -> Spectrum:
     """Read a target spectrum, optionally interpolated onto ``grid`` and checked against ``simulator``.
+
+    Raw μ(E) — an XDI file or Athena project, a text file whose labels or energies say it is μ(E),
+    or any file with ``processing`` given — goes to the reader's :meth:`~.base.TargetReader.read_raw_mu`
+    (XAS: read and processed by xraylarch, :mod:`aso_workflows.spectra.xas_targets`).
 
     Parameters
     ----------
@@ -87,6 +93,9 @@ def read_target(
     simulator
         The technique's simulator: the file is refused when it contradicts its settings (radiation,
         absorber, edge, k-weight), and EXAFS χ is brought to its k-weight.
+    processing
+        XAS from raw μ(E): the target's ``processing`` section
+        (:class:`~aso_workflows.spectra.xas_processing.XASProcessing` or a mapping).
     **opts
         :class:`~aso_workflows.spectra.targets.options.ReadOptions` fields.
 
@@ -99,6 +108,8 @@ def read_target(
     """
     entry = get_technique(technique)
     reader = target_reader(technique)
+    if processing is not None or is_raw_mu_file(path):
+        return _raw_mu(reader, path, processing, simulator, grid, opts)
     o = ReadOptions.from_options(opts)
     p = Path(path)
     table = read_table(p, EXPECTED)
@@ -110,6 +121,8 @@ def read_target(
         hints=header_hints(table.header),
         simulator=simulator,
     )
+    if o.format == "auto" and f.format == "columns" and reader.RAW_MU and looks_like_mu(table, technique):
+        return _raw_mu(reader, path, processing, simulator, grid, opts)
     if simulator is not None:
         reader.check(simulator, f.hints, f.src)
         if grid is None:
@@ -132,6 +145,20 @@ def read_target(
         source=f.src,
         extra=extra,
     )
+
+
+def _raw_mu(
+    reader: TargetReader,
+    path: str | Path,
+    processing: Any,
+    simulator: Simulator | None,
+    grid: Grid | None,
+    opts: dict,
+) -> Spectrum:
+    """A target from raw μ(E): ``read_options`` do not apply (``processing`` says how to read it)."""
+    if opts:
+        raise InputError("read_options", f"{sorted(opts)} do not apply to raw μ(E) files; use processing")
+    return reader.read_raw_mu(path, processing, simulator, grid)
 
 
 def _on_grid(data: TargetData, own: Grid, grid: Grid, src: str) -> TargetData:

@@ -1,14 +1,15 @@
 """XANES targets: normalised μ(E) against energy in eV (relative to E0: grid ``e``; absolute: ``E``).
 
 Read from plain columns, FEFF's ``xmu.dat`` or an Athena/Demeter/Larch ``.xmu``/``.nor`` export. Raw
-μ(E) (Athena ``.xmu``, or ``normalize: true``) is normalised as Athena and Larch do
-(:func:`~aso_workflows.spectra.xafs.pre_edge`: pre-edge line, post-edge polynomial, edge step at E0,
-flattened), on energies relative to E0 (header, ``read_options.e0``, or the maximum of dμ/dE).
+μ(E) (Athena ``.xmu``, or ``normalize: true``) is normalised by xraylarch's ``pre_edge`` (pre-edge
+line, post-edge polynomial, edge step at E0, flattened), on energies relative to E0 (header,
+``read_options.e0``, or Larch's ``find_e0``). XDI files and Athena projects go to
+:mod:`aso_workflows.spectra.xas_targets` (``processing:``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class XANESTargetReader(TargetReader):
     """μ(E) from columns, FEFF ``xmu.dat`` or Athena ``.xmu``/``.nor`` (normalised when raw)."""
 
     technique = "xanes"
+    RAW_MU = True
 
     def check(self, simulator: Simulator, hints: dict, src: str) -> None:
         check_absorber_edge(simulator, hints, src)
@@ -87,36 +89,35 @@ def _read_athena(f: TargetFile) -> TargetData:
 def _xanes_from(
     x: np.ndarray, mu: np.ndarray, lines: list[int], f: TargetFile, normalize: bool
 ) -> TargetData:
-    """μ(E) on absolute energies → (optionally normalised) μ on relative or absolute energies."""
-    from aso_workflows.spectra.xafs import find_e0, pre_edge
+    """μ(E) on absolute energies → (optionally normalised) μ on relative or absolute energies.
+
+    Normalised (and E0 found) by xraylarch's ``pre_edge``/``find_e0``: our numpy versions differed from
+    Larch's by 0.1–0.2 % in the edge step on the Cu and Ni foils (``benchmarks/xafs_vs_larch.py``).
+    """
+    from aso_workflows.spectra.xas_processing import XASProcessing, find_e0, process_mu
 
     o, src = f.options, f.src
     e0 = o.e0 if o.e0 is not None else f.hints.get("e0")
     info = None
     if normalize:
-        kw: dict[str, float] = {}
+        kw: dict[str, Any] = {"e0": e0, "nnorm": o.nnorm}
         if o.pre_edge is not None:
             kw.update(pre1=o.pre_edge[0], pre2=o.pre_edge[1])
         if o.norm_range is not None:
             kw.update(norm1=o.norm_range[0], norm2=o.norm_range[1])
-        try:
-            pe = pre_edge(x, mu, e0=e0, nnorm=o.nnorm, **kw)
-        except ValueError as exc:
-            raise InputError(src, f"cannot normalise μ(E): {exc}") from None
-        mu, e0 = pe.flat, pe.e0
+        proc = process_mu(x, mu, XASProcessing(**kw), src, chi=False)
+        used = proc.used
+        mu, e0 = proc.flat, used["e0"]
         info = {
-            "convention": "athena/larch pre_edge, flattened",
-            "e0": pe.e0,
-            "edge_step": pe.edge_step,
-            "pre_edge": [pe.pre1, pe.pre2],
-            "norm_range": [pe.norm1, pe.norm2],
-            "nnorm": pe.nnorm,
+            "convention": "xraylarch pre_edge, flattened",
+            "e0": used["e0"],
+            "edge_step": used["edge_step"],
+            "pre_edge": [used["pre1"], used["pre2"]],
+            "norm_range": [used["norm1"], used["norm2"]],
+            "nnorm": used["nnorm"],
         }
     elif e0 is None and o.energy == "relative":
-        try:
-            e0 = find_e0(x, mu)
-        except ValueError as exc:
-            raise InputError(src, f"cannot find E0: {exc}") from None
+        e0 = find_e0(x, mu, src)
     if o.energy == "relative":
         x = x - e0
     settings: dict = {}

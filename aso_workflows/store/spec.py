@@ -1,16 +1,19 @@
-"""Where a campaign's store is (:class:`StoreSpec`), and a URI as it may be printed (:func:`redact_uri`).
+"""How to reach a campaign store: :class:`StoreSpec` and its URI and password helpers.
 
-Small and import-free, so the campaign file (:mod:`aso_workflows.config`) can say where its store is
-without importing the store's backends (:mod:`aso_workflows.store` opens it).
+Small and free of database imports (pymongo is imported only by :func:`unknown_uri_options`), so the
+campaign file's validation can use it without loading a backend.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-__all__ = ["StoreSpec", "redact_uri"]
+from aso_workflows.errors import InputError
+
+__all__ = ["StoreSpec", "read_password_file", "redact_uri", "unknown_uri_options"]
 
 
 @dataclass
@@ -42,7 +45,7 @@ class StoreSpec:
     timeout_ms: int = 5000
     password_file: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "path": self.path,
@@ -53,7 +56,7 @@ class StoreSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> StoreSpec:
+    def from_dict(cls, d: dict[str, Any]) -> StoreSpec:
         return cls(**{k: v for k, v in d.items() if not k.startswith("@")})
 
     def redacted(self) -> str:
@@ -65,6 +68,37 @@ class StoreSpec:
         return f"MongoDB {redact_uri(self.uri or '')} database {self.database}"
 
 
+def read_password_file(path: str | Path, field: str = "store.password_file") -> str:
+    """The password in ``path`` (first line, surrounding whitespace stripped); one-line error otherwise."""
+    p = Path(path).expanduser()
+    try:
+        lines = p.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InputError(f"{field} ({p})", f"cannot read the password file ({reason})") from None
+    if not lines or not lines[0].strip():
+        raise InputError(f"{field} ({p})", "the password file is empty (expected the password on line 1)")
+    return lines[0].strip()
+
+
 def redact_uri(uri: str) -> str:
     """``mongodb://user:secret@host`` → ``mongodb://user:***@host`` (any scheme, anywhere in the text)."""
     return re.sub(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]+):[^@\s]*@", r"\1:***@", uri)
+
+
+def unknown_uri_options(uri: str) -> list[str]:
+    """The options in a MongoDB URI's query string that pymongo does not know (case-insensitive)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from pymongo import common
+
+    known = {
+        k.lower()
+        for table in ("URI_OPTIONS_VALIDATOR_MAP", "URI_OPTIONS_ALIAS_MAP", "URI_OPTIONS_DEPRECATION_MAP")
+        for k in getattr(common, table, {})
+    }
+    try:
+        query = urlsplit(uri).query
+    except ValueError:
+        return []
+    return [k for k, _ in parse_qsl(query, keep_blank_values=True) if k.lower() not in known]
