@@ -310,3 +310,20 @@ def test_rw_and_r_factor_definitions():
     assert r_factor(np.array([1 + 1j]), np.array([1.0])) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         rw(np.zeros(3), np.ones(3))
+
+
+def test_cell_expansion_is_recovered_and_can_be_held_for_a_joint_fit(nio):
+    """``expansion`` (α: lengths × (1 + α)) is the cell parameter a joint PDF + EXAFS campaign shares."""
+    from aso_workflows.spectra.fit.pdf import expanded
+
+    sim = PDFSimulator(qdamp=0.03)
+    target = _scaled(sim.simulate(expanded(nio, 0.012)), 0.8)
+    fitter = make_fitter("pdf", ["scale", "expansion"], target, sim)
+    result = fitter.fit(sim.simulate(nio), nio)
+    assert result.parameters["expansion"] == pytest.approx(0.012, abs=1e-5)
+    assert result.parameters["scale"] == pytest.approx(0.8, rel=1e-4)
+    assert result.goodness < 1e-4
+    held = fitter.fit(sim.simulate(nio), nio, fixed={"expansion": 0.0})
+    assert held.parameters["expansion"] == 0.0 and held.goodness > 0.03  # the wrong cell shows
+    with pytest.raises(InputError, match="not refined"):
+        fitter.fit(sim.simulate(nio), nio, fixed={"qdamp": 0.02})

@@ -36,7 +36,8 @@ class FitSpec(BaseModel):
     refine
         Parameters fitted per candidate; every other one keeps its value from the target's
         ``settings``. PDF: ``scale``, ``qdamp``, ``qbroad``, ``delta1``, ``delta2``, ``biso`` (one
-        per element), ``biso_<El>`` (one element), ``uiso``/``uiso_<El>`` (the same in Uiso).
+        per element), ``biso_<El>`` (one element), ``uiso``/``uiso_<El>`` (the same in Uiso),
+        ``expansion`` (α: every length × (1 + α), the cell parameter shared across techniques).
         EXAFS: ``s02``, ``e0``, ``sigma2`` (an extra Debye–Waller factor exp(−2k²σ²)).
         XANES: ``amplitude`` (edge-step normalisation), ``shift`` (energy, eV).
     weights
