@@ -58,7 +58,18 @@ class FitResult(BaseModel):
     n_simulations
         Simulator calls the fit made (0 when only closed-form parameters are refined).
     status
-        ``"fixed"`` (nothing refined), ``"converged"`` or ``"stopped"`` (``max_nfev`` reached).
+        ``"fixed"`` (nothing refined), ``"converged"``, ``"stopped"`` (``max_nfev`` reached) or
+        ``"geometry"`` (a refinement step could not keep the minimum distances).
+    uncertainties
+        One standard uncertainty per refined parameter where the fit derives one from its covariance
+        (pdffit2's, as PDFgui shows them; 0 for a parameter held on a bound).
+    bounds
+        The ``[low, high]`` each parameter was refined within.
+    at_bound
+        Parameters that ended on a bound (the data would take them further).
+    structure
+        The candidate with the refined cell / per-site ADPs applied (pymatgen dict), when the fit
+        refines them.
     spectrum
         The fitted spectrum on the target's grid (per-site spectra transformed alike).
     """
@@ -70,6 +81,10 @@ class FitResult(BaseModel):
     mse: float
     n_simulations: int = 0
     status: str = "fixed"
+    uncertainties: dict[str, float] = Field(default_factory=dict)
+    bounds: dict[str, list[float]] = Field(default_factory=dict)
+    at_bound: list[str] = Field(default_factory=list)
+    structure: dict | None = None
     spectrum: Spectrum
 
     def summary(self) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+from pymatgen.core import Structure
+
 from aso_workflows.errors import InputError
 from aso_workflows.spectra.base import Simulator
 from aso_workflows.spectra.fit.base import NuisanceFitter
@@ -28,7 +30,11 @@ def fitter_class(technique: str) -> type[NuisanceFitter]:
 
 
 def make_fitter(
-    technique: str, spec: FitSpec | list | dict | None, target: Spectrum, simulator: Simulator
+    technique: str,
+    spec: FitSpec | list | dict | None,
+    target: Spectrum,
+    simulator: Simulator,
+    reference: Structure | None = None,
 ) -> NuisanceFitter:
     """A fitter for one target.
 
@@ -43,6 +49,8 @@ def make_fitter(
         The target spectrum on the simulator's grid.
     simulator
         The technique's simulator.
+    reference
+        The campaign's start structure (the PDF fit takes its ``symmetry`` from it).
 
     Raises
     ------
@@ -61,4 +69,7 @@ def make_fitter(
             raise InputError(
                 f"fit.{loc}" if loc else "fit", err["msg"].removeprefix("Value error, ")
             ) from None
-    return fitter_class(technique)(spec, target, simulator)
+    cls = fitter_class(technique)
+    if technique == "pdf":
+        return cls(spec, target, simulator, reference=reference)  # type: ignore[call-arg]
+    return cls(spec, target, simulator)
