@@ -90,3 +90,59 @@ def test_a_group_that_is_not_a_symmetry_of_the_start_is_refused():
         symmetry_constraints(wurtzite(), "Pm-3m")
     with pytest.raises(InputError, match="unknown space group"):
         symmetry_constraints(wurtzite(), "Xyz")
+
+
+def _distorted(start: Structure, c) -> Structure:
+    p = np.array([-0.0084, 0.0489, 0.0743, -0.0124, -0.0247, 0.0556, 0.0392])
+    return Structure(start.lattice, start.species, c.positions(p))
+
+
+def test_sampler_and_gradient_proposals_stay_in_the_group_and_keep_restraints(one_torch_thread):
+    """From ideal LaMnO3 in Pbnm: random draws and proposals move only the seven free coordinates."""
+    import torch
+    from test_proposal import SiteRDF
+
+    from aso_workflows.optimizers.aso.acquisition import LowerConfidenceBound
+    from aso_workflows.optimizers.aso.proposal import GradientProposer
+    from aso_workflows.optimizers.constraint import SearchConstraint
+    from aso_workflows.optimizers.sampling import PerturbationSampler, min_distance_matrix
+    from aso_workflows.restraints import Restraints
+
+    start = ideal_lamno3()
+    c = symmetry_constraints(start, "Pbnm")
+    restraints = Restraints(bonds={"Mn-O": (1.80, 2.35)}).compile(start)
+    constraint = SearchConstraint(c, restraints)
+    dmin = min_distance_matrix(start, {"La-O": 2.2, "Mn-O": 1.7, "O-O": 2.3, "La-Mn": 2.8})
+    sampler = PerturbationSampler(min_displacement=0.05, max_displacement=0.3, seed=1, constraint=constraint)
+    draws = sampler.sample(start, 6, dmin_matrix=dmin)
+    assert all(c.deviation(s) < 1e-9 and restraints.ok(s) for s in draws)
+    assert min(float(np.abs(c.parameters(s.frac_coords)).max()) for s in draws) > 0  # they moved
+    target = _distorted(start, c)
+    rdf = SiteRDF(len(start))
+    mean, _ = rdf(torch.tensor(target.cart_coords)[None], torch.tensor(target.lattice.matrix)[None])
+    acq = LowerConfidenceBound({"rdf": mean[0]}, lam=0.0)
+    proposer = GradientProposer(
+        n_starts=8,
+        steps=30,
+        lr=0.01,
+        q=2,
+        progress=False,
+        device="cpu",
+        dtype="float64",
+        constraint=constraint,
+    )
+    props = proposer.propose(draws, {"rdf": rdf}, acq, dmin, reference=start, sampler=sampler)
+    assert len(props) == 2 and not any(p.fallback for p in props)
+    for p in props:
+        assert c.deviation(p.structure) < 1e-6 and restraints.ok(p.structure)
+    best_start = min(
+        float(
+            acq(
+                *(lambda m: ({"rdf": m[0]}, {"rdf": m[1]}))(
+                    rdf(torch.tensor(s.cart_coords)[None], torch.tensor(s.lattice.matrix)[None])
+                )
+            )
+        )
+        for s in draws
+    )
+    assert props[0].acquisition < best_start
