@@ -75,7 +75,7 @@ PDF_BOUNDS: dict[str, tuple[float, float]] = {
     "uaniso_off": (-0.25, 0.25),
 }
 """Default bounds (Å⁻¹ for Qdamp/Qbroad, Å and Å² for delta1/delta2, Å for spdiameter, Å² for ADPs).
-Cell lengths: ±10 % of the start; angles: ±10°; positions: unbounded (minimum distances hold them)."""
+Cell lengths: ±10 % of the start; angles: ±10°; positions: ±:data:`POSITION_REACH` from the start."""
 
 NUISANCE = ("scale", "qdamp", "qbroad", "delta1", "delta2", "spdiameter")
 """Parameters of the experiment, not the structure (pdffit2 variables of the same name; scale = dscale)."""
@@ -84,13 +84,18 @@ QUADRATIC_START = 0.02
 """Qdamp and Qbroad enter G(r) squared: their derivative vanishes at 0, so a fit started there never
 moves. A refined Qdamp or Qbroad set below this value (Å⁻¹) starts here instead."""
 
+POSITION_REACH = 0.5
+"""How far (Å, along its axis) a refinement may move a free coordinate from where it started: a polish,
+not a search (a Levenberg–Marquardt step from a flat start can be huge)."""
+
 SPDIAMETER_START = 100.0
 """Start of a refined ``spdiameter`` (Å) when the settings have none (0: bulk)."""
 
 _VARS = {"scale": "dscale", "qdamp": "qdamp", "qbroad": "qbroad", "delta1": "delta1", "delta2": "delta2"}
 _UNAMES = ("u11", "u22", "u33", "u12", "u13", "u23")
 _WEIGHTLESS = 1e10  # dG of the data points below rmin: in the calculation, not in the fit
-_STALL_CALLS = 6  # calls without a relative Rw² decrease of 1e-9 before the refinement counts as converged
+_STALL_CALLS = 6
+_RELEASES = 2  # times parameters held on a bound are let go again after the refinement converged  # calls without a relative Rw² decrease of 1e-9 before the refinement counts as converged
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,7 @@ class _Run:
     calls: int = 0
     fresh: bool = True
     singular: bool = False
+    releases: int = 0
     status: str = "converged"
     at_bound: set[str] = field(default_factory=set)
 
@@ -423,7 +429,11 @@ class PdfFitProblem:
 
     def _build_positions(self, sym: SymmetryConstraints) -> None:
         p0 = sym.parameters(self.structure.frac_coords)
-        ks = [self._add(name, float(v), (-math.inf, math.inf)) for name, v in zip(sym.names, p0, strict=True)]
+        lengths = np.asarray(self.structure.lattice.abc)
+        ks = []
+        for name, v in zip(sym.names, p0, strict=True):
+            reach = POSITION_REACH / float(lengths["xyz".index(name[0])])  # fractional
+            ks.append(self._add(name, float(v), (float(v) - reach, float(v) + reach)))
         n = len(self.structure)
         basis = sym.basis.reshape(n, 3, -1)
         for i in range(n):
@@ -540,12 +550,24 @@ class PdfFitProblem:
             rw2 = float(pf.getrw()) ** 2 if not run.fresh else math.inf
             if rw2 < best * (1.0 - 1e-9) or run.fresh:
                 best, stall = min(best, rw2), 0
-            else:
-                stall += 1
-                if stall >= _STALL_CALLS:
-                    return pf
+                continue
+            stall += 1
+            if stall < _STALL_CALLS:
+                continue
+            released = run.held - self._fixed_indices()
+            if not released or run.releases >= _RELEASES:
+                return pf
+            # converged with parameters held on their bounds: let them go (a far-off early step may have
+            # pushed them there); those the data still push out are held again at once
+            run.releases += 1
+            run.held -= released
+            pf = self._engine(self._values(pf), run.held)
+            run.fresh, stall = True, 0
         run.status = "calls"
         return pf
+
+    def _fixed_indices(self) -> set[int]:
+        return {k for k, p in enumerate(self.pars) if p.name in self.fixed}
 
     def _finish(self, pf: PdfFit, run: _Run) -> PdfFit:
         """pdffit2 computes the covariance (the uncertainties) only when it ends a refinement by its own
