@@ -43,6 +43,8 @@ from aso_workflows.optimizers.registry import optimizer_class, optimizer_names, 
 from aso_workflows.optimizers.sampling import PerturbationSampler
 from aso_workflows.restraints import Restraints
 from aso_workflows.spectra.fit.spec import FitSpec
+from aso_workflows.spectra.techniques import get_technique, registered
+from aso_workflows.spectra.xas_processing import XASProcessing
 from aso_workflows.store import StoreSpec, redact_uri
 from aso_workflows.surrogate.settings import SurrogateSettings
 
@@ -65,13 +67,14 @@ class TargetConfig(_Strict):
     benchmarks and demos, where success can be checked).
     """
 
-    technique: Literal["pdf", "exafs", "xanes"]
+    technique: str
     file: Path | None = None
     structure: Path | None = None
     weight: float = Field(default=1.0, gt=0)
     normalisation: Literal["variance", "none"] | float = "variance"
     settings: dict = Field(default_factory=dict)
     read_options: dict = Field(default_factory=dict)
+    processing: XASProcessing | None = None
     fit: FitSpec = Field(default_factory=FitSpec)
 
     @property
@@ -81,14 +84,28 @@ class TargetConfig(_Strict):
         assert path is not None  # _one_source guarantees one of them
         return path
 
+    @field_validator("technique")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return registered(v)
+
     @model_validator(mode="after")
     def _one_source(self) -> TargetConfig:
         if (self.file is None) == (self.structure is None):
             raise ValueError(
                 "give exactly one of 'file' (a target spectrum) or 'structure' (a target structure)"
             )
-        if self.technique in ("exafs", "xanes") and "absorber" not in self.settings:
+        if get_technique(self.technique).absorber and "absorber" not in self.settings:
             raise ValueError(f"settings.absorber is required for {self.technique} (e.g. absorber: Ni)")
+        if self.processing is not None and (not get_technique(self.technique).absorber or self.file is None):
+            raise ValueError("processing (raw μ(E) with Larch) applies to an XAS (EXAFS, XANES) target file")
+        if self.technique == "exafs" and self.fit.model == "paths":
+            # the FEFFIT-grade fit needs the candidates' scattering paths
+            if self.settings.get("keep_paths") is False:
+                raise ValueError(
+                    "fit.model 'paths' needs settings.keep_paths: true (FEFF's scattering paths)"
+                )
+            self.settings = {**self.settings, "keep_paths": True}
         return self
 
 
@@ -417,12 +434,13 @@ def load_config(path: str | Path, overrides: dict | None = None, check_files: bo
 
 
 def _settings_from_target_files(cfg: CampaignConfig) -> None:
-    """A PDF target's ``qmax``/``radiation`` from its file's header when its settings do not give them
-    (docs/measured.md); the settings always win."""
+    """A target's settings that its file's header gives (PDF: ``qmax``/``radiation``; the technique's
+    ``header_settings``) when its settings do not give them (docs/measured.md); the settings always win."""
     from aso_workflows.spectra.targets import settings_with_hints, target_hints
 
     for t in cfg.targets:
-        if t.file is not None and t.technique == "pdf" and Path(t.file).is_file():
+        header_settings = get_technique(t.technique).header_settings
+        if t.file is not None and header_settings and Path(t.file).is_file():
             try:
                 t.settings = settings_with_hints(t.technique, t.settings, target_hints(t.file))
             except InputError:
@@ -491,9 +509,11 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
         if t.file is not None:
             try:
                 # with the simulator: a file contradicting its settings (radiation, k-weight) is refused
-                target = read_target(t.file, t.technique, simulator=sim, **t.read_options)
+                target = read_target(
+                    t.file, t.technique, simulator=sim, processing=t.processing, **t.read_options
+                )
             except InputError as exc:
-                if exc.source.startswith("read_options"):
+                if exc.source.startswith(("read_options", "processing", "fit.")):
                     raise InputError(source, f"field '{where}.{exc.source}': {exc.problem}") from None
                 raise
         if t.fit.active:

@@ -36,15 +36,14 @@ from pydantic import Field, model_validator
 
 from aso_workflows.errors import InputError
 from aso_workflows.settings import settings_dataclass
-from aso_workflows.spectra.goodness import GOODNESS_NAMES, r_factor, rw
-from aso_workflows.spectra.spectrum import Grid, Spectrum
+from aso_workflows.spectra.fit.base import FitResult
+from aso_workflows.spectra.spectrum import Spectrum, on_target_grid, same_grid
+from aso_workflows.spectra.techniques import get_technique
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-    from aso_workflows.spectra.fit.base import FitResult
-
-__all__ = ["mse", "same_grid", "TechniqueTerm", "Objective"]
+__all__ = ["mse", "TechniqueTerm", "Objective"]
 
 
 def mse(a: Spectrum | ArrayLike, b: Spectrum | ArrayLike) -> float:
@@ -63,14 +62,6 @@ def mse(a: Spectrum | ArrayLike, b: Spectrum | ArrayLike) -> float:
     if ya.shape != yb.shape:
         raise ValueError(f"cannot compare spectra of {ya.shape} and {yb.shape} points")
     return float(np.mean((ya - yb) ** 2))
-
-
-def same_grid(a: Grid, b: Grid) -> bool:
-    """True if both grids have the same points (to 1e-9 relative): no interpolation needed."""
-    x, y = a.array, b.array
-    if x.shape != y.shape:
-        return False
-    return bool(np.allclose(x, y, rtol=1e-9, atol=1e-12))
 
 
 @settings_dataclass
@@ -132,13 +123,8 @@ class TechniqueTerm:
         return float(self.normalisation)
 
     def on_target_grid(self, spectrum: Spectrum) -> Spectrum:
-        """``spectrum`` on the target's grid (unchanged when the grids are the same)."""
-        if same_grid(spectrum.grid, self.target.grid):
-            return spectrum
-        try:
-            return spectrum.interpolate(self.target.grid)
-        except ValueError as exc:
-            raise InputError(f"{self.technique} spectrum", str(exc)) from None
+        """``spectrum`` on the target's grid (:func:`~aso_workflows.spectra.spectrum.on_target_grid`)."""
+        return on_target_grid(spectrum, self.target.grid)
 
     def mse(self, spectrum: Spectrum) -> float:
         """MSE of ``spectrum`` against the target on the target grid (weighted by the fitter's weights)."""
@@ -157,19 +143,16 @@ class TechniqueTerm:
     ) -> FitResult:
         """The candidate's spectrum fitted to the target (or only scored when there is no fitter);
         ``start``: values to start the fit from (fitters that take them: PDF)."""
-        from aso_workflows.spectra.fit.base import FitResult
-
         if self.fitter is not None:
             if start:
                 return self.fitter.fit(spectrum, structure, start=start)
             return self.fitter.fit(spectrum, structure)
         on_grid = self.on_target_grid(spectrum)
-        name = GOODNESS_NAMES[self.technique]
-        goodness = rw(self.target.y, on_grid.y) if name == "Rw" else r_factor(self.target.y, on_grid.y)
+        entry = get_technique(self.technique)
         return FitResult(
             technique=self.technique,
-            goodness_name=name,
-            goodness=goodness,
+            goodness_name=entry.goodness,
+            goodness=entry.goodness_function(self.target.y, on_grid.y),
             mse=self.mse(on_grid),
             spectrum=on_grid,
         )

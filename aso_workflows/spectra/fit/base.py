@@ -22,17 +22,17 @@ candidate); and the scale is exact in closed form instead of being one more iter
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
+from aso_workflows.schemas import FitDoc
 from aso_workflows.spectra.fit.spec import FitSpec
-from aso_workflows.spectra.spectrum import Spectrum
+from aso_workflows.spectra.spectrum import Spectrum, on_target_grid
 
 if TYPE_CHECKING:
     from aso_workflows.spectra.base import Simulator
@@ -40,13 +40,14 @@ if TYPE_CHECKING:
 __all__ = ["FitResult", "NuisanceFitter", "ProfileFit", "profile_fit", "linear_scale"]
 
 
-class FitResult(BaseModel):
-    """One candidate's nuisance fit against one target.
+class FitResult(FitDoc):
+    """One candidate's nuisance fit against one target: the stored :class:`~aso_workflows.schemas.FitDoc`
+    and the fitted spectrum.
 
     Attributes
     ----------
     technique
-        ``"pdf"``, ``"exafs"`` or ``"xanes"``.
+        A registered technique (``"pdf"``, ``"exafs"``, ``"xanes"`` ...).
     parameters
         Fitted values by name (``scale``, ``qdamp``, ``biso_Ni``, ``s02``, ``e0``, ``shift`` ...);
         empty when nothing is refined.
@@ -60,9 +61,6 @@ class FitResult(BaseModel):
     status
         ``"fixed"`` (nothing refined), ``"converged"``, ``"stopped"`` (``max_nfev`` reached) or
         ``"geometry"`` (a refinement step could not keep the minimum distances).
-    uncertainties
-        One standard uncertainty per refined parameter where the fit derives one from its covariance
-        (pdffit2's, as PDFgui shows them; 0 for a parameter held on a bound).
     bounds
         The ``[low, high]`` each parameter was refined within.
     at_bound
@@ -72,19 +70,16 @@ class FitResult(BaseModel):
         refines them.
     spectrum
         The fitted spectrum on the target's grid (per-site spectra transformed alike).
+    uncertainties
+        One standard deviation of fitted parameters, from the fit's covariance, where the fit gives
+        them (the FEFFIT-grade EXAFS fit: Larch's, scaled as FEFFIT scales them; the PDF fit:
+        pdffit2's, as PDFgui shows them, 0 for a parameter held on a bound).
+    statistics
+        Further figures of the fit where it gives them (EXAFS ``model: paths``: ``chi2_reduced``,
+        ``chi_square``, ``n_independent``, ``n_varys``, ``nfev``, ``first_shell_r``).
     """
 
-    technique: str
-    parameters: dict[str, float] = Field(default_factory=dict)
-    goodness_name: str
-    goodness: float
-    mse: float
-    n_simulations: int = 0
     status: str = "fixed"
-    uncertainties: dict[str, float] = Field(default_factory=dict)
-    bounds: dict[str, list[float]] = Field(default_factory=dict)
-    at_bound: list[str] = Field(default_factory=list)
-    structure: dict | None = None
     spectrum: Spectrum
 
     def summary(self) -> dict:
@@ -226,6 +221,9 @@ class NuisanceFitter(ABC, Generic[SimulatorT]):
     technique: ClassVar[str] = ""
     LINEAR: ClassVar[str] = ""
     OPTIONS: ClassVar[frozenset[str]] = frozenset({"weights", "bounds", "max_nfev"})
+    SHARED: ClassVar[frozenset[str]] = frozenset()
+    """Parameters this fitter can take as fixed from outside (``fit(..., fixed=...)``): those a campaign
+    fits once for several targets (``expansion``, :meth:`~aso_workflows.spectra.mismatch.Objective.evaluate_fitted`)."""
 
     def __init__(self, spec: FitSpec, target: Spectrum, simulator: SimulatorT) -> None:
         self.spec = spec
@@ -266,26 +264,38 @@ class NuisanceFitter(ABC, Generic[SimulatorT]):
         """Per-point weights on the target grid used by the fit, the MSE and the goodness."""
 
     @abstractmethod
-    def fit(self, spectrum: Spectrum, structure: Structure | None = None) -> FitResult:
+    def fit(
+        self, spectrum: Spectrum, structure: Structure | None = None, fixed: Mapping[str, float] | None = None
+    ) -> FitResult:
         """Fit ``spectrum`` (the candidate's simulation) to the target.
+
+        Parameters
+        ----------
+        spectrum, structure
+            The candidate's simulated spectrum and structure.
+        fixed
+            Values of :attr:`SHARED` parameters fitted elsewhere (held fixed here, not reported as
+            this fit's parameters).
 
         Raises
         ------
         InputError
-            A parameter needs the structure (a new simulation) and none was given.
+            A parameter needs the structure (a new simulation) and none was given, or ``fixed`` names a
+            parameter this fitter cannot take.
         """
+
+    def check_fixed(self, fixed: Mapping[str, float] | None) -> dict[str, float]:
+        """``fixed`` as a dict, after refusing names outside :attr:`SHARED`."""
+        out = dict(fixed or {})
+        bad = sorted(set(out) - self.SHARED)
+        if bad:
+            raise InputError("fit", f"{self.technique} cannot take {bad} from another target's fit")
+        return out
 
     # -- shared helpers -----------------------------------------------------------------------
     def on_target_grid(self, spectrum: Spectrum) -> Spectrum:
-        """``spectrum`` interpolated onto the target's grid when the grids differ."""
-        from aso_workflows.spectra.mismatch import same_grid
-
-        if same_grid(spectrum.grid, self.target.grid):
-            return spectrum
-        try:
-            return spectrum.interpolate(self.target.grid)
-        except ValueError as exc:
-            raise InputError(f"{self.technique} spectrum", str(exc)) from None
+        """``spectrum`` on the target's grid (:func:`~aso_workflows.spectra.spectrum.on_target_grid`)."""
+        return on_target_grid(spectrum, self.target.grid)
 
     def bounds_of(self, name: str, default: tuple[float, float]) -> tuple[float, float]:
         lo, hi = self.spec.bounds.get(name, default)

@@ -70,6 +70,7 @@ class PDFFitter(NuisanceFitter[PDFSimulator]):
     technique = "pdf"
     LINEAR = "scale"
     OPTIONS: ClassVar[frozenset[str]] = frozenset({"weights", "bounds", "max_nfev", "symmetry"})
+    SHARED: ClassVar[frozenset[str]] = frozenset({EXPANSION})
 
     def parameter_names(self) -> list[str]:
         return [*NUISANCE, *_ADP, *_CELL]
@@ -120,10 +121,11 @@ class PDFFitter(NuisanceFitter[PDFSimulator]):
     ) -> FitResult:
         """Fit the candidate's ``spectrum`` (see :meth:`NuisanceFitter.fit`).
 
-        ``fixed`` holds parameters at given values for this fit (a joint campaign fits its shared
-        ``expansion`` once for every technique and passes it here); ``start`` starts others elsewhere
-        than at the settings (the polish's refined values).
+        ``fixed`` holds :attr:`SHARED` parameters at values fitted elsewhere (a joint campaign fits its
+        ``expansion`` once for every technique and passes it here; not reported as this fit's);
+        ``start`` starts others elsewhere than at the settings (the polish's refined values).
         """
+        fixed = self.check_fixed(fixed)
         spectrum = self.on_target_grid(spectrum)
         if not self.plan.structural:
             if fixed:
@@ -183,7 +185,7 @@ class PDFFitter(NuisanceFitter[PDFSimulator]):
 
         assert isinstance(refined, Refined)
         values = refined.model
-        params = dict(refined.values)
+        params = {k: v for k, v in refined.values.items() if k not in refined.fixed}
         if "scale" not in self.spec.refine:
             params.pop("scale", None)
         update: dict = {

@@ -199,6 +199,8 @@ class Refined:
         The simulator settings at the refined values (``qdamp``, ``biso`` per element ...).
     scale
         The refined (or fixed) data scale.
+    fixed
+        The parameters held at given values (``values`` has them too).
     """
 
     values: dict[str, float]
@@ -212,6 +214,7 @@ class Refined:
     structure: Structure
     settings: dict[str, Any]
     scale: float
+    fixed: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -693,6 +696,7 @@ class PdfFitProblem:
             structure=self.structure_at(values),
             settings=settings,
             scale=scale,
+            fixed=dict(self.fixed),
         )
 
 
