@@ -25,7 +25,7 @@ from aso_workflows.plotting import save_figure
 if TYPE_CHECKING:
     from aso_workflows.results import Campaign, Candidate
 
-__all__ = ["app", "results_best", "results_history", "results_spectra"]
+__all__ = ["app", "results_best", "results_fit", "results_history", "results_spectra"]
 
 app = typer.Typer(
     name="results",
@@ -257,6 +257,63 @@ def results_spectra(
     out.print(table)
     for w in written:
         out.print(f"wrote {w}")
+
+
+@app.command("fit")
+def results_fit(
+    campaign: CampaignArg,
+    candidate: Annotated[
+        str,
+        typer.Option(
+            "--candidate", "-c", help="start, best, best:N, ITERATION:CANDIDATE or an evaluation id."
+        ),
+    ] = "best",
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write PDFgui's fit plot (data, model, difference, fit range) here."),
+    ] = None,
+    store: StoreOption = None,
+    database: DatabaseOption = "aso",
+    as_json: JsonOption = False,
+) -> None:
+    """A candidate's PDF fit: Rw, refined parameters with uncertainties and bounds, bonds beside the start's."""
+    with guard():
+        c = open_campaign(campaign, store, database)
+        view = c.pdf_fit(candidate)
+        if plot is not None:
+            from aso_workflows.report.pdf_fit import plot_pdf_fit
+
+            try:
+                plot.parent.mkdir(parents=True, exist_ok=True)
+                plot_pdf_fit(view, plot)
+            except OSError as exc:
+                raise InputError(plot, f"cannot write the plot ({exc.strerror or exc})") from None
+    if as_json:
+        print_json({k: v for k, v in view.items() if k not in ("r", "data", "model", "difference")})
+        return
+    from rich.table import Table
+
+    from aso_workflows.report.pdf_fit import bond_rows, parameter_rows
+
+    out = console()
+    lo, hi = view["fit_range"]
+    out.print(
+        f"{c.name}: candidate {view['candidate']} ({view['kind']}), Rw {fmt(view['rw'])} over {lo:g}–{hi:g} Å"
+    )
+    params = Table(title="refined parameters (uncertainties from the fit's covariance)", title_justify="left")
+    for col in ("parameter", "value", "bounds", ""):
+        params.add_column(col, justify="left")
+    for row in parameter_rows(view):
+        params.add_row(*row)
+    out.print(params)
+    bonds = Table(title="bonds beside the start's", title_justify="left")
+    for col in ("pair", "bonds", "start (Å)", "best (Å)", "angles start", "angles best", "check"):
+        bonds.add_column(col, justify="left")
+    for row in bond_rows(view):
+        bonds.add_row(*row)
+    out.print(bonds)
+    if plot is not None:
+        out.print(f"wrote {plot}")
 
 
 def _plot_spectra(c: Campaign, cand: Candidate, spectra: dict, targets: dict, path: Path) -> None:

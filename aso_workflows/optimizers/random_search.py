@@ -25,12 +25,15 @@ class RandomSearch(Optimizer):
         return cls(sampler=config.sampler)
 
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
+        from aso_workflows.optimizers.constraint import campaign_constraint
+
         state = ctx.state
         sampler = dataclasses.replace(
             self.sampler,
             seed=ctx.seed,
             min_distances=dict(state.config.min_distances),
             min_distance_scale=state.config.min_distance_scale,
+            constraint=campaign_constraint(state),
         )
         return [
             CandidateProposal(structure=s, note="random perturbation")

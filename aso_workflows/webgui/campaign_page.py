@@ -22,7 +22,7 @@ import html
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aso_workflows.errors import AsoError, InputError
@@ -102,6 +102,17 @@ def _page(name: str, body: str, refresh: bool) -> str:
     )
 
 
+def _pdf_section(state: Any, best: Any, tmp: Path) -> list[str]:
+    """The PDF fit of the best structure: PDFgui's plot, parameters with uncertainties, Rw, bonds."""
+    from aso_workflows.report.pdf_fit import pdf_fit_html, pdf_fit_view, plot_pdf_fit
+
+    view = pdf_fit_view(state, best)
+    if view is None:
+        return []
+    png = plot_pdf_fit(view, tmp / "pdf_fit.png")
+    return [pdf_fit_html(view, _img(png, "PDF fit: data, model and difference", "aso-pdf-fit"))]
+
+
 def _render(campaign: Campaign, summary: CampaignSummary) -> str:
     from aso_workflows.report.history import history_rows
     from aso_workflows.report.html import fmt, table
@@ -146,6 +157,7 @@ def _render(campaign: Campaign, summary: CampaignSummary) -> str:
                 "<h2 id='spectra'>Spectra: target, start and best</h2>",
                 _img(spectra, "target, start and best spectra", "aso-spectra"),
             ]
+            parts += _pdf_section(state, best[0], Path(tmp))
     else:
         parts.append("<p class='muted' id='aso-no-results'>No simulation has completed yet.</p>")
     parts.append(f"<h2 id='failures'>Failed evaluations ({len(summary.failures)})</h2>")

@@ -59,12 +59,21 @@ class FitResult(FitDoc):
     n_simulations
         Simulator calls the fit made (0 when only closed-form parameters are refined).
     status
-        ``"fixed"`` (nothing refined), ``"converged"`` or ``"stopped"`` (``max_nfev`` reached).
+        ``"fixed"`` (nothing refined), ``"converged"``, ``"stopped"`` (``max_nfev`` reached) or
+        ``"geometry"`` (a refinement step could not keep the minimum distances).
+    bounds
+        The ``[low, high]`` each parameter was refined within.
+    at_bound
+        Parameters that ended on a bound (the data would take them further).
+    structure
+        The candidate with the refined cell / per-site ADPs applied (pymatgen dict), when the fit
+        refines them.
     spectrum
         The fitted spectrum on the target's grid (per-site spectra transformed alike).
     uncertainties
         One standard deviation of fitted parameters, from the fit's covariance, where the fit gives
-        them (the FEFFIT-grade EXAFS fit: Larch's, scaled as FEFFIT scales them).
+        them (the FEFFIT-grade EXAFS fit: Larch's, scaled as FEFFIT scales them; the PDF fit:
+        pdffit2's, as PDFgui shows them, 0 for a parameter held on a bound).
     statistics
         Further figures of the fit where it gives them (EXAFS ``model: paths``: ``chi2_reduced``,
         ``chi_square``, ``n_independent``, ``n_varys``, ``nfev``, ``first_shell_r``).
