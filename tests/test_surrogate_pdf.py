@@ -37,6 +37,7 @@ TINY = SurrogateSettings(
     progress=False,
     device="cpu",
     seed=0,
+    prior=False,  # these tests are about the GNN learning the whole PDF (tests/test_pdf_prior.py: the prior)
 )
 
 
@@ -131,7 +132,15 @@ def test_aso_campaign_stores_per_atom_rows_and_trains_node_level(tmp_path):
     from aso_workflows.campaign.local import LocalCampaignRunner
     from aso_workflows.config import load_config
 
-    fields = {"budget": 4, "initial_size": 2, "batch_size": 1, "proposal": {"n_starts": 4, "steps": 5}}
+    from campaign_files import TINY_SURROGATE
+
+    fields = {
+        "budget": 4,
+        "initial_size": 2,
+        "batch_size": 1,
+        "proposal": {"n_starts": 4, "steps": 5},
+        "surrogate": {**TINY_SURROGATE, "prior": False},  # per-atom rows are for the GNN alone
+    }
     state = LocalCampaignRunner(progress=False).run(
         load_config(campaign_yaml(tmp_path / "a", "rows", **fields))
     )

@@ -16,6 +16,7 @@ geometry (:func:`geometry_problem`); the campaign's ``simulation_timeout_s`` lim
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -44,6 +45,8 @@ from aso_workflows.schemas import (
 from aso_workflows.spectra.base import AbsorberSimulator, Simulator
 from aso_workflows.spectra.spectrum import Spectrum
 from aso_workflows.store import CampaignDB
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "provenance",
@@ -343,9 +346,35 @@ def simulate_technique(state: CampaignState, pid: str, technique: str) -> Simula
         )
     except _SIM_ERRORS as exc:
         return _failed(_one_line(exc), failure_kind(exc), t0)
+    spectrum = _prior_check(state, technique, structure, spectrum)
     prov = provenance(t0)
     _put_cache(state, cid, prop["fingerprint"], technique, spectrum, prov)
     return SimulationResult(status="completed", cache_id=cid, provenance=prov)
+
+
+def _prior_check(state: CampaignState, technique: str, structure: Structure, spectrum: Spectrum) -> Spectrum:
+    """The spectrum with ``extra["prior_check"]``: the surrogate's physics prior (pdffit2's G(r) in torch)
+    against the engine on this structure, where the campaign's surrogate uses that prior. A mismatch
+    above the tolerance is logged and stored, not hidden (``docs/surrogate.md``)."""
+    from aso_workflows.optimizers.registry import optimizer_class
+    from aso_workflows.surrogate.factory import uses_prior
+
+    cfg = state.config
+    if not (
+        uses_prior(technique, cfg.surrogate, spectrum.engine)
+        and optimizer_class(cfg.optimizer).needs_surrogate
+    ):
+        return spectrum
+    from aso_workflows.surrogate.priors.pdf import engine_check
+
+    check = engine_check(spectrum.settings, structure, spectrum.values)
+    if not check["ok"]:
+        logger.warning(
+            "%s: torch PDF model differs from pdffit2 by %.2e (relative) on this structure",
+            state.name,
+            check["max_rel_error"],
+        )
+    return spectrum.model_copy(update={"extra": {**spectrum.extra, "prior_check": check}})
 
 
 def simulate_absorber(state: CampaignState, pid: str, technique: str, site: int) -> SimulationResult:

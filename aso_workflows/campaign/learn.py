@@ -108,6 +108,7 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
             state.species,
             dataclasses.replace(settings, seed=settings.seed + 1000 * iteration),
             absorber=getattr(sim, "absorber", None),
+            simulator=sim,
         )
         metrics = model.fit(structures, spectra)
         buf = io.BytesIO()
@@ -139,14 +140,14 @@ def stored_model_ids(state: CampaignState, iteration: int) -> dict:
 
 
 def load_models(state: CampaignState, model_ids: dict) -> dict:
-    from aso_workflows.surrogate.ensemble import EnsembleSurrogate
+    from aso_workflows.surrogate.residual import load_surrogate
 
     models = {}
     for technique, mid in model_ids.items():
         doc = state.db.models.find_one({"_id": mid})
         if doc is None:  # the ids come from the training job, which stored these models
             raise KeyError(f"model {mid!r} is missing from the models collection")
-        models[technique] = EnsembleSurrogate.load(io.BytesIO(state.db.get_blob(doc["weights"])))
+        models[technique] = load_surrogate(state.db.get_blob(doc["weights"]))
     return models
 
 
