@@ -559,7 +559,7 @@ def _fitted_fields(
     structure = Structure.from_dict(prop["structure"])
     t0 = time.perf_counter()
     try:
-        total, fits = state.objective.evaluate_fitted(spectra, structure)
+        total, fits = state.objective.evaluate_fitted(spectra, structure, _fit_starts(prop))
     except AsoError as exc:
         return {
             "status": "failed",
@@ -584,6 +584,21 @@ def _fitted_fields(
         "spectra": learned,
         "simulated_spectra": {t: r.cache_id for t, r in checked.items()},
     }
+
+
+def _fit_starts(prop: dict) -> dict[str, dict]:
+    """A polished candidate's fit starts from the polish's refined nuisance values (not its cell: the
+    polished structure carries that), so that it lands where the polish did."""
+    from aso_workflows.optimizers.polish import CELL_PARAMETERS
+
+    polish = (prop.get("predicted") or {}).get("polish") or {}
+    values = polish.get("parameters") or {}
+    keep = {
+        k: float(v)
+        for k, v in values.items()
+        if k not in CELL_PARAMETERS and not k.startswith(("x(", "y(", "z("))  # not positions either
+    }
+    return {"pdf": keep} if keep else {}
 
 
 def _cache_id_of(result: SimulationResult) -> str:

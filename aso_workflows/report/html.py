@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aso_workflows.report.descriptors import min_distance
+from aso_workflows.report.pdf_fit import pdf_fit_html
 
 if TYPE_CHECKING:
     from aso_workflows.campaign.state import CampaignState
@@ -63,6 +64,7 @@ def write_html(
     accuracy: list[dict],
     paths: dict[str, Path],
     path: Path,
+    pdf_view: dict | None = None,
 ) -> Path:
     """Write ``report.html`` at ``path``: the summary, the figures in ``paths`` (embedded), the surrogate's
     accuracy, the best structures and the failed evaluations."""
@@ -84,6 +86,11 @@ def write_html(
         _img(paths["convergence_png"], "best mismatch vs simulations"),
         "<h2 id='spectra'>Spectra: target, start and best</h2>",
         _img(paths["spectra_png"], "target, start and best spectra"),
+        *(
+            [pdf_fit_html(pdf_view, _img(paths["pdf_fit_png"], "PDF fit: data, model and difference"))]
+            if pdf_view is not None and "pdf_fit_png" in paths
+            else []
+        ),
         "<h2 id='structure'>Neighbour distances and bond angles</h2>",
         _img(paths["structure_png"], "neighbour-distance and bond-angle histograms"),
         "<h2 id='surrogate'>Surrogate accuracy per iteration</h2>",
