@@ -2,59 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from aso_workflows.report.descriptors import min_distance
+from aso_workflows.report.markup import CSS, fmt, img, table
 from aso_workflows.report.pdf_fit import pdf_fit_html
 
 if TYPE_CHECKING:
     from aso_workflows.campaign.state import CampaignState
     from aso_workflows.schemas import EvaluationDoc
 
-__all__ = ["write_html", "fmt", "table"]
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}"
-    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
-    "td,th{border:1px solid #ccc;padding:3px 9px;text-align:right}th{background:#f3f3f3}"
-    "td.l,th.l{text-align:left}img{max-width:100%;border:1px solid #eee;margin:0.3em 0}"
-    "dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{font-weight:600}"
-    ".muted{color:#777;font-size:90%}"
-)
-
-
-def fmt(v: object, spec: str = ".4g") -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "–"
-    if isinstance(v, (int, np.integer)):
-        return str(v)
-    if isinstance(v, (float, np.floating)):
-        return format(float(v), spec)
-    return html.escape(str(v))
-
-
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
-
-
-def table(
-    headers: list[str], rows: list[list], left: frozenset[int] | set[int] = frozenset(), css_id: str = ""
-) -> str:
-    ident = f" id='{css_id}'" if css_id else ""
-    head = "".join(f"<th class='l'>{h}</th>" if i in left else f"<th>{h}</th>" for i, h in enumerate(headers))
-    body = []
-    for r in rows:
-        cells = "".join(f"<td class='l'>{c}</td>" if i in left else f"<td>{c}</td>" for i, c in enumerate(r))
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+__all__ = ["write_html"]
 
 
 def write_html(
@@ -74,7 +36,7 @@ def write_html(
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>aso-workflows report: {html.escape(state.name)}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{CSS}</style></head><body>",
         f"<h1>Campaign {html.escape(state.name)}</h1>",
         "<dl id='summary'>"
         + "".join(
@@ -83,16 +45,16 @@ def write_html(
         )
         + "</dl>",
         "<h2 id='convergence'>Best mismatch vs simulations</h2>",
-        _img(paths["convergence_png"], "best mismatch vs simulations"),
+        img(paths["convergence_png"], "best mismatch vs simulations"),
         "<h2 id='spectra'>Spectra: target, start and best</h2>",
-        _img(paths["spectra_png"], "target, start and best spectra"),
+        img(paths["spectra_png"], "target, start and best spectra"),
         *(
-            [pdf_fit_html(pdf_view, _img(paths["pdf_fit_png"], "PDF fit: data, model and difference"))]
+            [pdf_fit_html(pdf_view, img(paths["pdf_fit_png"], "PDF fit: data, model and difference"))]
             if pdf_view is not None and "pdf_fit_png" in paths
             else []
         ),
         "<h2 id='structure'>Neighbour distances and bond angles</h2>",
-        _img(paths["structure_png"], "neighbour-distance and bond-angle histograms"),
+        img(paths["structure_png"], "neighbour-distance and bond-angle histograms"),
         "<h2 id='surrogate'>Surrogate accuracy per iteration</h2>",
         *_surrogate_section(state, accuracy, paths),
         "<h2 id='best'>Best structures</h2>",
@@ -174,7 +136,7 @@ def _surrogate_section(state: CampaignState, accuracy: list[dict], paths: dict[s
         for r in accuracy
     ]
     return [
-        _img(paths["surrogate_png"], "surrogate accuracy: predicted vs simulated mismatch"),
+        img(paths["surrogate_png"], "surrogate accuracy: predicted vs simulated mismatch"),
         table(headers, table_rows, css_id="surrogate-table"),
     ]
 

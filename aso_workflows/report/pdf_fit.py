@@ -160,7 +160,7 @@ def bond_rows(view: dict[str, Any]) -> list[list[str]]:
 
 def pdf_fit_html(view: dict[str, Any], img_tag: str) -> str:
     """The report's / campaign page's PDF section: the plot (``img_tag``), Rw, parameters, bonds."""
-    from aso_workflows.report.html import table
+    from aso_workflows.report.markup import table
 
     rw = view.get("rw")
     lat = view["lattice"]

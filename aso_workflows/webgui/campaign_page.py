@@ -91,12 +91,12 @@ def campaign_page(lp: LaunchPad, name: str) -> str:
 
 
 def _page(name: str, body: str, refresh: bool) -> str:
-    from aso_workflows.report.html import _CSS
+    from aso_workflows.report.markup import CSS
 
     meta = f"<meta http-equiv='refresh' content='{REFRESH_S}'>" if refresh else ""
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"{meta}<title>Campaign {html.escape(name)}</title><style>{_CSS}</style></head><body>"
+        f"{meta}<title>Campaign {html.escape(name)}</title><style>{CSS}</style></head><body>"
         f"<p><a href='/'>FireWorks workflows</a> · <a href='/wf/metadata/campaign/{quote(name, safe='')}/'>"
         f"this campaign's workflow</a></p><h1>Campaign {html.escape(name)}</h1>{body}</body></html>"
     )
@@ -124,7 +124,7 @@ def _render(campaign: Campaign, summary: CampaignSummary) -> str:
 
 def _facts(campaign: Campaign, summary: CampaignSummary) -> str:
     """The summary as a definition list (status, optimiser, simulations, mismatches, store)."""
-    from aso_workflows.report.html import fmt
+    from aso_workflows.report.markup import fmt
 
     facts = [
         ("status", summary.status + (f" ({summary.stop_reason})" if summary.stop_reason else "")),
@@ -177,7 +177,7 @@ def _figures(campaign: Campaign) -> list[str]:
 
 def _failures(summary: CampaignSummary) -> list[str]:
     """The failed evaluations with their reasons, host and Slurm job."""
-    from aso_workflows.report.html import fmt, table
+    from aso_workflows.report.markup import fmt, table
 
     parts = [f"<h2 id='failures'>Failed evaluations ({len(summary.failures)})</h2>"]
     if not summary.failures:
@@ -190,7 +190,7 @@ def _failures(summary: CampaignSummary) -> list[str]:
 
 def _pending(summary: CampaignSummary) -> list[str]:
     """The candidates proposed and not yet evaluated."""
-    from aso_workflows.report.html import fmt, table
+    from aso_workflows.report.markup import fmt, table
 
     parts = [f"<h2 id='pending'>Pending candidates ({len(summary.pending)})</h2>"]
     if not summary.pending:
