@@ -94,7 +94,7 @@ SPDIAMETER_START = 100.0
 _VARS = {"scale": "dscale", "qdamp": "qdamp", "qbroad": "qbroad", "delta1": "delta1", "delta2": "delta2"}
 _UNAMES = ("u11", "u22", "u33", "u12", "u13", "u23")
 _WEIGHTLESS = 1e10  # dG of the data points below rmin: in the calculation, not in the fit
-_STALL_CALLS = 6
+_STALL_CALLS = 4
 _RELEASES = 2  # times parameters held on a bound are let go again after the refinement converged  # calls without a relative Rw² decrease of 1e-9 before the refinement counts as converged
 
 
