@@ -511,6 +511,25 @@ class PdfFitProblem:
             pdffit2.redirect_stdout(io.StringIO())
         return self._result(pf, values, run)
 
+    def refine_as_pdfgui(self, toler: float = 1e-8) -> Refined:
+        """The same problem refined as PDFgui does it: pdffit2's own ``refine()`` (its stopping rule, no
+        bounds, no geometry check), for comparisons. The calls are not counted (``calls`` is 0)."""
+        import diffpy.pdffit2 as pdffit2
+
+        run = _Run(held=self._fixed_indices())
+        try:
+            pf = self._engine(None, run.held)
+            pf.refine(toler)
+            values = self._values(pf)
+            pf.calc()
+        except Exception as exc:  # pdffit2's own exception types
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SimulationError(f"pdffit2 refinement failed: {msg}") from None
+        finally:
+            pdffit2.redirect_stdout(io.StringIO())
+        run.calls = 0
+        return self._result(pf, values, run)
+
     def _values(self, pf: PdfFit) -> np.ndarray:
         return np.array([pf.getpar(k) for k in range(1, len(self.pars) + 1)], dtype=float)
 
