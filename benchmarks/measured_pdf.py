@@ -154,7 +154,7 @@ def _lamno3_checks(result: dict, reference: dict) -> dict:
         s = Structure.from_dict(result[key]["structure"])
         worst = 0.0
         bonds = []
-        for i, site in enumerate(s):
+        for site in s:
             if site.specie.symbol != "Mn":
                 continue
             d = sorted(n.nn_distance for n in s.get_neighbors(site, 2.6) if n.specie.symbol == "O")[:6]
