@@ -45,7 +45,7 @@ from aso_workflows.restraints import Restraints
 from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.techniques import get_technique, registered
 from aso_workflows.spectra.xas_processing import XASProcessing
-from aso_workflows.store import StoreSpec, redact_uri
+from aso_workflows.store.spec import StoreSpec, redact_uri
 from aso_workflows.surrogate.settings import SurrogateSettings
 
 if TYPE_CHECKING:

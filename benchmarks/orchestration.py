@@ -80,9 +80,9 @@ def campaign_file(folder: Path, uri: str, database: str, iterations: int, q: int
 
 
 def run_campaign(folder: Path, uri: str, iterations: int, q: int) -> tuple[dict, object, object]:
-    from aso_workflows.campaign.cluster import ClusterCampaignRunner
     from aso_workflows.cluster.launchpad import load_launchpad
     from aso_workflows.cluster.queues import slurm_queue
+    from aso_workflows.cluster.runner import ClusterCampaignRunner
     from aso_workflows.config import load_config
     from aso_workflows.jobstore import shared_job_store
 
@@ -102,7 +102,7 @@ def run_campaign(folder: Path, uri: str, iterations: int, q: int) -> tuple[dict,
         poll_interval=0.5,
     )
     t0 = time.perf_counter()
-    state, summary = runner.run(cfg, write_outputs=False)
+    state, summary = runner.run(cfg)
     wall = time.perf_counter() - t0
     return (
         {"wall_s": wall, "workflow_state": summary.workflow_state, "jobs": len(summary.launches)},
@@ -306,7 +306,7 @@ def fill_launchpad(lp, total: int, per_workflow: int = 50) -> int:
 
 
 def page_times(lp, campaign: str, repeats: int = 5) -> dict:
-    from aso_workflows.cluster.webgui import serve_in_thread
+    from aso_workflows.webgui.server import serve_in_thread
 
     fw = lp.fireworks.find_one({"spec._aso.campaign": campaign, "spec._aso.kind": "evaluate"}, {"fw_id": 1})
     big = lp.workflows.find_one({"name": {"$regex": "^synthetic"}}, {"nodes": 1})

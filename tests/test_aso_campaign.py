@@ -62,7 +62,7 @@ def _campaign(tmp_path: Path, name: str, optimizer: str, **fields) -> CampaignSt
         **fields,
     }
     path = campaign_yaml(tmp_path, name, pair=pair, **settings)
-    return LocalCampaignRunner(progress=False, write_outputs=False).run(load_config(path))
+    return LocalCampaignRunner(progress=False).run(load_config(path))
 
 
 @pytest.fixture(scope="module")

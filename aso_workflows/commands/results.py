@@ -23,6 +23,8 @@ from aso_workflows.errors import InputError
 from aso_workflows.plotting import save_figure
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from aso_workflows.results import Campaign, Candidate
 
 __all__ = ["app", "results_best", "results_fit", "results_history", "results_spectra"]
@@ -188,41 +190,54 @@ def results_spectra(
     as_json: JsonOption = False,
 ) -> None:
     """Simulated spectra of one candidate next to the campaign's targets."""
-    import numpy as np
-
     with guard():
         c = open_campaign(campaign, store, database)
         cand = c.candidate(candidate)
         techs = [c._technique(technique)] if technique else c.techniques
-        spectra = c.spectra(cand)
+        all_spectra = c.spectra(cand)
+        spectra = {t: all_spectra[t] for t in techs}
         targets = {t: c.target(t) for t in techs}
-        written = []
-        if csv is not None:
-            for t in techs:
-                path = csv if len(techs) == 1 else csv.with_name(f"{csv.stem}_{t}{csv.suffix or '.csv'}")
-                s, tgt = spectra[t], targets[t]
-                header = f"{tgt.grid.name} ({tgt.grid.unit}),target,candidate {cand.ref}"
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    np.savetxt(
-                        path, np.column_stack([s.x, tgt.y, s.y]), delimiter=",", header=header, comments=""
-                    )
-                except OSError as exc:
-                    raise InputError(path, f"cannot write the CSV file ({exc.strerror or exc})") from None
-                written.append(str(path))
+        written = _write_csv(csv, cand, spectra, targets) if csv is not None else []
         if plot is not None:
-            _plot_spectra(c, cand, {t: spectra[t] for t in techs}, targets, plot)
+            _plot_spectra(c, cand, spectra, targets, plot)
             written.append(str(plot))
     if as_json:
         print_json(
             {
                 "candidate": cand.to_dict(),
-                "spectra": {t: spectra[t].model_dump(mode="json") for t in techs},
-                "targets": {t: targets[t].model_dump(mode="json") for t in techs},
+                "spectra": {t: s.model_dump(mode="json") for t, s in spectra.items()},
+                "targets": {t: s.model_dump(mode="json") for t, s in targets.items()},
                 "files": written,
             }
         )
         return
+    out = console()
+    out.print(_spectra_table(c, cand, spectra, targets))
+    for w in written:
+        out.print(f"wrote {w}")
+
+
+def _write_csv(csv: Path, cand: Candidate, spectra: dict, targets: dict) -> list[str]:
+    """x, target, candidate columns per technique to ``csv`` (``NAME_<technique>.csv`` when several);
+    the paths written."""
+    import numpy as np
+
+    written = []
+    for t, s in spectra.items():
+        path = csv if len(spectra) == 1 else csv.with_name(f"{csv.stem}_{t}{csv.suffix or '.csv'}")
+        tgt = targets[t]
+        header = f"{tgt.grid.name} ({tgt.grid.unit}),target,candidate {cand.ref}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savetxt(path, np.column_stack([s.x, tgt.y, s.y]), delimiter=",", header=header, comments="")
+        except OSError as exc:
+            raise InputError(path, f"cannot write the CSV file ({exc.strerror or exc})") from None
+        written.append(str(path))
+    return written
+
+
+def _spectra_table(c: Campaign, cand: Candidate, spectra: dict, targets: dict) -> Table:
+    """One row per technique: engine, grid, points, MSE vs target and the peaks of both."""
     from rich.table import Table
 
     from aso_workflows.spectra.analysis import peak_positions
@@ -241,8 +256,8 @@ def results_spectra(
         "peaks (target)",
     ):
         table.add_column(col, justify="right" if col in ("points", "MSE vs target") else "left")
-    for t in techs:
-        s, tgt = spectra[t], targets[t]
+    for t, s in spectra.items():
+        tgt = targets[t]
         unit = s.grid.unit
         table.add_row(
             t,
@@ -253,10 +268,7 @@ def results_spectra(
             ", ".join(f"{p:.3f}" for p in peak_positions(s.x, s.y)),
             ", ".join(f"{p:.3f}" for p in peak_positions(tgt.x, tgt.y)),
         )
-    out = console()
-    out.print(table)
-    for w in written:
-        out.print(f"wrote {w}")
+    return table
 
 
 @app.command("fit")

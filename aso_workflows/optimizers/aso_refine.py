@@ -124,7 +124,9 @@ def refine_structure(
 @register_optimizer("aso-refine")
 @settings_dataclass
 class ASORefine(Optimizer):
-    """ActiveStructOpt whose proposals are polished by a bounded pdffit2 refinement (module docstring).
+    """ActiveStructOpt whose proposals are polished by a bounded pdffit2 refinement (PDF targets).
+
+    See the module docstring.
 
     The surrogate, acquisition and proposer settings are those of ``optimizer: aso`` (``surrogate:``,
     ``acquisition:``, ``proposal:``); this class holds the refinement's, the campaign file's ``refine:``

@@ -199,7 +199,9 @@ def _max_move(a: Structure, b: Structure) -> float:
 @register_optimizer("diffpy")
 @settings_dataclass
 class DiffPyRefinement(Optimizer):
-    """pdffit2 least-squares refinement as a campaign optimiser (see the module docstring).
+    """pdffit2 least-squares refinement of the atomic positions as a campaign optimiser (PDF targets).
+
+    See the module docstring.
 
     Attributes
     ----------

@@ -31,6 +31,8 @@ from aso_workflows.structures import min_distance_table, pair_min_distance_matri
 if TYPE_CHECKING:
     import torch
 
+    from aso_workflows.surrogate.neighbors import SkinNeighborList
+
 __all__ = [
     "PerturbationSampler",
     "SampleReport",
@@ -197,24 +199,39 @@ def violations(
 
 
 def min_distance_penalty(
-    positions: torch.Tensor, lattice: torch.Tensor, dmin_matrix: np.ndarray | torch.Tensor
+    positions: torch.Tensor,
+    lattice: torch.Tensor,
+    dmin_matrix: np.ndarray | torch.Tensor,
+    contacts: SkinNeighborList | None = None,
 ) -> torch.Tensor:
     """Differentiable constraint penalty [B]: Σ over close pairs and images of (d_min − d)² (Å²).
 
     Zero for a structure that satisfies every minimum distance; its gradient pushes too-close atoms apart
     (and, through the lattice, stretches a cell whose periodic images are too close). Which pairs are
     close is found without gradient (:func:`close_pairs`); their distances are then recomputed with
-    gradient w.r.t. ``positions`` and ``lattice``.
+    gradient w.r.t. ``positions`` and ``lattice``. With ``contacts``, a
+    :class:`~aso_workflows.surrogate.neighbors.SkinNeighborList` reaching at least the largest minimum
+    distance, its pairs are used instead of a new scan (the proposal optimiser keeps one across its
+    steps); the value is the same.
     """
     import torch
 
-    b, i, j, image, _ = close_pairs(positions, lattice, dmin_matrix)
     dmin = _as_dmin(dmin_matrix, positions, positions.shape[1])
-    vec = positions[b, j] - positions[b, i] + torch.einsum("kx,kxy->ky", image, lattice[b])
+    if contacts is None:
+        b, i, j, image, _ = close_pairs(positions, lattice, dmin_matrix)
+        vec = positions[b, j] - positions[b, i] + torch.einsum("kx,kxy->ky", image, lattice[b])
+        weight = 0.5  # ordered pairs: each unordered pair/image is counted twice
+    else:
+        if contacts.cutoff < float(dmin.max()):
+            raise InputError("contacts", f"the list reaches {contacts.cutoff} Å, dmin {float(dmin.max())} Å")
+        vec, _ = contacts.distances(positions, lattice)
+        pairs, n = contacts.pairs, positions.shape[1]
+        assert pairs is not None  # distances() built it
+        b, i, j = pairs.batch, pairs.src - pairs.batch * n, pairs.dst - pairs.batch * n
+        weight = 1.0  # a half list: each pair/image once
     d = torch.sqrt((vec**2).sum(-1).clamp(min=1e-12))  # clamp: finite gradient even for coincident atoms
     excess = torch.relu(dmin[i, j] - d) ** 2
-    # ordered pairs: each unordered pair/image is counted twice
-    return positions.new_zeros(positions.shape[0]).index_add(0, b, 0.5 * excess)
+    return positions.new_zeros(positions.shape[0]).index_add(0, b, weight * excess)
 
 
 # ---- the sampler ---------------------------------------------------------------------------------

@@ -20,17 +20,26 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aso_workflows.errors import AsoError
 
 if TYPE_CHECKING:
-    from aso_workflows.store.campaign_db import CampaignDB
     from aso_workflows.store.collection import StoreCollection
 
-__all__ = ["Lease", "LeaseHeld", "hold_lease"]
+__all__ = ["Lease", "LeaseHeld", "LeaseStore", "hold_lease"]
 
 logger = logging.getLogger(__name__)
+
+
+class LeaseStore(Protocol):
+    """What a lease needs of the store (a :class:`~.campaign_db.CampaignDB`): its ``leases`` collection
+    and a handle on it for the renewing thread."""
+
+    @property
+    def leases(self) -> StoreCollection: ...
+
+    def thread_handle(self, name: str) -> tuple[Any, Any]: ...
 
 
 class LeaseHeld(AsoError):
@@ -154,7 +163,7 @@ def _renew_until(stop: threading.Event, coll: Any, lease: Lease) -> None:
 
 
 @contextlib.contextmanager
-def hold_lease(db: CampaignDB, campaign: str, ttl: float = 30.0) -> Iterator[Lease]:
+def hold_lease(db: LeaseStore, campaign: str, ttl: float = 30.0) -> Iterator[Lease]:
     """Hold the lease of ``campaign`` in ``db`` while the block runs (the module docstring's rules).
 
     Raises

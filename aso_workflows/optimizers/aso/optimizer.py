@@ -27,7 +27,8 @@ __all__ = ["ActiveStructOpt"]
 @register_optimizer("aso")
 @dataclass
 class ActiveStructOpt(Optimizer):
-    """The method of Slagle, Alamgir & Fung with our batch extension.
+    """ActiveStructOpt (Slagle, Alamgir & Fung) with our batch extension: a surrogate ensemble, a
+    lower-confidence-bound acquisition and gradient proposals, q candidates per iteration.
 
     Attributes
     ----------

@@ -17,8 +17,8 @@ from aso_workflows.spectra.targets.base import (
     TargetFile,
     TargetReader,
     detect_format,
-    header_hints,
 )
+from aso_workflows.spectra.targets.hints import header_hints
 from aso_workflows.spectra.targets.options import ReadOptions
 from aso_workflows.spectra.techniques import get_technique, load_ref
 from aso_workflows.spectra.textfile import check_abscissa, read_table
