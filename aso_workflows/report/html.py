@@ -7,12 +7,12 @@ import datetime as _dt
 import html
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aso_workflows.report.descriptors import min_distance
-from aso_workflows.report.pdf_fit import pdf_fit_html
+from aso_workflows.report.pdf_fit import bond_rows, parameter_rows
 
 if TYPE_CHECKING:
     from aso_workflows.campaign.state import CampaignState
@@ -228,3 +228,32 @@ def _failed_section(failed: list[dict]) -> list[str]:
             css_id="failed-table",
         ),
     ]
+
+
+def pdf_fit_html(view: dict[str, Any], img_tag: str) -> str:
+    """The report's / campaign page's PDF section: the plot (``img_tag``), Rw, parameters, bonds."""
+    rw = view.get("rw")
+    lat = view["lattice"]
+    escaped = [[html.escape(str(c)) for c in row] for row in bond_rows(view)]
+    parts = [
+        "<h2 id='pdf-fit'>PDF fit of the best structure</h2>",
+        img_tag,
+        f"<p id='pdf-rw'>Rw = {rw:.5f} over {view['fit_range'][0]:g}–{view['fit_range'][1]:g} Å "
+        f"(candidate {html.escape(view['candidate'])}, {html.escape(view['kind'])}); cell "
+        f"a, b, c = {', '.join(f'{v:.4f}' for v in lat['abc'])} Å, angles "
+        f"{', '.join(f'{v:.2f}' for v in lat['angles'])}°.</p>"
+        if rw is not None
+        else "",
+        "<h3>Refined parameters (uncertainties from the fit's covariance)</h3>",
+        table(
+            ["parameter", "value", "bounds", ""], parameter_rows(view), left={0, 3}, css_id="pdf-parameters"
+        ),
+        "<h3>Bonds of the best structure beside the start's</h3>",
+        table(
+            ["pair", "bonds", "start (Å)", "best (Å)", "angles start", "angles best", "check"],
+            escaped,
+            left={0, 6},
+            css_id="pdf-bonds",
+        ),
+    ]
+    return "\n".join(p for p in parts if p)

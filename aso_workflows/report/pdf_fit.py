@@ -6,13 +6,13 @@ the bonds of the structure beside the start's.
   table of :func:`~aso_workflows.restraints.bond_table` with flags);
 * :func:`plot_pdf_fit`: PDFgui's standard plot — data (circles), model (line), the difference offset
   below the curves with its zero line, the fit range marked;
-* :func:`parameter_rows`, :func:`bond_rows`, :func:`pdf_fit_html`: the same as table rows and as the
-  HTML section of the report and of the web GUI's campaign page; ``aso results fit`` prints them.
+* :func:`parameter_rows`, :func:`bond_rows`: the same as table rows; ``aso results fit`` prints them,
+  :func:`aso_workflows.report.html.pdf_fit_html` makes them the HTML section of the report and of the web
+  GUI's campaign page.
 """
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from aso_workflows.campaign.state import CampaignState
     from aso_workflows.schemas import EvaluationDoc
 
-__all__ = ["pdf_fit_view", "plot_pdf_fit", "parameter_rows", "bond_rows", "pdf_fit_html"]
+__all__ = ["pdf_fit_view", "plot_pdf_fit", "parameter_rows", "bond_rows"]
 
 
 def pdf_fit_view(state: CampaignState, e: EvaluationDoc) -> dict[str, Any] | None:
@@ -156,34 +156,3 @@ def bond_rows(view: dict[str, Any]) -> list[list[str]]:
         ]
         for b in view["bonds"]
     ]
-
-
-def pdf_fit_html(view: dict[str, Any], img_tag: str) -> str:
-    """The report's / campaign page's PDF section: the plot (``img_tag``), Rw, parameters, bonds."""
-    from aso_workflows.report.html import table
-
-    rw = view.get("rw")
-    lat = view["lattice"]
-    escaped = [[html.escape(str(c)) for c in row] for row in bond_rows(view)]
-    parts = [
-        "<h2 id='pdf-fit'>PDF fit of the best structure</h2>",
-        img_tag,
-        f"<p id='pdf-rw'>Rw = {rw:.5f} over {view['fit_range'][0]:g}–{view['fit_range'][1]:g} Å "
-        f"(candidate {html.escape(view['candidate'])}, {html.escape(view['kind'])}); cell "
-        f"a, b, c = {', '.join(f'{v:.4f}' for v in lat['abc'])} Å, angles "
-        f"{', '.join(f'{v:.2f}' for v in lat['angles'])}°.</p>"
-        if rw is not None
-        else "",
-        "<h3>Refined parameters (uncertainties from the fit's covariance)</h3>",
-        table(
-            ["parameter", "value", "bounds", ""], parameter_rows(view), left={0, 3}, css_id="pdf-parameters"
-        ),
-        "<h3>Bonds of the best structure beside the start's</h3>",
-        table(
-            ["pair", "bonds", "start (Å)", "best (Å)", "angles start", "angles best", "check"],
-            escaped,
-            left={0, 6},
-            css_id="pdf-bonds",
-        ),
-    ]
-    return "\n".join(p for p in parts if p)
