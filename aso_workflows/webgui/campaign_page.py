@@ -104,7 +104,8 @@ def _page(name: str, body: str, refresh: bool) -> str:
 
 def _pdf_section(state: Any, best: Any, tmp: Path) -> list[str]:
     """The PDF fit of the best structure: PDFgui's plot, parameters with uncertainties, Rw, bonds."""
-    from aso_workflows.report.pdf_fit import pdf_fit_html, pdf_fit_view, plot_pdf_fit
+    from aso_workflows.report.html import pdf_fit_html
+    from aso_workflows.report.pdf_fit import pdf_fit_view, plot_pdf_fit
 
     view = pdf_fit_view(state, best)
     if view is None:
