@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aso_workflows.commands.common import DatabaseOption, StoreOption, guard, run_summary
+from aso_workflows.commands.common import (
+    DatabaseOption,
+    StoreOption,
+    guard,
+    run_summary,
+    warn_queue_misfits,
+)
 from aso_workflows.errors import InputError
 from aso_workflows.locate import resolve_campaign
 
@@ -212,6 +218,7 @@ def _resume_slurm(
             )
         if isinstance(queues[key], str) and not Path(queues[key]).is_file():
             raise InputError(queues[key], "queue adapter file not found")
+    warn_queue_misfits(queues)
     runner = ClusterCampaignRunner(
         launchpad=_launchpad(launchpad, recorded, cfg.name),
         launch_dir=launch_dir or Path(recorded.get("launch_dir") or out / "launches"),

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from aso_workflows.commands.common import guard, run_summary, warn_inline_passwords
+from aso_workflows.commands.common import guard, run_summary, warn_inline_passwords, warn_queue_misfits
 from aso_workflows.errors import InputError
 
 __all__ = ["submit"]
@@ -87,6 +87,7 @@ def submit(
                 raise InputError(
                     q, f"queue adapter for {'CPU' if key == 'default' else 'GPU'} jobs not found"
                 )
+        warn_queue_misfits(queues)
         out = cfg.output_dir.resolve()
         runner = ClusterCampaignRunner(
             launchpad=load_launchpad(launchpad),
