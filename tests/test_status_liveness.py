@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from campaign_files import campaign_yaml
 
-from aso_workflows.campaign.state import get_db
 from aso_workflows.config import load_config
 from aso_workflows.store import lease_state
 
@@ -49,7 +48,12 @@ def test_lease_state_tells_a_live_controller_from_a_dead_one():
 
     host, now = socket.gethostname(), time.time()
     assert not lease_state(None).live and "no controller" in lease_state(None).reason
-    mine = {"holder": f"{host}:{os.getpid()}:abc", "acquired": now - 50, "renewed": now - 2, "expires": now + 28}
+    mine = {
+        "holder": f"{host}:{os.getpid()}:abc",
+        "acquired": now - 50,
+        "renewed": now - 2,
+        "expires": now + 28,
+    }
     live = lease_state(mine, now)
     assert live.live and live.pid == os.getpid() and live.host == host and live.alive is True
     gone = lease_state({**mine, "holder": f"{host}:{_dead_pid()}:abc"}, now)

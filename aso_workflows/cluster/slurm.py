@@ -54,7 +54,13 @@ class LaunchRecord:
     ``start``/``end`` are the times the Firework started and finished inside the job (ISO, UTC);
     ``process_start`` when the job's Python process started (from the job's ``FW_slurm.json``) and
     ``recovered`` when the controller read the result back: with ``submitted`` they split a job's
-    turnaround into queue wait, start-up, the Firework itself and read-back (``benchmarks/orchestration.py``).
+    turnaround into queue wait, start-up, the Firework itself and read-back (``benchmarks/orchestration.py``);
+    ``submit_s`` is the controller's time to reserve, prepare and ``sbatch`` it, ``seen`` when the
+    controller noticed its result and ``recover_s`` the time ``recover_offline`` took. ``slurm_reason``
+    is Slurm's reason while the job is pending (``squeue %r``). ``chained``: the launch was handed over
+    to the Slurm job of a Firework that had just ended (:mod:`~aso_workflows.cluster.handover`):
+    ``slurm_job_id`` is that job's, ``submitted`` the hand-over and ``process_start`` when the job took it;
+    ``job_home`` is the launch directory the Slurm job started in (where it waits for the next one).
     """
 
     fw_id: int
@@ -76,6 +82,12 @@ class LaunchRecord:
     rerun: bool = False
     process_start: str | None = None
     recovered: str | None = None
+    slurm_reason: str | None = None
+    chained: bool = False
+    submit_s: float | None = None
+    seen: str | None = None
+    recover_s: float | None = None
+    job_home: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
