@@ -425,6 +425,24 @@ class Campaign:
                 ) from None
         return out
 
+    def pdf_fit(self, candidate: Candidate | str = "best") -> dict:
+        """A candidate's PDF fit as PDF users read it: data, model, difference, fit range, Rw, refined
+        parameters with uncertainties and bounds, its bonds beside the start's
+        (:func:`~aso_workflows.report.pdf_fit.pdf_fit_view`).
+
+        Raises
+        ------
+        InputError
+            The campaign has no PDF target, or the candidate no fitted PDF.
+        """
+        from aso_workflows.report.pdf_fit import pdf_fit_view
+
+        doc = self._resolve(candidate)
+        view = pdf_fit_view(self.state, doc) if doc.status == "completed" else None
+        if view is None:
+            raise InputError("candidate", f"candidate {doc.iteration}:{doc.candidate} has no PDF fit")
+        return view
+
     def spectrum(self, candidate: Candidate | str, technique: str | None = None) -> Spectrum:
         """One simulated spectrum of a candidate; ``technique`` may be left out when the campaign has one."""
         technique = self._technique(technique)

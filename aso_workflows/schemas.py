@@ -185,11 +185,16 @@ class FitDoc(_Doc):
 
     technique: str
     parameters: dict[str, float] = Field(default_factory=dict)
+    uncertainties: dict[str, float] = Field(default_factory=dict)
+    statistics: dict[str, float] = Field(default_factory=dict)
     goodness_name: str
     goodness: float
     mse: float
     n_simulations: int = 0
     status: str
+    bounds: dict[str, list[float]] = Field(default_factory=dict)
+    at_bound: list[str] = Field(default_factory=list)
+    structure: dict[str, Any] | None = None  # the candidate with its refined cell / per-site ADPs
 
 
 class EvaluationDoc(StoredDoc):
@@ -252,6 +257,9 @@ class SpectrumDoc(StoredDoc):
     technique: str
     spectrum: dict[str, Any]
     provenance: Provenance | None = None
+    feff_paths: list[dict[str, Any]] | None = None
+    """EXAFS with ``keep_paths``: the spectrum's FEFF scattering paths (its ``extra["feff_paths"]``), kept in
+    the blob store (:data:`~aso_workflows.store.BLOB_FIELDS`)."""
 
 
 class ModelDoc(StoredDoc):

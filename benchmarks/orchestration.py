@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -104,10 +105,10 @@ def campaign_file(folder: Path, uri: str, database: str, iterations: int, q: int
 
 def _runner_class():
     """The Slurm campaign runner of the code on the path (it moved between revisions)."""
-    for module in ("aso_workflows.cluster.campaign", "aso_workflows.campaign.cluster"):
+    for module in ("aso_workflows.cluster.runner", "aso_workflows.campaign.cluster"):
         with contextlib.suppress(ImportError):
             return __import__(module, fromlist=["ClusterCampaignRunner"]).ClusterCampaignRunner
-    raise ImportError("no ClusterCampaignRunner in aso_workflows.cluster.campaign or .campaign.cluster")
+    raise ImportError("no ClusterCampaignRunner in aso_workflows.cluster.runner or .campaign.cluster")
 
 
 def run_campaign(folder: Path, uri: str, iterations: int, q: int) -> tuple[dict, object, object]:
@@ -131,7 +132,8 @@ def run_campaign(folder: Path, uri: str, iterations: int, q: int) -> tuple[dict,
         job_store=shared_job_store(folder / "jobstore"),
     )  # the runner's own polling defaults: what users get
     t0 = time.perf_counter()
-    state, summary = runner.run(cfg, write_outputs=False)
+    older = "write_outputs" in inspect.signature(runner.run).parameters  # it wrote the report itself
+    state, summary = runner.run(cfg, write_outputs=False) if older else runner.run(cfg)
     wall = time.perf_counter() - t0
     return (
         {"wall_s": wall, "workflow_state": summary.workflow_state, "jobs": len(summary.launches)},
@@ -433,7 +435,7 @@ def fill_launchpad(lp, total: int, per_workflow: int = 50) -> int:
 
 
 def page_times(lp, campaign: str, repeats: int = 5) -> dict:
-    from aso_workflows.cluster.webgui import serve_in_thread
+    from aso_workflows.webgui.server import serve_in_thread
 
     fw = lp.fireworks.find_one({"spec._aso.campaign": campaign, "spec._aso.kind": "evaluate"}, {"fw_id": 1})
     big = lp.workflows.find_one({"name": {"$regex": "^synthetic"}}, {"nodes": 1})

@@ -21,7 +21,7 @@ fi
 python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-python -m pip install -q -e ".[test,baselines]" 2>&1 | grep -v "^WARNING: Location" || true
+python -m pip install -q -e ".[test,baselines,xas]" 2>&1 | grep -v "^WARNING: Location" || true
 
 # The real-MongoDB tier (tests marked `mongodb`): FerretDB, a MongoDB-wire-protocol server written in Go,
 # built once into ~/.cache/aso-workflows (aso_workflows/testing/ferretdb.py), started on 127.0.0.1 with its

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from campaign_files import campaign_yaml
 
-from aso_workflows.campaign.cluster import ClusterCampaignRunner
 from aso_workflows.cluster.launchpad import load_launchpad
+from aso_workflows.cluster.runner import ClusterCampaignRunner
 from aso_workflows.config import load_config
 from aso_workflows.jobstore import shared_job_store
 from aso_workflows.testing.launchpad import mongomock_launchpad
@@ -115,4 +115,7 @@ def test_pdf_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, stores, tm
             (train.slurm_job_id, True, "gpu")
         ]
     assert all(r.state == "COMPLETED" for r in summary.launches)
+    from aso_workflows.report import write_outputs  # what aso submit writes after the runner
+
+    write_outputs(state, cfg.output_dir)
     assert (Path(cfg.output_dir) / "report.png").is_file()

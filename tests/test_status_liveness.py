@@ -143,7 +143,7 @@ def test_killed_local_controller_is_not_running_and_says_how_to_continue(tmp_pat
 
 CONTROLLER = """
 import sys
-from aso_workflows.campaign.cluster import ClusterCampaignRunner
+from aso_workflows.cluster.runner import ClusterCampaignRunner
 from aso_workflows.jobstore import shared_job_store
 from aso_workflows.testing.launchpad import mongomock_launchpad
 from aso_workflows.cluster.queues import slurm_queue
@@ -159,7 +159,7 @@ runner = ClusterCampaignRunner(
     launchpad=mongomock_launchpad(), launch_dir=sys.argv[2], queues=queues,
     job_store=shared_job_store(sys.argv[3]), lost_after=2.0,
 )
-runner.run(load_config(sys.argv[1]), write_outputs=False)
+runner.run(load_config(sys.argv[1]))
 """
 
 

@@ -1,4 +1,4 @@
-"""XAFS processing (numpy, Larch conventions): FT windows, complex χ(R), E0 and edge-step normalisation."""
+"""XAFS transforms (numpy, Larch conventions): FT windows and complex χ(R)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import i0
 
-from aso_workflows.spectra.xafs import find_e0, ftwindow, pre_edge, xftf
+from aso_workflows.spectra.xafs import ftwindow, xftf
 
 K = np.round(np.arange(0.0, 15.0, 0.05), 10)
 
@@ -39,31 +39,3 @@ def test_xftf_peak_of_one_shell_sits_below_its_distance_by_the_phase():
     chi = np.sin(2 * k * 2.5) * k**2  # no phase shift: |χ(R)| peaks at R = 2.5 Å
     r, chir = xftf(k, chi, rmax=6.0, kmin=3.0, kmax=13.0, dk=1.0, window="kaiser")
     assert r[np.argmax(np.abs(chir))] == pytest.approx(2.5, abs=0.04)
-
-
-def _mu(e, e0=7112.0, step=2.0):
-    rel = e - e0
-    return (
-        0.8
-        + 1e-4 * (e - e0)
-        + step * (0.5 + np.arctan(rel / 1.0) / np.pi) * (1 - 2e-4 * np.clip(rel, 0, None))
-    )
-
-
-def test_pre_edge_recovers_e0_and_the_edge_step():
-    e = np.round(np.arange(6900.0, 7700.0, 0.5), 6)
-    mu = _mu(e)
-    assert find_e0(e, mu) == pytest.approx(7112.0, abs=0.3)
-    pe = pre_edge(e, mu)
-    assert pe.e0 == pytest.approx(7112.0, abs=0.3)
-    # the arctan edge has tails ∝ 1/|E − E0| that lines cannot absorb: a few % on the step
-    assert pe.edge_step == pytest.approx(2.0, rel=0.05)
-    rel = e - pe.e0
-    assert np.mean(pe.norm[(rel > -150) & (rel < -50)]) == pytest.approx(0.0, abs=0.02)
-    assert np.mean(pe.flat[(rel > 150) & (rel < 500)]) == pytest.approx(1.0, abs=0.01)
-    # norm keeps the post-edge slope (1 − 2e-4·e), flat removes it
-    assert np.mean(pe.norm[(rel > 450) & (rel < 550)]) < 0.93
-    # xraylarch's default ranges: from the second point (rounded to 5 eV) to half-way; 25 eV to the end
-    assert (pe.pre1, pe.pre2, pe.norm1, pe.nnorm) == (-210.0, -105.0, 25.0, 2)
-    with pytest.raises(ValueError, match="pre-edge range"):
-        pre_edge(e, mu, pre1=-5.0, pre2=-4.0)

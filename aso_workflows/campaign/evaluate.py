@@ -16,6 +16,7 @@ geometry (:func:`geometry_problem`); the campaign's ``simulation_timeout_s`` lim
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -44,6 +45,8 @@ from aso_workflows.schemas import (
 from aso_workflows.spectra.base import AbsorberSimulator, Simulator
 from aso_workflows.spectra.spectrum import Spectrum
 from aso_workflows.store import CampaignDB
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "provenance",
@@ -100,12 +103,15 @@ def _cached(state: CampaignState, cid: str) -> bool:
 def _put_cache(
     state: CampaignState, cid: str, fingerprint: str, technique: str, spectrum: Spectrum, prov: Provenance
 ) -> None:
+    data = spectrum.model_dump(mode="json")
+    paths = data["extra"].pop("feff_paths", None)  # bulky: a field of its own, in the blob store
     doc = SpectrumDoc(
         _id=cid,
         fingerprint=fingerprint,
         technique=technique,
-        spectrum=spectrum.model_dump(mode="json"),
+        spectrum=data,
         provenance=prov,
+        feff_paths=paths,
     )
     state.db.spectra.update_one({"_id": cid}, {"$setOnInsert": doc.to_mongo_fields()}, upsert=True)
 
@@ -199,7 +205,7 @@ def _check_geometry(state: CampaignState, structure: Structure) -> str | None:
 
 
 def _site_rows(state: CampaignState, technique: str) -> bool:
-    """Whether this technique's evaluations also carry per-atom rows for the surrogate (a node-level PDF
+    """Whether this technique's evaluations also carry per-site rows for the surrogate (a node-level PDF
     surrogate of an optimiser that trains one; see :func:`aso_workflows.surrogate.factory.needs_site_rows`)."""
     from aso_workflows.optimizers.registry import optimizer_class
     from aso_workflows.surrogate.factory import needs_site_rows
@@ -215,14 +221,17 @@ class _Simulate(Protocol):
 
 
 def _with_site_rows(sim: Simulator) -> _Simulate:
-    """``simulate(structure, workdir)`` that adds the per-atom PDF rows (and counts their engine calls)."""
-    from aso_workflows.spectra.pdf import PDFSimulator
-    from aso_workflows.spectra.pdf_partials import simulate_with_sites
+    """``simulate(structure, workdir)`` that adds the per-site rows of the technique's entry
+    (``surrogate.site_rows``; PDF: the per-atom partials, counting their engine calls)."""
+    from aso_workflows.spectra.techniques import get_technique, load_ref
 
-    assert isinstance(sim, PDFSimulator)  # per-atom rows are asked for the PDF only (_site_rows)
+    site_rows = get_technique(sim.technique).surrogate.site_rows
+    assert site_rows is not None  # asked for only when the entry names one (_site_rows)
+    add_rows = load_ref(site_rows)
 
     def simulate(structure: Structure, workdir: str | Path | None = None) -> Spectrum:
-        return simulate_with_sites(sim, structure, workdir=workdir)
+        spectrum: Spectrum = add_rows(sim, structure, workdir=workdir)
+        return spectrum
 
     return simulate
 
@@ -337,9 +346,35 @@ def simulate_technique(state: CampaignState, pid: str, technique: str) -> Simula
         )
     except _SIM_ERRORS as exc:
         return _failed(_one_line(exc), failure_kind(exc), t0)
+    spectrum = _prior_check(state, technique, structure, spectrum)
     prov = provenance(t0)
     _put_cache(state, cid, prop["fingerprint"], technique, spectrum, prov)
     return SimulationResult(status="completed", cache_id=cid, provenance=prov)
+
+
+def _prior_check(state: CampaignState, technique: str, structure: Structure, spectrum: Spectrum) -> Spectrum:
+    """The spectrum with ``extra["prior_check"]``: the surrogate's physics prior (pdffit2's G(r) in torch)
+    against the engine on this structure, where the campaign's surrogate uses that prior. A mismatch
+    above the tolerance is logged and stored, not hidden (``docs/surrogate.md``)."""
+    from aso_workflows.optimizers.registry import optimizer_class
+    from aso_workflows.surrogate.factory import uses_prior
+
+    cfg = state.config
+    if not (
+        uses_prior(technique, cfg.surrogate, spectrum.engine)
+        and optimizer_class(cfg.optimizer).needs_surrogate
+    ):
+        return spectrum
+    from aso_workflows.surrogate.priors.pdf import engine_check
+
+    check = engine_check(spectrum.settings, structure, spectrum.values)
+    if not check["ok"]:
+        logger.warning(
+            "%s: torch PDF model differs from pdffit2 by %.2e (relative) on this structure",
+            state.name,
+            check["max_rel_error"],
+        )
+    return spectrum.model_copy(update={"extra": {**spectrum.extra, "prior_check": check}})
 
 
 def simulate_absorber(state: CampaignState, pid: str, technique: str, site: int) -> SimulationResult:
@@ -524,7 +559,7 @@ def _fitted_fields(
     structure = Structure.from_dict(prop["structure"])
     t0 = time.perf_counter()
     try:
-        total, fits = state.objective.evaluate_fitted(spectra, structure)
+        total, fits = state.objective.evaluate_fitted(spectra, structure, _fit_starts(prop))
     except AsoError as exc:
         return {
             "status": "failed",
@@ -549,6 +584,21 @@ def _fitted_fields(
         "spectra": learned,
         "simulated_spectra": {t: r.cache_id for t, r in checked.items()},
     }
+
+
+def _fit_starts(prop: dict) -> dict[str, dict]:
+    """A polished candidate's fit starts from the polish's refined nuisance values (not its cell: the
+    polished structure carries that), so that it lands where the polish did."""
+    from aso_workflows.optimizers.polish import CELL_PARAMETERS
+
+    polish = (prop.get("predicted") or {}).get("polish") or {}
+    values = polish.get("parameters") or {}
+    keep = {
+        k: float(v)
+        for k, v in values.items()
+        if k not in CELL_PARAMETERS and not k.startswith(("x(", "y(", "z("))  # not positions either
+    }
+    return {"pdf": keep} if keep else {}
 
 
 def _cache_id_of(result: SimulationResult) -> str:

@@ -159,7 +159,9 @@ def train_job(store: dict, campaign: str, iteration: int, evaluations: list) -> 
     state = _state(store, campaign)
     from aso_workflows.optimizers import optimizer_class
 
-    if not optimizer_class(state.config.optimizer).needs_surrogate:
+    if not optimizer_class(state.config.optimizer).needs_surrogate or learn.is_polish_iteration(
+        state, iteration
+    ):
         return {}
     return learn.train_models(state, iteration)
 
@@ -178,6 +180,12 @@ def propose_job(
     state = _state(store, campaign)
     ev.record_lost(state, iteration)  # candidates whose jobs did not deliver count as failed
     reason = learn.should_stop(state)
+    if reason is not None and learn.polish_pending(state, reason):
+        pids = learn.propose_polish(state, iteration + 1)  # the exact finish: one more iteration
+        if pids:
+            state.update(iteration=iteration + 1)
+            nxt = maker.make(store, campaign, iteration + 1, pids, _plan(state))
+            return Response(output=ProposeResult(iteration=iteration + 1, proposals=pids), addition=nxt)
     if reason is not None:
         state.update(status="completed", stop_reason=reason)
         return Response(output=ProposeResult(iteration=iteration, stopped=reason, n_used=state.n_used()))

@@ -108,7 +108,7 @@ class CampaignState:
         for t in self.config.targets:
             target = self.targets[t.technique]
             fitter = (
-                make_fitter(t.technique, t.fit, target, self.simulators[t.technique])
+                make_fitter(t.technique, t.fit, target, self.simulators[t.technique], reference=self.start)
                 if t.fit.active
                 else None
             )
@@ -163,9 +163,11 @@ class CampaignState:
         KeyError
             If no spectrum has that id.
         """
-        doc = self.db.spectra.find_one({"_id": cache_id}, {"spectrum": 1})
+        doc = self.db.spectra.find_one({"_id": cache_id}, {"spectrum": 1, "feff_paths": 1})
         if doc is None:
             raise KeyError(cache_id)
+        if doc.get("feff_paths") is not None:  # kept apart (blob store): back into the spectrum
+            doc["spectrum"].setdefault("extra", {})["feff_paths"] = doc["feff_paths"]
         return Spectrum.model_validate(doc["spectrum"])
 
     def has_spectrum(self, cache_id: str) -> bool:

@@ -142,6 +142,14 @@ def open_campaign(campaign: str, store: str | None, database: str) -> Any:
     return Campaign.open(ref.name, ref.spec)
 
 
+def write_campaign_outputs(state: Any, cfg: Any) -> None:
+    """The outputs ``aso run``/``submit``/``resume`` leave in the campaign's folder: best CIFs,
+    ``history.csv``, ``report.png``/``report.html`` (:func:`aso_workflows.report.write_outputs`)."""
+    from aso_workflows.report import write_outputs
+
+    write_outputs(state, cfg.output_dir.resolve())
+
+
 def run_summary(state: Any, cfg: Any) -> None:
     """The end-of-run table of ``aso run``/``submit``/``resume``: simulations, start and best mismatch."""
     from rich.console import Console

@@ -1,4 +1,7 @@
-"""``aso simulate STRUCTURE --technique pdf|exafs|xanes``: one spectrum of a structure with the real code."""
+"""``aso simulate STRUCTURE --technique pdf|exafs|xanes|...``: one spectrum of a structure with the real code.
+
+The techniques, their axis labels, extra panels and summary rows come from the technique registry
+(:mod:`aso_workflows.spectra.techniques`)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import typer
 from aso_workflows.commands.common import guard, parse_settings
 from aso_workflows.errors import InputError
 from aso_workflows.plotting import save_figure
+from aso_workflows.spectra.techniques import get_technique, load_ref, technique_entries, technique_names
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -19,11 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["simulate"]
 
-_AXIS = {
-    "pdf": ("r (Å)", "G(r) (Å⁻²)"),
-    "exafs": ("k (Å⁻¹)", "k^w χ(k)"),
-    "xanes": ("E − E0 (eV)", "normalised μ(E)"),
-}
+_TECHNIQUES_HELP = ", ".join(technique_names()[:-1]) + f" or {technique_names()[-1]}"
+_ABSORBER_TECHNIQUES = "/".join(e.name for e in technique_entries() if e.absorber)
 
 
 def _plot(spectrum: Spectrum, title: str, path: Path) -> None:
@@ -32,24 +33,24 @@ def _plot(spectrum: Spectrum, title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from aso_workflows.spectra.analysis import first_shell
-
-    has_chir = spectrum.technique == "exafs" and first_shell(spectrum) is not None
-    fig, axes = plt.subplots(1, 2 if has_chir else 1, figsize=(10 if has_chir else 6, 4), squeeze=False)
+    entry = get_technique(spectrum.technique)
+    panels = [
+        p
+        for p in entry.panels
+        if spectrum.extra.get(p.x) and len(spectrum.extra[p.x]) == len(spectrum.extra.get(p.y) or ())
+    ]
+    n = 1 + len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(6 + 4 * (n - 1), 4), squeeze=False)
     ax = axes[0, 0]
     ax.plot(spectrum.x, spectrum.y, lw=1.2)
-    xl, yl = _AXIS[spectrum.technique]
-    if spectrum.grid.name == "E":
-        xl = "E (eV)"
-    ax.set_xlabel(xl)
-    ax.set_ylabel(yl)
+    ax.set_xlabel(entry.x_label(spectrum.grid.name, spectrum.grid.unit))
+    ax.set_ylabel(entry.y_label)
     ax.set_title(title)
     ax.axhline(0, color="0.7", lw=0.6)
-    if has_chir:
-        ax2 = axes[0, 1]
-        ax2.plot(spectrum.extra["r"], spectrum.extra["chir_mag"], lw=1.2, color="C1")
-        ax2.set_xlabel("R (Å)")
-        ax2.set_ylabel("|χ(R)|")
+    for ax2, panel in zip(axes[0, 1:], panels, strict=True):
+        ax2.plot(spectrum.extra[panel.x], spectrum.extra[panel.y], lw=1.2, color="C1")
+        ax2.set_xlabel(panel.x_label)
+        ax2.set_ylabel(panel.y_label)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
 
@@ -61,11 +62,12 @@ def simulate(
     technique: Annotated[
         str,
         typer.Option(
-            "--technique", "-t", help="Spectrum to simulate: pdf, exafs or xanes.", show_default=False
+            "--technique", "-t", help=f"Spectrum to simulate: {_TECHNIQUES_HELP}.", show_default=False
         ),
     ],
     absorber: Annotated[
-        str | None, typer.Option("--absorber", "-a", help="Absorbing element for exafs/xanes, e.g. Ni.")
+        str | None,
+        typer.Option("--absorber", "-a", help=f"Absorbing element for {_ABSORBER_TECHNIQUES}, e.g. Ni."),
     ] = None,
     setting: Annotated[
         list[str] | None,
@@ -98,13 +100,13 @@ def simulate(
 
         technique = technique.strip().lower()
         settings = parse_settings(setting)
-        if technique in ("exafs", "xanes"):
+        if get_technique(technique).absorber:
             if absorber is None and "absorber" not in settings:
                 raise InputError("--absorber", f"required for {technique} (e.g. --absorber Ni)")
             if absorber is not None:
                 settings["absorber"] = absorber
         elif absorber is not None:
-            raise InputError("--absorber", f"only applies to exafs/xanes, not {technique!r}")
+            raise InputError("--absorber", f"only applies to {_ABSORBER_TECHNIQUES}, not {technique!r}")
         sim = make_simulator(technique, **settings)
         struct = load_structure(structure)
         t0 = time.perf_counter()
@@ -123,7 +125,7 @@ def _summary(spectrum: Spectrum, struct: Structure, path: Path, elapsed: float, 
     from rich.console import Console
     from rich.table import Table
 
-    from aso_workflows.spectra.analysis import first_shell, peak_positions
+    from aso_workflows.spectra.analysis import peak_positions
 
     x = spectrum.x
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -142,10 +144,9 @@ def _summary(spectrum: Spectrum, struct: Structure, path: Path, elapsed: float, 
         table.add_row("peaks", ", ".join(f"{p:.3f}" for p in peaks) + f" {unit}")
     if spectrum.absorber_sites:
         table.add_row("absorber sites", f"{len(spectrum.absorber_sites)} averaged")
-    if spectrum.technique == "exafs":
-        r1 = first_shell(spectrum)
-        if r1 is not None:
-            table.add_row("|χ(R)| first shell", f"{r1:.3f} Å")
+    summary = get_technique(spectrum.technique).summary
+    for label, text in load_ref(summary)(spectrum) if summary is not None else ():
+        table.add_row(label, text)
     table.add_row("time", f"{elapsed:.2f} s")
     if plot is not None:
         table.add_row("plot", str(plot))

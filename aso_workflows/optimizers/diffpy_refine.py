@@ -194,7 +194,9 @@ def _max_move(a: Structure, b: Structure) -> float:
 @register_optimizer("diffpy")
 @settings_dataclass
 class DiffPyRefinement(Optimizer):
-    """pdffit2 least-squares refinement as a campaign optimiser (see the module docstring).
+    """pdffit2 least-squares refinement of the atomic positions as a campaign optimiser (PDF targets).
+
+    See the module docstring.
 
     Attributes
     ----------
@@ -343,8 +345,9 @@ def pdf_calculations(evaluations: list[dict], proposals: dict[str, dict] | None 
     - DiffPy evaluations, which cost the ``predicted.diffpy.pdf_calculations`` (PDF + derivative
       calculations of pdffit2) their proposal took — the refinement's calculation of a structure stands
       for its simulation;
-    - evaluations of refined proposals (``optimizer: aso-refine``), which cost one plus the
-      ``predicted.refine.pdf_calculations`` of their refinement.
+    - evaluations of refined proposals (``optimizer: aso-refine``) and of the ``polish``, which cost
+      one plus the ``pdf_calculations`` of their refinements (``predicted.refine``,
+      ``predicted.refine_best``, ``predicted.polish``).
 
     Parameters
     ----------
@@ -360,8 +363,9 @@ def pdf_calculations(evaluations: list[dict], proposals: dict[str, dict] | None 
             predicted = proposals.get(str(e.get("proposal_id")), {}).get("predicted") or {}
             if e.get("kind") == KIND:
                 cost = int((predicted.get("diffpy") or {}).get("pdf_calculations", 1))
-            elif predicted.get("refine"):
-                cost = 1 + int(predicted["refine"].get("pdf_calculations", 0))
+            else:
+                for key in ("refine", "refine_best", "polish"):  # refinements before the simulation
+                    cost += int((predicted.get(key) or {}).get("pdf_calculations", 0))
         total += cost
         out.append(total)
     return out

@@ -11,6 +11,7 @@ from pymatgen.core import Structure
 from aso_workflows.report.descriptors import bond_angles, first_shell_cutoffs, neighbour_distances
 from aso_workflows.report.history import pairs_by_iteration
 from aso_workflows.schemas import EvaluationDoc
+from aso_workflows.spectra.techniques import get_technique
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
     from aso_workflows.campaign.state import CampaignState
 
 __all__ = ["ReportFigures"]
-
-_YLABEL = {"pdf": "G(r) (Å⁻²)", "exafs": "k^w χ(k)", "xanes": "normalised μ(E)"}
 
 
 class ReportFigures:
@@ -89,7 +88,7 @@ class ReportFigures:
             offset = y.min() - 0.15 * float(np.ptp(y) or 1.0)
             ax.plot(b.x, np.asarray(b.y) - y + offset, color="0.45", lw=0.8, label="best − target (offset)")
         ax.set_xlabel(f"{tgt.grid.name} ({tgt.grid.unit})")
-        ax.set_ylabel(_YLABEL.get(technique, technique))
+        ax.set_ylabel(get_technique(technique).y_label)
         ax.set_title(technique.upper())
         ax.legend(fontsize=8)
 

@@ -1,5 +1,6 @@
 """Spectra: the ``Spectrum`` document, simulators, targets and mismatch.
 
+Techniques: one entry each in ``techniques`` (simulator, target reader, fitter, goodness, labels).
 Simulators: PDF in ``pdf``; EXAFS and XANES with FEFF in ``exafs`` and ``xanes`` (their shared absorber
 runs in ``feff_absorber``, the FEFF runner in ``feff_engine``, XAFS processing in ``xafs``).
 
@@ -12,8 +13,14 @@ from aso_workflows.spectra.base import AbsorberSimulator, Simulator
 from aso_workflows.spectra.mismatch import Objective, TechniqueTerm, mse
 from aso_workflows.spectra.pdf import PDFSimulator
 from aso_workflows.spectra.registry import make_simulator, simulator_class, simulator_settings
-from aso_workflows.spectra.spectrum import TECHNIQUES, Grid, Spectrum
+from aso_workflows.spectra.spectrum import Grid, Spectrum
 from aso_workflows.spectra.targets import read_target
+from aso_workflows.spectra.techniques import (
+    TechniqueEntry,
+    get_technique,
+    register_technique,
+    technique_names,
+)
 
 __all__ = [
     "AbsorberSimulator",
@@ -22,11 +29,14 @@ __all__ = [
     "PDFSimulator",
     "Simulator",
     "Spectrum",
-    "TECHNIQUES",
+    "TechniqueEntry",
     "TechniqueTerm",
     "make_simulator",
     "mse",
+    "get_technique",
     "read_target",
+    "register_technique",
     "simulator_class",
     "simulator_settings",
+    "technique_names",
 ]

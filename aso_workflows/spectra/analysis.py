@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
     from aso_workflows.spectra.spectrum import Spectrum
 
-__all__ = ["peak_positions", "first_shell"]
+__all__ = ["peak_positions", "first_shell", "exafs_summary"]
 
 
 def peak_positions(
@@ -40,3 +40,9 @@ def first_shell(spectrum: Spectrum) -> float | None:
     if not inside.any():
         return None
     return float(r[inside][np.argmax(mag[inside])])
+
+
+def exafs_summary(spectrum: Spectrum) -> list[tuple[str, str]]:
+    """``aso simulate``'s extra summary row of an EXAFS spectrum: the first shell's R, when known."""
+    r1 = first_shell(spectrum)
+    return [] if r1 is None else [("|χ(R)| first shell", f"{r1:.3f} Å")]

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 from pymatgen.core import Structure
 
-from aso_workflows.spectra.spectrum import Grid, Spectrum, Technique
+from aso_workflows.spectra.spectrum import Grid, Spectrum
 from aso_workflows.structures import settings_hash
 
 __all__ = ["Simulator", "AbsorberSimulator"]
@@ -23,8 +23,8 @@ class Simulator(ABC):
     with every spectrum and hashed into cache/unique keys.
     """
 
-    technique: ClassVar[Technique]
-    """Set by each concrete simulator (``technique = "pdf"``)."""
+    technique: ClassVar[str]
+    """Set by each concrete simulator (``technique = "pdf"``): its name in the technique registry."""
 
     @abstractmethod
     def grid(self) -> Grid:

@@ -8,6 +8,7 @@ which ~1.2 s is the start-up of FEFF's 18 stage processes; pymatgen's ``MPEXAFSS
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -26,6 +27,7 @@ from aso_workflows.spectra.feff_absorber import (
     Sites,
     Supercell,
 )
+from aso_workflows.spectra.feff_paths import FF2X_PRINT_PATHS, read_feff_paths
 from aso_workflows.spectra.spectrum import Grid, Spectrum
 from aso_workflows.spectra.xafs import chir_magnitude
 
@@ -86,6 +88,10 @@ class EXAFSSimulator(FeffAbsorberSimulator):
         Wall-clock limit per absorber run in seconds (``None``: none).
     keep_binaries
         Keep FEFF's ``*.bin`` intermediates (~4 MB per run) instead of deleting them after a run.
+    keep_paths
+        Have FEFF write its scattering paths (``feffNNNN.dat``) and keep them, parsed by xraylarch, in
+        ``extra["feff_paths"]`` (:mod:`~aso_workflows.spectra.feff_paths`; needs ``aso-workflows[xas]``).
+        The FEFFIT-grade fit (``fit: {model: paths}``) needs them and turns this on itself.
     """
 
     absorber: AbsorberElement
@@ -107,6 +113,7 @@ class EXAFSSimulator(FeffAbsorberSimulator):
     engine: EngineName = "feff10-rs"
     timeout: Positive | None = None
     keep_binaries: bool = False
+    keep_paths: bool = False
 
     technique = "exafs"
     output_file = "chi.dat"
@@ -143,6 +150,8 @@ class EXAFSSimulator(FeffAbsorberSimulator):
 
     def _tags(self) -> dict:
         tags: dict = {"RPATH": self.rpath, "NLEG": self.nlegs, "EXAFS": min(20.0, self.kmax + K_MARGIN)}
+        if self.keep_paths:  # FEFF writes feffNNNN.dat from this ff2x print level on
+            tags["PRINT"] = f"1 0 0 0 0 {FF2X_PRINT_PATHS}"
         delete: list[str] = []
         self._scf_and_debye_tags(tags, delete)
         if delete:
@@ -165,9 +174,16 @@ class EXAFSSimulator(FeffAbsorberSimulator):
         values = np.interp(k, kf, chi) * k**self.kweight
         return values, {**self.chir(values), "feff_k": kf.tolist(), "feff_chi": chi.tolist()}
 
+    def _run_outputs(self, directory: Path, site: int) -> dict:
+        if not self.keep_paths:
+            return {}
+        return {"feff_paths": [p.model_dump() for p in read_feff_paths(directory, site)]}
+
     def _combine_values(self, spectra: list[Spectrum]) -> tuple[np.ndarray, dict]:
         per_site = np.array([s.values for s in spectra], dtype=float)
         extra = self.chir(per_site.mean(axis=0))
+        if self.keep_paths:  # every absorber's paths (each names its site)
+            extra["feff_paths"] = [p for s in spectra for p in s.extra.get("feff_paths") or []]
         raw = [s.extra.get("feff_chi") for s in spectra]
         chis = [r for r in raw if r is not None]
         if len(chis) == len(raw) and len({len(r) for r in chis}) == 1:

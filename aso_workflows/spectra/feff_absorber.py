@@ -320,6 +320,8 @@ class FeffAbsorberSimulator(AbsorberSimulator):
         what = f"site {site} ({self.absorber} {self.edge} {self.technique.upper()})"
         for stale in ("chi.dat", "xmu.dat", ABSORBER_RESULT):
             (d / stale).unlink(missing_ok=True)
+        for stale_path in d.glob("feff[0-9][0-9][0-9][0-9].dat"):  # per-path files of an earlier run
+            stale_path.unlink(missing_ok=True)
         self._engine.run(d, timeout=self.timeout, what=what)
         out = d / self.output_file
         if not out.is_file():
@@ -335,6 +337,7 @@ class FeffAbsorberSimulator(AbsorberSimulator):
             raise SimulationError(f"cannot use {out.name} of {what} in {d}: {exc}") from None
         if not np.all(np.isfinite(values)):
             raise SimulationError(f"FEFF gave NaN or infinite values in {out.name} for {what} in {d}")
+        extra.update(self._run_outputs(d, site))
         spectrum = Spectrum(
             technique=self.technique,
             grid=self.grid(),
@@ -388,6 +391,10 @@ class FeffAbsorberSimulator(AbsorberSimulator):
 
     def _combine_values(self, spectra: list[Spectrum]) -> tuple[np.ndarray, dict]:
         raise NotImplementedError
+
+    def _run_outputs(self, directory: Path, site: int) -> dict:
+        """More of a finished run to keep in the spectrum's ``extra`` (EXAFS: the scattering paths)."""
+        return {}
 
     def _scf_and_debye_tags(self, tags: dict, delete: list[str]) -> None:
         if self.scf is None:

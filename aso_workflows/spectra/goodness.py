@@ -17,10 +17,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["rw", "r_factor", "GOODNESS_NAMES"]
+__all__ = ["rw", "r_factor"]
 
-GOODNESS_NAMES: dict[str, str] = {"pdf": "Rw", "exafs": "R", "xanes": "R"}
-"""The goodness-of-fit figure reported for each technique."""
+# Which technique reports which figure is its entry's ``goodness`` (aso_workflows.spectra.techniques).
 
 
 def rw(observed: ArrayLike, calculated: ArrayLike, weights: ArrayLike | None = None) -> float:

@@ -36,15 +36,14 @@ from pydantic import Field, model_validator
 
 from aso_workflows.errors import InputError
 from aso_workflows.settings import settings_dataclass
-from aso_workflows.spectra.goodness import GOODNESS_NAMES, r_factor, rw
-from aso_workflows.spectra.spectrum import Grid, Spectrum
+from aso_workflows.spectra.fit.base import FitResult
+from aso_workflows.spectra.spectrum import Spectrum, on_target_grid, same_grid
+from aso_workflows.spectra.techniques import get_technique
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-    from aso_workflows.spectra.fit.base import FitResult
-
-__all__ = ["mse", "same_grid", "TechniqueTerm", "Objective"]
+__all__ = ["mse", "TechniqueTerm", "Objective"]
 
 
 def mse(a: Spectrum | ArrayLike, b: Spectrum | ArrayLike) -> float:
@@ -63,14 +62,6 @@ def mse(a: Spectrum | ArrayLike, b: Spectrum | ArrayLike) -> float:
     if ya.shape != yb.shape:
         raise ValueError(f"cannot compare spectra of {ya.shape} and {yb.shape} points")
     return float(np.mean((ya - yb) ** 2))
-
-
-def same_grid(a: Grid, b: Grid) -> bool:
-    """True if both grids have the same points (to 1e-9 relative): no interpolation needed."""
-    x, y = a.array, b.array
-    if x.shape != y.shape:
-        return False
-    return bool(np.allclose(x, y, rtol=1e-9, atol=1e-12))
 
 
 @settings_dataclass
@@ -132,13 +123,8 @@ class TechniqueTerm:
         return float(self.normalisation)
 
     def on_target_grid(self, spectrum: Spectrum) -> Spectrum:
-        """``spectrum`` on the target's grid (unchanged when the grids are the same)."""
-        if same_grid(spectrum.grid, self.target.grid):
-            return spectrum
-        try:
-            return spectrum.interpolate(self.target.grid)
-        except ValueError as exc:
-            raise InputError(f"{self.technique} spectrum", str(exc)) from None
+        """``spectrum`` on the target's grid (:func:`~aso_workflows.spectra.spectrum.on_target_grid`)."""
+        return on_target_grid(spectrum, self.target.grid)
 
     def mse(self, spectrum: Spectrum) -> float:
         """MSE of ``spectrum`` against the target on the target grid (weighted by the fitter's weights)."""
@@ -152,19 +138,21 @@ class TechniqueTerm:
         """This term's contribution: ``weight · MSE / normaliser``."""
         return self.weight * self.mse(spectrum) / self.normaliser
 
-    def fit(self, spectrum: Spectrum, structure: Structure | None = None) -> FitResult:
-        """The candidate's spectrum fitted to the target (or only scored when there is no fitter)."""
-        from aso_workflows.spectra.fit.base import FitResult
-
+    def fit(
+        self, spectrum: Spectrum, structure: Structure | None = None, start: dict | None = None
+    ) -> FitResult:
+        """The candidate's spectrum fitted to the target (or only scored when there is no fitter);
+        ``start``: values to start the fit from (fitters that take them: PDF)."""
         if self.fitter is not None:
+            if start:
+                return self.fitter.fit(spectrum, structure, start=start)
             return self.fitter.fit(spectrum, structure)
         on_grid = self.on_target_grid(spectrum)
-        name = GOODNESS_NAMES[self.technique]
-        goodness = rw(self.target.y, on_grid.y) if name == "Rw" else r_factor(self.target.y, on_grid.y)
+        entry = get_technique(self.technique)
         return FitResult(
             technique=self.technique,
-            goodness_name=name,
-            goodness=goodness,
+            goodness_name=entry.goodness,
+            goodness=entry.goodness_function(self.target.y, on_grid.y),
             mse=self.mse(on_grid),
             spectrum=on_grid,
         )
@@ -207,7 +195,10 @@ class Objective:
         return float(total), per
 
     def evaluate_fitted(
-        self, spectra: dict[str, Spectrum], structure: Structure | None = None
+        self,
+        spectra: dict[str, Spectrum],
+        structure: Structure | None = None,
+        starts: dict[str, dict] | None = None,
     ) -> tuple[float, dict[str, FitResult]]:
         """Fit every technique's nuisance parameters, then the total objective of the fitted spectra.
 
@@ -217,6 +208,8 @@ class Objective:
             The candidate's simulated spectrum per technique.
         structure
             The candidate (needed by fits that re-simulate: PDF Qdamp, Biso, delta2 ...).
+        starts
+            Per technique, values its fit starts from (a polished candidate's refined nuisance values).
 
         Returns
         -------
@@ -230,6 +223,9 @@ class Objective:
             raise InputError(
                 "spectra", f"missing technique(s) {missing}; the objective needs {self.techniques}"
             )
-        fits = {t.technique: t.fit(spectra[t.technique], structure) for t in self.terms}
+        starts = starts or {}
+        fits = {
+            t.technique: t.fit(spectra[t.technique], structure, starts.get(t.technique)) for t in self.terms
+        }
         total = sum(t.weight * fits[t.technique].mse / t.normaliser for t in self.terms)
         return float(total), fits

@@ -1,23 +1,20 @@
-"""Simulator registry: a technique name and settings → a configured :class:`Simulator`."""
+"""Simulators by technique: a technique name and settings → a configured :class:`Simulator`.
+
+Which class simulates a technique is its entry's ``simulator`` in the technique registry
+(:mod:`aso_workflows.spectra.techniques`), imported on first use: the FEFF modules are only needed for XAS.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 from typing import Any
 
 from aso_workflows.errors import InputError
 from aso_workflows.spectra.base import Simulator
+from aso_workflows.spectra.techniques import get_technique, load_ref
 
-__all__ = ["SIMULATORS", "simulator_class", "make_simulator", "simulator_settings"]
-
-# technique → (module, class). Imported lazily: the FEFF module is only needed for XAS.
-SIMULATORS: dict[str, tuple[str, str]] = {
-    "pdf": ("aso_workflows.spectra.pdf", "PDFSimulator"),
-    "exafs": ("aso_workflows.spectra.exafs", "EXAFSSimulator"),
-    "xanes": ("aso_workflows.spectra.xanes", "XANESSimulator"),
-}
+__all__ = ["simulator_class", "make_simulator", "simulator_settings"]
 
 
 def simulator_class(technique: str) -> type[Simulator]:
@@ -28,11 +25,10 @@ def simulator_class(technique: str) -> type[Simulator]:
     InputError
         On field ``technique`` if the name is unknown or its module does not import.
     """
-    if technique not in SIMULATORS:
-        raise InputError("technique", f"unknown technique {technique!r}; expected one of {list(SIMULATORS)}")
-    module, name = SIMULATORS[technique]
+    entry = get_technique(technique)
     try:
-        return getattr(importlib.import_module(module), name)
+        cls: type[Simulator] = load_ref(entry.simulator)
+        return cls
     except (ImportError, AttributeError) as exc:
         raise InputError("technique", f"the {technique} simulator is not available ({exc})") from None
 
@@ -47,7 +43,8 @@ def simulator_settings(technique: str) -> list[str]:
 
 
 def make_simulator(technique: str, **settings: Any) -> Simulator:
-    """A simulator for ``technique`` (``"pdf"``, ``"exafs"``, ``"xanes"``) with the given settings.
+    """A simulator for a registered ``technique`` (``"pdf"``, ``"exafs"``, ``"xanes"`` ...) with the given
+    settings.
 
     Raises
     ------

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeGuard
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Technique", "Grid", "Spectrum", "TECHNIQUES", "is_technique"]
+from aso_workflows.errors import InputError
+from aso_workflows.spectra.techniques import registered
 
-Technique = Literal["pdf", "exafs", "xanes"]
-TECHNIQUES: tuple[Technique, ...] = ("pdf", "exafs", "xanes")
-
-
-def is_technique(name: object) -> TypeGuard[Technique]:
-    """Whether ``name`` is one of :data:`TECHNIQUES` (narrows a ``str`` to :data:`Technique`)."""
-    return name in TECHNIQUES
+__all__ = ["Grid", "Spectrum", "same_grid", "on_target_grid"]
 
 
 class Grid(BaseModel):
@@ -65,7 +60,8 @@ class Spectrum(BaseModel):
     Attributes
     ----------
     technique
-        ``"pdf"``, ``"exafs"`` or ``"xanes"``.
+        A registered technique (:mod:`~aso_workflows.spectra.techniques`): ``"pdf"``, ``"exafs"``,
+        ``"xanes"`` ...
     grid
         The abscissa.
     values
@@ -86,7 +82,7 @@ class Spectrum(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=False)
 
-    technique: Technique
+    technique: str
     grid: Grid
     values: list[float]
     absorber: str | None = None
@@ -97,6 +93,11 @@ class Spectrum(BaseModel):
     engine: str = ""
     source: str = "simulation"
     extra: dict = Field(default_factory=dict)
+
+    @field_validator("technique")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return registered(v)
 
     @field_validator("values")
     @classmethod
@@ -149,3 +150,27 @@ class Spectrum(BaseModel):
     @classmethod
     def from_json_file(cls, path: str | Path) -> Spectrum:
         return cls.model_validate_json(Path(path).read_text())
+
+
+def same_grid(a: Grid, b: Grid) -> bool:
+    """True if both grids have the same points (to 1e-9 relative): no interpolation needed."""
+    x, y = a.array, b.array
+    if x.shape != y.shape:
+        return False
+    return bool(np.allclose(x, y, rtol=1e-9, atol=1e-12))
+
+
+def on_target_grid(spectrum: Spectrum, grid: Grid) -> Spectrum:
+    """``spectrum`` on ``grid`` (unchanged when the grids are the same, else linearly interpolated).
+
+    Raises
+    ------
+    InputError
+        On ``<technique> spectrum`` when ``grid`` reaches outside the spectrum's range.
+    """
+    if same_grid(spectrum.grid, grid):
+        return spectrum
+    try:
+        return spectrum.interpolate(grid)
+    except ValueError as exc:
+        raise InputError(f"{spectrum.technique} spectrum", str(exc)) from None

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from aso_workflows.spectra.fit.base import FitResult, NuisanceFitter
-from aso_workflows.spectra.fit.registry import FITTERS, fitter_class, make_fitter
+from aso_workflows.spectra.fit.registry import fitter_class, make_fitter
 from aso_workflows.spectra.fit.spec import FitSpec
 
-__all__ = ["FITTERS", "FitResult", "FitSpec", "NuisanceFitter", "fitter_class", "make_fitter"]
+__all__ = ["FitResult", "FitSpec", "NuisanceFitter", "fitter_class", "make_fitter"]

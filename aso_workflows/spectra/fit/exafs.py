@@ -18,7 +18,7 @@ and the objective still compares χ(k).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -52,6 +52,8 @@ class EXAFSFitter(NuisanceFitter[Simulator]):
 
     def __init__(self, spec: FitSpec, target: Spectrum, simulator: Simulator) -> None:
         super().__init__(spec, target, simulator)
+        if spec.space == "q":
+            raise InputError("fit.space", "'q' (back-transformed χ) needs the FEFFIT-grade fit: model: paths")
         k = self.target.x
         if k[0] < 0:
             raise InputError("targets.exafs", "the target's k grid starts below 0")
@@ -128,7 +130,10 @@ class EXAFSFitter(NuisanceFitter[Simulator]):
             )
         return lo, hi
 
-    def fit(self, spectrum: Spectrum, structure: Structure | None = None) -> FitResult:
+    def fit(
+        self, spectrum: Spectrum, structure: Structure | None = None, fixed: Mapping[str, float] | None = None
+    ) -> FitResult:
+        self.check_fixed(fixed)
         spectrum = self.on_target_grid(spectrum)
         k = self.target.x
         kw = k**self.kweight

@@ -21,7 +21,7 @@ Which names and options each technique accepts is checked by its fitter
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -35,9 +35,15 @@ class FitSpec(BaseModel):
     ----------
     refine
         Parameters fitted per candidate; every other one keeps its value from the target's
-        ``settings``. PDF: ``scale``, ``qdamp``, ``qbroad``, ``delta1``, ``delta2``, ``biso`` (one
-        per element), ``biso_<El>`` (one element), ``uiso``/``uiso_<El>`` (the same in Uiso).
-        EXAFS: ``s02``, ``e0``, ``sigma2`` (an extra Debye–Waller factor exp(−2k²σ²)).
+        ``settings``. PDF: ``scale``, ``qdamp``, ``qbroad``, ``delta1``, ``delta2``, ``spdiameter``
+        (nanoparticle diameter), ``biso`` (one per element), ``biso_<El>`` (one element),
+        ``uiso``/``uiso_<El>`` (the same in Uiso), ``biso_site``/``uiso_site`` (one per site),
+        ``uaniso`` (anisotropic Uij per site); the cell: ``expansion`` (α: every length × (1 + α), the
+        cell parameter shared across techniques), ``abc`` (a, b, c) or ``lattice`` (and the free
+        angles).
+        EXAFS: ``s02``, ``e0``, ``sigma2`` (an extra Debye–Waller factor exp(−2k²σ²)); with
+        ``model: paths`` also ``expansion`` (α: every path length × (1 + α), FEFFIT's ΔR = α·R; the
+        same parameter as a PDF target's, fitted once when several targets refine it).
         XANES: ``amplitude`` (edge-step normalisation), ``shift`` (energy, eV).
     weights
         ``"uniform"`` (every point counts the same), or ``"dG"``: 1/σ² from the target file's
@@ -48,11 +54,35 @@ class FitSpec(BaseModel):
         EXAFS: the fit window in k (Å⁻¹; default: the grid less half a sill at each end), its sill
         width (Hanning) or shape parameter (Kaiser–Bessel), as Larch's ``ftwindow``.
     space, rmin, rmax
-        EXAFS: fit k-weighted χ(k) (``"k"``) or complex χ(R) over ``[rmin, rmax]`` Å (``"r"``).
+        EXAFS: fit k-weighted χ(k) (``"k"``), complex χ(R) over ``[rmin, rmax]`` Å (``"r"``) or
+        back-transformed χ(q) (``"q"``, FEFFIT-grade model only).
+    model
+        Another fit than the technique's own, from its registry entry's ``fit_models``. EXAFS:
+        ``"paths"`` (FEFFIT-grade: Larch's ``feffit`` on the candidate's FEFF scattering paths, with
+        S0², ΔE0, σ², ``expansion``; needs ``aso-workflows[xas]``); left out, the candidate's FEFF χ(k)
+        is fitted with S0², E0 and an extra σ².
+    sigma2_model
+        ``model: paths``: σ² one value for every path (``"global"``), one per shell (``"shell"``:
+        single-scattering paths grouped by distance, ``shell_gap`` apart; multiple-scattering paths take
+        the σ² of the shell nearest their half length), or from a Debye / Einstein temperature θ fitted
+        at the sample temperature ``temperature`` (``"debye"``: Larch's correlated-Debye
+        ``sigma2_debye``; ``"einstein"``: ``sigma2_eins``).
+    temperature
+        ``model: paths``: the sample temperature (K) of the Debye/Einstein σ², and of the σ² of paths
+        when ``sigma2`` is not refined (default: the simulator's ``debye`` temperature, else 300 K).
+    shell_gap
+        ``sigma2_model: shell``: the distance (Å) between path lengths that starts a new shell.
+    kweight
+        ``model: paths``: the fit's k-weight(s), one number or several fitted at once (Larch's
+        multiple k-weights); default the simulator's ``kweight``.
     emin, emax
         XANES: the fit range (eV relative to E0; default: the grid less the shift bounds at each end).
     max_nfev
         Most simulator calls one fit may make (PDF parameters other than ``scale`` re-simulate).
+    symmetry
+        PDF: ties of the cell and sites of the ADPs from a space group: ``"start"`` (the start
+        structure's), a symbol or number (a subgroup, e.g. ``"Pbnm"``); ``None``: none (a, b, c
+        independent, every atom its own site).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -64,12 +94,25 @@ class FitSpec(BaseModel):
     kmax: float | None = None
     dk: float = Field(default=1.0, ge=0)
     window: Literal["hanning", "kaiser"] = "hanning"
-    space: Literal["k", "r"] = "k"
+    space: Literal["k", "r", "q"] = "k"
     rmin: float = Field(default=1.0, ge=0)
     rmax: float = Field(default=3.0, gt=0)
     emin: float | None = None
     emax: float | None = None
     max_nfev: int = Field(default=200, ge=1)
+    symmetry: str | None = None
+    model: str | None = None
+    sigma2_model: Literal["global", "shell", "debye", "einstein"] = "global"
+    temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    shell_gap: float = Field(default=0.15, gt=0)
+    kweight: list[Annotated[float, Field(ge=0, le=4)]] | None = None
+
+    @field_validator("kweight", mode="before")
+    @classmethod
+    def _kweights(cls, v: Any) -> Any:
+        if v is None or isinstance(v, (list, tuple)):
+            return v
+        return [v]
 
     @model_validator(mode="before")
     @classmethod

@@ -1,7 +1,7 @@
 """XANES nuisance fit: an energy shift (bounded 1-D search) and the edge-step amplitude (closed form).
 
 Both spectra are flattened, edge-step normalised μ(E) on energies relative to their E0 (the
-simulator's from FEFF, the target's from its file or :func:`~aso_workflows.spectra.xafs.pre_edge`),
+simulator's from FEFF, the target's from its file or xraylarch's ``pre_edge``),
 and the two E0 conventions differ by a few eV: the shift absorbs that, the amplitude a residual
 normalisation difference. The model is ``a · μ_sim(e − shift)``; the fit range defaults to the target
 grid less the shift bounds at each end, so every fitted point is interpolated, never extrapolated.
@@ -11,6 +11,7 @@ spectrum they hold the simulation's end values.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -59,7 +60,10 @@ class XANESFitter(NuisanceFitter[Simulator]):
     def point_weights(self) -> np.ndarray:
         return self._weights
 
-    def fit(self, spectrum: Spectrum, structure: Structure | None = None) -> FitResult:
+    def fit(
+        self, spectrum: Spectrum, structure: Structure | None = None, fixed: Mapping[str, float] | None = None
+    ) -> FitResult:
+        self.check_fixed(fixed)
         e = self.target.x
         src_e, src_y = (
             spectrum.x,

@@ -22,7 +22,7 @@ import html
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aso_workflows.errors import AsoError, InputError
@@ -104,12 +104,31 @@ def _page(name: str, body: str, refresh: bool) -> str:
     )
 
 
-def _render(campaign: Campaign, summary: CampaignSummary) -> str:
-    from aso_workflows.report.history import history_rows
-    from aso_workflows.report.html import fmt, table
-    from aso_workflows.schemas import EvaluationDoc
+def _pdf_section(state: Any, best: Any, tmp: Path) -> list[str]:
+    """The PDF fit of the best structure: PDFgui's plot, parameters with uncertainties, Rw, bonds."""
+    from aso_workflows.report.pdf_fit import pdf_fit_html, pdf_fit_view, plot_pdf_fit
 
-    state = campaign.state
+    view = pdf_fit_view(state, best)
+    if view is None:
+        return []
+    png = plot_pdf_fit(view, tmp / "pdf_fit.png")
+    return [pdf_fit_html(view, _img(png, "PDF fit: data, model and difference", "aso-pdf-fit"))]
+
+
+def _render(campaign: Campaign, summary: CampaignSummary) -> str:
+    """The page's body: the summary facts, the figures, the failures and the pending candidates."""
+    parts = [_facts(campaign, summary)]
+    parts += _figures(campaign)
+    parts += _failures(summary)
+    parts += _pending(summary)
+    parts += _slurm_jobs(summary.slurm_jobs)
+    return "\n".join(parts)
+
+
+def _facts(campaign: Campaign, summary: CampaignSummary) -> str:
+    """The summary as a definition list (status, optimiser, simulations, mismatches, store)."""
+    from aso_workflows.report.html import fmt
+
     facts = [
         ("status", summary.status + (f" ({summary.stop_reason})" if summary.stop_reason else "")),
         ("controller", _controller(summary.controller)),
@@ -126,67 +145,62 @@ def _render(campaign: Campaign, summary: CampaignSummary) -> str:
         ("updated", fmt(summary.updated)),
         ("store", html.escape(summary.store)),
     ]
-    parts = [
+    return (
         "<dl id='summary'>"
         + "".join(f"<dt>{k}</dt><dd class='aso-{k.replace(' ', '-')}'>{v}</dd>" for k, v in facts)
         + "</dl>"
-    ]
-    rows = history_rows(state)
+    )
+
+
+def _figures(campaign: Campaign) -> list[str]:
+    """The convergence and spectra figures of the report, inline (a note before any result)."""
+    from aso_workflows.report.history import history_rows
+    from aso_workflows.schemas import EvaluationDoc
+
+    state = campaign.state
     best = [EvaluationDoc.from_mongo(d) for d in state.best(1)]
-    if best:
-        import matplotlib
+    if not best:
+        return ["<p class='muted' id='aso-no-results'>No simulation has completed yet.</p>"]
+    import matplotlib
 
-        matplotlib.use("Agg")
-        from aso_workflows.report.figures import ReportFigures
+    matplotlib.use("Agg")
+    from aso_workflows.report.figures import ReportFigures
 
-        figures = ReportFigures(state, rows, best)
-        with tempfile.TemporaryDirectory(prefix="aso-page-") as tmp:
-            conv = figures.convergence(Path(tmp) / "convergence.png")
-            spectra = figures.spectra(Path(tmp) / "spectra.png")
-            parts += [
-                "<h2 id='convergence'>Best mismatch vs simulations</h2>",
-                _img(conv, "best mismatch vs simulations", "aso-convergence"),
-                "<h2 id='spectra'>Spectra: target, start and best</h2>",
-                _img(spectra, "target, start and best spectra", "aso-spectra"),
-            ]
-    else:
-        parts.append("<p class='muted' id='aso-no-results'>No simulation has completed yet.</p>")
-    parts.append(f"<h2 id='failures'>Failed evaluations ({len(summary.failures)})</h2>")
-    if summary.failures:
-        parts.append(
-            table(
-                ["candidate", "status", "kind", "reason", "host", "Slurm job"],
-                [
-                    [
-                        fmt(f["ref"]),
-                        fmt(f["status"]),
-                        fmt(f["failure_kind"]),
-                        fmt(f["error"]),
-                        fmt(f["host"]),
-                        fmt(f["slurm_job_id"]),
-                    ]
-                    for f in summary.failures
-                ],
-                left={0, 1, 2, 3, 4},
-                css_id="failed-table",
-            )
-        )
-    else:
-        parts.append("<p class='muted'>None.</p>")
-    parts.append(f"<h2 id='pending'>Pending candidates ({len(summary.pending)})</h2>")
-    if summary.pending:
-        parts.append(
-            table(
-                ["candidate", "kind", "proposed"],
-                [[fmt(p["ref"]), fmt(p["kind"]), fmt(p["created"])] for p in summary.pending],
-                left={0, 1, 2},
-                css_id="pending-table",
-            )
-        )
-    else:
-        parts.append("<p class='muted'>None.</p>")
-    parts += _slurm_jobs(summary.slurm_jobs)
-    return "\n".join(parts)
+    figures = ReportFigures(state, history_rows(state), best)
+    with tempfile.TemporaryDirectory(prefix="aso-page-") as tmp:
+        conv = figures.convergence(Path(tmp) / "convergence.png")
+        spectra = figures.spectra(Path(tmp) / "spectra.png")
+        return [
+            "<h2 id='convergence'>Best mismatch vs simulations</h2>",
+            _img(conv, "best mismatch vs simulations", "aso-convergence"),
+            "<h2 id='spectra'>Spectra: target, start and best</h2>",
+            _img(spectra, "target, start and best spectra", "aso-spectra"),
+            *_pdf_section(state, best[0], Path(tmp)),
+        ]
+
+
+def _failures(summary: CampaignSummary) -> list[str]:
+    """The failed evaluations with their reasons, host and Slurm job."""
+    from aso_workflows.report.html import fmt, table
+
+    parts = [f"<h2 id='failures'>Failed evaluations ({len(summary.failures)})</h2>"]
+    if not summary.failures:
+        return parts + ["<p class='muted'>None.</p>"]
+    keys = ("ref", "status", "failure_kind", "error", "host", "slurm_job_id")
+    rows = [[fmt(f[k]) for k in keys] for f in summary.failures]
+    cols = ["candidate", "status", "kind", "reason", "host", "Slurm job"]
+    return parts + [table(cols, rows, left={0, 1, 2, 3, 4}, css_id="failed-table")]
+
+
+def _pending(summary: CampaignSummary) -> list[str]:
+    """The candidates proposed and not yet evaluated."""
+    from aso_workflows.report.html import fmt, table
+
+    parts = [f"<h2 id='pending'>Pending candidates ({len(summary.pending)})</h2>"]
+    if not summary.pending:
+        return parts + ["<p class='muted'>None.</p>"]
+    rows = [[fmt(p["ref"]), fmt(p["kind"]), fmt(p["created"])] for p in summary.pending]
+    return parts + [table(["candidate", "kind", "proposed"], rows, left={0, 1, 2}, css_id="pending-table")]
 
 
 def _controller(c: dict) -> str:
