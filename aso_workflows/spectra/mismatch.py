@@ -138,9 +138,14 @@ class TechniqueTerm:
         """This term's contribution: ``weight · MSE / normaliser``."""
         return self.weight * self.mse(spectrum) / self.normaliser
 
-    def fit(self, spectrum: Spectrum, structure: Structure | None = None) -> FitResult:
-        """The candidate's spectrum fitted to the target (or only scored when there is no fitter)."""
+    def fit(
+        self, spectrum: Spectrum, structure: Structure | None = None, start: dict | None = None
+    ) -> FitResult:
+        """The candidate's spectrum fitted to the target (or only scored when there is no fitter);
+        ``start``: values to start the fit from (fitters that take them: PDF)."""
         if self.fitter is not None:
+            if start:
+                return self.fitter.fit(spectrum, structure, start=start)
             return self.fitter.fit(spectrum, structure)
         on_grid = self.on_target_grid(spectrum)
         entry = get_technique(self.technique)
@@ -190,7 +195,10 @@ class Objective:
         return float(total), per
 
     def evaluate_fitted(
-        self, spectra: dict[str, Spectrum], structure: Structure | None = None
+        self,
+        spectra: dict[str, Spectrum],
+        structure: Structure | None = None,
+        starts: dict[str, dict] | None = None,
     ) -> tuple[float, dict[str, FitResult]]:
         """Fit every technique's nuisance parameters, then the total objective of the fitted spectra.
 
@@ -200,6 +208,8 @@ class Objective:
             The candidate's simulated spectrum per technique.
         structure
             The candidate (needed by fits that re-simulate: PDF Qdamp, Biso, delta2 ...).
+        starts
+            Per technique, values its fit starts from (a polished candidate's refined nuisance values).
 
         Returns
         -------
@@ -213,6 +223,9 @@ class Objective:
             raise InputError(
                 "spectra", f"missing technique(s) {missing}; the objective needs {self.techniques}"
             )
-        fits = {t.technique: t.fit(spectra[t.technique], structure) for t in self.terms}
+        starts = starts or {}
+        fits = {
+            t.technique: t.fit(spectra[t.technique], structure, starts.get(t.technique)) for t in self.terms
+        }
         total = sum(t.weight * fits[t.technique].mse / t.normaliser for t in self.terms)
         return float(total), fits

@@ -16,16 +16,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from aso_workflows.store.blobs import offload_large_fields, resolve_blob_fields
+from aso_workflows.store.blobs import BlobStore, offload_large_fields, resolve_blob_fields
 from aso_workflows.store.errors import reachable, server_refusal, unavailable
 from aso_workflows.store.spec import StoreSpec
 
-if TYPE_CHECKING:
-    from aso_workflows.store.campaign_db import CampaignDB
+__all__ = ["StoreCollection", "StoreOwner", "bson_safe"]
 
-__all__ = ["StoreCollection", "bson_safe"]
+
+class StoreOwner(Protocol):
+    """What a collection needs of the store that owns it (a :class:`~.campaign_db.CampaignDB`): where it
+    is and its blob store."""
+
+    spec: StoreSpec
+    blobs: BlobStore
 
 
 def bson_safe(value: Any) -> Any:
@@ -70,7 +75,7 @@ class StoreCollection:
     ``create_index``, ``delete_one`` ...).
     """
 
-    def __init__(self, collection: Any, owner: CampaignDB) -> None:
+    def __init__(self, collection: Any, owner: StoreOwner) -> None:
         self._coll = collection
         self._owner = owner
         self.name = collection.name

@@ -23,7 +23,7 @@ from aso_workflows.surrogate.base import Surrogate
 from aso_workflows.surrogate.calibration import calibrate_and_score
 from aso_workflows.surrogate.model import EnsembleGNN
 from aso_workflows.surrogate.neighbors import SkinNeighborList
-from aso_workflows.surrogate.persistence import read_surrogate_file, save_surrogate, settings_from_file
+from aso_workflows.surrogate.persistence import read_surrogate_file, settings_from_file, write_surrogate_file
 from aso_workflows.surrogate.settings import SurrogateLevel, SurrogateSettings, resolve_device
 from aso_workflows.surrogate.targets import Targets, build_targets
 from aso_workflows.surrogate.training import fit_linear_path, member_splits, train_members
@@ -340,7 +340,20 @@ class EnsembleSurrogate(Surrogate):
     # ---- persistence ---------------------------------------------------------------------------------------
     def save(self, path: str | IO[bytes]) -> None:
         """One ``torch.save`` file: settings, species, normalisers, calibration, metrics, weights (CPU)."""
-        save_surrogate(self, path)
+        state = {
+            "settings": self.settings,
+            "species": self.species,
+            "output_dim": self.output_dim,
+            "level": self.level,
+            "absorber": self.absorber,
+            "state_dict": self.model.state_dict(),
+            "y_mean": self.y_mean,
+            "y_scale": self.y_scale,
+            "calibration": self.calibration,
+            "metrics": self.metrics,
+            "fitted": self.fitted,
+        }
+        write_surrogate_file(state, path)
 
     @classmethod
     def load(cls, path: str | IO[bytes], device: str | None = None) -> EnsembleSurrogate:

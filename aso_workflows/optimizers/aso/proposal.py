@@ -226,6 +226,10 @@ class GradientProposer:
     fallback_min_displacement, fallback_max_displacement
         Range (Å) of the random perturbations of the best structures used when no optimised candidate is
         valid.
+    constraint
+        Set by the campaign from its ``symmetry`` and ``restraints`` (never in a file): positions are
+        mapped into the space group and the restraints' penalty is added
+        (:class:`~aso_workflows.optimizers.constraint.SearchConstraint`).
     """
 
     n_starts: Annotated[int, Field(ge=1)] = 128
@@ -249,6 +253,7 @@ class GradientProposer:
     progress: bool = True
     fallback_min_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.1
     fallback_max_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.5
+    constraint: Any = None
 
     @field_validator("device")
     @classmethod
@@ -464,7 +469,7 @@ class GradientProposer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
-        pos = x0 + disp
+        pos = x0 + disp if self.constraint is None else self.constraint.positions(x0 + disp, l0)
         if strain is None:
             return pos, l0
         eps = 0.5 * (strain + strain.transpose(-1, -2))
@@ -554,6 +559,8 @@ class GradientProposer:
             pos, lat = self._geometry(x0, l0, disp, strain)
             value, means, stds = self._evaluate(pos, lat, predict, acquisition)
             penalty = min_distance_penalty(pos, lat, dmin, contacts) if contacts else torch.zeros_like(value)
+            if self.constraint is not None:  # restraints (aso_workflows/optimizers/constraint.py)
+                penalty = penalty + self.constraint.penalty(pos, lat)
             with torch.no_grad():
                 better = torch.isfinite(value) & (penalty == 0) & (value < best["value"])
                 best["value"] = torch.where(better, value, best["value"])
@@ -671,6 +678,7 @@ class GradientProposer:
             min_displacement=self.fallback_min_displacement,
             max_displacement=self.fallback_max_displacement,
             seed=seed,
+            constraint=self.constraint,
         )
         need = self.q - len(chosen_frac)
         per = max(1, -(-4 * need // len(start_structures)))  # ~4 candidates per missing slot
