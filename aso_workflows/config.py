@@ -38,12 +38,14 @@ from pydantic import (
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule
 from aso_workflows.optimizers.aso.proposal import GradientProposer
+from aso_workflows.optimizers.polish import Polish
 from aso_workflows.optimizers.registry import optimizer_class, optimizer_names, optimizer_sections
 from aso_workflows.optimizers.sampling import PerturbationSampler
+from aso_workflows.restraints import Restraints
 from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.techniques import get_technique, registered
 from aso_workflows.spectra.xas_processing import XASProcessing
-from aso_workflows.store import StoreSpec, redact_uri
+from aso_workflows.store.spec import StoreSpec, redact_uri
 from aso_workflows.surrogate.settings import SurrogateSettings
 
 if TYPE_CHECKING:
@@ -155,6 +157,16 @@ class CampaignConfig(_Strict):
     min_absorber_fraction
         XAS: a candidate succeeds if at least this fraction of its absorber runs succeeded (their
         average is its spectrum); default 1, every absorber must succeed. See docs/reliability.md.
+    symmetry
+        Search only structures of a space group: ``"start"`` (the start's own) or a subgroup of it by
+        symbol or number (``"Pbnm"``): the sampler, the gradient proposals and the polish move the free
+        coordinates of that group only (:mod:`aso_workflows.symmetry`). ``None``: every coordinate.
+    restraints
+        Bond-length windows and bond-valence sums the search and the polish respect
+        (:mod:`aso_workflows.restraints`).
+    polish
+        End the campaign by refining its best structures (and its start) with pdffit2
+        (:mod:`aso_workflows.optimizers.polish`); PDF targets only.
     """
 
     name: str
@@ -177,6 +189,9 @@ class CampaignConfig(_Strict):
     max_failed: int | None = Field(default=None, ge=1)
     simulation_timeout_s: float | None = Field(default=None, gt=0)
     min_absorber_fraction: float = Field(default=1.0, gt=0, le=1)
+    symmetry: str | None = None
+    restraints: Restraints | None = None
+    polish: Polish | None = None
     output: Path | None = None
     store: StoreConfig = Field(default_factory=lambda: StoreConfig.model_validate({}))
 
@@ -231,6 +246,8 @@ class CampaignConfig(_Strict):
                 f"optimizer {self.optimizer!r} needs a {' or '.join(needs)} target, but the targets are "
                 f"{techs}; add one or choose another optimizer ({', '.join(others)})"
             )
+        if self.polish is not None and "pdf" not in techs:
+            raise ValueError(f"polish refines against a PDF target, but the targets are {techs}")
         if self.initial_size + 1 > self.budget:
             raise ValueError(
                 f"budget ({self.budget}) must exceed initial_size + 1 ({self.initial_size + 1}: the start "
@@ -282,8 +299,13 @@ def _validate_section(key: str, cls: type, value: Any) -> Any:
 
 
 ENGINE_OWNED: dict[str, dict[str, str]] = {
-    "proposal": {"q": "batch_size", "seed": "seed"},
-    "sampler": {"seed": "seed", "min_distances": "min_distances", "min_distance_scale": "min_distance_scale"},
+    "proposal": {"q": "batch_size", "seed": "seed", "constraint": "symmetry/restraints"},
+    "sampler": {
+        "seed": "seed",
+        "min_distances": "min_distances",
+        "min_distance_scale": "min_distance_scale",
+        "constraint": "symmetry/restraints",
+    },
 }
 """Fields of a section that the campaign sets from one of its top-level fields: ``{section: {field: top}}``."""
 
@@ -463,6 +485,7 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
     if cfg.store.kind == "embedded" and cfg.store.path is not None:
         _check_folder(cfg.store.path, source, "store.path")
     start = load_structure(cfg.start)
+    _check_symmetry(cfg, start, source)
     for i, t in enumerate(cfg.targets):
         where = f"targets[{i}]"
         try:
@@ -495,6 +518,26 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
                 raise
         if t.fit.active:
             _check_fit(t, sim, target, source, where)
+
+
+def _check_symmetry(cfg: CampaignConfig, start: Any, source: str | Path) -> None:
+    """``symmetry`` and ``restraints`` against the start structure (one line naming the field)."""
+    from aso_workflows.symmetry import symmetry_constraints
+
+    try:
+        if cfg.symmetry is not None:
+            symmetry_constraints(start, None if cfg.symmetry == "start" else cfg.symmetry)
+        if cfg.restraints is not None:
+            cfg.restraints.compile(start)
+    except InputError as exc:
+        raise InputError(source, f"field '{exc.source}': {exc.problem}") from None
+    for t in cfg.targets:
+        fit_symmetry = getattr(t.fit, "symmetry", None)
+        if fit_symmetry not in (None, "start"):
+            try:
+                symmetry_constraints(start, fit_symmetry)
+            except InputError as exc:
+                raise InputError(source, f"field 'fit.{exc.source}': {exc.problem}") from None
 
 
 def _check_fit(

@@ -192,6 +192,9 @@ class FitDoc(_Doc):
     mse: float
     n_simulations: int = 0
     status: str
+    bounds: dict[str, list[float]] = Field(default_factory=dict)
+    at_bound: list[str] = Field(default_factory=list)
+    structure: dict[str, Any] | None = None  # the candidate with its refined cell / per-site ADPs
 
 
 class EvaluationDoc(StoredDoc):

@@ -53,7 +53,7 @@ def write_nio_campaign(tmp_path: Path, name: str, optimizer: str, **fields) -> P
 
 
 def run(path: Path, **overrides) -> CampaignState:
-    return LocalCampaignRunner(progress=False, write_outputs=False).run(load_config(path, overrides))
+    return LocalCampaignRunner(progress=False).run(load_config(path, overrides))
 
 
 def fingerprints(state: CampaignState) -> list[str]:
@@ -348,7 +348,7 @@ def test_diffpy_needs_a_pdf_target(tmp_path):
 @pytest.mark.slow
 def test_rmc_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, tmp_path):
     """Every propose job is its own Slurm job and process: the RMC chain comes from the store alone."""
-    from aso_workflows.campaign.cluster import ClusterCampaignRunner
+    from aso_workflows.cluster.runner import ClusterCampaignRunner
     from aso_workflows.jobstore import shared_job_store
     from aso_workflows.testing.launchpad import mongomock_launchpad
 

@@ -75,11 +75,11 @@ def test_stratified_cases_split_near_far_nest_and_skip_refused_pairs(sd, tmp_pat
 
 def test_per_calculation_view_takes_the_best_reached_within_n_calculations(sd):
     run = {"case": "c", "method": "diffpy", "seed": 0, "start_objective": 1.0, "curve": [1.0, 0.5, 0.2]}
-    view = sd._per_calculation(run, 6, [1, 3, 6], "calc")
+    view = sd.per_calculation(run, 6, [1, 3, 6], "calc")
     assert view["method"] == "diffpy/calc"
     assert view["curve"] == [1.0, 1.0, 0.5, 0.5, 0.5, 0.2]
     # nothing reached yet: the start's mismatch
-    assert sd._per_calculation(run, 2, [4, 5, 6])["curve"] == [1.0, 1.0]
+    assert sd.per_calculation(run, 2, [4, 5, 6])["curve"] == [1.0, 1.0]
 
 
 def test_targets_check_ratios_per_stratum(sd):

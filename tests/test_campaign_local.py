@@ -15,6 +15,7 @@ from campaign_files import campaign_yaml
 from aso_workflows.campaign.local import LocalCampaignRunner
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.config import load_config
+from aso_workflows.report import write_outputs
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"
 
@@ -45,6 +46,8 @@ def test_random_campaign_spends_budget_and_writes_outputs(tmp_path):
     assert n_eval == n_unique == cfg.budget
     assert n_spectra == cfg.budget  # the target's spectrum is not cached as an evaluation
     out = cfg.output_dir
+    assert not (out / "report.html").exists()  # the runner writes no outputs: the command that asks does
+    write_outputs(state, out)
     for f in ("best_01.cif", "history.csv", "report.png", "report.html"):
         assert (out / f).is_file(), f
     # kinds: the start structure, initial perturbations and proposals
@@ -88,7 +91,7 @@ def test_different_start_under_same_name_is_refused(tmp_path):
     from aso_workflows.errors import InputError
 
     path = write_campaign(tmp_path, optimizer="random", name="clash", budget=6)
-    LocalCampaignRunner(progress=False, write_outputs=False).run(load_config(path))
+    LocalCampaignRunner(progress=False).run(load_config(path))
     other = write_campaign(
         tmp_path, optimizer="random", name="clash", budget=6, start=str(EXAMPLE / "target.cif")
     )

@@ -37,6 +37,7 @@ TINY = SurrogateSettings(
     progress=False,
     device="cpu",
     seed=0,
+    prior=False,  # these tests are about the GNN learning the whole PDF (tests/test_pdf_prior.py: the prior)
 )
 
 
@@ -126,12 +127,18 @@ def test_graph_level_option_and_site_rows_rule(data):
 def test_aso_campaign_stores_per_atom_rows_and_trains_node_level(tmp_path):
     """In a campaign, PDF evaluations carry the per-atom rows (with their engine-call count) and the
     surrogate trains at node level on them; a campaign whose optimiser needs no surrogate skips them."""
-    from campaign_files import campaign_yaml
+    from campaign_files import TINY_SURROGATE, campaign_yaml
 
     from aso_workflows.campaign.local import LocalCampaignRunner
     from aso_workflows.config import load_config
 
-    fields = {"budget": 4, "initial_size": 2, "batch_size": 1, "proposal": {"n_starts": 4, "steps": 5}}
+    fields = {
+        "budget": 4,
+        "initial_size": 2,
+        "batch_size": 1,
+        "proposal": {"n_starts": 4, "steps": 5},
+        "surrogate": {**TINY_SURROGATE, "prior": False},  # per-atom rows are for the GNN alone
+    }
     state = LocalCampaignRunner(progress=False).run(
         load_config(campaign_yaml(tmp_path / "a", "rows", **fields))
     )

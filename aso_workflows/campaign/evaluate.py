@@ -16,6 +16,7 @@ geometry (:func:`geometry_problem`); the campaign's ``simulation_timeout_s`` lim
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -44,6 +45,8 @@ from aso_workflows.schemas import (
 from aso_workflows.spectra.base import AbsorberSimulator, Simulator
 from aso_workflows.spectra.spectrum import Spectrum
 from aso_workflows.store import CampaignDB
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "provenance",
@@ -343,9 +346,35 @@ def simulate_technique(state: CampaignState, pid: str, technique: str) -> Simula
         )
     except _SIM_ERRORS as exc:
         return _failed(_one_line(exc), failure_kind(exc), t0)
+    spectrum = _prior_check(state, technique, structure, spectrum)
     prov = provenance(t0)
     _put_cache(state, cid, prop["fingerprint"], technique, spectrum, prov)
     return SimulationResult(status="completed", cache_id=cid, provenance=prov)
+
+
+def _prior_check(state: CampaignState, technique: str, structure: Structure, spectrum: Spectrum) -> Spectrum:
+    """The spectrum with ``extra["prior_check"]``: the surrogate's physics prior (pdffit2's G(r) in torch)
+    against the engine on this structure, where the campaign's surrogate uses that prior. A mismatch
+    above the tolerance is logged and stored, not hidden (``docs/surrogate.md``)."""
+    from aso_workflows.optimizers.registry import optimizer_class
+    from aso_workflows.surrogate.factory import uses_prior
+
+    cfg = state.config
+    if not (
+        uses_prior(technique, cfg.surrogate, spectrum.engine)
+        and optimizer_class(cfg.optimizer).needs_surrogate
+    ):
+        return spectrum
+    from aso_workflows.surrogate.priors.pdf import engine_check
+
+    check = engine_check(spectrum.settings, structure, spectrum.values)
+    if not check["ok"]:
+        logger.warning(
+            "%s: torch PDF model differs from pdffit2 by %.2e (relative) on this structure",
+            state.name,
+            check["max_rel_error"],
+        )
+    return spectrum.model_copy(update={"extra": {**spectrum.extra, "prior_check": check}})
 
 
 def simulate_absorber(state: CampaignState, pid: str, technique: str, site: int) -> SimulationResult:
@@ -530,7 +559,7 @@ def _fitted_fields(
     structure = Structure.from_dict(prop["structure"])
     t0 = time.perf_counter()
     try:
-        total, fits = state.objective.evaluate_fitted(spectra, structure)
+        total, fits = state.objective.evaluate_fitted(spectra, structure, _fit_starts(state, prop))
     except AsoError as exc:
         return {
             "status": "failed",
@@ -555,6 +584,38 @@ def _fitted_fields(
         "spectra": learned,
         "simulated_spectra": {t: r.cache_id for t, r in checked.items()},
     }
+
+
+def _fit_starts(state: CampaignState, prop: dict) -> dict[str, dict]:
+    """Where a candidate's PDF fit starts: a polished candidate from the polish's refined values, any
+    other from the start structure's fitted values (deterministic, and a few steps from the optimum
+    instead of many from the settings). The cell is left out when the candidate has its own (a
+    refined one): the structure carries it; positions are never fit parameters."""
+    from aso_workflows.optimizers.polish import CELL_PARAMETERS
+
+    if "pdf" not in state.simulators:
+        return {}
+    structure = prop.get("structure") or {}
+    polish = (prop.get("predicted") or {}).get("polish") or {}
+    if polish:
+        values = dict(polish.get("parameters") or {})
+        same_cell = False
+    else:
+        start = state.db.evaluations.find_one(
+            {"campaign": state.name, "kind": "start", "status": "completed"},
+            {"fit": 1, "structure": 1, "fingerprint": 1},
+        )
+        if start is None or start.get("fingerprint") == prop.get("fingerprint"):
+            return {}
+        values = dict(((start.get("fit") or {}).get("pdf") or {}).get("parameters") or {})
+        matrix = (structure.get("lattice") or {}).get("matrix")
+        same_cell = matrix is not None and np.allclose(matrix, start["structure"]["lattice"]["matrix"])
+    keep = {
+        k: float(v)
+        for k, v in values.items()
+        if (same_cell or k not in CELL_PARAMETERS) and not k.startswith(("x(", "y(", "z("))
+    }
+    return {"pdf": keep} if keep else {}
 
 
 def _cache_id_of(result: SimulationResult) -> str:

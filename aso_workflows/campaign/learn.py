@@ -108,6 +108,7 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
             state.species,
             dataclasses.replace(settings, seed=settings.seed + 1000 * iteration),
             absorber=getattr(sim, "absorber", None),
+            simulator=sim,
         )
         metrics = model.fit(structures, spectra)
         buf = io.BytesIO()
@@ -139,14 +140,14 @@ def stored_model_ids(state: CampaignState, iteration: int) -> dict:
 
 
 def load_models(state: CampaignState, model_ids: dict) -> dict:
-    from aso_workflows.surrogate.ensemble import EnsembleSurrogate
+    from aso_workflows.surrogate.residual import load_surrogate
 
     models = {}
     for technique, mid in model_ids.items():
         doc = state.db.models.find_one({"_id": mid})
         if doc is None:  # the ids come from the training job, which stored these models
             raise KeyError(f"model {mid!r} is missing from the models collection")
-        models[technique] = EnsembleSurrogate.load(io.BytesIO(state.db.get_blob(doc["weights"])))
+        models[technique] = load_surrogate(state.db.get_blob(doc["weights"]))
     return models
 
 
@@ -165,6 +166,42 @@ def should_stop(state: CampaignState) -> str | None:
     if n_failed >= cap:
         return f"{n_failed} simulations failed in all (max_failed {cap})"
     return None
+
+
+def polish_pending(state: CampaignState, reason: str) -> bool:
+    """Whether the campaign, stopping for ``reason``, still has its ``polish:`` to run (once, after the
+    budget is spent or the target mismatch reached; never after failures)."""
+    if state.config.polish is None or not (reason == "budget spent" or reason.startswith("target mismatch")):
+        return False
+    return not any(p.get("kind") == "polish" for p in state.proposals())
+
+
+def propose_polish(state: CampaignState, iteration: int) -> list[str]:
+    """Store the polish proposals as ``iteration`` (idempotent; :mod:`aso_workflows.optimizers.polish`)."""
+    existing = state.proposals(iteration)
+    if existing:
+        return [d["_id"] for d in existing]
+    assert state.config.polish is not None
+    t0 = time.perf_counter()
+    proposals = state.config.polish.proposals(state)
+    seconds = round(time.perf_counter() - t0, 3)
+    items = [
+        {
+            "structure": p.structure,
+            "kind": p.kind,
+            "predicted": plain(p.predicted),
+            "seconds": seconds,
+            "note": p.note,
+        }
+        for p in proposals
+    ]
+    return state.add_proposals(iteration, items)
+
+
+def is_polish_iteration(state: CampaignState, iteration: int) -> bool:
+    """Whether ``iteration`` is the campaign's polish (its surrogate is not retrained after it)."""
+    props = state.proposals(iteration)
+    return bool(props) and all(p.get("kind") == "polish" for p in props)
 
 
 def max_failed(cfg: CampaignConfig) -> int:
@@ -398,7 +435,10 @@ def resume_point(state: CampaignState) -> tuple[int, list[str]]:
     """
     it = max(state.last_iteration(), 0)
     if it > 0 and int(state.doc.get("iteration") or 0) < it:
-        propose_candidates(state, it, stored_model_ids(state, it - 1))
+        if is_polish_iteration(state, it):
+            propose_polish(state, it)
+        else:
+            propose_candidates(state, it, stored_model_ids(state, it - 1))
         state.update(iteration=it)
     return it, [p["_id"] for p in state.proposals(it)]
 
@@ -406,11 +446,14 @@ def resume_point(state: CampaignState) -> tuple[int, list[str]]:
 def _initial_proposals(state: CampaignState) -> list[str]:
     """Store the start structure and the seeded initial perturbations as iteration 0 (idempotent)."""
     config = state.config
+    from aso_workflows.optimizers.constraint import campaign_constraint
+
     sampler = dataclasses.replace(
         config.sampler,
         seed=config.seed,
         min_distances=dict(config.min_distances),
         min_distance_scale=config.min_distance_scale,
+        constraint=campaign_constraint(state),
     )
     start = state.start
     initial = [{"structure": start, "kind": "start"}]

@@ -108,7 +108,7 @@ class CampaignState:
         for t in self.config.targets:
             target = self.targets[t.technique]
             fitter = (
-                make_fitter(t.technique, t.fit, target, self.simulators[t.technique])
+                make_fitter(t.technique, t.fit, target, self.simulators[t.technique], reference=self.start)
                 if t.fit.active
                 else None
             )

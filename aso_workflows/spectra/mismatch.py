@@ -153,16 +153,22 @@ class TechniqueTerm:
         return self.weight * self.mse(spectrum) / self.normaliser
 
     def fit(
-        self, spectrum: Spectrum, structure: Structure | None = None, fixed: dict[str, float] | None = None
+        self,
+        spectrum: Spectrum,
+        structure: Structure | None = None,
+        start: dict | None = None,
+        fixed: dict[str, float] | None = None,
     ) -> FitResult:
         """The candidate's spectrum fitted to the target (or only scored when there is no fitter);
-        ``fixed``: shared parameters held at values fitted for several targets at once."""
+        ``start``: values to start the fit from (fitters that take them: PDF); ``fixed``: shared
+        parameters held at values fitted for several targets at once (:data:`SHARED_PARAMETERS`)."""
         if self.fitter is not None:
-            return (
-                self.fitter.fit(spectrum, structure, fixed=fixed)
-                if fixed
-                else self.fitter.fit(spectrum, structure)
-            )
+            kw: dict[str, Any] = {}
+            if start:
+                kw["start"] = start
+            if fixed:
+                kw["fixed"] = fixed
+            return self.fitter.fit(spectrum, structure, **kw)
         on_grid = self.on_target_grid(spectrum)
         entry = get_technique(self.technique)
         return FitResult(
@@ -211,7 +217,10 @@ class Objective:
         return float(total), per
 
     def evaluate_fitted(
-        self, spectra: dict[str, Spectrum], structure: Structure | None = None
+        self,
+        spectra: dict[str, Spectrum],
+        structure: Structure | None = None,
+        starts: dict[str, dict] | None = None,
     ) -> tuple[float, dict[str, FitResult]]:
         """Fit every technique's nuisance parameters, then the total objective of the fitted spectra.
 
@@ -221,6 +230,8 @@ class Objective:
             The candidate's simulated spectrum per technique.
         structure
             The candidate (needed by fits that re-simulate: PDF Qdamp, Biso, delta2 ...).
+        starts
+            Per technique, values its fit starts from (a polished candidate's refined nuisance values).
 
         Returns
         -------
@@ -234,10 +245,12 @@ class Objective:
             raise InputError(
                 "spectra", f"missing technique(s) {missing}; the objective needs {self.techniques}"
             )
-        shared = self.shared_parameters()
-        fits = {t.technique: t.fit(spectra[t.technique], structure) for t in self.terms}
-        for name, terms in shared.items():
-            fits.update(_joint_fit(name, terms, fits, spectra, structure))
+        starts = starts or {}
+        fits = {
+            t.technique: t.fit(spectra[t.technique], structure, starts.get(t.technique)) for t in self.terms
+        }
+        for name, terms in self.shared_parameters().items():
+            fits.update(_joint_fit(name, terms, fits, spectra, structure, starts))
         total = sum(t.weight * fits[t.technique].mse / t.normaliser for t in self.terms)
         return float(total), fits
 
@@ -263,6 +276,7 @@ def _joint_fit(
     free: dict[str, FitResult],
     spectra: dict[str, Spectrum],
     structure: Structure | None,
+    starts: dict[str, dict],
 ) -> dict[str, FitResult]:
     """The fits of ``terms`` with one value of the shared parameter ``name`` for all of them.
 
@@ -289,7 +303,12 @@ def _joint_fit(
     def share(value: float) -> float:
         key = round(float(value), 12)
         if key not in cache:
-            fits = {t.technique: t.fit(spectra[t.technique], structure, fixed={name: key}) for t in terms}
+            fits = {
+                t.technique: t.fit(
+                    spectra[t.technique], structure, starts.get(t.technique), fixed={name: key}
+                )
+                for t in terms
+            }
             cache[key] = (sum(t.weight * fits[t.technique].mse / t.normaliser for t in terms), fits)
         return cache[key][0]
 

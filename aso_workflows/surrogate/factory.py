@@ -15,6 +15,7 @@ This module imports no torch until a surrogate is built.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -23,12 +24,17 @@ from aso_workflows.spectra.techniques import get_technique
 from aso_workflows.surrogate.settings import SurrogateLevel, SurrogateSettings
 
 if TYPE_CHECKING:
+    from aso_workflows.spectra.base import Simulator
+    from aso_workflows.surrogate.base import Surrogate
     from aso_workflows.surrogate.ensemble import EnsembleSurrogate
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "PDF_READOUT_MARGIN",
     "surrogate_level",
     "needs_site_rows",
+    "uses_prior",
     "surrogate_settings",
     "surrogate_for_target",
 ]
@@ -46,16 +52,31 @@ def surrogate_level(technique: str, settings: SurrogateSettings) -> SurrogateLev
     return level
 
 
+def uses_prior(technique: str, settings: SurrogateSettings, engine: str | None = None) -> bool:
+    """Whether the surrogate of ``technique`` is a physics prior + residual (``settings.prior`` and a
+    prior exists: the PDF from pdffit2; ``engine`` as a spectrum records it, e.g. ``diffpy.pdffit2 1.5.0``,
+    when known)."""
+    if not settings.prior or technique != "pdf":
+        return False
+    return engine is None or "pdffit2" in engine
+
+
 def needs_site_rows(technique: str, settings: SurrogateSettings) -> bool:
     """Whether evaluations must carry per-site rows for this technique beyond what its simulator gives.
 
-    True for a node-level surrogate of a technique whose entry names a ``site_rows`` function: a PDF
-    evaluation then also computes the per-atom contributions
-    (:func:`~aso_workflows.spectra.pdf_partials.simulate_with_sites`). XAS simulators produce their
-    per-absorber rows anyway.
+    True for a node-level surrogate of a technique whose entry names a ``site_rows`` function, unless
+    the surrogate uses the technique's physics prior: a PDF evaluation then also computes the per-atom
+    contributions (:func:`~aso_workflows.spectra.pdf_partials.simulate_with_sites`, ~2.4 G(r)
+    calculations more). With the prior the residual is learned per structure (the prior has its own
+    per-atom rows), so a PDF evaluation stays one G(r). XAS simulators produce their per-absorber rows
+    anyway.
     """
     needs = get_technique(technique).surrogate
-    return needs.site_rows is not None and surrogate_level(technique, settings) == "node"
+    return (
+        needs.site_rows is not None
+        and surrogate_level(technique, settings) == "node"
+        and not uses_prior(technique, settings)
+    )
 
 
 def surrogate_settings(technique: str, grid: Grid, settings: SurrogateSettings) -> SurrogateSettings:
@@ -73,7 +94,8 @@ def surrogate_for_target(
     species: Sequence[str],
     settings: SurrogateSettings,
     absorber: str | None = None,
-) -> EnsembleSurrogate:
+    simulator: Simulator | None = None,
+) -> Surrogate:
     """A fresh (untrained) surrogate for ``technique`` on the target's ``grid``.
 
     Parameters
@@ -88,14 +110,28 @@ def surrogate_for_target(
         The campaign's surrogate settings.
     absorber
         Absorbing element (XAS).
+    simulator
+        The campaign's simulator of ``technique``: with it and ``settings.prior``, the surrogate is its
+        physics prior + the GNN ensemble on the residual
+        (:class:`~aso_workflows.surrogate.residual.PriorResidualSurrogate`) where a prior exists.
     """
     from aso_workflows.surrogate.ensemble import EnsembleSurrogate
 
-    level = surrogate_level(technique, settings)
-    return EnsembleSurrogate(
-        species=species,
-        output_dim=len(grid.values),
-        level=level,
-        absorber=absorber if get_technique(technique).absorber else None,
-        settings=surrogate_settings(technique, grid, settings),
-    )
+    def ensemble() -> EnsembleSurrogate:
+        return EnsembleSurrogate(
+            species=species,
+            output_dim=len(grid.values),
+            level=surrogate_level(technique, settings),
+            absorber=absorber if get_technique(technique).absorber else None,
+            settings=surrogate_settings(technique, grid, settings),
+        )
+
+    if settings.prior and simulator is not None:
+        from aso_workflows.surrogate.priors import prior_for
+        from aso_workflows.surrogate.residual import PriorResidualSurrogate
+
+        prior, why = prior_for(technique, simulator, species, grid.values)
+        if prior is not None:
+            return PriorResidualSurrogate(prior, ensemble() if settings.residual else None, settings)
+        logger.info("surrogate of %s: no physics prior (%s)", technique, why)
+    return ensemble()

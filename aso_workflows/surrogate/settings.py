@@ -92,6 +92,22 @@ class SurrogateSettings:
         PDF the campaign uses the target's ``rmax`` + 1 Å when this is ``None`` (see
         :func:`~aso_workflows.surrogate.factory.surrogate_for_target`), so the surrogate sees every pair
         distance that shapes G(r).
+    skin
+        Extra reach (Å) of the neighbour list kept across the steps of a proposal search
+        (:class:`~aso_workflows.surrogate.neighbors.SkinNeighborList`): a structure's list is rebuilt
+        only after one of its atoms has moved about half of it. Larger: fewer rebuilds, more pairs per
+        step. Does not change a prediction.
+    prior
+        Use the technique's physics prior where the project has one (PDF from pdffit2: its G(r) in torch,
+        equal to the engine; ``docs/surrogate.md``): the surrogate predicts prior + GNN residual.
+        ``False``: the GNN ensemble learns the whole spectrum (as before issue 20).
+    residual
+        With a prior: train the GNN ensemble on what the prior misses (``False``: the prior alone, its
+        spread its RMS error on the training structures).
+    residual_min
+        The ensemble is trained only when the prior misses some training spectrum by more than this
+        (largest absolute residual over largest absolute value, per spectrum); below it, nothing is
+        learnable and the prior stands alone. 0: always train.
     pdf_level
         ``"node"``: the PDF surrogate learns each atom's contribution G_i(r) (one row per atom, from
         :mod:`~aso_workflows.spectra.pdf_partials`; the reference's way) and predicts their mean;
@@ -140,7 +156,11 @@ class SurrogateSettings:
     linear_readout: bool = True
     readout_cutoff: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     linear_init: Literal["ridge", "zero"] = "ridge"
+    skin: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.5
     pdf_level: SurrogateLevel = "node"
+    prior: bool = True
+    residual: bool = True
+    residual_min: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-6
     epochs: Annotated[int, Field(gt=0)] = 300
     lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 3e-3
     weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-4

@@ -27,7 +27,8 @@ __all__ = ["ActiveStructOpt"]
 @register_optimizer("aso")
 @dataclass
 class ActiveStructOpt(Optimizer):
-    """The method of Slagle, Alamgir & Fung with our batch extension.
+    """ActiveStructOpt (Slagle, Alamgir & Fung) with our batch extension: a surrogate ensemble, a
+    lower-confidence-bound acquisition and gradient proposals, q candidates per iteration.
 
     Attributes
     ----------
@@ -81,7 +82,11 @@ class ActiveStructOpt(Optimizer):
         acq = self.acquisition(ctx)
         ranked = [s for s, _ in ctx.evaluated]
         starts = ranked[: self.n_best_starts] if self.proposer.starts == "best" else ranked
-        proposer = dataclasses.replace(self.proposer, q=ctx.q, seed=ctx.seed)
+        from aso_workflows.optimizers.constraint import campaign_constraint
+
+        constraint = campaign_constraint(state)
+        proposer = dataclasses.replace(self.proposer, q=ctx.q, seed=ctx.seed, constraint=constraint)
+        sampler = dataclasses.replace(self.sampler, constraint=constraint)
         predict = {k: m.predict_torch for k, m in ctx.models.items()}
         out = proposer.propose(
             starts,
@@ -91,7 +96,7 @@ class ActiveStructOpt(Optimizer):
             pending=ctx.pending,
             evaluated=ranked,
             reference=state.start,
-            sampler=self.sampler,
+            sampler=sampler,
             exploit=self.schedule.exploiting(ctx.n_used, ctx.budget),
         )
         return out, acq
