@@ -315,7 +315,7 @@ def _joint_fit(
     for v in alone.values():  # each target's own optimum is a candidate too
         share(min(max(v, lo), hi))
     if hi > lo:
-        minimize_scalar(share, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6, "maxiter": 40})
+        minimize_scalar(share, bounds=(lo, hi), method="bounded", options={"xatol": 1e-5, "maxiter": 30})
     best = min(cache, key=lambda v: cache[v][0])
     out = {}
     for t in terms:

@@ -52,6 +52,7 @@ FEFFIT_BOUNDS: dict[str, tuple[float, float]] = {
     "sigma2": (-0.005, 0.05),
     "theta": (50.0, 1500.0),
     "expansion": (-0.05, 0.05),
+    "third": (-0.002, 0.002),
 }
 """Default bounds: S0², ΔE0 (eV), σ² (Å²), Debye/Einstein θ (K; ``bounds: {sigma2: ...}`` sets it for
 those models), expansion α."""
@@ -79,7 +80,7 @@ class FeffitFitter(NuisanceFitter[Simulator]):
     SHARED: ClassVar[frozenset[str]] = frozenset({"expansion"})
 
     def parameter_names(self) -> list[str]:
-        return ["s02", "e0", "sigma2", "expansion"]
+        return ["s02", "e0", "sigma2", "expansion", "third"]
 
     def __init__(self, spec: FitSpec, target: Spectrum, simulator: Simulator) -> None:
         super().__init__(spec, target, simulator)
@@ -180,6 +181,7 @@ class FeffitFitter(NuisanceFitter[Simulator]):
             "amp": par("s02", 1.0),
             "del_e0": par("e0", 0.0),
             "expansion": par("expansion", 0.0),
+            "third": par("third", 0.0),
             "temp": param(self.temperature, vary=False),
         }
         model = self.spec.sigma2_model
@@ -221,7 +223,12 @@ class FeffitFitter(NuisanceFitter[Simulator]):
         params, sig = self._params(paths, fixed)
         larch_paths = {
             p.label: p.larch_path(
-                degen=p.degen / n_sites, s02="amp", e0="del_e0", deltar="expansion*reff", sigma2=sig[p.label]
+                degen=p.degen / n_sites,
+                s02="amp",
+                e0="del_e0",
+                deltar="expansion*reff",
+                sigma2=sig[p.label],
+                third="third",
             )
             for p in paths
         }
@@ -257,7 +264,7 @@ class FeffitFitter(NuisanceFitter[Simulator]):
         k = self.target.x
         model_k = np.asarray(dset.model.k, dtype=float)
         values = np.interp(k, model_k, np.asarray(dset.model.chi, dtype=float)) * k**self.kweight
-        names = {"amp": "s02", "del_e0": "e0", "expansion": "expansion", "theta": "theta"}
+        names = {"amp": "s02", "del_e0": "e0", "expansion": "expansion", "theta": "theta", "third": "third"}
         params: dict[str, float] = {}
         errors: dict[str, float] = {}
         for pname, par in out.params.items():
