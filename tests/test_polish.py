@@ -3,6 +3,7 @@ pdffit2 refinement from its own start; every PDF calculation is counted."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from campaign_files import DATA, campaign_yaml
 from pymatgen.core import Structure
@@ -75,6 +76,35 @@ def test_polish_ends_a_campaign_no_worse_than_a_refinement_of_its_start(tmp_path
     # resumed: nothing is polished twice
     again = _run(path)
     assert len(again.evaluations()) == 8
+    _what_pdf_users_see(state, tmp_path)
+
+
+def _what_pdf_users_see(state, tmp_path):
+    """The report, the web page's section and ``aso results fit``: PDFgui's fit plot, Rw, bonds."""
+    from typer.testing import CliRunner
+
+    from aso_workflows.cli import app
+    from aso_workflows.report import write_outputs
+    from aso_workflows.report.pdf_fit import pdf_fit_view
+    from aso_workflows.schemas import EvaluationDoc
+
+    best = EvaluationDoc.from_mongo(state.best(1)[0])
+    view = pdf_fit_view(state, best)
+    assert (
+        view is not None
+        and view["kind"] == "polish"
+        and view["rw"] == pytest.approx(best.goodness["pdf"].value)
+    )
+    assert np.allclose(np.asarray(view["data"]) - np.asarray(view["model"]), view["difference"])
+    pairs = {b["pair"]: b for b in view["bonds"]}
+    assert "Ni-O" in pairs and pairs["Ni-O"]["n"] == 24  # 4 Ni × 6 O (the start is perturbed)
+    paths = write_outputs(state, tmp_path / "report")
+    page = paths["report_html"].read_text()
+    assert paths["pdf_fit_png"].is_file() and "id='pdf-fit'" in page and "id='pdf-bonds'" in page
+    store = state.db.spec.path
+    out = CliRunner().invoke(app, ["results", "fit", state.name, "--store", str(store), "--json"])
+    assert out.exit_code == 0, out.output
+    assert '"kind": "polish"' in out.output and '"bonds"' in out.output
 
 
 def test_polish_needs_a_pdf_target(tmp_path):

@@ -559,7 +559,7 @@ def _fitted_fields(
     structure = Structure.from_dict(prop["structure"])
     t0 = time.perf_counter()
     try:
-        total, fits = state.objective.evaluate_fitted(spectra, structure, _fit_starts(prop))
+        total, fits = state.objective.evaluate_fitted(spectra, structure, _fit_starts(state, prop))
     except AsoError as exc:
         return {
             "status": "failed",
@@ -586,17 +586,34 @@ def _fitted_fields(
     }
 
 
-def _fit_starts(prop: dict) -> dict[str, dict]:
-    """A polished candidate's fit starts from the polish's refined nuisance values (not its cell: the
-    polished structure carries that), so that it lands where the polish did."""
+def _fit_starts(state: CampaignState, prop: dict) -> dict[str, dict]:
+    """Where a candidate's PDF fit starts: a polished candidate from the polish's refined values, any
+    other from the start structure's fitted values (deterministic, and a few steps from the optimum
+    instead of many from the settings). The cell is left out when the candidate has its own (a
+    refined one): the structure carries it; positions are never fit parameters."""
     from aso_workflows.optimizers.polish import CELL_PARAMETERS
 
+    if "pdf" not in state.simulators:
+        return {}
+    structure = prop.get("structure") or {}
     polish = (prop.get("predicted") or {}).get("polish") or {}
-    values = polish.get("parameters") or {}
+    if polish:
+        values = dict(polish.get("parameters") or {})
+        same_cell = False
+    else:
+        start = state.db.evaluations.find_one(
+            {"campaign": state.name, "kind": "start", "status": "completed"},
+            {"fit": 1, "structure": 1, "fingerprint": 1},
+        )
+        if start is None or start.get("fingerprint") == prop.get("fingerprint"):
+            return {}
+        values = dict(((start.get("fit") or {}).get("pdf") or {}).get("parameters") or {})
+        matrix = (structure.get("lattice") or {}).get("matrix")
+        same_cell = matrix is not None and np.allclose(matrix, start["structure"]["lattice"]["matrix"])
     keep = {
         k: float(v)
         for k, v in values.items()
-        if k not in CELL_PARAMETERS and not k.startswith(("x(", "y(", "z("))  # not positions either
+        if (same_cell or k not in CELL_PARAMETERS) and not k.startswith(("x(", "y(", "z("))
     }
     return {"pdf": keep} if keep else {}
 

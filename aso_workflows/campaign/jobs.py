@@ -305,9 +305,14 @@ class TrainMaker(Maker):
 
 @dataclass
 class ProposeMaker(Maker):
-    """The dynamic job: proposes the next candidates and appends the next iteration with ``maker``."""
+    """The dynamic job: proposes the next candidates and appends the next iteration with ``maker``.
+
+    Tagged ``_category: gpu`` like the training: the proposal searches with the surrogate (torch), and
+    on a cluster it runs right after the training in the same GPU job (``docs/cluster.md``).
+    """
 
     name: str = "propose"
+    manager_config: dict = field(default_factory=lambda: {"_category": "gpu"})
 
     def make(
         self,
@@ -321,6 +326,10 @@ class ProposeMaker(Maker):
         j = _tolerate_lost_parents(propose_job(store, campaign, iteration, models, evaluations, maker))
         j.name = f"{campaign} / it {iteration} / propose"
         _tag(j, campaign, iteration, "propose")
+        # the iteration it appends keeps its own categories (evaluations: none, training: gpu): jobflow
+        # would otherwise pass this job's manager_config on to every job it adds
+        config = {"manager_config": dict(self.manager_config), "pass_manager_config": False}
+        j.update_config(config, dynamic=False)
         return j
 
 

@@ -78,20 +78,21 @@ class ClusterCampaignRunner:
             rerun_failed=True,
         )
 
-    def _flow(self, config: CampaignConfig) -> Flow:
+    def _flow(self, config: CampaignConfig, online: bool = False) -> Flow:
         """The campaign's start flow, with its input files read here and how it runs recorded."""
         out = config.output_dir.resolve()
         out.mkdir(parents=True, exist_ok=True)
         inputs = prepare_inputs(config) or {}
-        inputs["executor"] = self.executor_record()
+        inputs["executor"] = {**self.executor_record(), **({"online": True} if online else {})}
         return CampaignMaker().make(config, workdir=out, inputs=inputs)
 
     def submit(self, config: CampaignConfig) -> int:
         """Validate the campaign and add its workflow to the LaunchPad; returns an fw_id.
 
-        The workflow's first job creates the campaign in the store (online workers run it).
+        The workflow's first job creates the campaign in the store (online workers run it); the
+        campaign document records ``executor.online`` (no controller drives it: ``aso status`` says so).
         """
-        return self.executor().add_flow(self._flow(config), name=f"{config.name}")
+        return self.executor().add_flow(self._flow(config, online=True), name=f"{config.name}")
 
     def run(self, config: CampaignConfig, resume: bool = False) -> tuple[CampaignState, RunSummary]:
         """Submit and drive the campaign to the end; returns ``(CampaignState, RunSummary)``.

@@ -187,3 +187,19 @@ def warn_inline_passwords(uris: dict[str, str | None]) -> None:
                 "put it in a password file instead (docs/security.md)",
                 err=True,
             )
+
+
+def warn_queue_misfits(queues: dict[str, Any]) -> list[str]:
+    """One stderr line per way a queue's jobs cannot start on its partition (``sinfo``); the lines."""
+    from aso_workflows.cluster.queues import load_queue_adapter, queue_misfits
+
+    lines = []
+    for category, q in queues.items():
+        is_file = isinstance(q, str | os.PathLike)
+        qa = load_queue_adapter(str(q)) if is_file else q
+        where = str(q) if is_file else f"the {category} queue"
+        for why in queue_misfits(qa):
+            lines.append(f"warning: {where}: {why}; its jobs would wait in Slurm for ever (PartitionConfig)")
+    for line in lines:
+        typer.echo(line, err=True)
+    return lines

@@ -20,6 +20,7 @@ from aso_workflows.commands.common import (
     StoreOption,
     guard,
     run_summary,
+    warn_queue_misfits,
     write_campaign_outputs,
 )
 from aso_workflows.errors import InputError
@@ -241,6 +242,7 @@ def _resume_slurm(
             )
         if isinstance(queues[key], str) and not Path(queues[key]).is_file():
             raise InputError(queues[key], "queue adapter file not found")
+    warn_queue_misfits(queues)
     runner = ClusterCampaignRunner(
         launchpad=_launchpad(launchpad, recorded, cfg.name),
         launch_dir=launch_dir or Path(recorded.get("launch_dir") or out / "launches"),

@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from aso_workflows.commands.common import guard, run_summary, warn_inline_passwords, write_campaign_outputs
+from aso_workflows.commands.common import (
+    guard,
+    run_summary,
+    warn_inline_passwords,
+    warn_queue_misfits,
+    write_campaign_outputs,
+)
 from aso_workflows.errors import InputError
 
 __all__ = ["submit"]
@@ -82,6 +88,7 @@ def submit(
 
         cfg = load_config(campaign)
         queues = _queues(launchpad, qadapter_cpu, qadapter_gpu)
+        warn_queue_misfits(queues)
         out = cfg.output_dir.resolve()
         runner = ClusterCampaignRunner(
             launchpad=load_launchpad(launchpad),

@@ -200,6 +200,7 @@ class ASORefine(Optimizer):
             "origin": todo["fingerprint"],
             "origin_kind": todo.get("kind"),
             "pdf_calculations": int(refined.calls),
+            "n_parameters": len(refined.values),
             "rw": float(refined.rw),
             "status": refined.status,
             "moved": fp not in known,

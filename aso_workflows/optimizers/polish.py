@@ -111,6 +111,7 @@ def polish_record(refined: Refined, origin: str) -> dict:
     return {
         "origin": origin,
         "pdf_calculations": int(refined.calls),
+        "n_parameters": len(refined.values),
         "rw": float(refined.rw),
         "status": refined.status,
         "parameters": dict(refined.values),

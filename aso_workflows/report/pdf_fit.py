@@ -6,8 +6,9 @@ the bonds of the structure beside the start's.
   table of :func:`~aso_workflows.restraints.bond_table` with flags);
 * :func:`plot_pdf_fit`: PDFgui's standard plot — data (circles), model (line), the difference offset
   below the curves with its zero line, the fit range marked;
-* :func:`parameter_rows`, :func:`bond_rows`, :func:`pdf_fit_html`: the same as table rows and as the
-  HTML section of the report and of the web GUI's campaign page; ``aso results fit`` prints them.
+* :func:`parameter_rows`, :func:`bond_rows`: the same as table rows; ``aso results fit`` prints them,
+  :func:`pdf_fit_html` makes them the HTML section of the report and of the web
+  GUI's campaign page.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from aso_workflows.campaign.state import CampaignState
     from aso_workflows.schemas import EvaluationDoc
 
-__all__ = ["pdf_fit_view", "plot_pdf_fit", "parameter_rows", "bond_rows", "pdf_fit_html"]
+__all__ = ["pdf_fit_view", "plot_pdf_fit", "parameter_rows", "bond_rows"]
 
 
 def pdf_fit_view(state: CampaignState, e: EvaluationDoc) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from aso_workflows.store.blobs import BLOB_FIELDS, INLINE_LIMIT, BlobStore, File
 from aso_workflows.store.campaign_db import COLLECTIONS, INDEXES, CampaignDB
 from aso_workflows.store.collection import StoreCollection, bson_safe
 from aso_workflows.store.errors import StoreRefused, StoreUnavailable, server_refusal
-from aso_workflows.store.lease import Lease, LeaseHeld
+from aso_workflows.store.lease import Lease, LeaseHeld, LeaseState, lease_state
 from aso_workflows.store.spec import StoreSpec, read_password_file, redact_uri, unknown_uri_options
 
 __all__ = [
@@ -33,11 +33,13 @@ __all__ = [
     "GridFSBlobStore",
     "Lease",
     "LeaseHeld",
+    "LeaseState",
     "StoreCollection",
     "StoreRefused",
     "StoreSpec",
     "StoreUnavailable",
     "bson_safe",
+    "lease_state",
     "open_store",
     "read_password_file",
     "redact_uri",

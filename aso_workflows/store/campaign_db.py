@@ -29,7 +29,7 @@ from typing import Any
 from aso_workflows.store.blobs import BlobStore
 from aso_workflows.store.collection import StoreCollection
 from aso_workflows.store.errors import reachable
-from aso_workflows.store.lease import Lease, hold_lease
+from aso_workflows.store.lease import Lease, LeaseState, hold_lease, lease_state
 from aso_workflows.store.spec import StoreSpec
 
 __all__ = ["COLLECTIONS", "INDEXES", "CampaignDB"]
@@ -105,6 +105,11 @@ class CampaignDB:
         """Hold the campaign's lease while the block runs: one controller per campaign
         (:func:`aso_workflows.store.lease.hold_lease`; a second controller gets ``LeaseHeld``)."""
         return hold_lease(self, campaign, ttl)
+
+    def controller(self, campaign: str) -> LeaseState:
+        """Whether a controller drives ``campaign`` now (its lease: holder, since when, alive or not)."""
+        with reachable(self.spec):
+            return lease_state(self.leases.find_one({"_id": campaign}))
 
     def thread_handle(self, name: str) -> tuple[Any, Any]:
         """``(collection, client)``: a handle on collection ``name`` for use by another thread, and the

@@ -27,7 +27,7 @@ from aso_workflows.errors import AsoError
 if TYPE_CHECKING:
     from aso_workflows.store.collection import StoreCollection
 
-__all__ = ["Lease", "LeaseHeld", "LeaseStore", "hold_lease"]
+__all__ = ["Lease", "LeaseHeld", "LeaseState", "LeaseStore", "hold_lease", "lease_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,59 @@ def _holder_alive(holder: str) -> bool | None:
 
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+@dataclass
+class LeaseState:
+    """Who drives a campaign now, as its lease says (see :meth:`CampaignDB.controller`).
+
+    ``live`` is True while a controller holds an unexpired lease and its process is not known to be
+    gone (on another host that cannot be checked: the lease's expiry decides); ``alive`` is the
+    process check itself (None: another host). Times are seconds since the epoch; all but ``live`` and
+    ``reason`` are None when no lease document exists.
+    """
+
+    live: bool
+    reason: str
+    holder: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    acquired: float | None = None
+    renewed: float | None = None
+    expires: float | None = None
+    alive: bool | None = None
+
+
+def lease_state(doc: dict | None, now: float | None = None) -> LeaseState:
+    """Read a ``leases`` document (or its absence) as a :class:`LeaseState`, with a one-line reason."""
+    now = time.time() if now is None else now
+    if not doc:
+        return LeaseState(False, "no controller holds the campaign's lease (none was started, or it ended)")
+    holder = str(doc.get("holder", ""))
+    host, _, rest = holder.partition(":")
+    pid = rest.split(":")[0]
+    alive = _holder_alive(holder)
+    expires = float(doc.get("expires", 0.0))
+    who = f"pid {pid} on {host}" if pid.isdigit() else holder
+    if alive is False:
+        live, reason = False, f"its controller ({who}) is gone: killed or crashed without releasing the lease"
+    elif expires <= now:
+        live = False
+        reason = f"its controller ({who}) stopped renewing the lease at {_when(float(doc.get('renewed', expires)))}"
+        reason += ": killed, its host lost, or the store unreachable from it"
+    else:
+        live, reason = True, f"driven by the controller {who} since {_when(float(doc.get('acquired', now)))}"
+    return LeaseState(
+        live=live,
+        reason=reason,
+        holder=holder,
+        host=host or None,
+        pid=int(pid) if pid.isdigit() else None,
+        acquired=doc.get("acquired"),
+        renewed=doc.get("renewed"),
+        expires=expires,
+        alive=alive,
+    )
 
 
 def _duplicate_key_errors() -> tuple[type[Exception], ...]:

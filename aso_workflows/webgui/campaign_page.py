@@ -78,13 +78,15 @@ def campaign_page(lp: LaunchPad, name: str) -> str:
     except AsoError as exc:
         return _page(name, f"<p class='error'>{html.escape(str(exc))}</p>", refresh=True)
     summary = campaign.summary()
+    jobs = tuple((j["job_id"], j["state"], j["reason"]) for j in summary.slurm_jobs or [])
     key = (summary.updated, summary.n_used, summary.n_failed, len(summary.pending), summary.status)
+    key += (summary.controller.get("running"), summary.controller.get("holder"), jobs)
     with _LOCK:
         cached = _CACHE.get(name)
         if cached is not None and cached[0] == key:
             return cached[1]
     body = _render(campaign, summary)
-    out = _page(name, body, refresh=summary.status not in ("completed", "failed", "stopped"))
+    out = _page(name, body, refresh=summary.stored_status not in ("completed", "failed", "stopped"))
     with _LOCK:
         _CACHE[name] = (key, out)
     return out
@@ -104,7 +106,8 @@ def _page(name: str, body: str, refresh: bool) -> str:
 
 def _pdf_section(state: Any, best: Any, tmp: Path) -> list[str]:
     """The PDF fit of the best structure: PDFgui's plot, parameters with uncertainties, Rw, bonds."""
-    from aso_workflows.report.pdf_fit import pdf_fit_html, pdf_fit_view, plot_pdf_fit
+    from aso_workflows.report.html import pdf_fit_html
+    from aso_workflows.report.pdf_fit import pdf_fit_view, plot_pdf_fit
 
     view = pdf_fit_view(state, best)
     if view is None:
@@ -119,6 +122,7 @@ def _render(campaign: Campaign, summary: CampaignSummary) -> str:
     parts += _figures(campaign)
     parts += _failures(summary)
     parts += _pending(summary)
+    parts += _slurm_jobs(summary.slurm_jobs)
     return "\n".join(parts)
 
 
@@ -128,6 +132,7 @@ def _facts(campaign: Campaign, summary: CampaignSummary) -> str:
 
     facts = [
         ("status", summary.status + (f" ({summary.stop_reason})" if summary.stop_reason else "")),
+        ("controller", _controller(summary.controller)),
         ("optimizer", summary.optimizer),
         ("techniques", ", ".join(t.upper() for t in campaign.techniques)),
         ("iteration", str(summary.iteration)),
@@ -197,3 +202,45 @@ def _pending(summary: CampaignSummary) -> list[str]:
         return parts + ["<p class='muted'>None.</p>"]
     rows = [[fmt(p["ref"]), fmt(p["kind"]), fmt(p["created"])] for p in summary.pending]
     return parts + [table(["candidate", "kind", "proposed"], rows, left={0, 1, 2}, css_id="pending-table")]
+
+
+def _controller(c: dict) -> str:
+    """The controller fact: who drives the campaign, or why nobody does and what continues it."""
+    if c.get("running"):
+        text = f"running: pid {c['pid']} on {c['host']}, since {c['since']}"
+    else:
+        text = ("" if c.get("executor") == "online" else "not running: ") + str(c.get("reason", ""))
+    out = html.escape(text)
+    if c.get("resume"):
+        out += f"<br>to continue: <code id='aso-resume'>{html.escape(c['resume'])}</code>"
+    return out
+
+
+def _slurm_jobs(jobs: list[dict] | None) -> list[str]:
+    """The campaign's Slurm jobs still queued or running, with Slurm's reason for those that wait."""
+    from aso_workflows.report.html import fmt, table
+
+    if jobs is None:
+        return []
+    parts = [f"<h2 id='slurm'>Slurm jobs queued or running ({len(jobs)})</h2>"]
+    if not jobs:
+        return parts + ["<p class='muted'>None.</p>"]
+    for j in jobs:
+        if j.get("blocked"):
+            parts.append(
+                f"<p class='error'>Slurm job {html.escape(j['job_id'])} cannot start: "
+                f"{html.escape(j['reason'])} ({html.escape(j['hint'])}).</p>"
+            )
+    rows = [
+        [
+            fmt(j["job_id"]),
+            fmt(j["state"]),
+            fmt(j["reason"] + (f": {j['hint']}" if j.get("hint") else "")),
+            fmt(f"{j['waiting_s']:.0f} s" if j.get("waiting_s") is not None else ""),
+            fmt(j["partition"]),
+            fmt(j.get("firework") or j["name"]),
+        ]
+        for j in jobs
+    ]
+    cols = ["job", "state", "reason", "waiting", "partition", "Firework"]
+    return parts + [table(cols, rows, left={0, 1, 2, 4, 5}, css_id="slurm-table")]

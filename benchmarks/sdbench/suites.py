@@ -14,6 +14,8 @@ from cases import BenchmarkCase
 
 __all__ = [
     "ALL_METHODS",
+    "POLISH_METHODS",
+    "polish_settings",
     "PAPER_METHODS",
     "EXAFS_PAPER_METHODS",
     "VARIANTS",
@@ -38,7 +40,12 @@ EXAFS_PAPER_METHODS = ["aso", "rmc", "lsq", "lsq-block4", "random"]
 VARIANTS: dict[str, tuple[str, dict]] = {
     # block coordinate refinement: 4 atoms (12 coordinates, 12 + q runs per step) at a time
     "lsq-block4": ("lsq", {"lsq": {"atoms_per_step": 4}}),
+    # ASO ending with the polish (the start and the 3 best refined by pdffit2): 4 fewer structures
+    # searched so that the polished ones make the same number of simulated structures (issue 19)
+    "aso-polish": ("aso", {"polish": {"top": 3, "max_calls": 60, "include_start": True}, "budget_delta": -4}),
 }
+#: issue 19's comparison: refinement, the search, and the two combined
+POLISH_METHODS = ["diffpy", "aso", "aso-refine", "aso-polish"]
 PDF_SETTINGS = {"rmin": 1.0, "rmax": 10.0, "rstep": 0.01, "qmin": 1.0, "qmax": 18.0, "biso": 2.0}
 #: light FEFF settings of examples/linio2_jt_exafs (2 of the Ni absorbers, ~3.5 s per FEFF run)
 EXAFS_SETTINGS = {"absorber": "Ni", "sites": 2}
@@ -150,6 +157,22 @@ def paper_settings(q: int, technique: str = "pdf", light: bool = False, small: b
     return s
 
 
+def polish_settings() -> SuiteSettings:
+    """Issue 19: DiffPy refinement, ASO, aso-refine and ASO + polish on the reduced cases and strong
+    random disorder, budget 40 (10 initial, q 5), ASO sized for a shared 2-core CPU (``--small``)."""
+    return SuiteSettings(
+        name="polish-pdf",
+        budget=40,
+        initial_size=10,
+        batch_size=5,
+        seeds=[0],
+        surrogate=dict(SMALL_SURROGATE),
+        proposal=dict(SMALL_PROPOSAL),
+        acquisition=dict(SMALL_ACQUISITION),
+        device="cpu",
+    )
+
+
 def exafs_settings() -> SuiteSettings:
     """LiNiO2 JT by Ni K-edge EXAFS: budget 30, 2 absorbers per structure (one FEFF run ~3.5 s each)."""
     return SuiteSettings(
@@ -203,6 +226,7 @@ def campaign_fields(case: BenchmarkCase, method: str, seed: int, s: SuiteSetting
     }
     merge_fields(fields, variant)
     merge_fields(fields, s.method_overrides.get(method, {}))
+    fields["budget"] += int(fields.pop("budget_delta", 0))
     return fields
 
 

@@ -94,7 +94,7 @@ SPDIAMETER_START = 100.0
 _VARS = {"scale": "dscale", "qdamp": "qdamp", "qbroad": "qbroad", "delta1": "delta1", "delta2": "delta2"}
 _UNAMES = ("u11", "u22", "u33", "u12", "u13", "u23")
 _WEIGHTLESS = 1e10  # dG of the data points below rmin: in the calculation, not in the fit
-_STALL_CALLS = 6
+_STALL_CALLS = 4
 _RELEASES = 2  # times parameters held on a bound are let go again after the refinement converged  # calls without a relative Rw² decrease of 1e-9 before the refinement counts as converged
 
 
@@ -509,6 +509,25 @@ class PdfFitProblem:
             raise SimulationError(f"pdffit2 refinement failed: {msg}") from None
         finally:
             pdffit2.redirect_stdout(io.StringIO())
+        return self._result(pf, values, run)
+
+    def refine_as_pdfgui(self, toler: float = 1e-8) -> Refined:
+        """The same problem refined as PDFgui does it: pdffit2's own ``refine()`` (its stopping rule, no
+        bounds, no geometry check), for comparisons. The calls are not counted (``calls`` is 0)."""
+        import diffpy.pdffit2 as pdffit2
+
+        run = _Run(held=self._fixed_indices())
+        try:
+            pf = self._engine(None, run.held)
+            pf.refine(toler)
+            values = self._values(pf)
+            pf.calc()
+        except Exception as exc:  # pdffit2's own exception types
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SimulationError(f"pdffit2 refinement failed: {msg}") from None
+        finally:
+            pdffit2.redirect_stdout(io.StringIO())
+        run.calls = 0
         return self._result(pf, values, run)
 
     def _values(self, pf: PdfFit) -> np.ndarray:
