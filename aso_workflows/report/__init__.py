@@ -77,6 +77,8 @@ def write_outputs(state: CampaignState, out: str | Path, n_best: int = 3) -> dic
         paths["convergence_png"] = figures.convergence(out / "report_convergence.png")
         paths["spectra_png"] = figures.spectra(out / "report_spectra.png")
         paths["structure_png"] = figures.structure(out / "report_structure.png")
+        if figures.xas_targets():
+            paths["xas_png"] = figures.xas_processing(out / "report_xas.png")
         accuracy = surrogate_accuracy_rows(state)
         if accuracy:
             paths["surrogate_png"] = figures.surrogate(out / "report_surrogate.png", accuracy)

@@ -55,6 +55,17 @@ def write_html(
         ),
         "<h2 id='structure'>Neighbour distances and bond angles</h2>",
         img(paths["structure_png"], "neighbour-distance and bond-angle histograms"),
+        *(
+            [
+                "<h2 id='xas'>Measured μ(E): background and what the campaign fits</h2>",
+                img(
+                    paths["xas_png"],
+                    "μ(E) with pre-edge, post-edge and AUTOBK background; the fitted χ(k) or μ(E)",
+                ),
+            ]
+            if "xas_png" in paths
+            else []
+        ),
         "<h2 id='surrogate'>Surrogate accuracy per iteration</h2>",
         *_surrogate_section(state, accuracy, paths),
         "<h2 id='best'>Best structures</h2>",
@@ -98,7 +109,20 @@ def _facts(state: CampaignState, rows: list[dict], best: list[EvaluationDoc]) ->
             )
         )
     for t, f in best[0].fit.items():
-        facts.append((f"fitted ({t})", ", ".join(f"{k} {fmt(v)}" for k, v in f.parameters.items())))
+        errors = f.uncertainties  # where the fit gives them (FEFFIT-grade EXAFS: Larch's covariance)
+        facts.append(
+            (
+                f"fitted ({t})",
+                ", ".join(
+                    f"{k} {fmt(v)}" + (f" ± {fmt(errors[k])}" if k in errors else "")
+                    for k, v in f.parameters.items()
+                ),
+            )
+        )
+        if "first_shell_r" in f.statistics:
+            facts.append(
+                (f"first shell ({t})", f"{f.statistics['first_shell_r']:.4f} Å (with the fitted expansion)")
+            )
     facts.append(("store", html.escape(state.db.spec.redacted())))
     return facts
 
