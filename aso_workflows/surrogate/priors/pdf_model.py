@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from aso_workflows.errors import InputError
+from aso_workflows.surrogate.neighbors import edge_lengths
 from aso_workflows.surrogate.priors.pdf_sum import GaussianWindows, Grid, binned_gaussians, nint
 
 if TYPE_CHECKING:
@@ -416,46 +417,56 @@ class PDFModel:
         basis = cell["basis"]
         xyz = (frac - pairs.offset) @ basis  # [B, N, 3] in pdffit2's metric
         diff = (xyz[:, :, None, :] - xyz[:, None, :, :]).reshape(-1, 3)  # xyz_i − xyz_j
-        shift = (pairs.shifts.to(frac.dtype) @ basis).reshape(-1, 3)  # [B·S, 3]
-        # index_select: its backward is an index_add (advanced indexing's is several times slower)
-        vec = diff.index_select(0, pairs.pair) - shift.index_select(0, pairs.image)
-        d2 = (vec * vec).sum(-1)
+        shift = -(pairs.shifts.to(frac.dtype) @ basis).reshape(-1, 3)  # [B·S, 3]
+        dist = edge_lengths(diff, pairs.pair, shift, pairs.image)
         g = self.grid
         rmin2 = max(0.01, math.copysign((g.rcmin - 1.0) ** 2, g.rcmin - 1.0))
-        live = ((d2 >= rmin2) & (d2 <= (g.rcmax + 1.0) ** 2)).detach()
-        d2 = torch.where(live, d2, torch.full_like(d2, max(rmin2, 1.0)))
-        dist = torch.sqrt(d2)
+        live = ((dist * dist >= rmin2) & (dist * dist <= (g.rcmax + 1.0) ** 2)).detach()
+        dist = torch.where(live, dist, torch.full_like(dist, max(math.sqrt(rmin2), 1.0)))
+        msd = self._msd(cell, pairs, diff, shift, dist)
+        if self.delta1 == 0 and self.delta2 == 0 and self.qbroad == 0:  # the width factor is 1
+            live = live & (msd > 0).detach()
+            return dist, torch.sqrt(torch.where(live, msd, pairs.u_sum)), live
+        d2 = dist * dist
         corr = 1.0 - self.delta2 / d2 - self.delta1 / dist + self.qbroad**2 * d2
-        msd = self._msd(cell, pairs, vec, d2)
         live = live & ((corr > 0) & (msd > 0)).detach()
         one = torch.ones_like(d2)
         sigma = torch.sqrt(torch.where(live, msd, pairs.u_sum)) * torch.sqrt(torch.where(live, corr, one))
         return dist, sigma, live
 
     def _msd(
-        self, cell: dict[str, torch.Tensor], pairs: _Pairs, vec: torch.Tensor, d2: torch.Tensor
+        self,
+        cell: dict[str, torch.Tensor],
+        pairs: _Pairs,
+        diff: torch.Tensor,
+        shift: torch.Tensor,
+        dist: torch.Tensor,
     ) -> torch.Tensor:
         """pdffit2's ``msdAtoms``: the pair's summed U tensors (diffpy's, written with 8 decimals)
         projected on the pair direction, ``vecᵀ Q vec / d²`` with ``Q = Bᵀ A (U_i + U_j) A B`` (``B`` the
         basis, ``A = diag(a*, b*, c*)``). Equal to ``Uiso_i + Uiso_j`` up to that rounding, which matters
         (~1e-6) in oblique cells only; the deviation is computed only where it is not zero, from a table
         per structure and pair of U values (6 numbers per pair)."""
-        u = torch.as_tensor(self._u_values, dtype=d2.dtype, device=d2.device)  # the distinct Uiso
+        dtype, device = dist.dtype, dist.device
+        if dtype != torch.float64:  # in float32 the deviation (~1e-7 of the width) is below the
+            return pairs.u_sum  # resolution, as the width's first-order term in binned_gaussians
+        u = torch.as_tensor(self._u_values, dtype=dtype, device=device)  # the distinct Uiso
         tensors = _straight_through(u[None, :, None, None] * cell["iso"][:, None], 8)  # [B, U, 3, 3]
         scaled = cell["ar"][:, None, :, None] * cell["basis"][:, None]  # A B  [B, 1, 3, 3]
         q = scaled.transpose(-1, -2) @ tensors @ scaled  # [B, U, 3, 3]
-        nominal = torch.as_tensor(self._u_rounded, dtype=d2.dtype, device=d2.device)
-        dev = q - nominal[None, :, None, None] * torch.eye(3, dtype=d2.dtype, device=d2.device)
-        # in float32 the deviation (~1e-7 of the width) is below the resolution, as the width's first-order
-        # term in binned_gaussians: left out
-        if d2.dtype != torch.float64 or float(dev.detach().abs().max()) <= 1e-16:
-            return pairs.u_sum.to(d2.dtype)
+        nominal = torch.as_tensor(self._u_rounded, dtype=dtype, device=device)
+        dev = q - nominal[None, :, None, None] * torch.eye(3, dtype=dtype, device=device)
+        if float(dev.detach().abs().max()) <= 1e-16:
+            return pairs.u_sum
+        vec = diff.index_select(0, pairs.pair) + shift.index_select(0, pairs.image)
         x, y = (0, 1, 2, 0, 0, 1), (0, 1, 2, 1, 2, 2)
-        six = dev[..., x, y] * torch.tensor([1.0, 1, 1, 2, 2, 2], dtype=d2.dtype, device=d2.device)
+        six = dev[..., x, y] * torch.tensor([1.0, 1, 1, 2, 2, 2], dtype=dtype, device=device)
         table = (six[:, :, None, :] + six[:, None, :, :]).reshape(-1, 6)  # [B·U·U, 6]: D_i + D_j
         vx, vy, vz = vec.unbind(1)
         monomials = torch.stack([vx * vx, vy * vy, vz * vz, vx * vy, vx * vz, vy * vz], 1)
-        return pairs.u_sum + torch.linalg.vecdot(table.index_select(0, pairs.kinds), monomials) / d2
+        return pairs.u_sum + torch.linalg.vecdot(table.index_select(0, pairs.kinds), monomials) / (
+            dist * dist
+        )
 
     def _pair_sum(
         self,
