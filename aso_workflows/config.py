@@ -37,6 +37,7 @@ from pydantic import (
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule
+from aso_workflows.optimizers.aso.local import SurrogateRefine
 from aso_workflows.optimizers.aso.proposal import GradientProposer
 from aso_workflows.optimizers.registry import optimizer_class, optimizer_names, optimizer_sections
 from aso_workflows.optimizers.sampling import PerturbationSampler
@@ -172,6 +173,7 @@ class CampaignConfig(_Strict):
     acquisition: LCBSchedule = Field(default_factory=LCBSchedule)
     acquisition_metric: Literal["mae", "mse"] = "mae"
     proposal: GradientProposer = Field(default_factory=GradientProposer)
+    surrogate_refine: SurrogateRefine = Field(default_factory=SurrogateRefine)
     target_mismatch: float | None = None
     max_failures: int = Field(default=5, ge=0)
     max_failed: int | None = Field(default=None, ge=1)

@@ -127,12 +127,10 @@ def test_graph_level_option_and_site_rows_rule(data):
 def test_aso_campaign_stores_per_atom_rows_and_trains_node_level(tmp_path):
     """In a campaign, PDF evaluations carry the per-atom rows (with their engine-call count) and the
     surrogate trains at node level on them; a campaign whose optimiser needs no surrogate skips them."""
-    from campaign_files import campaign_yaml
+    from campaign_files import TINY_SURROGATE, campaign_yaml
 
     from aso_workflows.campaign.local import LocalCampaignRunner
     from aso_workflows.config import load_config
-
-    from campaign_files import TINY_SURROGATE
 
     fields = {
         "budget": 4,

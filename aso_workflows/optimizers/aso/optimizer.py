@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule, LowerConfidenceBound
+from aso_workflows.optimizers.aso.local import SurrogateRefine
 from aso_workflows.optimizers.aso.proposal import GradientProposer, Proposal
 from aso_workflows.optimizers.base import (
     FALLBACK_KIND,
@@ -42,6 +43,9 @@ class ActiveStructOpt(Optimizer):
         ``proposal.starts: best`` only: how many of the best evaluated structures seed the starts.
     sampler
         Draws the fresh perturbations of the start among the proposal's starts (the campaign's sampler).
+    local
+        Refinement of the proposals through the surrogate where it is exact (``surrogate_refine:``,
+        :mod:`~aso_workflows.optimizers.aso.local`).
     """
 
     proposer: GradientProposer = dataclasses.field(default_factory=GradientProposer)
@@ -49,6 +53,7 @@ class ActiveStructOpt(Optimizer):
     metric: Literal["mae", "mse"] = "mae"
     n_best_starts: int = 8
     sampler: PerturbationSampler = dataclasses.field(default_factory=PerturbationSampler)
+    local: SurrogateRefine = dataclasses.field(default_factory=SurrogateRefine)
     needs_surrogate: ClassVar[bool] = True
 
     @classmethod
@@ -58,6 +63,7 @@ class ActiveStructOpt(Optimizer):
             schedule=config.acquisition,
             metric=config.acquisition_metric,
             sampler=config.sampler,
+            local=config.surrogate_refine,
         )
 
     def acquisition(self, ctx: ProposalContext) -> LowerConfidenceBound:
@@ -94,6 +100,15 @@ class ActiveStructOpt(Optimizer):
             sampler=self.sampler,
             exploit=self.schedule.exploiting(ctx.n_used, ctx.budget),
         )
+        if self.local.applies(ctx.models):
+            out = self.local.refine(
+                out,
+                predict,
+                acq,
+                state.dmin_matrix,
+                [*ranked, *ctx.pending],
+                penalty_weight=self.proposer.penalty_weight,
+            )
         return out, acq
 
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:

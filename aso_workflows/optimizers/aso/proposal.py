@@ -16,8 +16,9 @@ Each start keeps the best constraint-satisfying point of its trajectory (the ref
 over all starts and steps); at the end violators are discarded by the exact periodic check in float64
 and up to ``q`` candidates are chosen greedily by acquisition value, each at least
 ``diversity_threshold`` (RMS displacement) away from the already chosen, the pending (being simulated)
-and the already evaluated structures. When fewer than ``q`` survive, the rest are random perturbations
-of the best structures ranked by the acquisition, flagged ``fallback`` (stored as kind ``fallback``).
+and the already evaluated structures. When fewer than ``q`` survive, the batch is completed near the best
+structure or shrinks (:mod:`~aso_workflows.optimizers.aso.fallback`: optimised candidates closer than the
+threshold that are predicted to improve on the best, then local perturbations flagged ``fallback``).
 """
 
 from __future__ import annotations
@@ -219,8 +220,17 @@ class GradientProposer:
     progress
         Show a progress bar over the steps (:func:`aso_workflows.progress.phase`).
     fallback_min_displacement, fallback_max_displacement
-        Range (Å) of the random perturbations of the best structures used when no optimised candidate is
-        valid.
+        Bounds (Å, RMS) of the local perturbations of the best structure that complete a batch when too
+        few optimised starts are valid and distinct: their amplitude is sized to the best's neighbourhood
+        (the RMS distance to the nearest other evaluated structure, at most ``fallback_max_displacement``;
+        from half of it, or ``fallback_min_displacement`` if smaller), so it shrinks as the search
+        converges (:mod:`~aso_workflows.optimizers.aso.fallback`).
+    fallback_max_ratio
+        A local perturbation is proposed only if its predicted objective is at most this many times the
+        best evaluated structure's; otherwise the batch shrinks.
+    min_separation
+        Smallest RMS displacement (Å) between a candidate that completes a batch and any known structure
+        (the diversity threshold relaxed near convergence; the structure fingerprint resolves ~1e-3 Å).
     """
 
     n_starts: Annotated[int, Field(ge=1)] = 128
@@ -244,6 +254,8 @@ class GradientProposer:
     progress: bool = True
     fallback_min_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.1
     fallback_max_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.5
+    fallback_max_ratio: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 10.0
+    min_separation: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 2e-3
 
     @field_validator("device")
     @classmethod
@@ -319,8 +331,9 @@ class GradientProposer:
         Returns
         -------
         list[Proposal]
-            ``q`` proposals, fewer only if not even random perturbations can be made distinct. Entries
-            with ``fallback=True`` are random perturbations (a warning is logged).
+            Up to ``q`` proposals; fewer near convergence, when no distinct candidate is predicted good
+            enough (:mod:`~aso_workflows.optimizers.aso.fallback`). Entries with ``fallback=True`` are
+            local perturbations of the best structure.
         """
         import torch
 
@@ -369,24 +382,36 @@ class GradientProposer:
             for k in chosen
         ]
         if len(proposals) < self.q:
-            log.warning(
-                "gradient proposal: %d of %d starts valid and distinct, %d wanted; filling with random "
-                "perturbations of the best structures",
+            from aso_workflows.optimizers.aso.fallback import fill_batch
+
+            log.info(
+                "gradient proposal: %d of %d starts valid and distinct, %d wanted; completing the batch "
+                "near the best (optimised/fallback.py)",
                 len(chosen),
                 len(x0),
                 self.q,
             )
-            proposals += self._fallback(
-                start_structures,
-                predict,
-                acquisition,
-                dmin_matrix,
-                ref_frac,
-                ref_lat,
-                [cand_frac[k] for k in chosen],
-                [cand_lat[k] for k in chosen],
-                seed,
-                search,
+            optimised = {
+                "frac": cand_frac,
+                "lat": cand_lat,
+                "value": best["value"].cpu(),
+                "means": best["means"],
+                "stds": best["stds"],
+                "parents": parents,
+            }
+            proposals += fill_batch(
+                self,
+                start_structures=start_structures,
+                predict=predict,
+                acquisition=acquisition,
+                dmin_matrix=dmin_matrix,
+                optimised=optimised,
+                order=order,
+                chosen=chosen,
+                ref_frac=ref_frac,
+                ref_lat=ref_lat,
+                seed=seed,
+                search=search,
             )
         search["seconds"] = round(time.perf_counter() - t0, 3)
         return proposals
@@ -636,57 +661,3 @@ class GradientProposer:
                     max_tries=min(sampler.max_tries, 200),
                 )
         return []
-
-    def _fallback(
-        self,
-        start_structures: Sequence[Structure],
-        predict: Mapping[str, Predictor],
-        acquisition: AcquisitionFunction,
-        dmin_matrix: np.ndarray,
-        ref_frac: torch.Tensor,
-        ref_lat: torch.Tensor,
-        chosen_frac: list[torch.Tensor],
-        chosen_lat: list[torch.Tensor],
-        seed: int | None,
-        search: dict | None = None,
-    ) -> list[Proposal]:
-        """Random valid perturbations of the best structures, ranked by acquisition, kept distinct."""
-        import torch
-
-        sampler = PerturbationSampler(
-            min_displacement=self.fallback_min_displacement,
-            max_displacement=self.fallback_max_displacement,
-            seed=seed,
-        )
-        need = self.q - len(chosen_frac)
-        per = max(1, -(-4 * need // len(start_structures)))  # ~4 candidates per missing slot
-        candidates: list[Structure] = []
-        parents: list[int] = []
-        for p, s in enumerate(start_structures[: 4 * need]):
-            made = self._perturb(sampler, s, per, dmin_matrix, None if seed is None else seed + p)
-            candidates += made
-            parents += [p] * len(made)
-        if not candidates:
-            return []
-        frac, lat = _stack(candidates)
-        dtype = getattr(torch, self.dtype)
-        device = _resolve_device(self.device)
-        pos = (frac @ lat).to(device, dtype)
-        with torch.no_grad():
-            value, means, stds = self._evaluate(pos, lat.to(device, dtype), predict, acquisition)
-        value = torch.where(torch.isfinite(value), value, torch.full_like(value, torch.inf)).cpu()
-        order = [int(k) for k in torch.argsort(value)]
-        picked = self._greedy(order, frac, lat, ref_frac, ref_lat, chosen_frac, chosen_lat)
-        return [
-            Proposal(
-                structure=candidates[k],
-                acquisition=float(value[k]),
-                mean={t: v[k].cpu().numpy().astype(float) for t, v in means.items()},
-                std={t: v[k].cpu().numpy().astype(float) for t, v in stds.items()},
-                start_index=k,
-                parent_index=parents[k],
-                fallback=True,
-                search=search if search is not None else {},
-            )
-            for k in picked
-        ]
