@@ -238,6 +238,11 @@ class CampaignConfig(_Strict):
                 f"budget ({self.budget}) must exceed initial_size + 1 ({self.initial_size + 1}: the start "
                 "structure is simulated too)"
             )
+        if self.surrogate.prior and optimizer_class(self.optimizer).needs_surrogate:
+            # the EXAFS prior re-sums FEFF's scattering paths: keep them, unless the file says not to
+            for t in self.targets:
+                if t.technique == "exafs" and "keep_paths" not in t.settings:
+                    t.settings = {**t.settings, "keep_paths": True}
         return self
 
     def section(self, name: str) -> Any:
