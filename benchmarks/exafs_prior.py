@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> dict:
     folder = ROOT / "examples" / f"{args.case.replace('-', '_')}_exafs"
     start = Structure.from_file(str(folder / "start.cif"))
     target = Structure.from_file(str(folder / "target.cif"))
-    absorber = "Ni" if "Ni" in {s.specie.symbol for s in start} else sorted({s.specie.symbol for s in start})[0]
+    absorber = (
+        "Ni" if "Ni" in {s.specie.symbol for s in start} else sorted({s.specie.symbol for s in start})[0]
+    )
     sim = EXAFSSimulator(absorber=absorber, sites=args.sites, keep_paths=True)
     out = args.out / args.case
     out.mkdir(parents=True, exist_ok=True)
@@ -121,8 +123,12 @@ def _plot(result: dict, path: Path) -> None:
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     a = [r["rms_from_reference"] for r in rows]
-    ax.plot(a, [r["rel_rms_prior"] for r in rows], "o", label="path prior (reference's paths, candidate geometry)")
-    ax.plot(a, [r["rel_rms_reference"] for r in rows], "s", mfc="none", label="reference spectrum as prediction")
+    ax.plot(
+        a, [r["rel_rms_prior"] for r in rows], "o", label="path prior (reference's paths, candidate geometry)"
+    )
+    ax.plot(
+        a, [r["rel_rms_reference"] for r in rows], "s", mfc="none", label="reference spectrum as prediction"
+    )
     for r in rows:
         if r["label"] in ("start", "target"):
             ax.annotate(r["label"], (r["rms_from_reference"], r["rel_rms_prior"]), fontsize=7)
