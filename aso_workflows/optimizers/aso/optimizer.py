@@ -89,6 +89,26 @@ class ActiveStructOpt(Optimizer):
         starts = ranked[: self.n_best_starts] if self.proposer.starts == "best" else ranked
         proposer = dataclasses.replace(self.proposer, q=ctx.q, seed=ctx.seed)
         predict = {k: m.predict_torch for k, m in ctx.models.items()}
+        exact = self.local.applies(ctx.models)
+        if exact and self.local.search == "local":
+            fresh = (
+                proposer._perturb(self.sampler, state.start, self.local.fresh, state.dmin_matrix, ctx.seed)
+                if self.local.fresh
+                else []
+            )
+            out = self.local.search_local(
+                ranked,
+                [*ranked, *ctx.pending],
+                predict,
+                acq,
+                state.dmin_matrix,
+                ctx.q,
+                fresh=fresh,
+                penalty_weight=self.proposer.penalty_weight,
+                max_ratio=self.proposer.fallback_max_ratio,
+            )
+            if out:  # none distinct: the starts ended on known structures; the gradient search decides
+                return out, acq
         out = proposer.propose(
             starts,
             predict,
@@ -100,7 +120,7 @@ class ActiveStructOpt(Optimizer):
             sampler=self.sampler,
             exploit=self.schedule.exploiting(ctx.n_used, ctx.budget),
         )
-        if self.local.applies(ctx.models):
+        if exact:
             out = self.local.refine(
                 out,
                 predict,
@@ -124,7 +144,15 @@ class ActiveStructOpt(Optimizer):
         predicted["lambda"] = acq.lam
         predicted["search"] = dict(p.search)
         if p.fallback:
-            note = "random perturbation of a best structure: no optimised start was valid and distinct"
+            note = (
+                "local perturbation of the best structure: too few optimised starts were valid and distinct"
+            )
+        elif p.search.get("phase") == "local":
+            note = "L-BFGS through the exact surrogate (physics prior) from " + (
+                "a fresh perturbation of the start"
+                if p.start_index >= p.search.get("n_starts", 0) - p.search.get("fresh_starts", 0)
+                else "an evaluated structure"
+            )
         else:
             origin = "a fresh perturbation of the start" if p.parent_index < 0 else "an evaluated structure"
             note = f"gradient proposal from {origin} ({p.search.get('phase', 'explore')} search)"

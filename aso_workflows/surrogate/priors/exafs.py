@@ -47,7 +47,7 @@ __all__ = ["EXAFSPrior", "MATCH", "REFRESH_DISTANCE"]
 #: Å: two leg lengths (or an atom and a path atom's position) match within this
 MATCH = 0.02
 #: default RMS distance (Å) of the best structure from the reference beyond which the paths are refreshed
-REFRESH_DISTANCE = 0.15
+REFRESH_DISTANCE = 0.05
 
 
 def _locate(structure: Structure, site: int, xyz: np.ndarray) -> tuple[int, tuple[int, ...]]:

@@ -182,7 +182,9 @@ def binned_gaussians(
     kern = torch.exp(-0.5 * (k * h) ** 2) * (k * h * h) ** n / (math.sqrt(2.0 * math.pi) * sigma0)  # [K, T]
     weights, kernel = base[:, None] * powers, kern
     rel = (sigma.detach() - sigma0) / sigma0  # ~1e-7 where U's rounded components matter, else ~1e-16
-    if dist.dtype == torch.float64 and float(rel.abs().max()) > 1e-12:  # below float32's resolution
+    # the first-order width term (~1e-7 relative, oblique cells): in float64 values only (a check, a
+    # prediction); below float32's resolution, and left out of gradient passes (it has no gradient)
+    if dist.dtype == torch.float64 and not torch.is_grad_enabled() and float(rel.abs().max()) > 1e-12:
         slope = base.detach() * rel  # Δσ/σ0 · amp · exp(−f²h²/2); its gradient would be of order 1e-7
         weights = torch.cat(
             [
