@@ -38,6 +38,7 @@ from pydantic import (
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule
+from aso_workflows.optimizers.aso.local import SurrogateRefine
 from aso_workflows.optimizers.aso.proposal import GradientProposer
 from aso_workflows.optimizers.polish import Polish
 from aso_workflows.optimizers.registry import optimizer_class, optimizer_names, optimizer_sections
@@ -185,6 +186,7 @@ class CampaignConfig(_Strict):
     acquisition: LCBSchedule = Field(default_factory=LCBSchedule)
     acquisition_metric: Literal["mae", "mse"] = "mae"
     proposal: GradientProposer = Field(default_factory=GradientProposer)
+    surrogate_refine: SurrogateRefine = Field(default_factory=SurrogateRefine)
     target_mismatch: float | None = None
     max_failures: int = Field(default=5, ge=0)
     max_failed: int | None = Field(default=None, ge=1)
@@ -254,6 +256,11 @@ class CampaignConfig(_Strict):
                 f"budget ({self.budget}) must exceed initial_size + 1 ({self.initial_size + 1}: the start "
                 "structure is simulated too)"
             )
+        if self.surrogate.prior and optimizer_class(self.optimizer).needs_surrogate:
+            # the EXAFS prior re-sums FEFF's scattering paths: keep them, unless the file says not to
+            for t in self.targets:
+                if t.technique == "exafs" and "keep_paths" not in t.settings:
+                    t.settings = {**t.settings, "keep_paths": True}
         return self
 
     def section(self, name: str) -> Any:

@@ -237,25 +237,58 @@ def test_constraint_violators_are_never_returned(nio):
         assert not violates_min_distance(p.structure, table)
 
 
-def test_fallback_to_random_perturbations_when_nothing_new_survives(nio, case):
-    _, start, acq = case
+def test_near_convergence_the_batch_is_completed_near_the_best_or_shrinks(nio, case):
+    """Fallback rules (optimizers/aso/fallback.py): every start ends near an evaluated structure."""
+    target, start, acq = case
     dmin = min_distance_matrix(nio)
-    # no steps and no start noise: every candidate is the (already evaluated) start itself
+    rng = np.random.default_rng(3)
+    best = _displaced(target, 0.02, rng)  # an evaluated structure close to the minimum
+    others = [_displaced(target, 0.06, rng), _displaced(target, 0.1, rng)]
+    evaluated = [best, *others]
+    best_acq = _acq_of(best, acq)
+    # few small steps from the evaluated structures: nothing ends 0.05 Å away from them
+    proposer = _proposer(starts="best", steps=10, lr=1e-3, start_noise=0.0, n_starts=3, q=3)
+    props = proposer.propose(evaluated, {"rdf": SiteRDF(8)}, acq, dmin, evaluated=evaluated)
+    assert 1 <= len(props) <= 3
+    for p in props:
+        assert not bool(violations(*_tensors(p.structure), dmin)[0])
+        assert min(_rmsd(p.structure, e) for e in evaluated) >= proposer.min_separation
+        assert p.acquisition == pytest.approx(_acq_of(p.structure, acq), abs=1e-4)
+        summary = p.search["fallback"]
+        assert len(props) + summary["shrunk"] == 3
+    near = [p for p in props if not p.fallback]
+    assert near and all(p.search.get("near_known") for p in near)  # the optimised refinements of the best
+    assert all(p.acquisition < best_acq for p in near)
+    # local perturbations are sized to the best's neighbourhood (nearest other evaluated structure)
+    gap = min(_rmsd(best, o) for o in others)
+    for p in props:
+        if p.fallback:
+            assert p.search["fallback_scale"] <= gap + 1e-9
+            assert _rmsd(p.structure, best) <= gap * 1.01
+
+
+def test_local_fallback_shrinks_the_batch_rather_than_propose_a_bad_structure(nio, case):
+    target, _, acq = case
+    dmin = min_distance_matrix(nio)
+    start = _displaced(target, 0.01, np.random.default_rng(4))  # next to the minimum
+    # no steps: every candidate is an evaluated structure; perturbations are allowed up to 0.3 Å, but
+    # none may be predicted worse than 1.01 × the best: at most the one forced candidate remains
     proposer = _proposer(
-        starts="best",
-        steps=0,
-        start_noise=0.0,
-        q=2,
-        fallback_min_displacement=0.1,
-        fallback_max_displacement=0.3,
+        starts="best", steps=0, start_noise=0.0, q=3, fallback_max_displacement=0.3, fallback_max_ratio=1.01
     )
     props = proposer.propose([start], {"rdf": SiteRDF(8)}, acq, dmin, evaluated=[start])
+    assert len(props) <= 1
+    for p in props:
+        assert p.fallback and p.search["fallback"]["shrunk"] == 3 - len(props)
+    # with a tolerant ratio the batch is filled with local perturbations of up to 0.3 Å
+    tolerant = _proposer(
+        starts="best", steps=0, start_noise=0.0, q=2, fallback_max_displacement=0.3, fallback_max_ratio=1e6
+    )
+    props = tolerant.propose([start], {"rdf": SiteRDF(8)}, acq, dmin, evaluated=[start])
     assert len(props) == 2 and all(p.fallback for p in props)
     for p in props:
-        assert _rmsd(p.structure, start) >= proposer.diversity_threshold
-        assert not bool(violations(*_tensors(p.structure), dmin)[0])
+        assert tolerant.min_separation <= _rmsd(p.structure, start) <= 0.3 * 1.01
         assert p.acquisition == pytest.approx(_acq_of(p.structure, acq), abs=1e-4)
-    assert _rmsd(props[0].structure, props[1].structure) >= proposer.diversity_threshold
 
 
 def test_lattice_optimisation_follows_a_strained_target(nio):

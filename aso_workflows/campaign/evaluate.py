@@ -363,7 +363,8 @@ def _prior_check(state: CampaignState, technique: str, structure: Structure, spe
 
     cfg = state.config
     if not (
-        uses_prior(technique, cfg.surrogate, spectrum.engine)
+        technique == "pdf"
+        and uses_prior(technique, cfg.surrogate, spectrum.engine)
         and optimizer_class(cfg.optimizer).needs_surrogate
     ):
         return spectrum

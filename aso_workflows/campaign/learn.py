@@ -86,6 +86,7 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
     import torch
 
     from aso_workflows.surrogate.factory import surrogate_for_target
+    from aso_workflows.surrogate.residual import PriorResidualSurrogate
 
     out = {}
     evals = state.evaluations("completed")
@@ -110,7 +111,10 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
             absorber=getattr(sim, "absorber", None),
             simulator=sim,
         )
-        metrics = model.fit(structures, spectra)
+        if isinstance(model, PriorResidualSurrogate):  # a prior may pick its reference near the best
+            metrics = model.fit(structures, spectra, objectives=[float(e["objective"]) for e in evals])
+        else:
+            metrics = model.fit(structures, spectra)
         buf = io.BytesIO()
         model.save(buf)
         ref = state.db.put_blob(f"{state.name}/model_{iteration:04d}_{technique}.pt", buf.getvalue())
