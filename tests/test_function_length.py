@@ -15,11 +15,9 @@ MAX_LINES = 80
 
 BEING_SPLIT: dict[str, str] = {
     # "path/inside/aso_workflows.py:Qualified.name": "owner (issue)"
-    "report/html.py:write_html": "i17 (issue 17)",
-    "surrogate/targets.py:build_targets": "i17 (issue 17)",
-    "optimizers/aso/proposal.py:GradientProposer.propose": "i21a (issue 21)",
     "surrogate/training.py:train_members": "i20 (issue 20)",
     "surrogate/priors/pdf_sum.py:binned_gaussians": "i20 (issue 20)",
+    "symmetry.py:symmetry_constraints": "i19 (issue 19)",
 }
 """Functions still over the limit, each with who is splitting it; empty once they have landed."""
 
