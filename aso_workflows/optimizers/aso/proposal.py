@@ -253,39 +253,57 @@ class GradientProposer:
         like = start_structures[0]
         proposals = [self._proposal(like, best, k, cand_frac, cand_lat, parents, search) for k in chosen]
         if len(proposals) < self.q:
-            from aso_workflows.optimizers.aso.fallback import fill_batch
-
-            log.info(
-                "gradient proposal: %d of %d starts valid and distinct, %d wanted; completing the batch "
-                "near the best (optimised/fallback.py)",
-                len(chosen),
-                len(x0),
-                self.q,
-            )
-            optimised = {
-                "frac": cand_frac,
-                "lat": cand_lat,
-                "value": best["value"].cpu(),
-                "means": best["means"],
-                "stds": best["stds"],
-                "parents": parents,
-            }
-            proposals += fill_batch(
-                self,
-                start_structures=start_structures,
-                predict=predict,
-                acquisition=acquisition,
-                dmin_matrix=dmin_matrix,
-                optimised=optimised,
-                order=order,
-                chosen=chosen,
-                ref_frac=ref_frac,
-                ref_lat=ref_lat,
-                seed=seed,
-                search=search,
+            msg = "gradient proposal: %d of %d starts valid and distinct, %d wanted; completing the batch"
+            log.info(msg + " near the best (optimizers/aso/fallback.py)", len(chosen), len(x0), self.q)
+            optimised = {"frac": cand_frac, "lat": cand_lat, "value": best["value"].cpu(), "parents": parents}
+            optimised.update(means=best["means"], stds=best["stds"])
+            proposals += self._complete(
+                start_structures,
+                predict,
+                acquisition,
+                dmin_matrix,
+                optimised,
+                order,
+                chosen,
+                ref_frac,
+                ref_lat,
+                seed,
+                search,
             )
         search["seconds"] = round(time.perf_counter() - t0, 3)
         return proposals
+
+    def _complete(
+        self,
+        start_structures: Sequence[Structure],
+        predict: Mapping[str, Predictor],
+        acquisition: AcquisitionFunction,
+        dmin_matrix: np.ndarray,
+        optimised: dict[str, Any],
+        order: list[int],
+        chosen: list[int],
+        ref_frac: torch.Tensor,
+        ref_lat: torch.Tensor,
+        seed: int | None,
+        search: dict[str, Any],
+    ) -> list[Proposal]:
+        """The candidates that complete the batch near the best (:mod:`~aso_workflows.optimizers.aso.fallback`)."""
+        from aso_workflows.optimizers.aso.fallback import fill_batch
+
+        return fill_batch(
+            self,
+            start_structures=start_structures,
+            predict=predict,
+            acquisition=acquisition,
+            dmin_matrix=dmin_matrix,
+            optimised=optimised,
+            order=order,
+            chosen=chosen,
+            ref_frac=ref_frac,
+            ref_lat=ref_lat,
+            seed=seed,
+            search=search,
+        )
 
     def _proposal(
         self,
