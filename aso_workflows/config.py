@@ -21,6 +21,7 @@ Every section maps onto a dataclass of the engine (``SurrogateSettings``, ``Pert
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,6 +38,7 @@ from pydantic import (
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule
+from aso_workflows.optimizers.aso.local import SurrogateRefine
 from aso_workflows.optimizers.aso.proposal import GradientProposer
 from aso_workflows.optimizers.polish import Polish
 from aso_workflows.optimizers.registry import optimizer_class, optimizer_names, optimizer_sections
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from aso_workflows.spectra.base import Simulator
     from aso_workflows.spectra.spectrum import Spectrum
 
-__all__ = ["TargetConfig", "StoreConfig", "CampaignConfig", "load_config"]
+__all__ = ["TargetConfig", "StoreConfig", "CampaignConfig", "ConfigOverrides", "load_config"]
 
 
 class _Strict(BaseModel):
@@ -184,6 +186,7 @@ class CampaignConfig(_Strict):
     acquisition: LCBSchedule = Field(default_factory=LCBSchedule)
     acquisition_metric: Literal["mae", "mse"] = "mae"
     proposal: GradientProposer = Field(default_factory=GradientProposer)
+    surrogate_refine: SurrogateRefine = Field(default_factory=SurrogateRefine)
     target_mismatch: float | None = None
     max_failures: int = Field(default=5, ge=0)
     max_failed: int | None = Field(default=None, ge=1)
@@ -253,6 +256,11 @@ class CampaignConfig(_Strict):
                 f"budget ({self.budget}) must exceed initial_size + 1 ({self.initial_size + 1}: the start "
                 "structure is simulated too)"
             )
+        if self.surrogate.prior and optimizer_class(self.optimizer).needs_surrogate:
+            # the EXAFS prior re-sums FEFF's scattering paths: keep them, unless the file says not to
+            for t in self.targets:
+                if t.technique == "exafs" and "keep_paths" not in t.settings:
+                    t.settings = {**t.settings, "keep_paths": True}
         return self
 
     def section(self, name: str) -> Any:
@@ -380,13 +388,48 @@ def validation_message(exc: ValidationError, root: type | None = None, prefix: t
     return (f"field '{loc}': {msg}" if loc else msg) + more
 
 
-def load_config(path: str | Path, overrides: dict | None = None, check_files: bool = True) -> CampaignConfig:
+@dataclass(frozen=True)
+class ConfigOverrides:
+    """Campaign fields given on the command line (``aso run --optimizer rmc --budget 40``), which win over
+    the file's; ``None`` leaves the file's value. They are validated with the rest of the file (an
+    unknown ``optimizer`` is the same one-line error as in the file).
+
+    Attributes
+    ----------
+    output
+        Output folder (made absolute against the current directory).
+    budget, seed, optimizer, name
+        :class:`CampaignConfig`'s fields of the same names.
+    """
+
+    output: Path | None = None
+    budget: int | None = None
+    seed: int | None = None
+    optimizer: str | None = None
+    name: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The campaign-file fields these overrides set."""
+        given: dict[str, Any] = {
+            "budget": self.budget,
+            "seed": self.seed,
+            "optimizer": self.optimizer,
+            "name": self.name,
+            "output": str(Path(self.output).resolve()) if self.output is not None else None,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def load_config(
+    path: str | Path, overrides: ConfigOverrides | None = None, check_files: bool = True
+) -> CampaignConfig:
     """Read and validate a campaign YAML file.
 
     Relative paths of structures and target files are taken relative to the YAML file's folder; the
-    output folder relative to the current directory. With ``check_files`` (the default) the structures
-    and target files are read too (:func:`check_inputs`); commands that only need to find the campaign's
-    store (``aso status``, ``results``, ``report``) skip that.
+    output folder relative to the current directory. ``overrides`` (the command line's) win over the
+    file's fields. With ``check_files`` (the default) the structures and target files are read too
+    (:func:`check_inputs`); commands that only need to find the campaign's store (``aso status``,
+    ``results``, ``report``) skip that.
 
     Raises
     ------
@@ -404,7 +447,7 @@ def load_config(path: str | Path, overrides: dict | None = None, check_files: bo
         raise InputError(p, f"not valid YAML{where}") from None
     if not isinstance(raw, dict):
         raise InputError(p, "expected a mapping of campaign fields (name, start, targets, budget, ...)")
-    raw.update(overrides or {})
+    raw.update(overrides.fields() if overrides is not None else {})
     try:
         _refuse_engine_owned(raw)
     except ValueError as exc:

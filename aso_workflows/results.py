@@ -170,7 +170,7 @@ class Candidate:
             objective=e.objective,
             mse=dict(e.mse),
             fingerprint=e.fingerprint,
-            structure=Structure.from_dict(e.structure),
+            structure=e.structure.to_pymatgen(),
             spectra=dict(e.spectra),
             error=e.error or "",
             rank=rank,

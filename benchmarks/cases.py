@@ -36,6 +36,10 @@ GENERATED = ["linio2-jt", "acarbon", "perovskite-tilt", "nio-disorder"]
 POLISH = ["linio2-jt", "acarbon", "perovskite-tilt", "nio-disorder", "ht-014", "ht-021", "ht-003"]
 #: a tiny case for smoke tests (12-atom LiNiO2 with a JT distortion)
 TINY = "linio2-jt-tiny"
+#: EXAFS cases (issue 20: ≥ 3, LiNiO2 JT among them) and their absorbers: LiNiO2 Jahn–Teller (Ni K, the
+#: paper's), LiCoO2 with the same kind of distortion (Co K; LiCoO2 was the held-out case of issue 20's
+#: "Why"), amorphous carbon from diamond (C K, the paper's other EXAFS case: large-amplitude disorder)
+EXAFS_CASES = {"linio2-jt": "Ni", "licoo2-jt": "Co", "acarbon": "C"}
 
 #: the paper protocol's strata: an ``ht`` target within the reference sampler's amplitude range of its
 #: start (RMS displacement below 1.0 Å, the largest amplitude of the initial perturbations) is *near*,
@@ -64,6 +68,8 @@ class BenchmarkCase:
         Pair overrides of the minimum-distance table (``{"Ni-O": 1.7}``).
     info
         Formula, atom count, RMS displacement start→target (Å).
+    absorber
+        The XAS absorber of an EXAFS case (:data:`EXAFS_CASES`), else ``None``.
     """
 
     name: str
@@ -73,6 +79,7 @@ class BenchmarkCase:
     sampler: dict = field(default_factory=lambda: dict(_FAR))
     min_distances: dict[str, float] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    absorber: str | None = None
 
 
 def ht_case_ids() -> list[str]:
@@ -123,6 +130,8 @@ def generated_case(name: str, folder: Path) -> BenchmarkCase:
     kw: dict = {}
     if name in ("linio2-jt", TINY):
         kw = {"sampler": dict(_NEAR), "min_distances": {"Ni-O": 1.7, "Li-O": 1.7, "O-O": 2.2}}
+    elif name == "licoo2-jt":
+        kw = {"sampler": dict(_NEAR), "min_distances": {"Co-O": 1.65, "Li-O": 1.7, "O-O": 2.2}}
     elif name == "acarbon":
         kw = {"sampler": dict(_NEAR), "min_distances": {"C-C": 1.2}}
     elif name == "perovskite-tilt":
@@ -130,7 +139,7 @@ def generated_case(name: str, folder: Path) -> BenchmarkCase:
     elif name == "nio-disorder":
         kw = {"sampler": dict(_NEAR), "min_distances": {"Ni-O": 1.6, "Ni-Ni": 2.2, "O-O": 2.2}}
     else:
-        raise KeyError(f"unknown generated case {name!r}; expected one of {GENERATED + [TINY]}")
+        raise KeyError(f"unknown generated case {name!r}; expected one of {GENERATED + [TINY, 'licoo2-jt']}")
     if not (start_p.is_file() and target_p.is_file()):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -139,6 +148,12 @@ def generated_case(name: str, folder: Path) -> BenchmarkCase:
                 if name == "linio2-jt":
                     start.make_supercell((2, 1, 1))  # 24 atoms, 6 NiO6 octahedra (as examples/)
                 target = jahn_teller_distort(start, long=2.14, short=1.91, seed=1)
+            elif name == "licoo2-jt":  # LiNiO2's cell with Co, scaled to LiCoO2 (a 2.816, c 14.05 Å)
+                start = Structure.from_file(data / "LiNiO2.cif")
+                start.replace_species({"Ni": "Co"})
+                start.scale_lattice(start.volume * (2.816 / 2.875) ** 2 * (14.05 / 14.19))
+                start.make_supercell((2, 1, 1))
+                target = jahn_teller_distort(start, centre="Co", long=2.06, short=1.86, seed=2)
             elif name == "acarbon":
                 start = Structure.from_file(data / "diamond.cif")
                 start.make_supercell((2, 1, 1))  # 16 atoms
@@ -166,6 +181,7 @@ def generated_case(name: str, folder: Path) -> BenchmarkCase:
         warnings.simplefilter("ignore")
         s, t = Structure.from_file(start_p), Structure.from_file(target_p)
     info = {"formula": s.composition.reduced_formula, "natoms": len(s), "rms_disp_A": round(_rms(s, t), 3)}
+    kw["absorber"] = EXAFS_CASES.get(name)
     return BenchmarkCase(name=name, start=start_p, target=target_p, source="generated", info=info, **kw)
 
 

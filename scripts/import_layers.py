@@ -6,8 +6,8 @@ the longest functions.
 
 Every ``import`` statement of every module of ``aso_workflows`` is read with :mod:`ast`, those inside
 functions and under ``if TYPE_CHECKING:`` included. ``from aso_workflows.a import b`` is an import of the
-module ``a.b`` when that is a module, else of ``a``; importing a submodule is not counted as an import of
-its package's ``__init__``.
+module ``a.b`` when that is a module, else of ``a`` (one import per statement and module reached);
+importing a submodule is not counted as an import of its package's ``__init__`` (which Python runs too).
 
 The layers are the table "Layers run one way" of ``docs/architecture.md`` (the one place they are
 written): each row names its modules as ``name`` (a module or package: ``spectra/spectrum``,
@@ -135,11 +135,14 @@ class _Visitor(ast.NodeVisitor):
                 parts = parts[:-1]
             parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
             base = ".".join([PREFIX, *parts, *([base] if base else [])])
+        targets = []  # one import per module a statement reaches (``from a import b, c`` of module a: one)
         for alias in node.names:
             full = f"{base}.{alias.name}"
             target = self._resolve(full if full.removeprefix(PREFIX + ".") in self.modules else base)
-            if target is not None:
-                self._add(target, node.lineno)
+            if target is not None and target not in targets:
+                targets.append(target)
+        for target in targets:
+            self._add(target, node.lineno)
 
 
 def read_graph(package: Path = PACKAGE) -> Graph:

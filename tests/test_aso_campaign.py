@@ -70,6 +70,14 @@ def aso_state(tmp_path_factory, one_torch_thread) -> CampaignState:
     return _campaign(tmp_path_factory.mktemp("aso"), "tiny-aso", "aso")
 
 
+@pytest.fixture(scope="module")
+def aso_gnn_state(tmp_path_factory, one_torch_thread) -> CampaignState:
+    """The same campaign with the GNN ensemble alone (``surrogate.prior: false``, as before issue 20)."""
+    return _campaign(
+        tmp_path_factory.mktemp("aso-gnn"), "tiny-aso-gnn", "aso", surrogate={**SURROGATE, "prior": False}
+    )
+
+
 def test_tiny_campaign_with_default_proposals_beats_its_start(aso_state):
     state = aso_state
     evals = state.evaluations()
@@ -95,6 +103,17 @@ def test_tiny_campaign_with_default_proposals_beats_its_start(aso_state):
     best = min(e["objective"] for e in proposed)
     assert best < start / 3, (best, start)
     assert best < best_initial / 2, (best, best_initial)  # the proposals, not the initial data, did it
+    # the surrogate is pdffit2's model itself (a simulated PDF target: no residual to learn), so each
+    # proposal is a multi-start L-BFGS through it (surrogate_refine.search: local): 8 best + 2 fresh
+    searches = [p["predicted"]["search"] for p in state.proposals() if p["kind"] in ("aso", "fallback")]
+    assert all(s["phase"] == "local" and s["n_starts"] == 10 and s["evaluations"] > 10 for s in searches)
+    models = list(state.db.models.find({"campaign": state.name}))
+    assert all(m["metrics"]["residual"].startswith("skipped") for m in models)
+    assert all(m["metrics"]["prior"]["max_rel_error"] < 1e-10 for m in models)
+
+
+def test_gnn_alone_searches_by_gradient_with_its_sizes(aso_gnn_state):
+    state = aso_gnn_state
     # the search sizes are on the proposals: normal search, then the exploitation phase's larger one
     searches = [p["predicted"]["search"] for p in state.proposals() if p["kind"] in ("aso", "fallback")]
     assert {(s["phase"], s["n_starts"], s["steps"]) for s in searches} == {
@@ -102,6 +121,9 @@ def test_tiny_campaign_with_default_proposals_beats_its_start(aso_state):
         ("exploit", 32, 200),
     }
     assert all(s["fresh_starts"] == s["n_starts"] - min(s["n_starts"], n) for s, n in _with_sizes(state))
+    evals = state.evaluations()
+    start = next(e["objective"] for e in evals if e["kind"] == "start")
+    assert min(e["objective"] for e in evals if e["kind"] not in ("start", "initial")) < start / 3
 
 
 def _with_sizes(state: CampaignState):

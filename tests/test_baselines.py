@@ -17,7 +17,7 @@ from pymatgen.core import Structure
 
 from aso_workflows.campaign.local import LocalCampaignRunner
 from aso_workflows.campaign.state import CampaignState
-from aso_workflows.config import load_config
+from aso_workflows.config import ConfigOverrides, load_config
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.rmc import (
     ReverseMonteCarlo,
@@ -52,8 +52,9 @@ def write_nio_campaign(tmp_path: Path, name: str, optimizer: str, **fields) -> P
     return campaign_yaml(tmp_path, name, pair=pair, optimizer=optimizer, **{**defaults, **fields})
 
 
-def run(path: Path, **overrides) -> CampaignState:
-    return LocalCampaignRunner(progress=False).run(load_config(path, overrides))
+def run(path: Path, budget: int | None = None) -> CampaignState:
+    config = load_config(path, ConfigOverrides(budget=budget))
+    return LocalCampaignRunner(progress=False).run(config)
 
 
 def fingerprints(state: CampaignState) -> list[str]:

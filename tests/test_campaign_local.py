@@ -14,7 +14,7 @@ from campaign_files import campaign_yaml
 
 from aso_workflows.campaign.local import LocalCampaignRunner
 from aso_workflows.campaign.state import CampaignState, get_db
-from aso_workflows.config import load_config
+from aso_workflows.config import ConfigOverrides, load_config
 from aso_workflows.report import write_outputs
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"
@@ -80,7 +80,7 @@ def test_rerun_resumes_without_simulating_again(tmp_path):
     state = LocalCampaignRunner(progress=False).run(load_config(path))
     assert _counts(state) == before  # nothing simulated or stored twice
     # a larger budget continues the same campaign
-    cfg = load_config(path, {"budget": 12})
+    cfg = load_config(path, ConfigOverrides(budget=12))
     state = LocalCampaignRunner(progress=False).run(cfg)
     assert state.n_used() == 12
     n_eval, n_spectra, n_unique = _counts(state)

@@ -268,22 +268,12 @@ def test_executor_refuses_in_memory_job_store_and_unknown_category(tmp_path):
 
 def test_rlaunch_shim_runs_an_offline_firework(tmp_path):
     """The job side without Slurm: FireWorks' offline rocket needs the zopen shim with current monty."""
-    from fireworks import FWorker
-    from fireworks.queue.queue_launcher import setup_offline_job
     from jobflow.managers.fireworks import flow_to_workflow
 
     lp = mongomock_launchpad()
     store = shared_job_store(tmp_path / "store")
     lp.add_wf(flow_to_workflow(probe("offline"), store=store))
-    launch_dir = tmp_path / "launch"
-    launch_dir.mkdir()
-    fw, launch_id = lp.reserve_fw(FWorker(), str(launch_dir))
-    cwd = os.getcwd()
-    os.chdir(launch_dir)
-    try:
-        setup_offline_job(lp, fw, launch_id)
-    finally:
-        os.chdir(cwd)
+    launch_dir, launch_id = _prepare_offline(lp, tmp_path / "launch")
     run = subprocess.run(
         [sys.executable, "-m", "aso_workflows.cluster.rlaunch_shim", "-s", "singleshot", "--offline"],
         cwd=launch_dir,
@@ -294,7 +284,7 @@ def test_rlaunch_shim_runs_an_offline_firework(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "missing 1 required positional argument" not in run.stderr
     lp.recover_offline(launch_id)
-    assert lp.get_fw_by_id(fw.fw_id).state == "COMPLETED"
+    assert lp.get_fw_by_id(1).state == "COMPLETED"
     store.connect()
     assert store.query_one({"name": "probe"})["output"]["label"] == "offline"
 

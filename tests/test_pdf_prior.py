@@ -185,3 +185,35 @@ def test_prior_residual_surrogate_settings_and_persistence(linio2, one_torch_thr
     assert np.allclose(
         std[0], np.sqrt(np.mean((0.1 * np.stack([sp.values for sp in spectra])) ** 2, 0)), rtol=1e-6
     )
+
+
+def test_refinement_through_an_exact_prior_lowers_the_objective(nio, one_torch_thread):
+    from aso_workflows.optimizers.aso.acquisition import LowerConfidenceBound
+    from aso_workflows.optimizers.aso.local import SurrogateRefine, surrogate_is_exact
+    from aso_workflows.optimizers.aso.proposal import Proposal
+    from aso_workflows.optimizers.sampling import min_distance_matrix
+
+    sim = PDFSimulator(engine="pdffit2")
+    target = _moved(nio, 7, 0.08)
+    grid = Grid(name="r", unit="Å", values=sim.r().tolist())
+    species = [site.specie.symbol for site in nio]
+    model = surrogate_for_target("pdf", grid, species, SurrogateSettings(progress=False), simulator=sim)
+    data = [_moved(nio, k, 0.1) for k in range(3)]
+    model.fit(data, _spectra(sim, data))
+    assert surrogate_is_exact({"pdf": model})
+    acq = LowerConfidenceBound({"pdf": np.asarray(sim.simulate(target).values)}, lam=0.1)
+    start = _moved(target, 11, 0.04)
+    mean, std = model.predict([start])
+    p = Proposal(start, 1.0, {"pdf": mean[0]}, {"pdf": std[0]}, 0, 0)
+    refine = SurrogateRefine(max_evaluations=25)
+    assert refine.applies({"pdf": model}) and not SurrogateRefine(when="never").applies({"pdf": model})
+    (out,) = refine.refine([p], {"pdf": model.predict_torch}, acq, min_distance_matrix(nio), data)
+    info = out.search["surrogate_refine"]
+    assert info["used"] and info["objective_after"] < info["objective_before"] / 10
+    assert 2 < info["evaluations"] <= 25 + 8  # L-BFGS may finish its last line search past max_eval
+    g_target = acq._targets["pdf"].numpy()
+
+    def objective(s: Structure) -> float:
+        return float(np.mean((np.asarray(sim.simulate(s).values) - g_target) ** 2))
+
+    assert objective(out.structure) < objective(start) / 10  # pdffit2 agrees: the surrogate is exact

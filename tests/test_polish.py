@@ -35,8 +35,8 @@ def _pair(tmp_path):
     }
 
 
-def _run(path, **overrides):
-    return LocalCampaignRunner(progress=False, write_outputs=False).run(load_config(path, overrides))
+def _run(path):
+    return LocalCampaignRunner(progress=False).run(load_config(path))
 
 
 def test_polish_ends_a_campaign_no_worse_than_a_refinement_of_its_start(tmp_path, one_torch_thread):

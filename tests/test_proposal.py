@@ -237,25 +237,58 @@ def test_constraint_violators_are_never_returned(nio):
         assert not violates_min_distance(p.structure, table)
 
 
-def test_fallback_to_random_perturbations_when_nothing_new_survives(nio, case):
-    _, start, acq = case
+def test_near_convergence_the_batch_is_completed_near_the_best_or_shrinks(nio, case):
+    """Fallback rules (optimizers/aso/fallback.py): every start ends near an evaluated structure."""
+    target, start, acq = case
     dmin = min_distance_matrix(nio)
-    # no steps and no start noise: every candidate is the (already evaluated) start itself
+    rng = np.random.default_rng(3)
+    best = _displaced(target, 0.02, rng)  # an evaluated structure close to the minimum
+    others = [_displaced(target, 0.06, rng), _displaced(target, 0.1, rng)]
+    evaluated = [best, *others]
+    best_acq = _acq_of(best, acq)
+    # few small steps from the evaluated structures: nothing ends 0.05 Å away from them
+    proposer = _proposer(starts="best", steps=10, lr=1e-3, start_noise=0.0, n_starts=3, q=3)
+    props = proposer.propose(evaluated, {"rdf": SiteRDF(8)}, acq, dmin, evaluated=evaluated)
+    assert 1 <= len(props) <= 3
+    for p in props:
+        assert not bool(violations(*_tensors(p.structure), dmin)[0])
+        assert min(_rmsd(p.structure, e) for e in evaluated) >= proposer.min_separation
+        assert p.acquisition == pytest.approx(_acq_of(p.structure, acq), abs=1e-4)
+        summary = p.search["fallback"]
+        assert len(props) + summary["shrunk"] == 3
+    near = [p for p in props if not p.fallback]
+    assert near and all(p.search.get("near_known") for p in near)  # the optimised refinements of the best
+    assert all(p.acquisition < best_acq for p in near)
+    # local perturbations are sized to the best's neighbourhood (nearest other evaluated structure)
+    gap = min(_rmsd(best, o) for o in others)
+    for p in props:
+        if p.fallback:
+            assert p.search["fallback_scale"] <= gap + 1e-9
+            assert _rmsd(p.structure, best) <= gap * 1.01
+
+
+def test_local_fallback_shrinks_the_batch_rather_than_propose_a_bad_structure(nio, case):
+    target, _, acq = case
+    dmin = min_distance_matrix(nio)
+    start = _displaced(target, 0.01, np.random.default_rng(4))  # next to the minimum
+    # no steps: every candidate is an evaluated structure; perturbations are allowed up to 0.3 Å, but
+    # none may be predicted worse than 1.01 × the best: at most the one forced candidate remains
     proposer = _proposer(
-        starts="best",
-        steps=0,
-        start_noise=0.0,
-        q=2,
-        fallback_min_displacement=0.1,
-        fallback_max_displacement=0.3,
+        starts="best", steps=0, start_noise=0.0, q=3, fallback_max_displacement=0.3, fallback_max_ratio=1.01
     )
     props = proposer.propose([start], {"rdf": SiteRDF(8)}, acq, dmin, evaluated=[start])
+    assert len(props) <= 1
+    for p in props:
+        assert p.fallback and p.search["fallback"]["shrunk"] == 3 - len(props)
+    # with a tolerant ratio the batch is filled with local perturbations of up to 0.3 Å
+    tolerant = _proposer(
+        starts="best", steps=0, start_noise=0.0, q=2, fallback_max_displacement=0.3, fallback_max_ratio=1e6
+    )
+    props = tolerant.propose([start], {"rdf": SiteRDF(8)}, acq, dmin, evaluated=[start])
     assert len(props) == 2 and all(p.fallback for p in props)
     for p in props:
-        assert _rmsd(p.structure, start) >= proposer.diversity_threshold
-        assert not bool(violations(*_tensors(p.structure), dmin)[0])
+        assert tolerant.min_separation <= _rmsd(p.structure, start) <= 0.3 * 1.01
         assert p.acquisition == pytest.approx(_acq_of(p.structure, acq), abs=1e-4)
-    assert _rmsd(props[0].structure, props[1].structure) >= proposer.diversity_threshold
 
 
 def test_lattice_optimisation_follows_a_strained_target(nio):
@@ -305,3 +338,53 @@ def test_settings_validate_through_pydantic_like_the_campaign_config():
         adapter.validate_python({"lr": -1.0})
     with pytest.raises(ValueError, match="fallback_min_displacement"):
         adapter.validate_python({"fallback_min_displacement": 0.6})
+
+
+def test_search_steps_read_nothing_back_but_the_list_checks(nio, case, monkeypatch):
+    """Ready for a GPU: a search step reads nothing from the device (each read waits for it) except one
+    flag per kept neighbour list (whether to rescan) and, every few steps, the progress numbers. Counted
+    on the CPU: every Tensor → Python conversion made by the package's code during a search with the
+    real GNN ensemble as predictor, for two search lengths."""
+    import sys
+
+    from aso_workflows.optimizers.aso import proposal
+    from aso_workflows.surrogate.ensemble import EnsembleSurrogate
+    from aso_workflows.surrogate.settings import SurrogateSettings
+
+    _, start, _ = case
+    species = [x.specie.symbol for x in nio]
+    sur = EnsembleSurrogate(
+        species,
+        31,
+        "node",
+        settings=SurrogateSettings(n_models=2, hidden=8, n_layers=1, n_rbf=16, cutoff=3.5, progress=False),
+    )
+    with torch.no_grad():
+        target, _ = sur.predict_torch(*(t.float() for t in _tensors(start)))
+    acq = LowerConfidenceBound({"gnn": target[0]}, lam=0.1)
+    package = str(Path(proposal.__file__).parents[2])
+    reads = []
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            if sys._getframe(1).f_code.co_filename.startswith(package):
+                reads.append(name)
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy", "cpu"):
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    counts = {}
+    for steps in (2, 12):
+        reads.clear()
+        _proposer(n_starts=4, steps=steps).propose(
+            [start], {"gnn": sur.predict_torch}, acq, min_distance_matrix(nio)
+        )
+        counts[steps] = len(reads)
+    monkeypatch.undo()
+    # ten more steps: two list checks per step (the surrogate's and the minimum-distance contacts') and
+    # one more progress read (best value and valid count)
+    assert counts[12] - counts[2] <= 2 * 10 + 2, counts

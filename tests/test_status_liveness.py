@@ -209,3 +209,36 @@ def test_a_slurm_job_that_cannot_start_is_named_with_its_reason(slurm_testbed, t
         ids = [j["job_id"] for j in jobs_in(launch_dir, env) or []]
         if ids:
             subprocess.run(["scancel", *ids], env=env, capture_output=True, timeout=60)
+
+
+def test_slurm_sizes_and_reasons_read_as_slurm_writes_them():
+    from aso_workflows.cluster.queues import _gpus, _megabytes, _minutes
+    from aso_workflows.cluster.slurm import reason_hint
+
+    assert [_minutes(t) for t in ("30", "10:30", "02:00:00", "1-00:00:00", "2-12", "infinite")] == [
+        30,
+        10.5,
+        120,
+        1440,
+        3600,
+        None,
+    ]
+    assert [_megabytes(m) for m in ("16G", "2000M", "2000", "1T", "lots")] == [
+        16384,
+        2000,
+        2000,
+        1024**2,
+        None,
+    ]
+    assert [_gpus(g) for g in ("gpu:1", "gpu:a100:4(S:0-1)", "gpu:2,shard:8", "(null)", "")] == [
+        1,
+        4,
+        2,
+        0,
+        0,
+    ]
+    assert (
+        "never start" in reason_hint("PartitionConfig")
+        and reason_hint("Resources") == "waiting for free resources"
+    )
+    assert reason_hint("QOSMaxJobsPerUserLimit").startswith("held back") and reason_hint(None) == ""

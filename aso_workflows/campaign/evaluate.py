@@ -36,9 +36,11 @@ from aso_workflows.schemas import (
     EvaluationDoc,
     FailureKind,
     JobErrorDoc,
+    ProposalDoc,
     Provenance,
     RecordResult,
     SimulationResult,
+    SpectrumData,
     SpectrumDoc,
     now,
 )
@@ -109,7 +111,7 @@ def _put_cache(
         _id=cid,
         fingerprint=fingerprint,
         technique=technique,
-        spectrum=data,
+        spectrum=SpectrumData.model_validate(data),
         provenance=prov,
         feff_paths=paths,
     )
@@ -361,7 +363,8 @@ def _prior_check(state: CampaignState, technique: str, structure: Structure, spe
 
     cfg = state.config
     if not (
-        uses_prior(technique, cfg.surrogate, spectrum.engine)
+        technique == "pdf"
+        and uses_prior(technique, cfg.surrogate, spectrum.engine)
         and optimizer_class(cfg.optimizer).needs_surrogate
     ):
         return spectrum
@@ -503,7 +506,7 @@ def record_evaluation(
         if existing.get("proposal_id") != pid:
             # the same structure proposed again: this proposal shares the stored evaluation
             state.db.proposals.update_one(
-                {"_id": pid}, {"$set": {"status": existing["status"], "evaluation_id": eid}}
+                {"_id": pid}, {"$set": ProposalDoc.set_fields(status=existing["status"], evaluation_id=eid)}
             )
         return RecordResult(evaluation_id=eid, status=existing["status"], objective=existing.get("objective"))
     checked = {t: _result(state, pid, t, r, f"{t} simulation job") for t, r in results.items()}
@@ -538,7 +541,9 @@ def record_evaluation(
     )
     state.db.evaluations.update_one({"_id": eid}, {"$setOnInsert": doc.to_mongo_fields()}, upsert=True)
     stored = state.db.evaluations.find_one({"_id": eid}, {"status": 1, "objective": 1}) or doc.to_mongo()
-    state.db.proposals.update_one({"_id": pid}, {"$set": {"status": stored["status"], "evaluation_id": eid}})
+    state.db.proposals.update_one(
+        {"_id": pid}, {"$set": ProposalDoc.set_fields(status=stored["status"], evaluation_id=eid)}
+    )
     refresh_counters(state)
     progress.notify(state)
     return RecordResult(evaluation_id=eid, status=stored["status"], objective=stored.get("objective"))

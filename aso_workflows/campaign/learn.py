@@ -16,7 +16,7 @@ from aso_workflows.campaign.state import CampaignState
 from aso_workflows.config import CampaignConfig
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers import ProposalContext, make_optimizer
-from aso_workflows.schemas import CampaignDoc, ModelDoc, now, plain
+from aso_workflows.schemas import CampaignDoc, ModelDoc, SpectrumData, StructureDoc, now, plain
 from aso_workflows.store import CampaignDB
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
     import torch
 
     from aso_workflows.surrogate.factory import surrogate_for_target
+    from aso_workflows.surrogate.residual import PriorResidualSurrogate
 
     out = {}
     evals = state.evaluations("completed")
@@ -110,7 +111,10 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
             absorber=getattr(sim, "absorber", None),
             simulator=sim,
         )
-        metrics = model.fit(structures, spectra)
+        if isinstance(model, PriorResidualSurrogate):  # a prior may pick its reference near the best
+            metrics = model.fit(structures, spectra, objectives=[float(e["objective"]) for e in evals])
+        else:
+            metrics = model.fit(structures, spectra)
         buf = io.BytesIO()
         model.save(buf)
         ref = state.db.put_blob(f"{state.name}/model_{iteration:04d}_{technique}.pt", buf.getvalue())
@@ -380,10 +384,10 @@ def init_campaign(
     existing = check_existing(config, db, start)
     executor = (inputs or {}).get("executor")
     if existing is not None:
-        update = {"config": config.to_document(), "updated": now()}
+        fields = {"config": config.to_document(), "updated": now()}
         if executor is not None and executor.get("kind") != "local":
-            update["executor"] = executor  # a local resume keeps the cluster set-up recorded
-        db.campaigns.update_one({"_id": config.name}, {"$set": update})
+            fields["executor"] = executor  # a local resume keeps the cluster set-up recorded
+        db.campaigns.update_one({"_id": config.name}, {"$set": CampaignDoc.set_fields(**fields)})
         state = CampaignState.load(db, config.name)
         if len(state.proposals(0)) < state.config.initial_size + 1:
             _initial_proposals(state)  # the first run died while storing them: same seed, same structures
@@ -391,7 +395,7 @@ def init_campaign(
     if start is None or inputs is None:
         raise InputError("campaign", f"no campaign named {config.name!r} in {db.spec.redacted()} to resume")
 
-    targets: dict[str, dict] = {}
+    targets: dict[str, SpectrumData] = {}
     sites: dict[str, list[int]] = {}
     target_structure = None
     for t in config.targets:
@@ -406,14 +410,16 @@ def init_campaign(
             spec = spec.model_copy(update={"source": f"simulated from {given['path']}"})
         else:
             spec = Spectrum.model_validate(given.get("spectrum"))
-        targets[t.technique] = spec.model_dump(mode="json")
+        targets[t.technique] = spec
     doc = CampaignDoc(
         _id=config.name,
         config=config.to_document(),
         budget=config.budget,
-        start_structure=start.as_dict(),
+        start_structure=StructureDoc.from_pymatgen(start),
         start_fingerprint=structure_fingerprint(start),
-        target_structure=target_structure.as_dict() if target_structure is not None else None,
+        target_structure=StructureDoc.from_pymatgen(target_structure)
+        if target_structure is not None
+        else None,
         targets=targets,
         absorber_sites=sites,
         executor=executor,

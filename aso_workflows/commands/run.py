@@ -66,21 +66,9 @@ def run(
     """
     with guard():
         from aso_workflows.campaign.local import LocalCampaignRunner
-        from aso_workflows.config import load_config
+        from aso_workflows.config import ConfigOverrides, load_config
 
-        overrides: dict[str, object] = {
-            k: v
-            for k, v in {
-                "output": output,
-                "budget": budget,
-                "seed": seed,
-                "optimizer": optimizer,
-                "name": name,
-            }.items()
-            if v is not None
-        }
-        if "output" in overrides:
-            overrides["output"] = str(Path(str(overrides["output"])).resolve())
+        overrides = ConfigOverrides(output=output, budget=budget, seed=seed, optimizer=optimizer, name=name)
         cfg = load_config(campaign, overrides)
         runner = LocalCampaignRunner(progress=not quiet)
         state = runner.run(cfg)

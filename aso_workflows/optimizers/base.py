@@ -18,6 +18,7 @@ from pymatgen.core import Structure
 
 if TYPE_CHECKING:
     from aso_workflows.optimizers.aso.acquisition import LCBSchedule
+    from aso_workflows.optimizers.aso.local import SurrogateRefine
     from aso_workflows.optimizers.aso.proposal import GradientProposer
     from aso_workflows.optimizers.sampling import PerturbationSampler
     from aso_workflows.spectra.base import Simulator
@@ -71,6 +72,8 @@ class CampaignSettingsView(Protocol):
     def acquisition(self) -> LCBSchedule: ...
     @property
     def acquisition_metric(self) -> Literal["mae", "mse"]: ...
+    @property
+    def surrogate_refine(self) -> SurrogateRefine: ...
     def section(self, name: str) -> Any:
         """The validated settings object of the campaign-file section ``name``."""
         ...

@@ -220,18 +220,24 @@ def min_distance_penalty(
     if contacts is None:
         b, i, j, image, _ = close_pairs(positions, lattice, dmin_matrix)
         vec = positions[b, j] - positions[b, i] + torch.einsum("kx,kxy->ky", image, lattice[b])
+        d = torch.sqrt((vec**2).sum(-1).clamp(min=1e-12))  # clamp: finite gradient for coincident atoms
         weight = 0.5  # ordered pairs: each unordered pair/image is counted twice
     else:
-        if contacts.cutoff < float(dmin.max()):
-            raise InputError("contacts", f"the list reaches {contacts.cutoff} Å, dmin {float(dmin.max())} Å")
-        vec, _ = contacts.distances(positions, lattice)
+        d = contacts.distances(positions, lattice)  # (finite gradient for coincident atoms too)
+        contacts.derived("reaches-dmin", lambda _: _check_reach(contacts.cutoff, dmin))  # once per scan
         pairs, n = contacts.pairs, positions.shape[1]
         assert pairs is not None  # distances() built it
         b, i, j = pairs.batch, pairs.src - pairs.batch * n, pairs.dst - pairs.batch * n
         weight = 1.0  # a half list: each pair/image once
-    d = torch.sqrt((vec**2).sum(-1).clamp(min=1e-12))  # clamp: finite gradient even for coincident atoms
     excess = torch.relu(dmin[i, j] - d) ** 2
     return positions.new_zeros(positions.shape[0]).index_add(0, b, weight * excess)
+
+
+def _check_reach(cutoff: float, dmin: torch.Tensor) -> None:
+    if cutoff < float(dmin.max()):
+        raise InputError(
+            "contacts", f"the list reaches {cutoff} Å, the largest minimum distance {float(dmin.max())} Å"
+        )
 
 
 # ---- the sampler ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from aso_workflows.spectra.feff_absorber import (
     Sites,
     Supercell,
 )
-from aso_workflows.spectra.feff_paths import FF2X_PRINT_PATHS, read_feff_paths
+from aso_workflows.spectra.feff_paths import FF2X_PRINT_PATHS, read_chi_paths, read_feff_paths
 from aso_workflows.spectra.spectrum import Grid, Spectrum
 from aso_workflows.spectra.xafs import chir_magnitude
 
@@ -177,13 +177,17 @@ class EXAFSSimulator(FeffAbsorberSimulator):
     def _run_outputs(self, directory: Path, site: int) -> dict:
         if not self.keep_paths:
             return {}
-        return {"feff_paths": [p.model_dump() for p in read_feff_paths(directory, site)]}
+        return {
+            "feff_paths": [p.model_dump() for p in read_feff_paths(directory, site)],
+            "feff_chi_paths": [read_chi_paths(directory / "chi.dat", site)],  # what chi.dat summed
+        }
 
     def _combine_values(self, spectra: list[Spectrum]) -> tuple[np.ndarray, dict]:
         per_site = np.array([s.values for s in spectra], dtype=float)
         extra = self.chir(per_site.mean(axis=0))
         if self.keep_paths:  # every absorber's paths (each names its site)
             extra["feff_paths"] = [p for s in spectra for p in s.extra.get("feff_paths") or []]
+            extra["feff_chi_paths"] = [c for s in spectra for c in s.extra.get("feff_chi_paths") or []]
         raw = [s.extra.get("feff_chi") for s in spectra]
         chis = [r for r in raw if r is not None]
         if len(chis) == len(raw) and len({len(r) for r in chis}) == 1:

@@ -29,7 +29,15 @@ from pydantic import BaseModel, ConfigDict
 
 from aso_workflows.errors import SimulationError
 
-__all__ = ["FeffPath", "read_feff_paths", "PATH_FILE", "FF2X_PRINT_PATHS", "paths_of", "first_shell"]
+__all__ = [
+    "FeffPath",
+    "read_feff_paths",
+    "read_chi_paths",
+    "PATH_FILE",
+    "FF2X_PRINT_PATHS",
+    "paths_of",
+    "first_shell",
+]
 
 PATH_FILE = re.compile(r"^feff(\d{4})\.dat$")
 """FEFF's per-path files."""
@@ -235,3 +243,25 @@ def first_shell(paths: Sequence[FeffPath], tolerance: float = 0.1) -> list[FeffP
         return []
     r0 = min(p.reff for p in single)
     return [p for p in single if p.reff <= r0 + tolerance]
+
+
+_CHI_S02 = re.compile(r"^#\s*S02=\s*([-+0-9.Ee]+)", re.M)
+_CHI_PATH = re.compile(
+    r"^#\s+(\d+)\s+([-+0-9.Ee]+)\s+[-+0-9.Ee]+\s+[-+0-9.Ee]+\s+\d+\s+[-+0-9.Ee]+\s*$", re.M
+)
+
+
+def read_chi_paths(chi_dat: str | Path, site: int) -> dict[str, Any]:
+    """What FEFF's ``chi.dat`` header says of the sum it made: ``{"site", "s02", "sig2": {index: σ²}}``.
+
+    ``chi.dat`` is the sum of the paths listed there (those that passed FEFF's curved-wave importance
+    filter, with the σ² of its ``DEBYE`` model and the S0² it computed when ``S02 0``); the surrogate's
+    EXAFS prior re-sums exactly these. Empty ``sig2`` if the header lists no path.
+    """
+    text = Path(chi_dat).read_text(errors="replace")
+    m = _CHI_S02.search(text)
+    return {
+        "site": int(site),
+        "s02": float(m.group(1)) if m else None,
+        "sig2": {str(int(g.group(1))): float(g.group(2)) for g in _CHI_PATH.finditer(text)},
+    }

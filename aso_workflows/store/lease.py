@@ -198,12 +198,14 @@ def _take(coll: StoreCollection, lease: Lease) -> None:
 def _renew_until(stop: threading.Event, coll: Any, lease: Lease) -> None:
     """Renew ``lease`` in ``coll`` every ``ttl / 3`` seconds until ``stop`` is set; mark it lost (and
     log it, once) when another controller has taken it."""
+    from aso_workflows.schemas import LeaseDoc
+
     while not stop.wait(lease.ttl / 3):
         t = time.time()
         try:
             res = coll.update_one(
                 {"_id": lease.campaign, "holder": lease.holder},
-                {"$set": {"expires": t + lease.ttl, "renewed": t}},
+                {"$set": LeaseDoc.set_fields(expires=t + lease.ttl, renewed=t)},
             )
         except Exception as exc:  # noqa: BLE001 - store unreachable: try again next time
             logger.warning(

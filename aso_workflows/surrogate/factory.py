@@ -53,12 +53,12 @@ def surrogate_level(technique: str, settings: SurrogateSettings) -> SurrogateLev
 
 
 def uses_prior(technique: str, settings: SurrogateSettings, engine: str | None = None) -> bool:
-    """Whether the surrogate of ``technique`` is a physics prior + residual (``settings.prior`` and a
-    prior exists: the PDF from pdffit2; ``engine`` as a spectrum records it, e.g. ``diffpy.pdffit2 1.5.0``,
-    when known)."""
-    if not settings.prior or technique != "pdf":
+    """Whether the surrogate of ``technique`` is a physics prior + residual: ``settings.prior`` and a prior
+    exists (:mod:`~aso_workflows.surrogate.priors`: the PDF from pdffit2 — ``engine`` as a spectrum
+    records it, e.g. ``diffpy.pdffit2 1.5.0``, when known — and EXAFS from FEFF's paths)."""
+    if not settings.prior or technique not in ("pdf", "exafs"):
         return False
-    return engine is None or "pdffit2" in engine
+    return technique != "pdf" or engine is None or "pdffit2" in engine
 
 
 def needs_site_rows(technique: str, settings: SurrogateSettings) -> bool:

@@ -326,7 +326,7 @@ class EnsembleGNN(nn.Module):
             return build_graph(spec, plan_graph(spec, pairs, nb), pairs.dist)
         if neighbors.cutoff < spec.reach:
             raise InputError("neighbors", f"the list reaches {neighbors.cutoff} Å, the model {spec.reach} Å")
-        _, dist = neighbors.distances(positions, lattice)
+        dist = neighbors.distances(positions, lattice)
         plan = neighbors.derived(
             f"graph-{id(self)}", lambda pairs: plan_graph(spec, pairs, nb, neighbors.skin)
         )

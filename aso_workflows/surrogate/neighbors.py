@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -33,6 +33,7 @@ from aso_workflows.errors import InputError
 __all__ = [
     "NeighborList",
     "SkinNeighborList",
+    "edge_lengths",
     "image_shifts",
     "periodic_neighbor_list",
     "perpendicular_widths",
@@ -195,6 +196,39 @@ def _positive(image: torch.Tensor) -> torch.Tensor:
     return (m0 > 0) | ((m0 == 0) & ((m1 > 0) | ((m1 == 0) & (m2 > 0))))
 
 
+class _EdgeLengths(torch.autograd.Function):
+    """``|a[ia] + b[ib]|`` per edge from two tables of vectors (see :func:`edge_lengths`)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, a: torch.Tensor, ia: torch.Tensor, b: torch.Tensor, ib: torch.Tensor
+    ) -> torch.Tensor:
+        vec = a.index_select(0, ia).add_(b.index_select(0, ib))
+        dist = torch.linalg.vector_norm(vec, dim=1)
+        ctx.save_for_backward(vec, dist, ia, ib)
+        ctx.rows = (a.shape[0], b.shape[0])
+        return dist
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        vec, dist, ia, ib = ctx.saved_tensors
+        # d|v|/dv = v/|v| (coincident points: a finite zero-ish gradient instead of NaN)
+        u = vec * (grad / dist.clamp(min=1e-10))[:, None]
+        ga = u.new_zeros(ctx.rows[0], 3).index_add_(0, ia, u) if ctx.needs_input_grad[0] else None
+        gb = u.new_zeros(ctx.rows[1], 3).index_add_(0, ib, u) if ctx.needs_input_grad[2] else None
+        return ga, None, gb, None
+
+
+def edge_lengths(a: torch.Tensor, ia: torch.Tensor, b: torch.Tensor, ib: torch.Tensor) -> torch.Tensor:
+    """``[E]`` lengths ``|a[ia] + b[ib]|`` of edge vectors made of two table rows (e.g. the pair
+    difference ``r_j − r_i`` and the periodic translation), differentiable w.r.t. both tables.
+
+    Written out because it is a search's innermost step: the autograd graph of the same expression kept
+    ``[E, 3]`` intermediates and took three times as long; here the backward is two ``index_add``.
+    """
+    return _EdgeLengths.apply(a, ia, b, ib)
+
+
 class SkinNeighborList:
     """A half neighbour list of a batch within ``cutoff + skin``, kept across calls while it stays exact.
 
@@ -258,18 +292,16 @@ class SkinNeighborList:
         assert self.pairs is not None
         return self.pairs
 
-    def distances(self, positions: torch.Tensor, lattice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`update`, then ``(vec [E, 3], dist [E])`` of the edges at this geometry (differentiable)."""
+    def distances(self, positions: torch.Tensor, lattice: torch.Tensor) -> torch.Tensor:
+        """:meth:`update`, then the lengths ``[E]`` of the edges at this geometry (differentiable)."""
         self.update(positions, lattice)
         assert self._images is not None
         images, slot = self._images
         translation = (images @ lattice).reshape(-1, 3)  # [B·U, 3]: every translation in every cell
         # r_j − r_i from the dense [B, N, N] differences (one gather per edge instead of two) plus the
-        # translation; index_select, whose backward is an index_add (advanced indexing's, an
-        # accumulating index_put, is several times slower on the CPU)
+        # translation
         diff = (positions[:, None, :, :] - positions[:, :, None, :]).reshape(-1, 3)
-        vec = diff.index_select(0, self._pair) + translation.index_select(0, slot)
-        return vec, torch.linalg.vector_norm(vec, dim=-1)
+        return edge_lengths(diff, self._pair, translation, slot)
 
     def derived(self, key: str, make: Callable[[NeighborList], T]) -> T:
         """``make(pairs)``, computed once per scan (index work that depends on the edges only)."""

@@ -72,9 +72,16 @@ class PriorResidualSurrogate(Surrogate):
 
     # ---- training ------------------------------------------------------------------------------------
     def fit(
-        self, structures: Sequence[Structure], spectra: Sequence[Spectrum], progress: bool | None = None
+        self,
+        structures: Sequence[Structure],
+        spectra: Sequence[Spectrum],
+        progress: bool | None = None,
+        objectives: Sequence[float] | None = None,
     ) -> dict[str, Any]:
-        """Prior of every structure, then the ensemble on the residual where there is one to learn."""
+        """Prior of every structure, then the ensemble on the residual where there is one to learn.
+
+        ``objectives`` (the structures' mismatches, when known) let a prior choose its reference (EXAFS:
+        the paths of a structure near the best)."""
         if len(structures) != len(spectra) or not structures:
             raise InputError(
                 "spectra", f"expected one spectrum per structure ({len(structures)}), got {len(spectra)}"
@@ -83,6 +90,7 @@ class PriorResidualSurrogate(Surrogate):
         y = np.stack([np.asarray(sp.values, dtype=float) for sp in spectra])
         if y.shape[1] != self.output_dim:
             raise InputError("spectra", f"have {y.shape[1]} points, the surrogate's grid {self.output_dim}")
+        self.prior.prepare(structures, spectra, objectives)
         base = self.prior.predict(structures)
         resid = y - base
         rel = np.max(np.abs(resid), 1) / np.maximum(np.max(np.abs(y), 1), 1e-300)
@@ -93,12 +101,15 @@ class PriorResidualSurrogate(Surrogate):
             "median_rel_error": float(np.median(rel)),
             "explained": float(1.0 - np.sqrt(np.mean(resid**2)) / spread),
             "seconds": round(time.perf_counter() - t0, 3),
+            **self.prior.summary(),
         }
         target_mad = float(np.mean(np.abs(y - y.mean(0))))
         learn = self.residual is not None and float(rel.max()) > self.settings.residual_min
         if learn:
             assert self.residual is not None
-            metrics = dict(self.residual.fit(structures, self._residual_spectra(structures, spectra, resid)))
+            metrics = dict(
+                self.residual.fit(structures, self._residual_spectra(structures, spectra, resid), progress)
+            )
             metrics["residual"] = "trained"
             self.residual_trained = True
         else:

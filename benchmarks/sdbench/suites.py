@@ -18,6 +18,7 @@ __all__ = [
     "polish_settings",
     "PAPER_METHODS",
     "EXAFS_PAPER_METHODS",
+    "ABLATION_METHODS",
     "VARIANTS",
     "PDF_SETTINGS",
     "EXAFS_SETTINGS",
@@ -43,9 +44,15 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # ASO ending with the polish (the start and the 3 best refined by pdffit2): 4 fewer structures
     # searched so that the polished ones make the same number of simulated structures (issue 19)
     "aso-polish": ("aso", {"polish": {"top": 3, "max_calls": 60, "include_start": True}, "budget_delta": -4}),
+    # the surrogate ablation (issue 20; `aso` itself is prior + GNN residual where a prior exists):
+    # the GNN ensemble alone (as before issue 20), and the physics prior alone
+    "aso-gnn": ("aso", {"surrogate": {"prior": False}}),
+    "aso-prior": ("aso", {"surrogate": {"residual": False}}),
 }
 #: issue 19's comparison: refinement, the search, and the two combined
 POLISH_METHODS = ["diffpy", "aso", "aso-refine", "aso-polish"]
+#: the surrogate ablation: ``--methods`` for it
+ABLATION_METHODS = ["aso", "aso-gnn", "aso-prior"]
 PDF_SETTINGS = {"rmin": 1.0, "rmax": 10.0, "rstep": 0.01, "qmin": 1.0, "qmax": 18.0, "biso": 2.0}
 #: light FEFF settings of examples/linio2_jt_exafs (2 of the Ni absorbers, ~3.5 s per FEFF run)
 EXAFS_SETTINGS = {"absorber": "Ni", "sites": 2}
@@ -206,12 +213,13 @@ def campaign_fields(case: BenchmarkCase, method: str, seed: int, s: SuiteSetting
     device = str(resolve_device(s.device))
     threads = int(os.environ.get("ASO_BENCH_THREADS", "0"))
     optimizer, variant = VARIANTS.get(method, (method, {}))
+    settings = dict(s.technique_settings)
+    if s.technique in ("exafs", "xanes") and case.absorber:
+        settings["absorber"] = case.absorber  # the case's absorbing element (cases.EXAFS_CASES)
     fields = {
         "name": f"sd-{case.name}-{method}-s{seed}",
         "start": str(case.start),
-        "targets": [
-            {"technique": s.technique, "structure": str(case.target), "settings": dict(s.technique_settings)}
-        ],
+        "targets": [{"technique": s.technique, "structure": str(case.target), "settings": settings}],
         "budget": s.budget,
         "initial_size": s.initial_size,
         "batch_size": s.batch_size,

@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule, LowerConfidenceBound
+from aso_workflows.optimizers.aso.local import SurrogateRefine
 from aso_workflows.optimizers.aso.proposal import GradientProposer, Proposal
 from aso_workflows.optimizers.base import (
     FALLBACK_KIND,
@@ -43,6 +44,9 @@ class ActiveStructOpt(Optimizer):
         ``proposal.starts: best`` only: how many of the best evaluated structures seed the starts.
     sampler
         Draws the fresh perturbations of the start among the proposal's starts (the campaign's sampler).
+    local
+        Refinement of the proposals through the surrogate where it is exact (``surrogate_refine:``,
+        :mod:`~aso_workflows.optimizers.aso.local`).
     """
 
     proposer: GradientProposer = dataclasses.field(default_factory=GradientProposer)
@@ -50,6 +54,7 @@ class ActiveStructOpt(Optimizer):
     metric: Literal["mae", "mse"] = "mae"
     n_best_starts: int = 8
     sampler: PerturbationSampler = dataclasses.field(default_factory=PerturbationSampler)
+    local: SurrogateRefine = dataclasses.field(default_factory=SurrogateRefine)
     needs_surrogate: ClassVar[bool] = True
 
     @classmethod
@@ -59,6 +64,7 @@ class ActiveStructOpt(Optimizer):
             schedule=config.acquisition,
             metric=config.acquisition_metric,
             sampler=config.sampler,
+            local=config.surrogate_refine,
         )
 
     def acquisition(self, ctx: ProposalContext) -> LowerConfidenceBound:
@@ -88,6 +94,26 @@ class ActiveStructOpt(Optimizer):
         proposer = dataclasses.replace(self.proposer, q=ctx.q, seed=ctx.seed, constraint=constraint)
         sampler = dataclasses.replace(self.sampler, constraint=constraint)
         predict = {k: m.predict_torch for k, m in ctx.models.items()}
+        exact = self.local.applies(ctx.models)
+        if exact and self.local.search == "local":
+            fresh = (
+                proposer._perturb(self.sampler, state.start, self.local.fresh, state.dmin_matrix, ctx.seed)
+                if self.local.fresh
+                else []
+            )
+            out = self.local.search_local(
+                ranked,
+                [*ranked, *ctx.pending],
+                predict,
+                acq,
+                state.dmin_matrix,
+                ctx.q,
+                fresh=fresh,
+                penalty_weight=self.proposer.penalty_weight,
+                max_ratio=self.proposer.fallback_max_ratio,
+            )
+            if out:  # none distinct: the starts ended on known structures; the gradient search decides
+                return out, acq
         out = proposer.propose(
             starts,
             predict,
@@ -99,6 +125,15 @@ class ActiveStructOpt(Optimizer):
             sampler=sampler,
             exploit=self.schedule.exploiting(ctx.n_used, ctx.budget),
         )
+        if exact:
+            out = self.local.refine(
+                out,
+                predict,
+                acq,
+                state.dmin_matrix,
+                [*ranked, *ctx.pending],
+                penalty_weight=self.proposer.penalty_weight,
+            )
         return out, acq
 
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
@@ -114,7 +149,15 @@ class ActiveStructOpt(Optimizer):
         predicted["lambda"] = acq.lam
         predicted["search"] = dict(p.search)
         if p.fallback:
-            note = "random perturbation of a best structure: no optimised start was valid and distinct"
+            note = (
+                "local perturbation of the best structure: too few optimised starts were valid and distinct"
+            )
+        elif p.search.get("phase") == "local":
+            note = "L-BFGS through the exact surrogate (physics prior) from " + (
+                "a fresh perturbation of the start"
+                if p.start_index >= p.search.get("n_starts", 0) - p.search.get("fresh_starts", 0)
+                else "an evaluated structure"
+            )
         else:
             origin = "a fresh perturbation of the start" if p.parent_index < 0 else "an evaluated structure"
             note = f"gradient proposal from {origin} ({p.search.get('phase', 'explore')} search)"

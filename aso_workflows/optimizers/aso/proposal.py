@@ -16,8 +16,9 @@ Each start keeps the best constraint-satisfying point of its trajectory (the ref
 over all starts and steps); at the end violators are discarded by the exact periodic check in float64
 and up to ``q`` candidates are chosen greedily by acquisition value, each at least
 ``diversity_threshold`` (RMS displacement) away from the already chosen, the pending (being simulated)
-and the already evaluated structures. When fewer than ``q`` survive, the rest are random perturbations
-of the best structures ranked by the acquisition, flagged ``fallback`` (stored as kind ``fallback``).
+and the already evaluated structures. When fewer than ``q`` survive, the batch is completed near the best
+structure or shrinks (:mod:`~aso_workflows.optimizers.aso.fallback`: optimised candidates closer than the
+threshold that are predicted to improve on the best, then local perturbations flagged ``fallback``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
@@ -36,6 +36,15 @@ from pymatgen.core import Lattice, Structure
 
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.aso.acquisition import AcquisitionFunction
+from aso_workflows.optimizers.aso.candidates import (
+    Predictor,
+    Proposal,
+    rms_displacement,
+)
+from aso_workflows.optimizers.aso.candidates import frac as _frac
+from aso_workflows.optimizers.aso.candidates import resolve_device as _resolve_device
+from aso_workflows.optimizers.aso.candidates import species as _species
+from aso_workflows.optimizers.aso.candidates import stack as _stack
 from aso_workflows.optimizers.sampling import PerturbationSampler, min_distance_penalty, violations
 from aso_workflows.progress import Phase, phase
 from aso_workflows.settings import settings_dataclass
@@ -51,115 +60,6 @@ log = logging.getLogger(__name__)
 _CONTACT_SKIN = 0.5
 #: Steps between two reads of the best value for the progress bar (each is a host synchronisation)
 _REPORT_EVERY = 10
-
-#: ``predict_torch(positions [B, N, 3] Å, lattice [B, 3, 3] Å rows) -> (mean [B, M], std [B, M])``
-Predictor = Callable[["torch.Tensor", "torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
-
-
-@dataclass
-class Proposal:
-    """One proposed candidate structure.
-
-    Attributes
-    ----------
-    structure
-        The candidate (fractional coordinates wrapped into the cell).
-    acquisition
-        Its acquisition value (lower is better).
-    mean, std
-        Predicted spectrum and uncertainty per technique, ``[M_t]`` arrays.
-    start_index
-        Index of the optimised start in the batch (for a fallback: of the random candidate).
-    parent_index
-        Index into ``start_structures`` of the structure the start was made from; -1 for a fresh
-        perturbation of the reference structure.
-    fallback
-        True if no gradient-optimised candidate was usable and this is a random perturbation instead.
-    search
-        How the batch was searched: ``phase`` (``"explore"`` or ``"exploit"``), ``n_starts``, ``steps``,
-        ``fresh_starts`` (perturbations of the reference among the starts), ``valid`` (starts whose best
-        point keeps every minimum distance), ``seconds``.
-    """
-
-    structure: Structure
-    acquisition: float
-    mean: dict[str, np.ndarray]
-    std: dict[str, np.ndarray]
-    start_index: int
-    parent_index: int
-    fallback: bool = False
-    search: dict = dataclasses.field(default_factory=dict)
-
-
-def _frac(pos: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    return pos @ torch.linalg.inv(lat)
-
-
-def rms_displacement(
-    frac_a: torch.Tensor, lat_a: torch.Tensor, frac_b: torch.Tensor, lat_b: torch.Tensor
-) -> torch.Tensor:
-    """RMS atomic displacement (Å) between every structure of set A and every one of set B, ``[A, R]``.
-
-    Periodic-aware (each displacement is wrapped to the nearest image in fractional coordinates) and
-    with the best global translation removed (a circular mean per axis first, so that a shift by half a
-    cell is handled, then the Euclidean mean). Displacements are converted to Å with the mean of the two
-    lattices. The nearest image is taken in fractional coordinates, exact for displacements small
-    compared with the cell — the only ones a diversity threshold is about.
-
-    Parameters
-    ----------
-    frac_a, frac_b
-        Fractional coordinates ``[A, N, 3]`` and ``[R, N, 3]`` (same species order).
-    lat_a, lat_b
-        Lattices (rows) ``[A, 3, 3]`` and ``[R, 3, 3]``.
-    """
-    import torch
-
-    frac_a, lat_a, frac_b, lat_b = (x.detach() for x in (frac_a, lat_a, frac_b, lat_b))  # no gradient
-    na, nr = frac_a.shape[0], frac_b.shape[0]
-    out = frac_a.new_zeros(na, nr)
-    if na == 0 or nr == 0:
-        return out
-    n = frac_a.shape[1]
-    chunk = max(1, 2_000_000 // max(1, nr * n))
-    for s in range(0, na, chunk):
-        fa, la = frac_a[s : s + chunk], lat_a[s : s + chunk]
-        d = frac_b[None] - fa[:, None]  # [a, R, N, 3]
-        d = d - torch.round(d)
-        angle = 2 * torch.pi * d
-        shift = torch.atan2(torch.sin(angle).mean(-2, keepdim=True), torch.cos(angle).mean(-2, keepdim=True))
-        d = d - shift / (2 * torch.pi)
-        d = d - torch.round(d)
-        d = d - d.mean(-2, keepdim=True)
-        lat = 0.5 * (la[:, None] + lat_b[None])  # [a, R, 3, 3]
-        cart = d @ lat
-        out[s : s + chunk] = torch.sqrt((cart**2).sum(-1).mean(-1))
-    return out
-
-
-def _species(structure: Structure) -> list[str]:
-    return [site.specie.symbol for site in structure]
-
-
-def _stack(structures: Sequence[Structure]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fractional coordinates [S, N, 3] and lattices [S, 3, 3] as float64."""
-    import torch
-
-    if not structures:
-        return torch.zeros(0, 0, 3, dtype=torch.float64), torch.zeros(0, 3, 3, dtype=torch.float64)
-    frac = torch.tensor(np.stack([s.frac_coords for s in structures]), dtype=torch.float64)
-    lat = torch.tensor(np.stack([s.lattice.matrix for s in structures]), dtype=torch.float64)
-    return frac, lat
-
-
-def _resolve_device(device: str) -> torch.device:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @settings_dataclass
@@ -224,8 +124,17 @@ class GradientProposer:
     progress
         Show a progress bar over the steps (:func:`aso_workflows.progress.phase`).
     fallback_min_displacement, fallback_max_displacement
-        Range (Å) of the random perturbations of the best structures used when no optimised candidate is
-        valid.
+        Bounds (Å, RMS) of the local perturbations of the best structure that complete a batch when too
+        few optimised starts are valid and distinct: their amplitude is sized to the best's neighbourhood
+        (the RMS distance to the nearest other evaluated structure, at most ``fallback_max_displacement``;
+        from half of it, or ``fallback_min_displacement`` if smaller), so it shrinks as the search
+        converges (:mod:`~aso_workflows.optimizers.aso.fallback`).
+    fallback_max_ratio
+        A local perturbation is proposed only if its predicted objective is at most this many times the
+        best evaluated structure's; otherwise the batch shrinks.
+    min_separation
+        Smallest RMS displacement (Å) between a candidate that completes a batch and any known structure
+        (the diversity threshold relaxed near convergence; the structure fingerprint resolves ~1e-3 Å).
     constraint
         Set by the campaign from its ``symmetry`` and ``restraints`` (never in a file): positions are
         mapped into the space group and the restraints' penalty is added
@@ -253,6 +162,8 @@ class GradientProposer:
     progress: bool = True
     fallback_min_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.1
     fallback_max_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.5
+    fallback_max_ratio: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 10.0
+    min_separation: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 2e-3
     constraint: Any = None
 
     @field_validator("device")
@@ -325,8 +236,9 @@ class GradientProposer:
         Returns
         -------
         list[Proposal]
-            ``q`` proposals, fewer only if not even random perturbations can be made distinct. Entries
-            with ``fallback=True`` are random perturbations (a warning is logged).
+            Up to ``q`` proposals; fewer near convergence, when no distinct candidate is predicted good
+            enough (:mod:`~aso_workflows.optimizers.aso.fallback`). Entries with ``fallback=True`` are
+            local perturbations of the best structure.
         """
         self._check_inputs(start_structures, predict, dmin_matrix, pending, evaluated)
         t0 = time.perf_counter()
@@ -335,33 +247,63 @@ class GradientProposer:
         x0, l0, parents = self._starts(start_structures, n_starts, reference, sampler, dmin_matrix, seed)
         best = self._optimise(x0, l0, predict, acquisition, dmin_matrix, steps)
         ref_frac, ref_lat = _stack([*pending, *evaluated])
-        chosen, cand_frac, cand_lat, ok = self._select(best, dmin_matrix, ref_frac, ref_lat)
+        chosen, cand_frac, cand_lat, ok, order = self._select(best, dmin_matrix, ref_frac, ref_lat)
         search: dict[str, Any] = {"phase": "exploit" if exploit else "explore", "n_starts": len(x0)}
         search.update(steps=steps, fresh_starts=int((parents < 0).sum()), valid=int(ok.sum()))
         like = start_structures[0]
         proposals = [self._proposal(like, best, k, cand_frac, cand_lat, parents, search) for k in chosen]
         if len(proposals) < self.q:
-            log.warning(
-                "gradient proposal: %d of %d starts valid and distinct, %d wanted; filling with random "
-                "perturbations of the best structures",
-                len(chosen),
-                len(x0),
-                self.q,
-            )
-            proposals += self._fallback(
+            msg = "gradient proposal: %d of %d starts valid and distinct, %d wanted; completing the batch"
+            log.info(msg + " near the best (optimizers/aso/fallback.py)", len(chosen), len(x0), self.q)
+            optimised = {"frac": cand_frac, "lat": cand_lat, "value": best["value"].cpu(), "parents": parents}
+            optimised.update(means=best["means"], stds=best["stds"])
+            proposals += self._complete(
                 start_structures,
                 predict,
                 acquisition,
                 dmin_matrix,
+                optimised,
+                order,
+                chosen,
                 ref_frac,
                 ref_lat,
-                [cand_frac[k] for k in chosen],
-                [cand_lat[k] for k in chosen],
                 seed,
                 search,
             )
         search["seconds"] = round(time.perf_counter() - t0, 3)
         return proposals
+
+    def _complete(
+        self,
+        start_structures: Sequence[Structure],
+        predict: Mapping[str, Predictor],
+        acquisition: AcquisitionFunction,
+        dmin_matrix: np.ndarray,
+        optimised: dict[str, Any],
+        order: list[int],
+        chosen: list[int],
+        ref_frac: torch.Tensor,
+        ref_lat: torch.Tensor,
+        seed: int | None,
+        search: dict[str, Any],
+    ) -> list[Proposal]:
+        """The candidates that complete the batch near the best (:mod:`~aso_workflows.optimizers.aso.fallback`)."""
+        from aso_workflows.optimizers.aso.fallback import fill_batch
+
+        return fill_batch(
+            self,
+            start_structures=start_structures,
+            predict=predict,
+            acquisition=acquisition,
+            dmin_matrix=dmin_matrix,
+            optimised=optimised,
+            order=order,
+            chosen=chosen,
+            ref_frac=ref_frac,
+            ref_lat=ref_lat,
+            seed=seed,
+            search=search,
+        )
 
     def _proposal(
         self,
@@ -386,16 +328,17 @@ class GradientProposer:
 
     def _select(
         self, best: dict, dmin_matrix: np.ndarray, ref_frac: torch.Tensor, ref_lat: torch.Tensor
-    ) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
         """The starts to propose (best acquisition first, valid by the exact periodic check in float64,
-        distinct), with every start's fractional coordinates, lattice and validity (CPU, float64)."""
+        distinct), with every start's fractional coordinates, lattice and validity (CPU, float64), and the
+        valid starts best first (what :mod:`~aso_workflows.optimizers.aso.fallback` completes a batch from)."""
         import torch
 
         pos, lat = best["pos"].double().cpu(), best["lat"].double().cpu()
         ok = torch.isfinite(best["value"]).cpu() & ~violations(pos, lat, dmin_matrix)
         cand_frac = _frac(pos, lat)
         order = [int(k) for k in torch.argsort(best["value"].cpu()) if ok[k]]
-        return self._greedy(order, cand_frac, lat, ref_frac, ref_lat, [], []), cand_frac, lat, ok
+        return self._greedy(order, cand_frac, lat, ref_frac, ref_lat, [], []), cand_frac, lat, ok, order
 
     # ---- steps -------------------------------------------------------------------------------------
     def _check_inputs(
@@ -630,6 +573,10 @@ class GradientProposer:
             cl.append(lat[k])
         return picked
 
+    def relaxed(self, q: int, diversity_threshold: float) -> GradientProposer:
+        """A copy choosing ``q`` candidates at least ``diversity_threshold`` apart (completing a batch)."""
+        return dataclasses.replace(self, q=q, diversity_threshold=diversity_threshold)
+
     def _structure(self, like: Structure, frac: torch.Tensor, lat: torch.Tensor) -> Structure:
         return Structure(
             Lattice(lat.numpy()),
@@ -657,58 +604,3 @@ class GradientProposer:
                     max_tries=min(sampler.max_tries, 200),
                 )
         return []
-
-    def _fallback(
-        self,
-        start_structures: Sequence[Structure],
-        predict: Mapping[str, Predictor],
-        acquisition: AcquisitionFunction,
-        dmin_matrix: np.ndarray,
-        ref_frac: torch.Tensor,
-        ref_lat: torch.Tensor,
-        chosen_frac: list[torch.Tensor],
-        chosen_lat: list[torch.Tensor],
-        seed: int | None,
-        search: dict | None = None,
-    ) -> list[Proposal]:
-        """Random valid perturbations of the best structures, ranked by acquisition, kept distinct."""
-        import torch
-
-        sampler = PerturbationSampler(
-            min_displacement=self.fallback_min_displacement,
-            max_displacement=self.fallback_max_displacement,
-            seed=seed,
-            constraint=self.constraint,
-        )
-        need = self.q - len(chosen_frac)
-        per = max(1, -(-4 * need // len(start_structures)))  # ~4 candidates per missing slot
-        candidates: list[Structure] = []
-        parents: list[int] = []
-        for p, s in enumerate(start_structures[: 4 * need]):
-            made = self._perturb(sampler, s, per, dmin_matrix, None if seed is None else seed + p)
-            candidates += made
-            parents += [p] * len(made)
-        if not candidates:
-            return []
-        frac, lat = _stack(candidates)
-        dtype = getattr(torch, self.dtype)
-        device = _resolve_device(self.device)
-        pos = (frac @ lat).to(device, dtype)
-        with torch.no_grad():
-            value, means, stds = self._evaluate(pos, lat.to(device, dtype), predict, acquisition)
-        value = torch.where(torch.isfinite(value), value, torch.full_like(value, torch.inf)).cpu()
-        order = [int(k) for k in torch.argsort(value)]
-        picked = self._greedy(order, frac, lat, ref_frac, ref_lat, chosen_frac, chosen_lat)
-        return [
-            Proposal(
-                structure=candidates[k],
-                acquisition=float(value[k]),
-                mean={t: v[k].cpu().numpy().astype(float) for t, v in means.items()},
-                std={t: v[k].cpu().numpy().astype(float) for t, v in stds.items()},
-                start_index=k,
-                parent_index=parents[k],
-                fallback=True,
-                search=search if search is not None else {},
-            )
-            for k in picked
-        ]

@@ -3,6 +3,8 @@ learns only the residual (:mod:`~aso_workflows.surrogate.residual`, ``docs/surro
 
 * ``pdf``: pdffit2's G(r) in torch, equal to the engine to ~1e-13 (:mod:`.pdf_model`, :mod:`.pdf_sum`,
   :mod:`.pdf`).
+* ``exafs``: FEFF's scattering paths of a reference structure re-summed for the candidate's geometry
+  (:mod:`.exafs`).
 
 :func:`prior_for` gives the prior of a technique's simulator, or ``None`` with the reason when none
 applies (XANES: no cheap model exists; a PDF from srreal: the model reproduces pdffit2). Importing this
@@ -22,7 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["prior_for", "prior_from_state", "PRIORS"]
 
 #: prior kind → ``module:class``
-PRIORS: dict[str, str] = {"pdf": "aso_workflows.surrogate.priors.pdf:PDFPrior"}
+PRIORS: dict[str, str] = {
+    "pdf": "aso_workflows.surrogate.priors.pdf:PDFPrior",
+    "exafs": "aso_workflows.surrogate.priors.exafs:EXAFSPrior",
+}
 
 
 def _cls(kind: str) -> Any:
@@ -54,6 +59,11 @@ def prior_for(
                 f"the PDF prior reproduces pdffit2; this campaign's engine is {settings.get('engine')!r}",
             )
         return _cls("pdf")(settings, list(species), list(grid)), ""
+    if technique == "exafs":
+        settings = simulator.settings_dict()
+        if not settings.get("keep_paths"):
+            return None, "the EXAFS prior needs FEFF's paths: the simulator's keep_paths is off"
+        return _cls("exafs")(settings, list(species), list(grid)), ""
     if technique == "xanes":
         return None, "no cheap physics model of XANES: the GNN learns the whole spectrum"
     return None, f"no physics prior for {technique!r} in this version"

@@ -18,6 +18,7 @@ import torch
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
+from aso_workflows.spectra.spectrum import Spectrum
 
 __all__ = ["PhysicsPrior"]
 
@@ -51,6 +52,17 @@ class PhysicsPrior(ABC):
         """Per-site rows ``[B, A, M]`` whose mean is the spectrum (the node-level rows of the
         simulator), or ``None`` if the prior has none."""
         return None
+
+    def prepare(
+        self, structures: Sequence[Structure], spectra: Sequence[Spectrum], objectives: Sequence[float] | None
+    ) -> None:
+        """Adapt to the training data before predicting (the EXAFS prior takes its reference structure
+        and paths from it); ``objectives`` are the structures' mismatches when known. Default: nothing."""
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able facts for the model's metrics (EXAFS: which structure the paths come from)."""
+        return {}
 
     @abstractmethod
     def state(self) -> dict[str, Any]:
