@@ -46,7 +46,7 @@ def main(
 
 
 app.command()(simulate.simulate)
-app.command()(run.run)
+app.command(cls=run.RunCommand)(run.run)
 app.command()(submit.submit)
 app.command()(status.status)
 app.add_typer(results.app, name="results")

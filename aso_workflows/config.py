@@ -21,6 +21,7 @@ Every section maps onto a dataclass of the engine (``SurrogateSettings``, ``Pert
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,19 +40,21 @@ from aso_workflows.errors import InputError
 from aso_workflows.optimizers.aso.acquisition import LCBSchedule
 from aso_workflows.optimizers.aso.local import SurrogateRefine
 from aso_workflows.optimizers.aso.proposal import GradientProposer
+from aso_workflows.optimizers.polish import Polish
 from aso_workflows.optimizers.registry import optimizer_class, optimizer_names, optimizer_sections
 from aso_workflows.optimizers.sampling import PerturbationSampler
+from aso_workflows.restraints import Restraints
 from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.techniques import get_technique, registered
 from aso_workflows.spectra.xas_processing import XASProcessing
-from aso_workflows.store import StoreSpec, redact_uri
+from aso_workflows.store.spec import StoreSpec, redact_uri
 from aso_workflows.surrogate.settings import SurrogateSettings
 
 if TYPE_CHECKING:
     from aso_workflows.spectra.base import Simulator
     from aso_workflows.spectra.spectrum import Spectrum
 
-__all__ = ["TargetConfig", "StoreConfig", "CampaignConfig", "load_config"]
+__all__ = ["TargetConfig", "StoreConfig", "CampaignConfig", "ConfigOverrides", "load_config"]
 
 
 class _Strict(BaseModel):
@@ -156,6 +159,16 @@ class CampaignConfig(_Strict):
     min_absorber_fraction
         XAS: a candidate succeeds if at least this fraction of its absorber runs succeeded (their
         average is its spectrum); default 1, every absorber must succeed. See docs/reliability.md.
+    symmetry
+        Search only structures of a space group: ``"start"`` (the start's own) or a subgroup of it by
+        symbol or number (``"Pbnm"``): the sampler, the gradient proposals and the polish move the free
+        coordinates of that group only (:mod:`aso_workflows.symmetry`). ``None``: every coordinate.
+    restraints
+        Bond-length windows and bond-valence sums the search and the polish respect
+        (:mod:`aso_workflows.restraints`).
+    polish
+        End the campaign by refining its best structures (and its start) with pdffit2
+        (:mod:`aso_workflows.optimizers.polish`); PDF targets only.
     """
 
     name: str
@@ -179,6 +192,9 @@ class CampaignConfig(_Strict):
     max_failed: int | None = Field(default=None, ge=1)
     simulation_timeout_s: float | None = Field(default=None, gt=0)
     min_absorber_fraction: float = Field(default=1.0, gt=0, le=1)
+    symmetry: str | None = None
+    restraints: Restraints | None = None
+    polish: Polish | None = None
     output: Path | None = None
     store: StoreConfig = Field(default_factory=lambda: StoreConfig.model_validate({}))
 
@@ -233,6 +249,8 @@ class CampaignConfig(_Strict):
                 f"optimizer {self.optimizer!r} needs a {' or '.join(needs)} target, but the targets are "
                 f"{techs}; add one or choose another optimizer ({', '.join(others)})"
             )
+        if self.polish is not None and "pdf" not in techs:
+            raise ValueError(f"polish refines against a PDF target, but the targets are {techs}")
         if self.initial_size + 1 > self.budget:
             raise ValueError(
                 f"budget ({self.budget}) must exceed initial_size + 1 ({self.initial_size + 1}: the start "
@@ -289,8 +307,13 @@ def _validate_section(key: str, cls: type, value: Any) -> Any:
 
 
 ENGINE_OWNED: dict[str, dict[str, str]] = {
-    "proposal": {"q": "batch_size", "seed": "seed"},
-    "sampler": {"seed": "seed", "min_distances": "min_distances", "min_distance_scale": "min_distance_scale"},
+    "proposal": {"q": "batch_size", "seed": "seed", "constraint": "symmetry/restraints"},
+    "sampler": {
+        "seed": "seed",
+        "min_distances": "min_distances",
+        "min_distance_scale": "min_distance_scale",
+        "constraint": "symmetry/restraints",
+    },
 }
 """Fields of a section that the campaign sets from one of its top-level fields: ``{section: {field: top}}``."""
 
@@ -365,13 +388,48 @@ def validation_message(exc: ValidationError, root: type | None = None, prefix: t
     return (f"field '{loc}': {msg}" if loc else msg) + more
 
 
-def load_config(path: str | Path, overrides: dict | None = None, check_files: bool = True) -> CampaignConfig:
+@dataclass(frozen=True)
+class ConfigOverrides:
+    """Campaign fields given on the command line (``aso run --optimizer rmc --budget 40``), which win over
+    the file's; ``None`` leaves the file's value. They are validated with the rest of the file (an
+    unknown ``optimizer`` is the same one-line error as in the file).
+
+    Attributes
+    ----------
+    output
+        Output folder (made absolute against the current directory).
+    budget, seed, optimizer, name
+        :class:`CampaignConfig`'s fields of the same names.
+    """
+
+    output: Path | None = None
+    budget: int | None = None
+    seed: int | None = None
+    optimizer: str | None = None
+    name: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The campaign-file fields these overrides set."""
+        given: dict[str, Any] = {
+            "budget": self.budget,
+            "seed": self.seed,
+            "optimizer": self.optimizer,
+            "name": self.name,
+            "output": str(Path(self.output).resolve()) if self.output is not None else None,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def load_config(
+    path: str | Path, overrides: ConfigOverrides | None = None, check_files: bool = True
+) -> CampaignConfig:
     """Read and validate a campaign YAML file.
 
     Relative paths of structures and target files are taken relative to the YAML file's folder; the
-    output folder relative to the current directory. With ``check_files`` (the default) the structures
-    and target files are read too (:func:`check_inputs`); commands that only need to find the campaign's
-    store (``aso status``, ``results``, ``report``) skip that.
+    output folder relative to the current directory. ``overrides`` (the command line's) win over the
+    file's fields. With ``check_files`` (the default) the structures and target files are read too
+    (:func:`check_inputs`); commands that only need to find the campaign's store (``aso status``,
+    ``results``, ``report``) skip that.
 
     Raises
     ------
@@ -389,7 +447,7 @@ def load_config(path: str | Path, overrides: dict | None = None, check_files: bo
         raise InputError(p, f"not valid YAML{where}") from None
     if not isinstance(raw, dict):
         raise InputError(p, "expected a mapping of campaign fields (name, start, targets, budget, ...)")
-    raw.update(overrides or {})
+    raw.update(overrides.fields() if overrides is not None else {})
     try:
         _refuse_engine_owned(raw)
     except ValueError as exc:
@@ -470,6 +528,7 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
     if cfg.store.kind == "embedded" and cfg.store.path is not None:
         _check_folder(cfg.store.path, source, "store.path")
     start = load_structure(cfg.start)
+    _check_symmetry(cfg, start, source)
     for i, t in enumerate(cfg.targets):
         where = f"targets[{i}]"
         try:
@@ -502,6 +561,26 @@ def check_inputs(cfg: CampaignConfig, source: str | Path) -> None:
                 raise
         if t.fit.active:
             _check_fit(t, sim, target, source, where)
+
+
+def _check_symmetry(cfg: CampaignConfig, start: Any, source: str | Path) -> None:
+    """``symmetry`` and ``restraints`` against the start structure (one line naming the field)."""
+    from aso_workflows.symmetry import symmetry_constraints
+
+    try:
+        if cfg.symmetry is not None:
+            symmetry_constraints(start, None if cfg.symmetry == "start" else cfg.symmetry)
+        if cfg.restraints is not None:
+            cfg.restraints.compile(start)
+    except InputError as exc:
+        raise InputError(source, f"field '{exc.source}': {exc.problem}") from None
+    for t in cfg.targets:
+        fit_symmetry = getattr(t.fit, "symmetry", None)
+        if fit_symmetry not in (None, "start"):
+            try:
+                symmetry_constraints(start, fit_symmetry)
+            except InputError as exc:
+                raise InputError(source, f"field 'fit.{exc.source}': {exc.problem}") from None
 
 
 def _check_fit(

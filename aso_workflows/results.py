@@ -39,7 +39,7 @@ from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.errors import InputError
 from aso_workflows.schemas import EvaluationDoc
 from aso_workflows.spectra.spectrum import Spectrum
-from aso_workflows.store import CampaignDB, StoreSpec
+from aso_workflows.store import CampaignDB, StoreSpec, lease_state, redact_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,6 +51,13 @@ __all__ = ["Candidate", "CampaignSummary", "Campaign", "list_campaigns", "open_d
 # Note: projections are built fresh for every query: a driver may add keys to a dict it is given (a shared
 # one then mixed inclusion and exclusion on the next query). Every status but "completed" is a failure.
 _REF_FORMS = "'start', 'best', 'best:N', 'ITERATION:CANDIDATE' (e.g. 2:0), an evaluation or proposal id"
+
+
+def _iso(t: float | None) -> str | None:
+    """Seconds since the epoch as an ISO time (UTC), None for None."""
+    from datetime import datetime, timezone
+
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
 def open_db(store: StoreSpec | dict | str | Path | None, database: str = "aso") -> CampaignDB:
@@ -73,16 +80,26 @@ def open_db(store: StoreSpec | dict | str | Path | None, database: str = "aso") 
 
 
 def list_campaigns(db: CampaignDB) -> list[dict]:
-    """One row per campaign in the store: name, status, optimizer, simulations used / budget, best, updated."""
+    """One row per campaign in the store: name, status, optimizer, simulations used / budget, best, updated.
+
+    ``status`` is ``interrupted`` for a campaign stored as running that no controller drives (see
+    :meth:`Campaign.controller`); ``controller`` says whether one does.
+    """
     rows = []
     projection = {"config": 1, "status": 1, "n_used": 1, "budget": 1, "best_objective": 1, "updated": 1}
     projection["stop_reason"] = 1
+    projection["executor"] = 1
+    leases = {d["_id"]: d for d in db.leases.find({})}
     for d in db.campaigns.find({}, projection):
         cfg = d.get("config") or {}
+        live = lease_state(leases.get(d["_id"])).live
+        online = bool((d.get("executor") or {}).get("online"))
+        status = d.get("status")
         rows.append(
             {
                 "name": d["_id"],
-                "status": d.get("status"),
+                "status": "interrupted" if status == "running" and not live and not online else status,
+                "controller": live,
                 "optimizer": cfg.get("optimizer"),
                 "n_used": d.get("n_used", 0),
                 "budget": cfg.get("budget", d.get("budget")),
@@ -153,7 +170,7 @@ class Candidate:
             objective=e.objective,
             mse=dict(e.mse),
             fingerprint=e.fingerprint,
-            structure=Structure.from_dict(e.structure),
+            structure=e.structure.to_pymatgen(),
             spectra=dict(e.spectra),
             error=e.error or "",
             rank=rank,
@@ -184,6 +201,13 @@ class CampaignSummary:
     proposals not evaluated yet (running or queued jobs, or lost ones when the campaign is not running);
     ``completed_by_kind`` the completed simulations per kind (``start``, ``initial``, the optimiser's
     name, ``fallback``: random perturbations simulated because the optimiser found nothing valid).
+
+    ``status`` is what the campaign is doing now: the stored status (``stored_status``: running,
+    completed, interrupted), except that a campaign stored as ``running`` whose controller is gone
+    (killed, stopped at its timeout, host lost) is ``interrupted``. ``controller`` says who drives it
+    (:meth:`Campaign.controller`: ``running``, ``pid``, ``host``, ``since``, ``reason``, ``resume``, the
+    command that continues it) and ``slurm_jobs`` lists its Slurm jobs still queued or running, with
+    Slurm's reason for those that wait (:meth:`Campaign.slurm_jobs`; None when not on Slurm).
     """
 
     name: str
@@ -206,6 +230,9 @@ class CampaignSummary:
     best_goodness: dict[str, dict] = field(default_factory=dict)
     start_goodness: dict[str, dict] = field(default_factory=dict)
     completed_by_kind: dict[str, int] = field(default_factory=dict)
+    stored_status: str = ""
+    controller: dict = field(default_factory=dict)
+    slurm_jobs: list[dict] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -398,6 +425,24 @@ class Campaign:
                 ) from None
         return out
 
+    def pdf_fit(self, candidate: Candidate | str = "best") -> dict:
+        """A candidate's PDF fit as PDF users read it: data, model, difference, fit range, Rw, refined
+        parameters with uncertainties and bounds, its bonds beside the start's
+        (:func:`~aso_workflows.report.pdf_fit.pdf_fit_view`).
+
+        Raises
+        ------
+        InputError
+            The campaign has no PDF target, or the candidate no fitted PDF.
+        """
+        from aso_workflows.report.pdf_fit import pdf_fit_view
+
+        doc = self._resolve(candidate)
+        view = pdf_fit_view(self.state, doc) if doc.status == "completed" else None
+        if view is None:
+            raise InputError("candidate", f"candidate {doc.iteration}:{doc.candidate} has no PDF fit")
+        return view
+
     def spectrum(self, candidate: Candidate | str, technique: str | None = None) -> Spectrum:
         """One simulated spectrum of a candidate; ``technique`` may be left out when the campaign has one."""
         technique = self._technique(technique)
@@ -467,6 +512,76 @@ class Campaign:
             if p.fingerprint not in evaluated and p.status is None
         ]
 
+    def controller(self) -> dict:
+        """Whether a controller process drives the campaign now, from its lease in the store.
+
+        Returns
+        -------
+        dict
+            ``running`` (bool), ``reason`` (one line), ``holder``, ``host``, ``pid``, ``since`` (when it
+            took the lease), ``renewed``, ``expires`` (ISO times, UTC; None without a lease),
+            ``executor`` (``local``, ``slurm``, ``online``: how the campaign runs) and ``resume``: the
+            command that continues the campaign when it is stored as running but nobody drives it
+            (None otherwise). Campaigns added for online workers (``aso submit --no-wait``) have no
+            controller: their workers drive them.
+        """
+        lease = self.db.controller(self.name)
+        executor = dict(self.state.doc.get("executor") or {})
+        kind = "online" if executor.get("online") else str(executor.get("kind") or "local")
+        reason = lease.reason
+        if not lease.live and kind == "online":
+            reason = "no controller: online workers (qlaunch rapidfire) run it; see aso status --launchpad"
+        orphaned = not lease.live and kind != "online" and self.state.doc.get("status") == "running"
+        return {
+            "running": lease.live,
+            "reason": reason,
+            "holder": lease.holder,
+            "host": lease.host,
+            "pid": lease.pid,
+            "since": _iso(lease.acquired),
+            "renewed": _iso(lease.renewed),
+            "expires": _iso(lease.expires),
+            "executor": kind,
+            "resume": self.resume_command() if orphaned else None,
+        }
+
+    def resume_command(self) -> str:
+        """``aso resume NAME --store STORE``: the command that continues this campaign (docs/reliability.md)."""
+        import shlex
+
+        spec = self.db.spec
+        if spec.kind == "embedded":
+            where = str(spec.path)
+        elif spec.kind == "mongodb":
+            where = redact_uri(spec.uri or "")
+        else:
+            where = spec.uri or f"mongomock://{spec.database}"
+        cmd = f"aso resume {shlex.quote(self.name)} --store {shlex.quote(where)}"
+        if spec.database != "aso":
+            cmd += f" --database {shlex.quote(spec.database)}"
+        return cmd
+
+    def slurm_jobs(self, env: dict[str, str] | None = None) -> list[dict] | None:
+        """The campaign's Slurm jobs still queued or running, with Slurm's reason for those that wait.
+
+        Found with ``squeue`` by their working directory, which is in the campaign's launch directory
+        (``executor.launch_dir`` of the campaign document); see
+        :func:`aso_workflows.cluster.slurm.jobs_in` for the fields. A job whose reason waiting does not
+        cure (``PartitionConfig``: the queue file asks for more CPUs, memory or GPUs than the partition's
+        nodes have) has ``blocked`` True.
+
+        Returns
+        -------
+        list of dict or None
+            None when the campaign does not run on Slurm, or ``squeue`` is not available here.
+        """
+        executor = self.state.doc.get("executor") or {}
+        if executor.get("kind") != "slurm" or not executor.get("launch_dir"):
+            return None
+        from aso_workflows.cluster.slurm import jobs_in
+
+        return jobs_in(executor["launch_dir"], env=env)
+
     def summary(self) -> CampaignSummary:
         """Iteration, simulations used / budget, best and start mismatch, failures, pending candidates."""
         self.refresh()
@@ -477,9 +592,11 @@ class Campaign:
         start = next((d for d in done if d.kind == "start"), None)
         proposals = self.state.proposal_docs()
         failures = self.failures()
+        stored = str(doc.get("status", ""))
+        controller = self.controller()
         return CampaignSummary(
             name=self.name,
-            status=str(doc.get("status", "")),
+            status="interrupted" if controller["resume"] else stored,
             stop_reason=str(doc.get("stop_reason", "") or ""),
             store=self.db.spec.redacted(),
             optimizer=self.config.optimizer,
@@ -498,6 +615,9 @@ class Campaign:
             failures=failures,
             pending=self.pending(),
             completed_by_kind=dict(Counter(d.kind for d in done)),
+            stored_status=stored,
+            controller=controller,
+            slurm_jobs=self.slurm_jobs(),
         )
 
     def write_report(self, out: str | Path, n_best: int = 5) -> dict[str, Path]:

@@ -19,15 +19,33 @@ Collections: ``campaigns`` (:class:`CampaignDoc`), ``proposals`` (:class:`Propos
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from typing_extensions import Self
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
 
 __all__ = [
     "FAILURE_KINDS",
     "FailureKind",
     "Provenance",
+    "Grid",
+    "SpectrumData",
+    "SpeciesDoc",
+    "SiteDoc",
+    "LatticeDoc",
+    "StructureDoc",
     "StoredDoc",
     "CampaignDoc",
     "ProposalDoc",
@@ -92,6 +110,146 @@ class _Doc(BaseModel):
         return plain(data) if isinstance(data, dict) else data
 
 
+# ---- spectra and structures, as every document holds them ----------------------------------------------
+class Grid(BaseModel):
+    """The abscissa of a spectrum.
+
+    Attributes
+    ----------
+    name
+        ``"r"`` (PDF), ``"k"`` (EXAFS χ(k)), ``"e"`` (XANES energy relative to the edge) or ``"E"``.
+    unit
+        ``"Å"``, ``"Å^-1"`` or ``"eV"``.
+    values
+        Strictly increasing grid points.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    unit: str
+    values: list[float]
+
+    @field_validator("values")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        a = np.asarray(v, dtype=float)
+        if a.ndim != 1 or len(a) < 2:
+            raise ValueError("grid needs at least 2 points")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("grid has NaN or infinite values")
+        if np.any(np.diff(a) <= 0):
+            raise ValueError("grid is not strictly increasing")
+        return v
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.asarray(self.values, dtype=float)
+
+
+class SpectrumData(BaseModel):
+    """One spectrum on one grid, with provenance, as documents store it (a campaign's targets, the
+    ``spectra`` cache). :class:`~aso_workflows.spectra.spectrum.Spectrum` is this document with its
+    technique checked against the technique registry and numpy conveniences; its docstring describes
+    the fields.
+    """
+
+    technique: str
+    grid: Grid
+    values: list[float]
+    absorber: str | None = None
+    edge: str | None = None
+    absorber_sites: list[int] | None = None
+    site_values: list[list[float]] | None = None
+    settings: dict = Field(default_factory=dict)
+    engine: str = ""
+    source: str = "simulation"
+    extra: dict = Field(default_factory=dict)
+
+    @field_validator("values")
+    @classmethod
+    def _finite(cls, v: list[float]) -> list[float]:
+        if not np.all(np.isfinite(np.asarray(v, dtype=float))):
+            raise ValueError("spectrum values contain NaN or infinite numbers")
+        return v
+
+    def model_post_init(self, __context: Any) -> None:  # noqa: D401 - pydantic hook
+        if len(self.values) != len(self.grid.values):
+            raise ValueError(
+                f"spectrum has {len(self.values)} values but its grid has {len(self.grid.values)} points"
+            )
+
+
+class _AsWritten(BaseModel):
+    """A document written by another library (pymatgen's ``as_dict``): the fields used here typed, any
+    other key kept, and written back exactly as read (a field that was absent stays absent), so a stored
+    structure is the same whether or not it passed through this model."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    @model_serializer(mode="wrap")
+    def _as_read(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for name, info in type(self).model_fields.items():
+            if name not in self.model_fields_set:
+                data.pop(name, None)
+                if info.alias:
+                    data.pop(info.alias, None)
+        return data
+
+
+Number = int | float
+"""A number kept as written (an integer occupancy stays an integer in the stored document)."""
+Vector3 = list[Number]
+
+
+class SpeciesDoc(_AsWritten):
+    """One species of a site: element, oxidation state (when set), occupancy."""
+
+    element: str
+    oxidation_state: Number | None = None
+    spin: Number | None = None
+    occu: Number
+
+
+class SiteDoc(_AsWritten):
+    """One site of a structure: its species, fractional (``abc``) and Cartesian (``xyz``, Å) position."""
+
+    species: list[SpeciesDoc] = Field(min_length=1)
+    abc: Vector3 = Field(min_length=3, max_length=3)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+    xyz: Vector3 | None = Field(default=None, min_length=3, max_length=3)
+
+
+class LatticeDoc(_AsWritten):
+    """The cell: ``matrix`` rows are the lattice vectors (Å); pymatgen's derived lengths and angles kept."""
+
+    matrix: list[Vector3] = Field(min_length=3, max_length=3)
+    pbc: tuple[bool, bool, bool] = (True, True, True)
+
+
+class StructureDoc(_AsWritten):
+    """A crystal structure as stored: pymatgen's ``Structure.as_dict()``, typed
+    (:meth:`from_pymatgen`, :meth:`to_pymatgen`)."""
+
+    module: str = Field(default="pymatgen.core.structure", alias="@module")
+    class_name: str = Field(default="Structure", alias="@class")
+    charge: Number = 0.0
+    lattice: LatticeDoc
+    properties: dict[str, Any] = Field(default_factory=dict)
+    sites: list[SiteDoc] = Field(min_length=1)
+
+    @classmethod
+    def from_pymatgen(cls, structure: Structure) -> StructureDoc:
+        return cls.model_validate(structure.as_dict())
+
+    def to_pymatgen(self) -> Structure:
+        from pymatgen.core import Structure
+
+        return Structure.from_dict(self.model_dump(mode="json", by_alias=True))
+
+
 class StoredDoc(_Doc):
     """A document of a store collection; ``id`` is its ``_id``."""
 
@@ -106,6 +264,16 @@ class StoredDoc(_Doc):
         doc = self.to_mongo()
         doc.pop("_id")
         return doc
+
+    @classmethod
+    def set_fields(cls, **fields: Any) -> dict[str, Any]:
+        """The ``$set`` part of a partial update of these fields, each validated as this model's field
+        (a misspelt name or a wrong type is an error, as when the whole document is built) and written
+        as :meth:`to_mongo` writes it."""
+        doc = cls.model_construct()
+        for name, value in fields.items():
+            cls.__pydantic_validator__.validate_assignment(doc, name, value)
+        return doc.model_dump(mode="json", by_alias=True, include=set(fields))
 
     @classmethod
     def from_mongo(cls, doc: dict[str, Any]) -> Self:
@@ -140,10 +308,10 @@ class CampaignDoc(StoredDoc):
     n_failed: int = 0
     best_objective: float | None = None
     iteration: int = 0
-    start_structure: dict[str, Any]
+    start_structure: StructureDoc
     start_fingerprint: str
-    target_structure: dict[str, Any] | None = None
-    targets: dict[str, dict[str, Any]]
+    target_structure: StructureDoc | None = None
+    targets: dict[str, SpectrumData]
     absorber_sites: dict[str, list[int]] = Field(default_factory=dict)
     workdir: str
     store: str
@@ -160,7 +328,7 @@ class ProposalDoc(StoredDoc):
     iteration: int
     candidate: int
     kind: str
-    structure: dict[str, Any] | None = None  # left out by projections that skip it
+    structure: StructureDoc | None = None  # left out by projections that skip it
     fingerprint: str
     predicted: dict[str, Any] | None = None
     acquisition: float | None = None
@@ -192,6 +360,9 @@ class FitDoc(_Doc):
     mse: float
     n_simulations: int = 0
     status: str
+    bounds: dict[str, list[float]] = Field(default_factory=dict)
+    at_bound: list[str] = Field(default_factory=list)
+    structure: dict[str, Any] | None = None  # the candidate with its refined cell / per-site ADPs
 
 
 class EvaluationDoc(StoredDoc):
@@ -219,19 +390,17 @@ class EvaluationDoc(StoredDoc):
     failure_kind: FailureKind | None = None
     traceback: str | None = None
     absorbers_failed: dict[str, list[int]] | None = None
-    structure: dict[str, Any] | None = None  # left out by projections that skip it
+    structure: StructureDoc | None = None  # left out by projections that skip it
     fingerprint: str
     settings_key: str
     provenance: dict[str, Provenance | None] = Field(default_factory=dict)
     created: str = Field(default_factory=now)
 
-    def pmg_structure(self) -> Any:
+    def pmg_structure(self) -> Structure:
         """The candidate as a pymatgen ``Structure`` (the document must have been read with it)."""
-        from pymatgen.core import Structure
-
         if self.structure is None:
             raise ValueError(f"evaluation {self.id!r} was read without its structure")
-        return Structure.from_dict(self.structure)
+        return self.structure.to_pymatgen()
 
     def rank_key(self) -> float:
         """Objective for sorting (failed evaluations last)."""
@@ -252,7 +421,7 @@ class SpectrumDoc(StoredDoc):
 
     fingerprint: str
     technique: str
-    spectrum: dict[str, Any]
+    spectrum: SpectrumData
     provenance: Provenance | None = None
     feff_paths: list[dict[str, Any]] | None = None
     """EXAFS with ``keep_paths``: the spectrum's FEFF scattering paths (its ``extra["feff_paths"]``), kept in

@@ -23,13 +23,30 @@ __all__ = [
 ]
 
 
+_FORMATS = "CIF, POSCAR, pymatgen JSON or PDFfit .stru"
+
+
+def _read_stru(path: Path) -> Structure:
+    """A PDFfit/PDFgui ``.stru`` file through diffpy.structure: cell and atoms; atoms of occupancy 0 (a
+    template's placeholders, as Ca in PDFgui's LaMnO3 file) are left out. Its ADPs are not read: the
+    campaign's simulator settings (``biso``) and fit give them."""
+    from diffpy.structure import loadStructure
+
+    d = loadStructure(str(path), fmt="pdffit")
+    atoms = [a for a in d if a.occupancy > 0]
+    if any(a.occupancy < 1 for a in atoms):
+        raise ValueError("partial occupancies; an ordered cell is expected")
+    lat = Lattice.from_parameters(*d.lattice.abcABG())
+    return Structure(lat, [a.element.capitalize() for a in atoms], [a.xyz for a in atoms])
+
+
 def load_structure(path: str | Path) -> Structure:
     """Read a structure file (CIF, POSCAR, JSON, ...) with a one-line error on failure.
 
     Parameters
     ----------
     path
-        Any format pymatgen's ``Structure.from_file`` reads.
+        Any format pymatgen's ``Structure.from_file`` reads, or a PDFfit ``.stru`` file.
 
     Raises
     ------
@@ -38,20 +55,18 @@ def load_structure(path: str | Path) -> Structure:
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(p, "file not found (expected a structure file: CIF, POSCAR or pymatgen JSON)")
+        raise InputError(p, f"file not found (expected a structure file: {_FORMATS})")
     if p.stat().st_size == 0:
-        raise InputError(p, "file is empty (expected a structure file: CIF, POSCAR or pymatgen JSON)")
+        raise InputError(p, f"file is empty (expected a structure file: {_FORMATS})")
     try:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            s = Structure.from_file(str(p))
+            s = _read_stru(p) if p.suffix.lower() == ".stru" else Structure.from_file(str(p))
     except Exception as exc:  # pymatgen raises many types; condense to one line
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(
-            p, f"could not be read as a structure ({msg}); expected a CIF, POSCAR or pymatgen JSON file"
-        ) from None
+        raise InputError(p, f"could not be read as a structure ({msg}); expected a {_FORMATS} file") from None
     if len(s) == 0:
         raise InputError(p, "structure has no atoms")
     if not s.is_ordered:

@@ -24,16 +24,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_one(campaign: Path, optimizer: str, seed: int, out: Path, budget: int | None) -> dict:
     from aso_workflows.campaign.local import LocalCampaignRunner
-    from aso_workflows.config import load_config
-    from aso_workflows.report import history_rows
+    from aso_workflows.config import ConfigOverrides, load_config
+    from aso_workflows.report import history_rows, write_outputs
 
-    overrides = {"optimizer": optimizer, "seed": seed, "output": str(out / f"{optimizer}_seed{seed}")}
-    overrides["name"] = f"bench-{optimizer}-{seed}"
-    if budget is not None:
-        overrides["budget"] = budget
+    overrides = ConfigOverrides(
+        optimizer=optimizer,
+        seed=seed,
+        output=out / f"{optimizer}_seed{seed}",
+        name=f"bench-{optimizer}-{seed}",
+        budget=budget,
+    )
     cfg = load_config(campaign, overrides)
     t0 = time.perf_counter()
     state = LocalCampaignRunner(progress=True).run(cfg)
+    write_outputs(state, cfg.output_dir)
     rows = [r for r in history_rows(state) if r["status"] == "completed"]
     start = next(r["objective"] for r in rows if r["kind"] == "start")
     return {

@@ -7,7 +7,8 @@ Two sources:
 - generated (written deterministically into the results folder, so success can be checked):
   ``linio2-jt`` (LiNiO2 2×1×1, Jahn–Teller split Ni–O 4 × 1.91 + 2 × 2.14 Å, the paper's example),
   ``acarbon`` (amorphous carbon from a 16-atom diamond cell), ``perovskite-tilt`` (CaTiO3 2×2×2,
-  GdFeO3-type a−a−c+ octahedral tilts of 6/6/8°).
+  GdFeO3-type a−a−c+ octahedral tilts of 6/6/8°), ``nio-disorder`` (strong random disorder: NiO 2×2×2,
+  64 atoms, every atom 0.4 Å from the rock-salt start).
 
 Each case also carries the sampler range and minimum distances a user would give for it: the generated
 targets are small distortions (sample 0.05–0.4 Å around the start, as ``examples/``), the ``ht`` targets
@@ -30,7 +31,9 @@ HT_DIR = Path(os.environ.get("ASO_HT_CASES", ROOT.parent / "shared" / "benchmark
 #: within reach of the reference's perturbation range (RMS displacement 0.37, 0.50, 0.67 Å), one of
 #: them a nitride, two perovskite oxides. Chosen before any method was run.
 REDUCED = ["linio2-jt", "acarbon", "perovskite-tilt", "ht-014", "ht-021", "ht-003"]
-GENERATED = ["linio2-jt", "acarbon", "perovskite-tilt"]
+GENERATED = ["linio2-jt", "acarbon", "perovskite-tilt", "nio-disorder"]
+#: issue 19's suite: the reduced cases and strong random disorder (where refinement is trapped)
+POLISH = ["linio2-jt", "acarbon", "perovskite-tilt", "nio-disorder", "ht-014", "ht-021", "ht-003"]
 #: a tiny case for smoke tests (12-atom LiNiO2 with a JT distortion)
 TINY = "linio2-jt-tiny"
 #: EXAFS cases (issue 20: ≥ 3, LiNiO2 JT among them) and their absorbers: LiNiO2 Jahn–Teller (Ni K, the
@@ -133,6 +136,8 @@ def generated_case(name: str, folder: Path) -> BenchmarkCase:
         kw = {"sampler": dict(_NEAR), "min_distances": {"C-C": 1.2}}
     elif name == "perovskite-tilt":
         kw = {"sampler": dict(_NEAR), "min_distances": {"Ti-O": 1.6, "Ca-O": 1.9, "O-O": 2.2}}
+    elif name == "nio-disorder":
+        kw = {"sampler": dict(_NEAR), "min_distances": {"Ni-O": 1.6, "Ni-Ni": 2.2, "O-O": 2.2}}
     else:
         raise KeyError(f"unknown generated case {name!r}; expected one of {GENERATED + [TINY, 'licoo2-jt']}")
     if not (start_p.is_file() and target_p.is_file()):
@@ -153,6 +158,17 @@ def generated_case(name: str, folder: Path) -> BenchmarkCase:
                 start = Structure.from_file(data / "diamond.cif")
                 start.make_supercell((2, 1, 1))  # 16 atoms
                 target = amorphize(start, displacement=0.5, min_distance=1.25, seed=3)
+            elif name == "nio-disorder":
+                # strong random disorder: 64-atom NiO 2×2×2, every atom moved 0.4 Å (seeded), a
+                # target around which refinement is trapped (issue 19)
+                from aso_workflows.optimizers.sampling import PerturbationSampler
+
+                start = Structure.from_file(data / "NiO.cif")
+                start.make_supercell((2, 2, 2))
+                sampler = PerturbationSampler(
+                    min_displacement=0.4, max_displacement=0.4, min_distances=kw["min_distances"], seed=11
+                )
+                target = sampler.sample(start, 1)[0]
             else:
                 start = cubic_perovskite("Ca", "Ti", "O", a=3.84, supercell=2)  # 40 atoms
                 target = octahedral_tilt(
@@ -227,11 +243,14 @@ def stratified_ht_cases(n: int, threshold: float = NEAR_FAR_THRESHOLD_A) -> list
 
 
 def resolve_cases(names: list[str], folder: Path) -> list[BenchmarkCase]:
-    """Cases by name: generated names, ``ht-NNN``, ``ht`` (all pairs), ``generated``, ``reduced``."""
+    """Cases by name: generated names, ``ht-NNN``, ``ht`` (all pairs), ``generated``, ``reduced``,
+    ``polish``."""
     out: list[BenchmarkCase] = []
     for n in names:
         if n == "reduced":
             out += resolve_cases(REDUCED, folder)
+        elif n == "polish":
+            out += resolve_cases(POLISH, folder)
         elif n == "generated":
             out += resolve_cases(GENERATED, folder)
         elif n == "ht":

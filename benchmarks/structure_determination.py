@@ -68,12 +68,14 @@ from sdbench.suites import (  # noqa: E402
     ALL_METHODS,
     EXAFS_PAPER_METHODS,
     PAPER_METHODS,
+    POLISH_METHODS,
     SuiteSettings,
     exafs_settings,
     full_settings,
     merge_fields,
     paper_settings,
     parse_set,
+    polish_settings,
     reduced_settings,
     run_dir,
 )
@@ -98,6 +100,12 @@ def main(argv: list[str] | None = None) -> dict:
     mode.add_argument("--reduced", action="store_true", help="≥ 5 cases, PDF, budget 40, 1 seed (default)")
     mode.add_argument(
         "--full", action="store_true", help="all cases, budget 100, seeds 0 1 2, GPU if present"
+    )
+    mode.add_argument(
+        "--polish",
+        action="store_true",
+        help="issue 19: diffpy, aso, aso-refine, aso-polish on the reduced cases + strong disorder "
+        "(nio-disorder), budget 40, ASO sized for a shared 2-core CPU",
     )
     mode.add_argument(
         "--paper",
@@ -164,6 +172,10 @@ def main(argv: list[str] | None = None) -> dict:
     elif args.full:
         s = full_settings()
         default_cases = ["generated", "ht"]
+    elif args.polish:
+        s = polish_settings()
+        default_cases = ["polish"]
+        args.methods = args.methods or list(POLISH_METHODS)
     else:
         s = reduced_settings()
         default_cases = list(REDUCED)

@@ -383,7 +383,7 @@ def test_job_store_password_file_keeps_fireworks_clean(tmp_path):
 
 def test_campaign_fireworks_carry_the_password_file_not_the_password(tmp_path):
     """The campaign's own Fireworks (aso submit --no-wait path on a mongomock LaunchPad)."""
-    from aso_workflows.campaign.cluster import ClusterCampaignRunner
+    from aso_workflows.cluster.runner import ClusterCampaignRunner
     from aso_workflows.config import load_config
     from aso_workflows.jobstore import shared_job_store
     from aso_workflows.testing.launchpad import mongomock_launchpad

@@ -110,7 +110,7 @@ def test_a_bug_in_a_job_is_a_job_error_not_a_failed_simulation(tmp_path, monkeyp
 
     monkeypatch.setattr(PDFSimulator, "simulate", flaky)
     cfg = load_config(campaign_yaml(tmp_path, "bug", optimizer="random", budget=5))
-    runner = LocalCampaignRunner(progress=False, write_outputs=False)
+    runner = LocalCampaignRunner(progress=False)
     state = runner.run(cfg)
     (failed,) = state.evaluations("failed")
     assert (

@@ -62,7 +62,7 @@ def _campaign(tmp_path: Path, name: str, optimizer: str, **fields) -> CampaignSt
         **fields,
     }
     path = campaign_yaml(tmp_path, name, pair=pair, **settings)
-    return LocalCampaignRunner(progress=False, write_outputs=False).run(load_config(path))
+    return LocalCampaignRunner(progress=False).run(load_config(path))
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +179,9 @@ def test_aso_refine_campaign_counts_every_pdf_calculation(tmp_path, one_torch_th
     assert {p["kind"] for p in refined} <= {"aso-refine", "fallback"}
     calc = pdf_calculations(evals, props)
     extra = sum(p["predicted"]["refine"]["pdf_calculations"] for p in refined)
+    best_first = [(props[e["proposal_id"]]["predicted"] or {}).get("refine_best") for e in evals]
+    extra += sum(r["pdf_calculations"] for r in best_first if r)
+    assert any(r and r["origin_kind"] == "start" for r in best_first)  # the start is refined first
     assert calc[-1] == len(evals) + extra
     start = next(e["objective"] for e in evals if e["kind"] == "start")
     assert min(e["objective"] for e in evals if e["kind"] == "aso-refine") < start / 3

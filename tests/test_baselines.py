@@ -17,7 +17,7 @@ from pymatgen.core import Structure
 
 from aso_workflows.campaign.local import LocalCampaignRunner
 from aso_workflows.campaign.state import CampaignState
-from aso_workflows.config import load_config
+from aso_workflows.config import ConfigOverrides, load_config
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers.rmc import (
     ReverseMonteCarlo,
@@ -52,8 +52,9 @@ def write_nio_campaign(tmp_path: Path, name: str, optimizer: str, **fields) -> P
     return campaign_yaml(tmp_path, name, pair=pair, optimizer=optimizer, **{**defaults, **fields})
 
 
-def run(path: Path, **overrides) -> CampaignState:
-    return LocalCampaignRunner(progress=False, write_outputs=False).run(load_config(path, overrides))
+def run(path: Path, budget: int | None = None) -> CampaignState:
+    config = load_config(path, ConfigOverrides(budget=budget))
+    return LocalCampaignRunner(progress=False).run(config)
 
 
 def fingerprints(state: CampaignState) -> list[str]:
@@ -348,7 +349,7 @@ def test_diffpy_needs_a_pdf_target(tmp_path):
 @pytest.mark.slow
 def test_rmc_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, tmp_path):
     """Every propose job is its own Slurm job and process: the RMC chain comes from the store alone."""
-    from aso_workflows.campaign.cluster import ClusterCampaignRunner
+    from aso_workflows.cluster.runner import ClusterCampaignRunner
     from aso_workflows.jobstore import shared_job_store
     from aso_workflows.testing.launchpad import mongomock_launchpad
 

@@ -1,6 +1,7 @@
 """A whole campaign on a real Slurm cluster through FireWorks (offline controller), state in the store.
 
-Every simulation, training and proposal runs as its own Slurm job; the training goes to partition ``gpu``.
+Every simulation runs in a Slurm job on partition ``cpu``, the training and the proposal of an iteration
+back to back in one Slurm job on partition ``gpu`` (the proposal is handed over to the training's job).
 The LaunchPad is in-process mongomock (or a real MongoDB when ASO_TEST_MONGODB_URI is set); the campaign
 store is the embedded store on disk (or that MongoDB), opened by each job itself.
 """
@@ -16,8 +17,8 @@ from pathlib import Path
 import pytest
 from campaign_files import campaign_yaml
 
-from aso_workflows.campaign.cluster import ClusterCampaignRunner
 from aso_workflows.cluster.launchpad import load_launchpad
+from aso_workflows.cluster.runner import ClusterCampaignRunner
 from aso_workflows.config import load_config
 from aso_workflows.jobstore import shared_job_store
 from aso_workflows.testing.launchpad import mongomock_launchpad
@@ -77,7 +78,8 @@ def test_pdf_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, stores, tm
 
     jobcomp = {r.job_id: r for r in slurm_testbed.jobcomp_records()}
     launched = {r.slurm_job_id: r for r in summary.launches}
-    # every evaluation ran in its own Slurm job on cpu; provenance names the job and the Firework
+    # every evaluation ran in a Slurm job on cpu (its own, or the job of the Firework that made it READY:
+    # the start job goes on with one initial candidate); provenance names the job and the Firework
     eval_jobs = []
     for e in evals:
         prov = e["provenance"]["pdf"]
@@ -86,7 +88,8 @@ def test_pdf_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, stores, tm
         assert jobcomp[job_id].partition == "cpu" and jobcomp[job_id].state == "COMPLETED"
         assert prov["slurm_partition"] == "cpu"
         eval_jobs.append(jobcomp[job_id])
-    assert len({j.job_id for j in eval_jobs}) == cfg.budget
+    handed = [r for r in summary.launches if r.chained and "/ cand " in r.name]
+    assert len({j.job_id for j in eval_jobs}) >= cfg.budget - len(handed)
     overlaps = [
         (a.job_id, b.job_id)
         for a, b in combinations(eval_jobs, 2)
@@ -104,5 +107,15 @@ def test_pdf_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, stores, tm
     assert len(proposals) == 4 and all(p["predicted"] for p in proposals)
     names = [r.name for r in summary.launches]
     assert any(n.endswith("/ train") for n in names) and any(n.endswith("/ propose") for n in names)
+    # each proposal ran in its iteration's training job, right after the training
+    for it in range(3):
+        (train,) = summary.by_name(f"slurm-pdf / it {it} / train")
+        propose = summary.by_name(f"slurm-pdf / it {it} / propose")
+        assert [(r.slurm_job_id, r.chained, r.partition) for r in propose] == [
+            (train.slurm_job_id, True, "gpu")
+        ]
     assert all(r.state == "COMPLETED" for r in summary.launches)
+    from aso_workflows.report import write_outputs  # what aso submit writes after the runner
+
+    write_outputs(state, cfg.output_dir)
     assert (Path(cfg.output_dir) / "report.png").is_file()

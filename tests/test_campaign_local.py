@@ -14,7 +14,8 @@ from campaign_files import campaign_yaml
 
 from aso_workflows.campaign.local import LocalCampaignRunner
 from aso_workflows.campaign.state import CampaignState, get_db
-from aso_workflows.config import load_config
+from aso_workflows.config import ConfigOverrides, load_config
+from aso_workflows.report import write_outputs
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"
 
@@ -45,6 +46,8 @@ def test_random_campaign_spends_budget_and_writes_outputs(tmp_path):
     assert n_eval == n_unique == cfg.budget
     assert n_spectra == cfg.budget  # the target's spectrum is not cached as an evaluation
     out = cfg.output_dir
+    assert not (out / "report.html").exists()  # the runner writes no outputs: the command that asks does
+    write_outputs(state, out)
     for f in ("best_01.cif", "history.csv", "report.png", "report.html"):
         assert (out / f).is_file(), f
     # kinds: the start structure, initial perturbations and proposals
@@ -77,7 +80,7 @@ def test_rerun_resumes_without_simulating_again(tmp_path):
     state = LocalCampaignRunner(progress=False).run(load_config(path))
     assert _counts(state) == before  # nothing simulated or stored twice
     # a larger budget continues the same campaign
-    cfg = load_config(path, {"budget": 12})
+    cfg = load_config(path, ConfigOverrides(budget=12))
     state = LocalCampaignRunner(progress=False).run(cfg)
     assert state.n_used() == 12
     n_eval, n_spectra, n_unique = _counts(state)
@@ -88,7 +91,7 @@ def test_different_start_under_same_name_is_refused(tmp_path):
     from aso_workflows.errors import InputError
 
     path = write_campaign(tmp_path, optimizer="random", name="clash", budget=6)
-    LocalCampaignRunner(progress=False, write_outputs=False).run(load_config(path))
+    LocalCampaignRunner(progress=False).run(load_config(path))
     other = write_campaign(
         tmp_path, optimizer="random", name="clash", budget=6, start=str(EXAMPLE / "target.cif")
     )

@@ -83,9 +83,31 @@ def test_parse_settings_reads_yaml_scalars():
         parse_settings(["=3"])
 
 
-def test_run_help_lists_every_registered_optimizer():
-    from aso_workflows.commands.run import OPTIMIZERS_HELP
-    from aso_workflows.optimizers import optimizer_names
+def test_run_help_lists_every_registered_optimizer_with_its_summary():
+    """The --optimizer help is derived from the registry: a new optimiser shows up by registering alone."""
+    from aso_workflows.commands.run import optimizers_help
+    from aso_workflows.optimizers import Optimizer, register_optimizer, registry
 
-    listed = {w.strip(" ,") for w in OPTIMIZERS_HELP.replace(" or ", ", ").split(",")}
-    assert listed == set(optimizer_names())
+    @register_optimizer("toy-help")
+    class ToyHelp(Optimizer):
+        """Proposes nothing (a test optimiser
+        whose summary spans two lines).
+
+        Not in the help: a second paragraph."""
+
+        def propose(self, ctx):
+            return []
+
+    try:
+        text = optimizers_help()
+        summaries = registry.optimizer_summaries()
+        assert set(summaries) == set(registry.optimizer_names()) and len(summaries) >= 8
+        for name, summary in summaries.items():
+            assert summary and f"{name}: {summary}" in text
+        assert "toy-help: Proposes nothing (a test optimiser whose summary spans two lines)" in text
+        assert "second paragraph" not in text
+        result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "2000"})
+        assert result.exit_code == 0, result.output
+        assert "toy-help: Proposes nothing" in result.output and "rmc: Reverse Monte Carlo" in result.output
+    finally:
+        registry._REGISTRY.pop("toy-help")

@@ -6,6 +6,7 @@ others check the shipped templates, the LaunchPad loader and the job-side launch
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -84,32 +85,47 @@ def test_probe_flow_runs_as_slurm_jobs(slurm_testbed, slurm_queues, backend, tmp
     probes = {d["output"]["label"]: d for d in docs if d["name"] == "probe"}
     assert set(probes) == {"fan-0", "fan-1", "fan-2", "added"}
 
-    # (a) the fan-out ran as 3 Slurm jobs of their own, at least two at the same time
+    # (a) the fan-out ran as 3 Slurm jobs, at least two at the same time (one of them is the job of
+    # fan_out itself: the probe that became READY when fan_out ended was handed over to it)
     fan = [probes[f"fan-{i}"]["output"] for i in range(3)]
     assert len({o["slurm_job_id"] for o in fan}) == 3
     assert None not in {o["slurm_job_id"] for o in fan}
-    overlaps = [(a, b) for a, b in combinations(fan, 2) if a["start"] < b["end"] and b["start"] < a["end"]]
-    assert overlaps, f"no two fan-out jobs overlapped: {[(o['start'], o['end']) for o in fan]}"
+    # Slurm's own record of the jobs (start/end to the second): the jobs overlap whatever their
+    # Python start-up costs on a loaded machine
+    jobcomp = {r.job_id: r for r in slurm_testbed.jobcomp_records()}
+    spans = [(jobcomp[o["slurm_job_id"]].start, jobcomp[o["slurm_job_id"]].end) for o in fan]
+    overlaps = [(a, b) for a, b in combinations(spans, 2) if a[0] < b[1] and b[0] < a[1]]
+    assert overlaps, f"no two fan-out jobs overlapped: {spans}"
 
     # (b) the GPU-tagged job ran on partition gpu, with the GPU Slurm gave it
     train = next(d for d in docs if d["name"] == "train")["output"]
     assert train["partition"] == "gpu" and train["gpus"] is not None
     assert train["n_inputs"] == 3  # the fan-out's list of outputs reached it
-    jobcomp = {r.job_id: r for r in slurm_testbed.jobcomp_records()}
     assert jobcomp[train["slurm_job_id"]].partition == "gpu"
     assert [rec.partition for rec in summary.by_name("train")] == ["gpu"]
     cpu_ids = {o["slurm_job_id"] for o in fan} | {probes["added"]["output"]["slurm_job_id"]}
     assert {jobcomp[i].partition for i in cpu_ids} == {"cpu"}
 
-    # (c) the dynamic job appended one more job, which ran too (as its own Slurm job)
+    # (c) the dynamic job appended one more job, which ran too: handed over to the Slurm job (and the
+    # process) of grow, the job that made it READY, on the same queue
     grow = next(d for d in docs if d["name"] == "grow")["output"]
     assert probes["added"]["uuid"] == grow["added_uuid"]
     assert probes["added"]["output"]["n_inputs"] == 1
-    assert probes["added"]["output"]["slurm_job_id"] not in {grow["slurm_job_id"], train["slurm_job_id"]}
+    added = probes["added"]["output"]
+    assert (added["slurm_job_id"], added["pid"]) == (grow["slurm_job_id"], grow["pid"])
+    assert added["slurm_job_id"] != train["slurm_job_id"]
 
-    # (e) the Slurm job ids recorded by the controller agree with the jobs' own and with Slurm's record
+    # (e) the Slurm job ids recorded by the controller agree with the jobs' own and with Slurm's record;
+    # a launch handed over shares its job with the launch before it, every other one has its own job
     recorded = summary.slurm_job_ids()
-    assert len(set(recorded.values())) == len(summary.launches) == len(summary.fw_ids)
+    chained = [r for r in summary.launches if r.chained]
+    assert len(summary.launches) == len(summary.fw_ids)
+    assert len(set(recorded.values())) == len(summary.launches) - len(chained)
+    # e.g. "added" in grow's job, and in fan_out's job what its replacement made READY first; each
+    # launch handed over went to a job of its own queue
+    assert grow["slurm_job_id"] in {r.slurm_job_id for r in chained}
+    first = {r.slurm_job_id: r for r in summary.launches if not r.chained}
+    assert all(first[r.slurm_job_id].category == r.category for r in chained)
     for d in docs:
         if isinstance(d["output"], dict) and "slurm_job_id" in d["output"]:
             assert recorded[d["metadata"]["fw_id"]] == d["output"]["slurm_job_id"]
@@ -252,22 +268,12 @@ def test_executor_refuses_in_memory_job_store_and_unknown_category(tmp_path):
 
 def test_rlaunch_shim_runs_an_offline_firework(tmp_path):
     """The job side without Slurm: FireWorks' offline rocket needs the zopen shim with current monty."""
-    from fireworks import FWorker
-    from fireworks.queue.queue_launcher import setup_offline_job
     from jobflow.managers.fireworks import flow_to_workflow
 
     lp = mongomock_launchpad()
     store = shared_job_store(tmp_path / "store")
     lp.add_wf(flow_to_workflow(probe("offline"), store=store))
-    launch_dir = tmp_path / "launch"
-    launch_dir.mkdir()
-    fw, launch_id = lp.reserve_fw(FWorker(), str(launch_dir))
-    cwd = os.getcwd()
-    os.chdir(launch_dir)
-    try:
-        setup_offline_job(lp, fw, launch_id)
-    finally:
-        os.chdir(cwd)
+    launch_dir, launch_id = _prepare_offline(lp, tmp_path / "launch")
     run = subprocess.run(
         [sys.executable, "-m", "aso_workflows.cluster.rlaunch_shim", "-s", "singleshot", "--offline"],
         cwd=launch_dir,
@@ -278,6 +284,82 @@ def test_rlaunch_shim_runs_an_offline_firework(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "missing 1 required positional argument" not in run.stderr
     lp.recover_offline(launch_id)
-    assert lp.get_fw_by_id(fw.fw_id).state == "COMPLETED"
+    assert lp.get_fw_by_id(1).state == "COMPLETED"
     store.connect()
     assert store.query_one({"name": "probe"})["output"]["label"] == "offline"
+
+
+def _prepare_offline(lp, folder: Path) -> tuple[Path, int]:
+    """Reserve a READY Firework into ``folder`` as the offline controller does (FW.json, FW_offline.json)."""
+    from fireworks import FWorker
+    from fireworks.queue.queue_launcher import setup_offline_job
+
+    folder.mkdir()
+    fw, launch_id = lp.reserve_fw(FWorker(), str(folder))
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        setup_offline_job(lp, fw, launch_id)
+    finally:
+        os.chdir(cwd)
+    return folder, launch_id
+
+
+def _wait_for_result(launch_dir: Path, job: subprocess.Popen, timeout: float = 120) -> None:
+    import json
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if "fwaction" in json.loads((launch_dir / "FW_offline.json").read_text()):
+                return
+        assert job.poll() is None, job.communicate()[1][-2000:]
+        time.sleep(0.05)
+    pytest.fail(f"no result in {launch_dir} within {timeout} s")
+
+
+@pytest.mark.filterwarnings("ignore:Some jobs are not connected")
+def test_a_job_runs_the_fireworks_handed_over_to_it_until_told_to_stop(tmp_path):
+    """``rlaunch_shim rapidfire --offline``: its own Firework, then each one the controller hands over, in
+    the same process; it ends at once when told to stop, or after ``linger`` s without a word."""
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    from aso_workflows.cluster.handover import wait_for_handover, write_handover
+
+    lp = mongomock_launchpad()
+    store = shared_job_store(tmp_path / "store")
+    lp.add_wf(flow_to_workflow(Flow([probe("first"), probe("second")]), store=store))
+    home, first = _prepare_offline(lp, tmp_path / "a")
+    argv = [
+        sys.executable,
+        "-m",
+        "aso_workflows.cluster.rlaunch_shim",
+        "rapidfire",
+        "--offline",
+        "--linger",
+        "60",
+    ]
+    job = subprocess.Popen(argv, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_result(home, job)
+        lp.recover_offline(first)
+        nxt, second = _prepare_offline(lp, tmp_path / "b")
+        write_handover(home, {"launch_dir": str(nxt)})
+        _wait_for_result(nxt, job)
+        assert job.poll() is None  # waiting for the controller's word again
+        write_handover(home, {"stop": True})
+        assert job.wait(timeout=30) == 0
+    finally:
+        if job.poll() is None:
+            job.kill()
+    lp.recover_offline(second)
+    assert {lp.get_fw_by_id(i).state for i in (1, 2)} == {"COMPLETED"}
+    store.connect()
+    outputs = {
+        d["output"]["label"]: d["output"] for d in store.query({"name": "probe"}, properties=["output"])
+    }
+    assert outputs["first"]["pid"] == outputs["second"]["pid"] == job.pid  # one process ran both
+    assert sorted(p.name for p in home.glob("FW_next.*.json")) == ["FW_next.1.json", "FW_next.2.json"]
+    # no word within linger: the job ends by itself
+    assert wait_for_handover(home, linger=0.2) is None

@@ -19,7 +19,7 @@ import pytest
 from campaign_files import SELF_TARGET, campaign_yaml
 from fault_ledger import store_check
 
-from aso_workflows.campaign.cluster import ClusterCampaignRunner
+from aso_workflows.cluster.runner import ClusterCampaignRunner
 from aso_workflows.config import load_config
 from aso_workflows.jobstore import shared_job_store
 from aso_workflows.testing.launchpad import mongomock_launchpad
@@ -144,7 +144,7 @@ def test_jobs_killed_mid_run_are_rerun_or_given_up_never_duplicated(
     )
     killer.start()
     try:
-        state, summary = runner.run(cfg, write_outputs=False)
+        state, summary = runner.run(cfg)
     finally:
         killer.stop.set()
         killer.join(5)
@@ -267,7 +267,7 @@ def test_feff_crash_in_a_slurm_absorber_job_is_recorded_and_replaced(
         lost_after=2.0,
     )
     fault_ledger.inject("feff_segfault_slurm", "absorber job of feff-slurm:0000:001")
-    state, summary = runner.run(cfg, write_outputs=False)
+    state, summary = runner.run(cfg)
 
     # a failed simulation is a result; the messages say what went wrong (this test failed once in 5 runs
     # of the fault files under load, cause not captured)

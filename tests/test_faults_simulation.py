@@ -78,7 +78,7 @@ def test_feff_crash_hang_and_bad_absorber_are_recorded_and_replaced(tmp_path, fa
     cfg = load_config(path)
     for kind in ("feff_segfault", "feff_walltime", "feff_absorber_error"):
         fault_ledger.inject(kind, "feff-with-faults executable")
-    state = LocalCampaignRunner(progress=False, write_outputs=False).run(cfg)
+    state = LocalCampaignRunner(progress=False).run(cfg)
 
     assert state.doc["status"] == "completed" and state.doc["stop_reason"] == "budget spent"
     assert state.n_used() == cfg.budget
@@ -127,7 +127,7 @@ def test_nonphysical_geometry_is_refused_without_running_the_code(tmp_path, faul
     pids = state.add_proposals(0, existing + bad)[-2:]
     for pid in pids:
         fault_ledger.inject("nonphysical_geometry", pid)
-    state = LocalCampaignRunner(progress=False, write_outputs=False).run(cfg)
+    state = LocalCampaignRunner(progress=False).run(cfg)
 
     assert state.n_used() == cfg.budget
     failed = {e["proposal_id"]: e for e in state.evaluations("failed")}
@@ -175,7 +175,7 @@ def test_failures_in_a_row_and_in_all_are_bounded(tmp_path, fault_ledger):
     }
     cfg = load_config(write_campaign(tmp_path, max_failures=3, **fields))
     fault_ledger.inject("feff_always_fails", "max_failures in a row")
-    state = LocalCampaignRunner(progress=False, write_outputs=False).run(cfg)
+    state = LocalCampaignRunner(progress=False).run(cfg)
     assert state.doc["stop_reason"] == "3 simulations in a row failed"
     assert len(state.evaluations("failed")) == 3 and state.n_used() == 0
     assert {e["failure_kind"] for e in state.evaluations("failed")} == {"simulator_error"}
@@ -185,7 +185,7 @@ def test_failures_in_a_row_and_in_all_are_bounded(tmp_path, fault_ledger):
     # the same campaign with the in-a-row limit off: the cap on failures in all stops it
     cfg = load_config(write_campaign(tmp_path, max_failures=0, max_failed=5, **fields))
     fault_ledger.inject("feff_always_fails", "max_failed in all")
-    state = LocalCampaignRunner(progress=False, write_outputs=False).run(cfg)
+    state = LocalCampaignRunner(progress=False).run(cfg)
     assert state.doc["stop_reason"] == "5 simulations failed in all (max_failed 5)"
     failed = state.evaluations("failed")
     assert len(failed) == 5 and [e["iteration"] for e in failed] == [0, 0, 0, 1, 1]

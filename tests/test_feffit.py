@@ -177,3 +177,22 @@ def test_paths_go_to_the_blob_store_and_come_back(tmp_path):
     assert set(raw["feff_paths"]) == {"aso_blob", "bytes"}
     assert db.spectra.find_one({"_id": "fp:exafs:key"})["feff_paths"] == paths
     db.close()
+
+
+def test_an_r_space_fit_is_scored_in_r_space_by_the_campaign(cu_run):
+    """The objective of a target fitted in R space is the MSE of complex χ(R) over the fit's R range
+    (relative to its variance there), the same for a fitted candidate and for a spectrum as predicted."""
+    from aso_workflows.spectra.mismatch import Objective, TechniqueTerm
+
+    sim, spectrum, target, _ = cu_run
+    spec = {"model": "paths", "refine": ["s02", "e0", "sigma2", "expansion"], **LARCH_FIT}
+    term = TechniqueTerm(technique="exafs", target=target, fitter=make_fitter("exafs", spec, target, sim))
+    total, fits = Objective([term]).evaluate_fitted({"exafs": spectrum})
+    again, mses = Objective([term]).evaluate({"exafs": fits["exafs"].spectrum})
+    assert total == pytest.approx(again, rel=1e-12) and mses["exafs"] == pytest.approx(fits["exafs"].mse)
+    # in R space the shells beyond 3 Å that one path does not model cost nothing: a small objective,
+    # where the window-weighted k-space comparison of the same fit is dominated by them
+    k_term = TechniqueTerm(
+        technique="exafs", target=target, fitter=make_fitter("exafs", {**spec, "space": "k"}, target, sim)
+    )
+    assert total < 0.05 < k_term.value(fits["exafs"].spectrum)

@@ -310,3 +310,75 @@ def test_rw_and_r_factor_definitions():
     assert r_factor(np.array([1 + 1j]), np.array([1.0])) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         rw(np.zeros(3), np.ones(3))
+
+
+def test_cell_expansion_is_recovered_and_can_be_held_for_a_joint_fit(nio):
+    """``expansion`` (α: lengths × (1 + α)) is the cell parameter a joint PDF + EXAFS campaign shares."""
+    from aso_workflows.spectra.fit.pdf import expanded
+
+    sim = PDFSimulator(qdamp=0.03)
+    target = _scaled(sim.simulate(expanded(nio, 0.012)), 0.8)
+    fitter = make_fitter("pdf", ["scale", "expansion"], target, sim)
+    result = fitter.fit(sim.simulate(nio), nio)
+    assert result.parameters["expansion"] == pytest.approx(0.012, abs=1e-5)
+    assert result.parameters["scale"] == pytest.approx(0.8, rel=1e-4)
+    assert result.goodness < 1e-4
+    held = fitter.fit(sim.simulate(nio), nio, fixed={"expansion": 0.0})
+    assert "expansion" not in held.parameters and held.goodness > 0.03  # the wrong cell shows
+    with pytest.raises(InputError, match="cannot take"):
+        fitter.fit(sim.simulate(nio), nio, fixed={"qdamp": 0.02})
+
+
+def _wurtzite():
+    from pymatgen.core import Lattice, Structure
+
+    frac = [[1 / 3, 2 / 3, 0], [2 / 3, 1 / 3, 0.5], [1 / 3, 2 / 3, 0.375], [2 / 3, 1 / 3, 0.875]]
+    return Structure(Lattice.hexagonal(4.3, 7.01), ["Cd", "Cd", "Se", "Se"], frac)
+
+
+def test_pdfguis_cell_and_site_adps_are_refined_with_symmetry_ties_and_uncertainties():
+    """CdSe (P6₃mc): a = b tied, c free, one Uiso per site; every value has a covariance uncertainty."""
+    start = _wurtzite()
+    truth = start.copy()
+    truth.lattice = truth.lattice.__class__.hexagonal(4.33, 7.05)
+    sim = PDFSimulator(rmin=1.5, rmax=8.0, qmax=20.0, qdamp=0.04, biso=1.0)
+    target = _scaled(sim.with_settings(biso={"Cd": 0.8, "Se": 1.3}).simulate(truth), 0.6)
+    spec = {"refine": ["scale", "abc", "uiso_site"], "symmetry": "start"}
+    fitter = make_fitter("pdf", spec, target, sim, reference=start)
+    result = fitter.fit(sim.simulate(start), start)
+    p, u = result.parameters, result.uncertainties
+    assert set(p) == {"scale", "a", "c", "uiso(Cd1)", "uiso(Se1)"}  # no b: tied to a by the symmetry
+    assert p["a"] == pytest.approx(4.33, abs=1e-4) and p["c"] == pytest.approx(7.05, abs=1e-4)
+    assert p["uiso(Cd1)"] == pytest.approx(biso_to_uiso(0.8), rel=1e-3)
+    assert p["scale"] == pytest.approx(0.6, rel=1e-4) and result.goodness < 1e-4
+    assert set(u) == set(p) and all(v >= 0 for v in u.values())
+    assert result.bounds["a"] == pytest.approx([0.9 * 4.3, 1.1 * 4.3])
+    refined = result.structure
+    assert refined is not None and refined["lattice"]["a"] == pytest.approx(4.33, abs=1e-4)
+
+
+def test_anisotropic_adps_and_the_nanoparticle_diameter():
+    """Uij of a site as its symmetry allows (U11 = U22, U33 in a hexagonal cell) and pdffit2's spdiameter."""
+    from aso_workflows.spectra.pdf import ADP_PROPERTY
+
+    start = _wurtzite()
+    aniso = start.copy()
+    u11, u33 = 0.012, 0.025
+    aniso.add_site_property(ADP_PROPERTY, [[u11, u11, u33, u11 / 2, 0.0, 0.0]] * 4)
+    sim = PDFSimulator(rmin=1.5, rmax=8.0, qmax=20.0, qdamp=0.04, biso=1.0)
+    target = sim.with_settings(spdiameter=25.0).simulate(aniso)
+    spec = {"refine": ["uaniso", "spdiameter"], "symmetry": "start"}
+    result = make_fitter("pdf", spec, target, sim, reference=start).fit(sim.simulate(start), start)
+    p = result.parameters
+    assert set(p) == {"u11(Cd1)", "u33(Cd1)", "u11(Se1)", "u33(Se1)", "spdiameter"}
+    assert p["u11(Cd1)"] == pytest.approx(u11, rel=1e-3) and p["u33(Se1)"] == pytest.approx(u33, rel=1e-3)
+    assert p["spdiameter"] == pytest.approx(25.0, rel=1e-3)
+
+
+def test_a_bad_cell_or_adp_declaration_is_one_line():
+    sim = PDFSimulator()
+    target = sim.simulate(_wurtzite())
+    with pytest.raises(InputError, match="more than one of expansion, abc, lattice"):
+        make_fitter("pdf", ["abc", "expansion"], target, sim)
+    with pytest.raises(InputError, match="mixes ADP models"):
+        make_fitter("pdf", ["uiso", "uaniso"], target, sim)

@@ -52,7 +52,7 @@ def nio_campaign(tmp_path: Path, name: str, **fields) -> Path:
 
 
 def run(path: Path):
-    return LocalCampaignRunner(progress=False, write_outputs=False).run(load_config(path))
+    return LocalCampaignRunner(progress=False).run(load_config(path))
 
 
 def test_residuals_square_to_the_objective(tmp_path, one_torch_thread):

@@ -19,6 +19,7 @@ from aso_workflows.campaign.local import LocalCampaignRunner
 from aso_workflows.cli import app
 from aso_workflows.config import load_config
 from aso_workflows.errors import InputError
+from aso_workflows.report import write_outputs
 from aso_workflows.spectra.goodness import rw
 from aso_workflows.spectra.pdf import PDFSimulator
 from aso_workflows.structures import load_structure
@@ -60,6 +61,7 @@ def measured(tmp_path_factory):
     path = _campaign(tmp)
     cfg = load_config(path)
     state = LocalCampaignRunner(progress=False).run(cfg)
+    write_outputs(state, cfg.output_dir)  # what aso run writes after the runner
     return path, cfg, state
 
 
@@ -152,7 +154,7 @@ def test_a_bad_fit_declaration_names_its_field(tmp_path, fit, field):
 @pytest.mark.slurm
 def test_the_fit_runs_in_the_slurm_evaluation_jobs_and_a_rerun_resumes(slurm_testbed, slurm_queues, tmp_path):
     """Through the cluster runner (what ``aso submit`` runs): each record job fits on the compute node."""
-    from aso_workflows.campaign.cluster import ClusterCampaignRunner
+    from aso_workflows.cluster.runner import ClusterCampaignRunner
     from aso_workflows.jobstore import shared_job_store
     from aso_workflows.testing.launchpad import mongomock_launchpad
 

@@ -10,7 +10,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from aso_workflows.errors import InputError
-from aso_workflows.surrogate.neighbors import periodic_neighbor_list, perpendicular_widths
+from aso_workflows.surrogate.neighbors import SkinNeighborList, periodic_neighbor_list, perpendicular_widths
 
 # cutoffs are chosen off round numbers so that no distance sits exactly on the cutoff
 CELLS = {
@@ -129,6 +129,68 @@ def test_distance_vector_gradients():
     expected_pos[0, i] -= u
     torch.testing.assert_close(g_pos, expected_pos)
     torch.testing.assert_close(g_lat[0], torch.outer(nl.image[e], u))
+
+
+def _pairs(nl, n: int) -> Counter:
+    """(structure, unordered pair, translation up to sign) of every edge."""
+    out: Counter = Counter()
+    for b, a, c, m in zip(
+        nl.batch.tolist(), nl.src.tolist(), nl.dst.tolist(), nl.image.tolist(), strict=True
+    ):
+        i, j = a - b * n, c - b * n
+        key = (i, j, *map(round, m)) if (i, *m) <= (j, *[-x for x in m]) else (j, i, *(-round(x) for x in m))
+        out[(b, *key)] += 1
+    return out
+
+
+def test_half_list_holds_each_pair_once():
+    lattice, n, cutoff = CELLS["small_triclinic"]  # self-images included
+    pos, lat = _tensors([_structure(lattice, n, seed=9), _structure(lattice, n, seed=10)])
+    full, half = periodic_neighbor_list(pos, lat, cutoff), periodic_neighbor_list(pos, lat, cutoff, half=True)
+    assert 2 * len(half) == len(full)
+    assert _pairs(half, n) == Counter({k: 1 for k in _pairs(full, n)})
+
+
+def test_skin_list_is_exact_and_rescans_only_what_moved():
+    """Kept edges give the distances of a fresh list; a structure is rescanned only after an atom moved
+    more than half the skin, or after its cell was strained enough."""
+    lattice, n, cutoff = CELLS["cubic"]
+    pos, lat = _tensors([_structure(lattice, n, seed=11), _structure(lattice, n, seed=12)])
+    skin = 0.4
+    kept = SkinNeighborList(cutoff, skin)
+
+    def within(p: torch.Tensor, lt: torch.Tensor) -> list[torch.Tensor]:
+        d = kept.distances(p, lt)
+        assert kept.pairs is not None
+        return [torch.sort(d[(kept.pairs.batch == b) & (d < cutoff)]).values for b in range(2)]
+
+    def fresh(p: torch.Tensor, lt: torch.Tensor) -> list[torch.Tensor]:
+        nl = periodic_neighbor_list(p, lt, cutoff, half=True)
+        return [torch.sort(nl.dist[nl.batch == b]).values for b in range(2)]
+
+    within(pos, lat)
+    assert kept.scans == 2
+    rng = torch.Generator().manual_seed(0)
+    step = torch.randn(pos.shape, generator=rng, dtype=pos.dtype)
+    small = pos + 0.19 * step / step.norm(dim=-1, keepdim=True)  # every atom 0.19 Å < skin / 2
+    for a, b in zip(within(small, lat), fresh(small, lat), strict=True):
+        torch.testing.assert_close(a, b)
+    assert kept.scans == 2
+    moved = small.clone()
+    moved[1, 0] += torch.tensor([0.3, 0.0, 0.0], dtype=pos.dtype)  # 0.3 Å from the scan: structure 1 only
+    for a, b in zip(within(moved, lat), fresh(moved, lat), strict=True):
+        torch.testing.assert_close(a, b)
+    assert kept.scans == 3
+    # expanding the cells moves no pair inwards: nothing rescanned; compressing them by 10 % (0.58 Å at
+    # the reach) rescans both
+    stretched, squeezed = (torch.eye(3, dtype=pos.dtype) * f for f in (1.03, 0.9))
+    for deform, expected in ((stretched, 3), (squeezed, 5)):
+        p, lt = moved @ deform, lat @ deform
+        for a, b in zip(within(p, lt), fresh(p, lt), strict=True):
+            torch.testing.assert_close(a, b)
+        assert kept.scans == expected
+    within(pos[:1], lat[:1])  # another batch: everything again
+    assert kept.scans == 6
 
 
 @pytest.mark.parametrize(

@@ -338,3 +338,53 @@ def test_settings_validate_through_pydantic_like_the_campaign_config():
         adapter.validate_python({"lr": -1.0})
     with pytest.raises(ValueError, match="fallback_min_displacement"):
         adapter.validate_python({"fallback_min_displacement": 0.6})
+
+
+def test_search_steps_read_nothing_back_but_the_list_checks(nio, case, monkeypatch):
+    """Ready for a GPU: a search step reads nothing from the device (each read waits for it) except one
+    flag per kept neighbour list (whether to rescan) and, every few steps, the progress numbers. Counted
+    on the CPU: every Tensor → Python conversion made by the package's code during a search with the
+    real GNN ensemble as predictor, for two search lengths."""
+    import sys
+
+    from aso_workflows.optimizers.aso import proposal
+    from aso_workflows.surrogate.ensemble import EnsembleSurrogate
+    from aso_workflows.surrogate.settings import SurrogateSettings
+
+    _, start, _ = case
+    species = [x.specie.symbol for x in nio]
+    sur = EnsembleSurrogate(
+        species,
+        31,
+        "node",
+        settings=SurrogateSettings(n_models=2, hidden=8, n_layers=1, n_rbf=16, cutoff=3.5, progress=False),
+    )
+    with torch.no_grad():
+        target, _ = sur.predict_torch(*(t.float() for t in _tensors(start)))
+    acq = LowerConfidenceBound({"gnn": target[0]}, lam=0.1)
+    package = str(Path(proposal.__file__).parents[2])
+    reads = []
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            if sys._getframe(1).f_code.co_filename.startswith(package):
+                reads.append(name)
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy", "cpu"):
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    counts = {}
+    for steps in (2, 12):
+        reads.clear()
+        _proposer(n_starts=4, steps=steps).propose(
+            [start], {"gnn": sur.predict_torch}, acq, min_distance_matrix(nio)
+        )
+        counts[steps] = len(reads)
+    monkeypatch.undo()
+    # ten more steps: two list checks per step (the surrogate's and the minimum-distance contacts') and
+    # one more progress read (best value and valid count)
+    assert counts[12] - counts[2] <= 2 * 10 + 2, counts

@@ -157,7 +157,7 @@ def test_resume_of_an_unknown_campaign_is_one_line(tmp_path):
 
 CONTROLLER = """
 import sys
-from aso_workflows.campaign.cluster import ClusterCampaignRunner
+from aso_workflows.cluster.runner import ClusterCampaignRunner
 from aso_workflows.jobstore import shared_job_store
 from aso_workflows.testing.launchpad import mongomock_launchpad
 from aso_workflows.cluster.queues import slurm_queue
@@ -172,7 +172,7 @@ runner = ClusterCampaignRunner(
     launchpad=mongomock_launchpad(), launch_dir=sys.argv[2], queues=queues,
     job_store=shared_job_store(sys.argv[3]), poll_interval=0.5, lost_after=2.0,
 )
-runner.run(load_config(sys.argv[1]), write_outputs=False)
+runner.run(load_config(sys.argv[1]))
 """
 
 
@@ -280,7 +280,7 @@ def test_batch_cut_short_by_a_crash_is_completed_on_resume(tmp_path, fault_ledge
     from aso_workflows.campaign.local import LocalCampaignRunner
 
     cfg = load_config(campaign_file(tmp_path, "cut", optimizer="random", budget=7))
-    LocalCampaignRunner(progress=False, write_outputs=False).run(cfg)
+    LocalCampaignRunner(progress=False).run(cfg)
     db = get_db(cfg.store_spec())
     state = CampaignState.load(db, "cut")
     assert [len(state.proposals(i)) for i in range(2)] == [5, 2]

@@ -252,3 +252,25 @@ def test_atom_too_close_to_its_own_image_is_a_violation():
     lat = torch.tensor(Lattice.from_parameters(1.2, 3, 3, 90, 90, 90).matrix)[None]
     assert bool(violations(pos, lat, dmin)[0])
     assert float(min_distance_penalty(pos, lat, dmin)[0]) == pytest.approx((1.5 - 1.2) ** 2)
+
+
+def test_penalty_from_a_kept_pair_list_equals_a_fresh_scan():
+    from aso_workflows.surrogate.neighbors import SkinNeighborList
+
+    a = 3.1
+    lat = torch.tensor(np.eye(3)[None] * a, dtype=torch.float64).expand(2, 3, 3).clone()
+    rng = np.random.default_rng(3)
+    pos = torch.tensor(rng.uniform(0, a, size=(2, 5, 3)))
+    dmin = np.full((5, 5), 1.6)
+    dmin[0, 1] = dmin[1, 0] = 1.9
+    contacts = SkinNeighborList(1.9, 0.5)
+    for step in range(3):
+        p = (pos + 0.05 * step).requires_grad_()
+        fresh = min_distance_penalty(p, lat, dmin)
+        kept = min_distance_penalty(p, lat, dmin, contacts)
+        assert float(fresh.detach().sum()) > 0
+        torch.testing.assert_close(kept, fresh)
+        torch.testing.assert_close(
+            torch.autograd.grad(kept.sum(), p)[0], torch.autograd.grad(fresh.sum(), p)[0]
+        )
+    assert contacts.scans == 2

@@ -3,6 +3,7 @@ and documents written through them carry only plain JSON types."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -87,3 +88,64 @@ def test_failure_kinds_are_the_schema_literal():
     assert set(typing.get_args(schemas.FailureKind)) == set(schemas.FAILURE_KINDS)
     with pytest.raises(ValidationError):
         schemas.SimulationResult(status="failed", failure_kind="crashed")
+
+
+def test_structures_are_typed_and_written_back_exactly_as_pymatgen_wrote_them():
+    from pymatgen.core import Structure
+
+    s = Structure.from_file(str(Path(__file__).resolve().parents[1] / "aso_workflows" / "data" / "NiO.cif"))
+    s.add_oxidation_state_by_element({"Ni": 2, "O": -2})
+    written = json.loads(json.dumps(s.as_dict()))  # as stored: tuples are lists
+    written["sites"][0]["species"][0]["occu"] = 1  # an integer occupancy (CIF-read stores) stays an integer
+    del written["sites"][1]["label"]  # a key pymatgen left out stays out
+    doc = schemas.StructureDoc.model_validate(written)
+    assert isinstance(doc.sites[0].species[0], schemas.SpeciesDoc) and doc.sites[0].species[0].element == "Ni"
+    assert doc.lattice.matrix[0][0] == pytest.approx(s.lattice.matrix[0][0])
+    back = doc.model_dump(mode="json", by_alias=True)
+    assert back == written and type(back["sites"][0]["species"][0]["occu"]) is int
+    assert "label" not in back["sites"][1] and list(back) == list(written)
+    assert doc.to_pymatgen() == s
+    with pytest.raises(ValidationError):
+        schemas.StructureDoc.model_validate({**written, "sites": [{"abc": [0, 0, 0]}]})  # no species
+    prop = schemas.ProposalDoc(
+        _id="c:0001:000",
+        campaign="c",
+        iteration=1,
+        candidate=0,
+        kind="aso",
+        structure=written,
+        fingerprint="f",
+    )
+    assert prop.to_mongo()["structure"] == written
+
+
+def test_spectra_in_documents_are_the_spectrum_model():
+    from aso_workflows.spectra.spectrum import Spectrum
+
+    spec = Spectrum(
+        technique="pdf", grid=schemas.Grid(name="r", unit="Å", values=[1.0, 2.0]), values=[0.1, 0.2]
+    )
+    assert isinstance(spec, schemas.SpectrumData)
+    doc = schemas.SpectrumDoc(_id="f:pdf:k", fingerprint="f", technique="pdf", spectrum=spec)
+    assert doc.to_mongo()["spectrum"] == spec.model_dump(mode="json")
+    with pytest.raises(ValidationError, match="grid has 2 points"):
+        schemas.SpectrumDoc(
+            _id="f:pdf:k", fingerprint="f", technique="pdf", spectrum={**spec.model_dump(), "values": [1.0]}
+        )
+
+
+def test_partial_updates_are_built_from_the_model():
+    assert schemas.CampaignDoc.set_fields(status="completed", n_used=np.int64(7)) == {
+        "status": "completed",
+        "n_used": 7,
+    }
+    assert schemas.ProposalDoc.set_fields(status="failed", evaluation_id="e") == {
+        "status": "failed",
+        "evaluation_id": "e",
+    }
+    with pytest.raises(ValidationError, match="no attribute 'stauts'"):
+        schemas.CampaignDoc.set_fields(stauts="completed")
+    with pytest.raises(ValidationError, match="status"):
+        schemas.CampaignDoc.set_fields(status="finished")  # not one of the literal's values
+    with pytest.raises(ValidationError):
+        schemas.LeaseDoc.set_fields(expires="soon")

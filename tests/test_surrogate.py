@@ -360,3 +360,38 @@ def test_sparse_and_dense_inputs_agree(nio, basis, level):
     per_member = net(dense, ids=ids)
     for k in range(3):
         torch.testing.assert_close(per_member[k], net(dense)[k, ids[k]])
+
+
+def test_kept_neighbour_list_gives_fresh_predictions(nio, monkeypatch):
+    """predict_torch keeps the batch's neighbour list (the proposal search calls it at every step): after
+    small moves, a large move of one structure and a new batch it predicts, with gradients, what a fresh
+    list gives; the pair-basis gradient is the same when computed in several blocks."""
+    from aso_workflows.surrogate import graph
+
+    settings = dataclasses.replace(TINY, dtype="float64", readout_cutoff=5.0, skin=0.3)
+    model = EnsembleSurrogate(_species(nio), 7, "node", settings=settings)
+    net = model.model
+    with torch.no_grad():  # a linear readout path that is not zero, so that it is tested too
+        net.head_skip.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    pos, lat = model._tensors(_perturbed(nio, 3, seed=12))
+
+    def both(p: torch.Tensor, lt: torch.Tensor = lat) -> tuple[torch.Tensor, ...]:
+        out = []
+        for neighbors in (model.neighbors, None):
+            q = p.clone().requires_grad_()
+            mean, std = model._predict(q, lt, neighbors)
+            (grad,) = torch.autograd.grad((mean.sin() + std).sum(), q)
+            out.append(torch.cat([mean.flatten(), std.flatten(), grad.flatten()]))
+        return tuple(out)
+
+    moves = [0.0, 0.05, 0.1]
+    for k, step in enumerate(moves):
+        torch.testing.assert_close(*both(pos + step * (k + 1) / 10))
+    assert model.neighbors.scans == 3
+    far = pos.clone()
+    far[2] += 0.2 * torch.randn(far[2].shape, generator=torch.Generator().manual_seed(2), dtype=far.dtype)
+    torch.testing.assert_close(*both(far))
+    assert model.neighbors.scans == 4
+    monkeypatch.setattr(graph, "BAG_CHUNK", 40)  # pairs × basis functions per block: several blocks
+    model.neighbors = type(model.neighbors)(net.reach, settings.skin)
+    torch.testing.assert_close(*both(far[:2], lat[:2]))

@@ -149,7 +149,7 @@ def test_a_campaign_runs_a_technique_added_through_the_registry_alone(rdf, tmp_p
         "min_distances": {"Ni-O": 1.7, "Li-O": 1.7, "O-O": 2.2},
     }
     cfg = load_config(campaign_yaml(tmp_path, "toy", pair=pair, optimizer="random", budget=5, initial_size=2))
-    state = LocalCampaignRunner(progress=False, write_outputs=False).run(cfg)
+    state = LocalCampaignRunner(progress=False).run(cfg)
     done = state.evaluations("completed")
     assert state.doc["status"] == "completed" and len(done) == cfg.budget
     assert all(e["goodness"]["rdf"]["name"] == "R" for e in done)

@@ -29,7 +29,11 @@ from aso_workflows.campaign.learn import read_inputs
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.cluster.launchpad import load_launchpad
 from aso_workflows.cluster.offline import to_workflow
-from aso_workflows.cluster.webgui import (
+from aso_workflows.config import load_config
+from aso_workflows.errors import InputError
+from aso_workflows.jobstore import shared_job_store
+from aso_workflows.testing.launchpad import mongomock_launchpad
+from aso_workflows.webgui.server import (
     PASSWORD_ENV,
     USERNAME_ENV,
     BasicAuth,
@@ -38,10 +42,6 @@ from aso_workflows.cluster.webgui import (
     serve,
     serve_in_thread,
 )
-from aso_workflows.config import load_config
-from aso_workflows.errors import InputError
-from aso_workflows.jobstore import shared_job_store
-from aso_workflows.testing.launchpad import mongomock_launchpad
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"
 MONGO_URI = os.environ.get("ASO_TEST_MONGODB_URI")
@@ -326,8 +326,8 @@ def test_campaign_page_next_to_fireworks_pages(campaign):
     the spectra of ``aso report``, failures and pending candidates, read from the store (here: ended)."""
     from browser import render, require_chromium
 
-    from aso_workflows.cluster.campaign_page import campaign_store_spec
     from aso_workflows.results import Campaign
+    from aso_workflows.webgui.campaign_page import campaign_store_spec
 
     require_chromium()
     lp, state, kind = campaign

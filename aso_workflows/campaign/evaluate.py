@@ -36,9 +36,11 @@ from aso_workflows.schemas import (
     EvaluationDoc,
     FailureKind,
     JobErrorDoc,
+    ProposalDoc,
     Provenance,
     RecordResult,
     SimulationResult,
+    SpectrumData,
     SpectrumDoc,
     now,
 )
@@ -109,7 +111,7 @@ def _put_cache(
         _id=cid,
         fingerprint=fingerprint,
         technique=technique,
-        spectrum=data,
+        spectrum=SpectrumData.model_validate(data),
         provenance=prov,
         feff_paths=paths,
     )
@@ -504,7 +506,7 @@ def record_evaluation(
         if existing.get("proposal_id") != pid:
             # the same structure proposed again: this proposal shares the stored evaluation
             state.db.proposals.update_one(
-                {"_id": pid}, {"$set": {"status": existing["status"], "evaluation_id": eid}}
+                {"_id": pid}, {"$set": ProposalDoc.set_fields(status=existing["status"], evaluation_id=eid)}
             )
         return RecordResult(evaluation_id=eid, status=existing["status"], objective=existing.get("objective"))
     checked = {t: _result(state, pid, t, r, f"{t} simulation job") for t, r in results.items()}
@@ -539,7 +541,9 @@ def record_evaluation(
     )
     state.db.evaluations.update_one({"_id": eid}, {"$setOnInsert": doc.to_mongo_fields()}, upsert=True)
     stored = state.db.evaluations.find_one({"_id": eid}, {"status": 1, "objective": 1}) or doc.to_mongo()
-    state.db.proposals.update_one({"_id": pid}, {"$set": {"status": stored["status"], "evaluation_id": eid}})
+    state.db.proposals.update_one(
+        {"_id": pid}, {"$set": ProposalDoc.set_fields(status=stored["status"], evaluation_id=eid)}
+    )
     refresh_counters(state)
     progress.notify(state)
     return RecordResult(evaluation_id=eid, status=stored["status"], objective=stored.get("objective"))
@@ -560,7 +564,7 @@ def _fitted_fields(
     structure = Structure.from_dict(prop["structure"])
     t0 = time.perf_counter()
     try:
-        total, fits = state.objective.evaluate_fitted(spectra, structure)
+        total, fits = state.objective.evaluate_fitted(spectra, structure, _fit_starts(state, prop))
     except AsoError as exc:
         return {
             "status": "failed",
@@ -585,6 +589,38 @@ def _fitted_fields(
         "spectra": learned,
         "simulated_spectra": {t: r.cache_id for t, r in checked.items()},
     }
+
+
+def _fit_starts(state: CampaignState, prop: dict) -> dict[str, dict]:
+    """Where a candidate's PDF fit starts: a polished candidate from the polish's refined values, any
+    other from the start structure's fitted values (deterministic, and a few steps from the optimum
+    instead of many from the settings). The cell is left out when the candidate has its own (a
+    refined one): the structure carries it; positions are never fit parameters."""
+    from aso_workflows.optimizers.polish import CELL_PARAMETERS
+
+    if "pdf" not in state.simulators:
+        return {}
+    structure = prop.get("structure") or {}
+    polish = (prop.get("predicted") or {}).get("polish") or {}
+    if polish:
+        values = dict(polish.get("parameters") or {})
+        same_cell = False
+    else:
+        start = state.db.evaluations.find_one(
+            {"campaign": state.name, "kind": "start", "status": "completed"},
+            {"fit": 1, "structure": 1, "fingerprint": 1},
+        )
+        if start is None or start.get("fingerprint") == prop.get("fingerprint"):
+            return {}
+        values = dict(((start.get("fit") or {}).get("pdf") or {}).get("parameters") or {})
+        matrix = (structure.get("lattice") or {}).get("matrix")
+        same_cell = matrix is not None and np.allclose(matrix, start["structure"]["lattice"]["matrix"])
+    keep = {
+        k: float(v)
+        for k, v in values.items()
+        if (same_cell or k not in CELL_PARAMETERS) and not k.startswith(("x(", "y(", "z("))
+    }
+    return {"pdf": keep} if keep else {}
 
 
 def _cache_id_of(result: SimulationResult) -> str:

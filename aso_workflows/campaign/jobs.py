@@ -159,7 +159,9 @@ def train_job(store: dict, campaign: str, iteration: int, evaluations: list) -> 
     state = _state(store, campaign)
     from aso_workflows.optimizers import optimizer_class
 
-    if not optimizer_class(state.config.optimizer).needs_surrogate:
+    if not optimizer_class(state.config.optimizer).needs_surrogate or learn.is_polish_iteration(
+        state, iteration
+    ):
         return {}
     return learn.train_models(state, iteration)
 
@@ -178,6 +180,12 @@ def propose_job(
     state = _state(store, campaign)
     ev.record_lost(state, iteration)  # candidates whose jobs did not deliver count as failed
     reason = learn.should_stop(state)
+    if reason is not None and learn.polish_pending(state, reason):
+        pids = learn.propose_polish(state, iteration + 1)  # the exact finish: one more iteration
+        if pids:
+            state.update(iteration=iteration + 1)
+            nxt = maker.make(store, campaign, iteration + 1, pids, _plan(state))
+            return Response(output=ProposeResult(iteration=iteration + 1, proposals=pids), addition=nxt)
     if reason is not None:
         state.update(status="completed", stop_reason=reason)
         return Response(output=ProposeResult(iteration=iteration, stopped=reason, n_used=state.n_used()))
@@ -297,9 +305,14 @@ class TrainMaker(Maker):
 
 @dataclass
 class ProposeMaker(Maker):
-    """The dynamic job: proposes the next candidates and appends the next iteration with ``maker``."""
+    """The dynamic job: proposes the next candidates and appends the next iteration with ``maker``.
+
+    Tagged ``_category: gpu`` like the training: the proposal searches with the surrogate (torch), and
+    on a cluster it runs right after the training in the same GPU job (``docs/cluster.md``).
+    """
 
     name: str = "propose"
+    manager_config: dict = field(default_factory=lambda: {"_category": "gpu"})
 
     def make(
         self,
@@ -313,6 +326,10 @@ class ProposeMaker(Maker):
         j = _tolerate_lost_parents(propose_job(store, campaign, iteration, models, evaluations, maker))
         j.name = f"{campaign} / it {iteration} / propose"
         _tag(j, campaign, iteration, "propose")
+        # the iteration it appends keeps its own categories (evaluations: none, training: gpu): jobflow
+        # would otherwise pass this job's manager_config on to every job it adds
+        config = {"manager_config": dict(self.manager_config), "pass_manager_config": False}
+        j.update_config(config, dynamic=False)
         return j
 
 

@@ -16,7 +16,7 @@ from aso_workflows.campaign.state import CampaignState
 from aso_workflows.config import CampaignConfig
 from aso_workflows.errors import InputError
 from aso_workflows.optimizers import ProposalContext, make_optimizer
-from aso_workflows.schemas import CampaignDoc, ModelDoc, now, plain
+from aso_workflows.schemas import CampaignDoc, ModelDoc, SpectrumData, StructureDoc, now, plain
 from aso_workflows.store import CampaignDB
 
 logger = logging.getLogger(__name__)
@@ -170,6 +170,42 @@ def should_stop(state: CampaignState) -> str | None:
     if n_failed >= cap:
         return f"{n_failed} simulations failed in all (max_failed {cap})"
     return None
+
+
+def polish_pending(state: CampaignState, reason: str) -> bool:
+    """Whether the campaign, stopping for ``reason``, still has its ``polish:`` to run (once, after the
+    budget is spent or the target mismatch reached; never after failures)."""
+    if state.config.polish is None or not (reason == "budget spent" or reason.startswith("target mismatch")):
+        return False
+    return not any(p.get("kind") == "polish" for p in state.proposals())
+
+
+def propose_polish(state: CampaignState, iteration: int) -> list[str]:
+    """Store the polish proposals as ``iteration`` (idempotent; :mod:`aso_workflows.optimizers.polish`)."""
+    existing = state.proposals(iteration)
+    if existing:
+        return [d["_id"] for d in existing]
+    assert state.config.polish is not None
+    t0 = time.perf_counter()
+    proposals = state.config.polish.proposals(state)
+    seconds = round(time.perf_counter() - t0, 3)
+    items = [
+        {
+            "structure": p.structure,
+            "kind": p.kind,
+            "predicted": plain(p.predicted),
+            "seconds": seconds,
+            "note": p.note,
+        }
+        for p in proposals
+    ]
+    return state.add_proposals(iteration, items)
+
+
+def is_polish_iteration(state: CampaignState, iteration: int) -> bool:
+    """Whether ``iteration`` is the campaign's polish (its surrogate is not retrained after it)."""
+    props = state.proposals(iteration)
+    return bool(props) and all(p.get("kind") == "polish" for p in props)
 
 
 def max_failed(cfg: CampaignConfig) -> int:
@@ -348,10 +384,10 @@ def init_campaign(
     existing = check_existing(config, db, start)
     executor = (inputs or {}).get("executor")
     if existing is not None:
-        update = {"config": config.to_document(), "updated": now()}
+        fields = {"config": config.to_document(), "updated": now()}
         if executor is not None and executor.get("kind") != "local":
-            update["executor"] = executor  # a local resume keeps the cluster set-up recorded
-        db.campaigns.update_one({"_id": config.name}, {"$set": update})
+            fields["executor"] = executor  # a local resume keeps the cluster set-up recorded
+        db.campaigns.update_one({"_id": config.name}, {"$set": CampaignDoc.set_fields(**fields)})
         state = CampaignState.load(db, config.name)
         if len(state.proposals(0)) < state.config.initial_size + 1:
             _initial_proposals(state)  # the first run died while storing them: same seed, same structures
@@ -359,7 +395,7 @@ def init_campaign(
     if start is None or inputs is None:
         raise InputError("campaign", f"no campaign named {config.name!r} in {db.spec.redacted()} to resume")
 
-    targets: dict[str, dict] = {}
+    targets: dict[str, SpectrumData] = {}
     sites: dict[str, list[int]] = {}
     target_structure = None
     for t in config.targets:
@@ -374,14 +410,16 @@ def init_campaign(
             spec = spec.model_copy(update={"source": f"simulated from {given['path']}"})
         else:
             spec = Spectrum.model_validate(given.get("spectrum"))
-        targets[t.technique] = spec.model_dump(mode="json")
+        targets[t.technique] = spec
     doc = CampaignDoc(
         _id=config.name,
         config=config.to_document(),
         budget=config.budget,
-        start_structure=start.as_dict(),
+        start_structure=StructureDoc.from_pymatgen(start),
         start_fingerprint=structure_fingerprint(start),
-        target_structure=target_structure.as_dict() if target_structure is not None else None,
+        target_structure=StructureDoc.from_pymatgen(target_structure)
+        if target_structure is not None
+        else None,
         targets=targets,
         absorber_sites=sites,
         executor=executor,
@@ -403,7 +441,10 @@ def resume_point(state: CampaignState) -> tuple[int, list[str]]:
     """
     it = max(state.last_iteration(), 0)
     if it > 0 and int(state.doc.get("iteration") or 0) < it:
-        propose_candidates(state, it, stored_model_ids(state, it - 1))
+        if is_polish_iteration(state, it):
+            propose_polish(state, it)
+        else:
+            propose_candidates(state, it, stored_model_ids(state, it - 1))
         state.update(iteration=it)
     return it, [p["_id"] for p in state.proposals(it)]
 
@@ -411,11 +452,14 @@ def resume_point(state: CampaignState) -> tuple[int, list[str]]:
 def _initial_proposals(state: CampaignState) -> list[str]:
     """Store the start structure and the seeded initial perturbations as iteration 0 (idempotent)."""
     config = state.config
+    from aso_workflows.optimizers.constraint import campaign_constraint
+
     sampler = dataclasses.replace(
         config.sampler,
         seed=config.seed,
         min_distances=dict(config.min_distances),
         min_distance_scale=config.min_distance_scale,
+        constraint=campaign_constraint(state),
     )
     start = state.start
     initial = [{"structure": start, "kind": "start"}]

@@ -1,7 +1,9 @@
 """The embedded default: run a whole campaign in this process with jobflow's ``run_locally``.
 
 No server, no cluster: campaign state goes to the embedded document store (montydb on SQLite) and job
-outputs to a maggma ``MontyStore`` in the campaign folder. Re-running resumes from the store.
+outputs to a maggma ``MontyStore`` in the campaign folder. Re-running resumes from the store. The runner
+returns the campaign's state; the command that asked for outputs (``aso run``, ``aso resume``) writes
+them (:func:`aso_workflows.report.write_outputs`).
 """
 
 from __future__ import annotations
@@ -82,14 +84,11 @@ class LocalCampaignRunner:
     ----------
     progress
         Show the campaign bar (simulations used / budget, best mismatch) and the current phase's bar.
-    write_outputs
-        Write best CIFs, the history CSV and the report when done.
     errors
         After :meth:`run`: the jobs that raised during it (``job_errors`` documents, with tracebacks).
     """
 
     progress: bool = True
-    write_outputs: bool = True
     errors: list[JobErrorDoc] = field(default_factory=list, init=False)
 
     def run(self, config: CampaignConfig) -> CampaignState:
@@ -137,10 +136,6 @@ class LocalCampaignRunner:
             self._write_errors(out)
             if state.doc.get("status") != "completed":
                 state.update(status="interrupted", failed_jobs=len(self.errors))
-        if self.write_outputs:
-            from aso_workflows.report import write_outputs
-
-            write_outputs(state, out)
         return state
 
     def _write_errors(self, out: Path) -> None:

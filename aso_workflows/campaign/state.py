@@ -17,7 +17,7 @@ from pymatgen.core import Structure
 
 from aso_workflows.config import CampaignConfig
 from aso_workflows.errors import InputError
-from aso_workflows.schemas import EvaluationDoc, ModelDoc, ProposalDoc, now
+from aso_workflows.schemas import CampaignDoc, EvaluationDoc, ModelDoc, ProposalDoc, StructureDoc, now
 from aso_workflows.spectra.base import Simulator
 from aso_workflows.spectra.spectrum import Spectrum
 from aso_workflows.store import CampaignDB, StoreSpec, open_store
@@ -108,7 +108,7 @@ class CampaignState:
         for t in self.config.targets:
             target = self.targets[t.technique]
             fitter = (
-                make_fitter(t.technique, t.fit, target, self.simulators[t.technique])
+                make_fitter(t.technique, t.fit, target, self.simulators[t.technique], reference=self.start)
                 if t.fit.active
                 else None
             )
@@ -259,7 +259,7 @@ class CampaignState:
                 iteration=iteration,
                 candidate=k,
                 kind=item.get("kind", "proposal"),
-                structure=s.as_dict(),
+                structure=StructureDoc.from_pymatgen(s),
                 fingerprint=structure_fingerprint(s),
                 predicted=item.get("predicted"),
                 acquisition=item.get("acquisition"),
@@ -277,5 +277,6 @@ class CampaignState:
         return doc
 
     def update(self, **fields: Any) -> None:
-        fields["updated"] = now()
-        self.db.campaigns.update_one({"_id": self.name}, {"$set": fields})
+        """Set fields of the campaign document (each checked as a :class:`CampaignDoc` field)."""
+        update = CampaignDoc.set_fields(**fields, updated=now())
+        self.db.campaigns.update_one({"_id": self.name}, {"$set": update})

@@ -1,5 +1,7 @@
 """Running campaigns on a cluster: FireWorks + Slurm, all workflow state in MongoDB.
 
+- :mod:`~aso_workflows.cluster.runner`: :class:`ClusterCampaignRunner`, a campaign as a FireWorks
+  workflow driven to its end through Slurm (``aso submit``, ``aso resume``).
 - :mod:`~aso_workflows.cluster.offline`: :class:`SlurmOfflineExecutor`, a controller that owns the
   LaunchPad and runs every Firework as its own Slurm job in FireWorks' offline mode.
 - :mod:`~aso_workflows.cluster.slurm`: launch records and what Slurm says about the jobs.
@@ -19,6 +21,7 @@ from typing import Any
 # Names are imported on first use (PEP 562): `python -m aso_workflows.cluster.rlaunch_shim`
 # must not find their module already imported by this package (runpy warns), and jobs start faster.
 _EXPORTS = {
+    "ClusterCampaignRunner": "runner",
     "SlurmOfflineExecutor": "offline",
     "RunSummary": "slurm",
     "LaunchRecord": "slurm",

@@ -3,13 +3,20 @@
 The controller (this process) owns the LaunchPad (MongoDB in production, in-process ``mongomock`` in
 tests); compute jobs never reach it. Each round of :meth:`SlurmOfflineExecutor.run`:
 
-1. every READY Firework of the workflow is reserved (``lp.reserve_fw``), its launch directory prepared
-   with ``FW.json`` + ``FW_offline.json`` (FireWorks' ``queue_launcher.setup_offline_job``), a job script
-   rendered from the user's Slurm template for its ``_category`` and submitted with ``sbatch``;
-2. one ``squeue`` call tells which jobs have ended; for each, FireWorks' result file ``FW_offline.json``
-   is read back with ``lp.recover_offline(launch_id)``, which completes the launch and applies the
-   FWAction (detours, additions: dynamic Fireworks become READY and go out in the next round);
-3. sleep ``poll_interval`` seconds; stop when nothing is running and nothing is READY, or at ``timeout``.
+1. the result file ``FW_offline.json`` of every job in flight is looked at (a ``stat``; read only when
+   it changed); a finished Firework's result is read back at once with ``lp.recover_offline(launch_id)``
+   — while its Slurm job may still be exiting —, which completes the launch and applies the FWAction
+   (detours, additions: dynamic Fireworks become READY in this same round);
+2. every READY Firework of the workflow is reserved (``lp.reserve_fw``), its launch directory prepared
+   with ``FW.json`` + ``FW_offline.json`` (FireWorks' ``queue_launcher.setup_offline_job``) and either
+   handed over to a Slurm job of its queue whose Firework just ended (``reuse_jobs``:
+   :mod:`~aso_workflows.cluster.handover`; training and proposal run back to back in one GPU job), or
+   submitted with ``sbatch`` from a job script rendered from the user's Slurm template for its
+   ``_category``; jobs that got nothing are told to end;
+3. every ``squeue_interval`` seconds one ``squeue`` call tells which jobs ended without a result (lost)
+   and why pending ones wait (Slurm's reason, kept in the launch's ``slurm.reason``);
+4. sleep: 0.02 s after a round that read back or submitted something, doubling while nothing happens,
+   up to ``poll_interval``; stop when nothing is running and nothing is READY, or at ``timeout``.
 
 Lost jobs: a Slurm job that ended (scancel, preemption, walltime, a node lost, its process killed) or
 vanished from ``squeue`` without FireWorks' result file is a lost run. After ``lost_after`` seconds its
@@ -19,8 +26,8 @@ duplicates what the lost job already wrote. Launches of the workflow RUNNING in 
 controller does not track (online workers) go through FireWorks' own ``lp.detect_lostruns(rerun=True)``
 after ``lost_run_expiration`` seconds without a ping. See ``docs/reliability.md``.
 
-The job side runs ``python -m aso_workflows.cluster.rlaunch_shim singleshot --offline`` in the launch
-directory. jobflow's ``JobFiretask`` writes job outputs to the JobStore from inside the job, so the
+The job side runs ``python -m aso_workflows.cluster.rlaunch_shim rapidfire --offline`` (``singleshot
+--offline`` without ``reuse_jobs``) in the launch directory. jobflow's ``JobFiretask`` writes job outputs to the JobStore from inside the job, so the
 JobStore must be reachable from compute nodes: MongoDB, or a file-backed store (maggma ``MontyStore``
 with ``storage="sqlite"``) on a disk the nodes share. In-memory stores are refused.
 
@@ -50,8 +57,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from aso_workflows.cluster.handover import Pilots, write_handover
 from aso_workflows.cluster.rlaunch_shim import SLURM_RECORD
 from aso_workflows.cluster.slurm import (
+    BLOCKING_REASONS,
     ENDED_STATES,
     LaunchRecord,
     RunSummary,
@@ -96,6 +105,11 @@ class _Active:
     record: LaunchRecord
     ended_seen: float | None = None  # monotonic time the Slurm job was first seen ended
     marked_running: bool = False
+    stamp: tuple[int, int] | None = None  # (mtime, size) of FW_offline.json when last read
+
+
+_MIN_POLL = 0.02
+"""Seconds slept after a round in which something was read back or submitted."""
 
 
 @contextlib.contextmanager
@@ -144,7 +158,16 @@ class SlurmOfflineExecutor:
         Python executable on the compute nodes (with aso-workflows installed). Default: this one, which
         fits a shared installation; use ``"python"`` when the template's ``pre_rocket`` activates it.
     poll_interval
-        Seconds between rounds (one ``squeue`` call per round).
+        Longest sleep between two rounds, in seconds (each round ``stat``s the result files of the jobs in
+        flight; the sleep starts at 0.02 s after a round in which something happened and doubles).
+    squeue_interval
+        Seconds between two ``squeue`` calls (lost jobs, pending reasons) and between two reads of the
+        workflow from the LaunchPad when nothing happened.
+    reuse_jobs
+        Hand a READY Firework to a Slurm job of the same queue whose Firework just ended, instead of a
+        new Slurm job (:mod:`~aso_workflows.cluster.handover`); such jobs run ``rlaunch_shim rapidfire
+        --offline`` and wait up to ``linger`` seconds for the controller's word (which comes within a
+        round: they are told to end when there is nothing for them).
     timeout
         Give up after this many seconds (None: no limit). Running jobs are left running unless
         ``cancel_on_timeout``; calling :meth:`run_workflow` again picks them up.
@@ -178,7 +201,10 @@ class SlurmOfflineExecutor:
     queues: Mapping[str, Any]
     job_store: Any = None
     python: str = sys.executable
-    poll_interval: float = 1.0
+    poll_interval: float = 0.25
+    squeue_interval: float = 5.0
+    reuse_jobs: bool = True
+    linger: float = 60.0
     timeout: float | None = None
     lost_after: float = 30.0
     max_queued: int = 0
@@ -191,9 +217,13 @@ class SlurmOfflineExecutor:
     db_outage_limit: float = 600.0
     slurm_jobs: dict[int, list[str]] = field(default_factory=dict, init=False)
     _deferred: list = field(default_factory=list, init=False, repr=False)
+    _pilots: Pilots = field(init=False, repr=False)
+    _busy: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         from aso_workflows.cluster.queues import load_queue_adapter
+
+        self._pilots = Pilots(linger=self.linger)
 
         self.launch_dir = Path(self.launch_dir).resolve()
         self.launch_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +250,8 @@ class SlurmOfflineExecutor:
     @property
     def rocket_launch(self) -> str:
         """The job-side command (the templates' ``$${rocket_launch}``)."""
-        return f"{shlex.quote(self.python)} -m aso_workflows.cluster.rlaunch_shim singleshot --offline"
+        mode = f"rapidfire --offline --linger {self.linger:g}" if self.reuse_jobs else "singleshot --offline"
+        return f"{shlex.quote(self.python)} -m aso_workflows.cluster.rlaunch_shim {mode}"
 
     def add_flow(self, flow: Flow | Job | Workflow, name: str | None = None) -> int:
         """Add a jobflow ``Flow``/``Job`` (or a FireWorks ``Workflow``) to the LaunchPad; returns an fw_id of it."""
@@ -259,7 +290,8 @@ class SlurmOfflineExecutor:
             records.append(rec)
             active[rec.launch_id] = _Active(rec)
         timed_out = False
-        clock = {"lost_check": time.monotonic()}
+        clock = {"lost_check": time.monotonic(), "squeue": 0.0, "workflow": 0.0}
+        delay = _MIN_POLL
         while True:
             done = self._wait_for_db(lambda: self._round(fw_id, records, active, clock))
             if done:
@@ -270,7 +302,11 @@ class SlurmOfflineExecutor:
                 if self.cancel_on_timeout:
                     self._wait_for_db(lambda: self._cancel(list(active.values())))
                 break
-            time.sleep(self.poll_interval)
+            delay = _MIN_POLL if self._busy else min(2 * delay, self.poll_interval)
+            time.sleep(delay)
+        self._pilots.release_idle()
+        if not timed_out:  # results are read before their jobs exit: let them leave the queue first
+            self._wait_for_exit({r.slurm_job_id for r in records})
         wf = self._wait_for_db(lambda: self._workflow(fw_id))
         return RunSummary(
             fw_ids=sorted(wf["nodes"]),
@@ -282,32 +318,53 @@ class SlurmOfflineExecutor:
         )
 
     def _round(self, fw_id: int, records: list, active: dict, clock: dict) -> bool:
-        """One round: submit READY Fireworks, read back ended jobs; True when the workflow has ended."""
+        """One round: read back finished Fireworks, submit (or hand over) READY ones; True when the
+        workflow has ended. Sets ``_busy`` when something was read back or submitted."""
+        self._busy = False
         while self._deferred:  # LaunchPad writes that an outage interrupted
             self._deferred[0]()
             self._deferred.pop(0)
-        if time.monotonic() - clock["lost_check"] > self.lost_run_check_interval:
-            clock["lost_check"] = time.monotonic()
+        now = time.monotonic()
+        if now - clock["lost_check"] > self.lost_run_check_interval:
+            clock["lost_check"] = now
             self._detect_untracked_lost(fw_id, active)
-        wf = self._workflow(fw_id)
-        ready = sorted(int(i) for i, s in wf["fw_states"].items() if s == "READY")
+        snapshot = None
+        if active and now - clock["squeue"] >= self.squeue_interval:
+            clock["squeue"] = now
+            snapshot = squeue_snapshot(self.env)
+        for launch_id in list(active):
+            if self._poll(active[launch_id], snapshot):
+                self._busy = True
+                del active[launch_id]
+        ready: list[int] = []
+        if self._busy or not active or now - clock["workflow"] >= self.squeue_interval:
+            clock["workflow"] = now
+            wf = self._workflow(fw_id)
+            ready = sorted(int(i) for i, s in wf["fw_states"].items() if s == "READY")
         for ready_id in ready:
             if self.max_queued and len(active) >= self.max_queued:
                 break
             rec = self._submit(ready_id)
             if rec is not None:
+                self._busy = True
                 records.append(rec)
                 active[rec.launch_id] = _Active(rec)
-        if active:
-            snapshot = squeue_snapshot(self.env)
-            if snapshot is not None:
-                for launch_id in list(active):
-                    if self._poll(active[launch_id], snapshot):
-                        del active[launch_id]
+        self._pilots.release_idle()  # jobs whose Firework ended and that got nothing: they end now
         if not active and not ready:
             wf = self._workflow(fw_id)
             return not any(s == "READY" for s in wf["fw_states"].values())
         return False
+
+    def _wait_for_exit(self, job_ids: set[str], limit: float = 30.0) -> None:
+        """Wait (up to ``limit`` s) until Slurm lists none of ``job_ids`` as queued or running."""
+        deadline = time.monotonic() + limit
+        while job_ids and time.monotonic() < deadline:
+            snapshot = squeue_snapshot(self.env)
+            if snapshot is None:
+                return
+            if not any(snapshot.get(j, {}).get("state", "ENDED") not in ENDED_STATES for j in job_ids):
+                return
+            time.sleep(0.1)
 
     def _wait_for_db(self, call: Callable[[], _T]) -> _T:
         """``call()``, retried while the LaunchPad server is unreachable, for up to ``db_outage_limit`` s."""
@@ -367,33 +424,36 @@ class SlurmOfflineExecutor:
                 n += 1
 
     def _submit(self, fw_id: int) -> LaunchRecord | None:
+        """Reserve Firework ``fw_id`` and run it: handed over to an idle job of its queue, or ``sbatch``."""
         from fireworks import FWorker
-        from fireworks.fw_config import QUEUE_JOBNAME_MAXLEN, SUBMIT_SCRIPT_NAME
         from fireworks.queue.queue_launcher import setup_offline_job
-        from fireworks.utilities.fw_serializers import load_object
-        from fireworks.utilities.fw_utilities import get_slug
 
+        t0 = time.perf_counter()
         lp = self.launchpad
-        doc = lp.fireworks.find_one({"fw_id": fw_id}, {"name": 1, "spec._category": 1})
-        category, queue = self._queue_for(doc.get("spec", {}).get("_category"), fw_id, doc.get("name", ""))
+        doc = lp.fireworks.find_one(
+            {"fw_id": fw_id}, {"name": 1, "spec._category": 1, "spec._queueadapter": 1}
+        )
+        spec = doc.get("spec", {})
+        category, queue = self._queue_for(spec.get("_category"), fw_id, doc.get("name", ""))
+        overrides = dict(spec.get("_queueadapter") or {})
         launch_dir = self._new_launch_dir(fw_id)
         fworker = FWorker(name=f"aso-slurm-offline-{category}", category=category)
         fw, launch_id = lp.reserve_fw(fworker, str(launch_dir), fw_id=fw_id)
         if fw is None:  # taken meanwhile (another controller)
             launch_dir.rmdir()
             return None
+        pilot = self._pilots.take(category, overrides) if self.reuse_jobs else None
         try:
             with _chdir(launch_dir):  # setup_offline_job writes FW.json and FW_offline.json into the cwd
                 setup_offline_job(lp, fw, launch_id)
-            qa = load_object(queue.to_dict())  # a copy per launch, as FireWorks' queue launcher does
-            qa.update(
-                job_name=f"fw{fw_id}-{get_slug(fw.name)}"[:QUEUE_JOBNAME_MAXLEN],
-                rocket_launch=self.rocket_launch,
-            )
-            qa.update(fw.spec.get("_queueadapter", {}))
-            script = launch_dir / SUBMIT_SCRIPT_NAME
-            script.write_text(qa.get_script_str(str(launch_dir)))
-            job_id = self._sbatch(script, category, queue)
+            if pilot is not None:
+                write_handover(
+                    pilot.home, {"launch_dir": str(launch_dir), "fw_id": fw_id, "launch_id": launch_id}
+                )
+                job_id, partition, home = pilot.job_id, pilot.partition, pilot.home
+            else:
+                job_id, partition = self._submit_job(fw, launch_dir, category, queue, overrides)
+                home = launch_dir
         except BaseException:
             self._release(launch_id)  # back to READY; the failed launch is forgotten
             raise
@@ -404,12 +464,16 @@ class SlurmOfflineExecutor:
             category=category,
             launch_dir=str(launch_dir),
             slurm_job_id=job_id,
-            partition=qa.get("partition"),
+            partition=partition,
             submitted=_now(),
-            slurm_state="PENDING",
+            slurm_state="RUNNING" if pilot is not None else "PENDING",
+            chained=pilot is not None,
+            submit_s=time.perf_counter() - t0,
+            job_home=str(home),
         )
         self.slurm_jobs.setdefault(fw_id, []).append(job_id)
-        logger.info("fw %d (%s) → Slurm job %s on partition %s", fw_id, fw.name, job_id, rec.partition)
+        how = "handed over to" if pilot is not None else "→"
+        logger.info("fw %d (%s) %s Slurm job %s on partition %s", fw_id, fw.name, how, job_id, partition)
 
         def record() -> None:
             lp.set_reservation_id(launch_id, job_id)
@@ -417,6 +481,27 @@ class SlurmOfflineExecutor:
 
         self._defer_on_outage(record)  # the job runs already: keep tracking it whatever happens here
         return rec
+
+    def _submit_job(
+        self, fw: Any, launch_dir: Path, category: str, queue: Any, overrides: dict
+    ) -> tuple[str, str | None]:
+        """Render the job script of ``fw`` from its queue and ``sbatch`` it; ``(job id, partition)``."""
+        from fireworks.fw_config import QUEUE_JOBNAME_MAXLEN, SUBMIT_SCRIPT_NAME
+        from fireworks.utilities.fw_serializers import load_object
+        from fireworks.utilities.fw_utilities import get_slug
+
+        qa = load_object(queue.to_dict())  # a copy per launch, as FireWorks' queue launcher does
+        qa.update(
+            job_name=f"fw{fw.fw_id}-{get_slug(fw.name)}"[:QUEUE_JOBNAME_MAXLEN],
+            rocket_launch=self.rocket_launch,
+        )
+        qa.update(overrides)
+        script = launch_dir / SUBMIT_SCRIPT_NAME
+        script.write_text(qa.get_script_str(str(launch_dir)))
+        job_id = self._sbatch(script, category, queue)
+        if self.reuse_jobs:
+            self._pilots.started(job_id, category, launch_dir, overrides, qa.get("partition"))
+        return job_id, qa.get("partition")
 
     def _release(self, launch_id: int) -> None:
         """Undo a reservation whose job was never submitted (later, if the server is unreachable now)."""
@@ -460,47 +545,29 @@ class SlurmOfflineExecutor:
         return job_id
 
     # ---- tracking --------------------------------------------------------------------------------
-    def _poll(self, act: _Active, snapshot: dict[str, dict]) -> bool:
-        """Update one in-flight launch from the ``squeue`` snapshot; True once it is finished."""
+    def _poll(self, act: _Active, snapshot: dict[str, dict] | None) -> bool:
+        """Update one in-flight launch from its result file and, in rounds that called ``squeue``, from the
+        ``snapshot``; True once it is finished (read back, or lost)."""
         rec = act.record
+        offline = self._changed_result(act)
+        if offline is not None and "fwaction" in offline:
+            return self._read_back(act, offline)
+        if offline is not None and "started_on" in offline and not act.marked_running:
+            act.marked_running = self._mark_running(rec, offline)
+        if snapshot is None:
+            return False
         info = snapshot.get(rec.slurm_job_id)
         if info is not None:
             rec.slurm_state = info["state"]
             rec.node = info["nodes"] or rec.node
             rec.partition = info["partition"] or rec.partition
+            self._note_reason(rec, info.get("reason") or None)
             if info["state"] not in ENDED_STATES:
-                if info["state"] == "RUNNING" and not act.marked_running:
-                    act.marked_running = self._mark_running(rec)
                 return False
+        # Slurm says the job ended (or forgot it): its result may have been written just now
         offline = _read_json(Path(rec.launch_dir) / "FW_offline.json") or {}
         if "fwaction" in offline:
-            self._recover(rec)
-            rec.recovered = _now()
-            rec.state = offline.get("state", rec.state)
-            rec.start = offline.get("started_on")
-            rec.end = offline.get("completed_on")
-            self._read_job_side_record(rec)
-            launch = self.launchpad.launches.find_one({"launch_id": rec.launch_id}, {"state": 1})
-            rec.state = (launch or {}).get("state", rec.state)
-            if info is None:
-                rec.slurm_state = rec.slurm_state if rec.slurm_state in ENDED_STATES else "ENDED"
-            if rec.state == "FIZZLED" and self.rerun_failed:
-                # the job raised: jobs report simulation failures as results, so an exception here is
-                # the infrastructure (store busy, node trouble) or a bug: rerun like a lost job
-                exc = ((offline["fwaction"] or {}).get("stored_data") or {}).get("_exception") or {}
-                stack = str(exc.get("_stacktrace", "")) if isinstance(exc, dict) else str(exc)
-                lines = [ln.strip() for ln in stack.splitlines() if ln.strip()]
-                rec.error = f"job raised: {lines[-1][:300] if lines else 'no traceback'}"
-                rec.raised = True
-                logger.warning(
-                    "fw %d (%s) Slurm job %s: %s", rec.fw_id, rec.name, rec.slurm_job_id, rec.error
-                )
-                self._tag_launch(rec)
-                self._rerun_lost(rec)
-                return True
-            self._tag_launch(rec)
-            logger.info("fw %d (%s) Slurm job %s: %s", rec.fw_id, rec.name, rec.slurm_job_id, rec.state)
-            return True
+            return self._read_back(act, offline)
         now = time.monotonic()
         if act.ended_seen is None:
             act.ended_seen = now
@@ -514,10 +581,78 @@ class SlurmOfflineExecutor:
             f"result; see {Path(rec.launch_dir) / f'slurm-{rec.slurm_job_id}.out'}"
         )
         rec.lost = True
+        self._pilots.ended(rec.slurm_job_id)
         self._fizzle(rec)
         logger.warning("fw %d (%s): %s", rec.fw_id, rec.name, rec.error)
         self._rerun_lost(rec)
         return True
+
+    def _changed_result(self, act: _Active) -> dict | None:
+        """The launch's ``FW_offline.json`` if it changed since the last look (one ``stat`` otherwise)."""
+        path = Path(act.record.launch_dir) / "FW_offline.json"
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == act.stamp:
+            return None
+        offline = _read_json(path)
+        if offline is not None:  # caught half-written: looked at again next round
+            act.stamp = stamp
+        return offline
+
+    def _read_back(self, act: _Active, offline: dict) -> bool:
+        """Complete a launch whose Firework wrote its result (FWAction); True (it is finished)."""
+        rec = act.record
+        rec.seen = _now()
+        t0 = time.perf_counter()
+        self._recover(rec)
+        rec.recover_s = time.perf_counter() - t0
+        rec.recovered = _now()
+        rec.start = offline.get("started_on")
+        rec.end = offline.get("completed_on")
+        self._read_job_side_record(rec)
+        launch = self.launchpad.launches.find_one({"launch_id": rec.launch_id}, {"state": 1})
+        rec.state = (launch or {}).get("state", offline.get("state", rec.state))
+        self._note_reason(rec, None)
+        if rec.state == "FIZZLED":  # the job raised: its process gets nothing more to run
+            self._pilots.stop(rec.slurm_job_id)
+        else:
+            self._pilots.finished(rec.slurm_job_id)  # it waits for the controller's word now
+        if rec.state == "FIZZLED" and self.rerun_failed:
+            # the job raised: jobs report simulation failures as results, so an exception here is
+            # the infrastructure (store busy, node trouble) or a bug: rerun like a lost job
+            exc = ((offline["fwaction"] or {}).get("stored_data") or {}).get("_exception") or {}
+            stack = str(exc.get("_stacktrace", "")) if isinstance(exc, dict) else str(exc)
+            lines = [ln.strip() for ln in stack.splitlines() if ln.strip()]
+            rec.error = f"job raised: {lines[-1][:300] if lines else 'no traceback'}"
+            rec.raised = True
+            logger.warning("fw %d (%s) Slurm job %s: %s", rec.fw_id, rec.name, rec.slurm_job_id, rec.error)
+            self._tag_launch(rec)
+            self._rerun_lost(rec)
+            return True
+        self._tag_launch(rec)
+        logger.info("fw %d (%s) Slurm job %s: %s", rec.fw_id, rec.name, rec.slurm_job_id, rec.state)
+        return True
+
+    def _note_reason(self, rec: LaunchRecord, reason: str | None) -> None:
+        """Keep Slurm's pending reason of the launch's job (LaunchPad ``slurm.reason``); warn once about
+        a reason that waiting does not cure (``PartitionConfig``: the job can never start)."""
+        if reason == rec.slurm_reason:
+            return
+        rec.slurm_reason = reason
+        self._tag_launch(rec)
+        key = (reason or "").split(",")[0]
+        if key in BLOCKING_REASONS:
+            logger.warning(
+                "fw %d (%s): Slurm job %s is pending (%s): it %s; fix its queue file and aso resume",
+                rec.fw_id,
+                rec.name,
+                rec.slurm_job_id,
+                reason,
+                BLOCKING_REASONS[key],
+            )
 
     def _rerun_lost(self, rec: LaunchRecord) -> bool:
         """Make the Firework of a lost (or raising) launch READY again, unless that happened ``max_reruns`` times."""
@@ -564,9 +699,8 @@ class SlurmOfflineExecutor:
             warnings.simplefilter("ignore")  # "Unable to find FW_ping.json": offline jobs ping hourly
             self.launchpad.recover_offline(rec.launch_id, ignore_errors=not final, print_errors=final)
 
-    def _mark_running(self, rec: LaunchRecord) -> bool:
+    def _mark_running(self, rec: LaunchRecord, offline: dict) -> bool:
         """Show a started job as RUNNING in the LaunchPad (recover_offline without a result yet)."""
-        offline = _read_json(Path(rec.launch_dir) / "FW_offline.json") or {}
         if "started_on" not in offline:
             return False
         if "fwaction" not in offline:
@@ -610,6 +744,12 @@ class SlurmOfflineExecutor:
             "node": rec.node,
             "state": rec.slurm_state,
         }
+        if rec.slurm_reason:
+            slurm["reason"] = rec.slurm_reason
+        if rec.chained:
+            slurm["chained"] = True
+        if rec.job_home:
+            slurm["home"] = rec.job_home
         if rec.error:
             slurm["error"] = rec.error
         if rec.lost or rec.raised:
@@ -646,7 +786,16 @@ class SlurmOfflineExecutor:
                 partition=slurm.get("partition"),
                 submitted=str(run.get("created_on")),
                 state=launch["state"],
+                chained=bool(slurm.get("chained")),
+                job_home=slurm.get("home") or launch["launch_dir"],
             )
+            if self.reuse_jobs:  # it may wait for a word once its Firework ends: told at read-back
+                overrides = (
+                    lp.fireworks.find_one({"fw_id": rec.fw_id}, {"spec._queueadapter": 1}) or {}
+                ).get("spec", {}).get("_queueadapter") or {}
+                self._pilots.started(
+                    rec.slurm_job_id, rec.category, str(rec.job_home), overrides, rec.partition
+                )
             self.slurm_jobs.setdefault(rec.fw_id, []).append(rec.slurm_job_id)
             out.append(rec)
             logger.info("picked up fw %d (%s), Slurm job %s", rec.fw_id, rec.name, rec.slurm_job_id)

@@ -8,6 +8,7 @@ mode), and the job script is always rendered by FireWorks from the user's templa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,15 @@ if TYPE_CHECKING:
     from fireworks.queue.queue_adapter import QueueAdapterBase
     from fireworks.user_objects.queue_adapters.common_adapter import CommonAdapter
 
-__all__ = ["TEMPLATES_DIR", "template_path", "slurm_queue", "load_queue_adapter", "render_script"]
+__all__ = [
+    "TEMPLATES_DIR",
+    "template_path",
+    "slurm_queue",
+    "load_queue_adapter",
+    "render_script",
+    "partition_nodes",
+    "queue_misfits",
+]
 
 # Templates ship at the repository root (users copy and edit them); see docs/cluster.md.
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "slurm_templates"
@@ -91,3 +100,124 @@ def render_script(qadapter: QueueAdapterBase, launch_dir: str | Path, **override
     qa = load_object(qadapter.to_dict())  # a copy: the caller's adapter is not changed
     qa.update(overrides)
     return qa.get_script_str(str(launch_dir))
+
+
+def _megabytes(text: str) -> float | None:
+    """Slurm memory (``16G``, ``2000M``, ``2000``: MB by default, ``1T``) in MB; None if unreadable."""
+    text = str(text).strip().upper().removesuffix("B")
+    scale = {"K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2}
+    try:
+        return float(text[:-1]) * scale[text[-1]] if text[-1:] in scale else float(text)
+    except ValueError:
+        return None
+
+
+def _minutes(text: str) -> float | None:
+    """Slurm time (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) in minutes; None for infinite/unknown."""
+    text = str(text).strip()
+    if not text or text.lower() in ("infinite", "unlimited", "n/a"):
+        return None
+    days, _, rest = text.rpartition("-")
+    try:
+        parts = [float(x) for x in rest.split(":")]
+        d = float(days) if days else 0.0
+    except ValueError:
+        return None
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        h, m, s = (parts + [0.0, 0.0])[:3]
+    else:  # MM, MM:SS, HH:MM:SS
+        h, m, s = [0.0, *parts, 0.0][:3] if len(parts) < 3 else parts
+    return d * 1440 + h * 60 + m + s / 60
+
+
+def _gpus(gres: str) -> int:
+    """GPUs in a GRES string (``gpu:1``, ``gpu:a100:4(S:0-1)``, ``gpu:2,shard:8``); 0 without."""
+    n = 0
+    for item in str(gres or "").split(","):
+        fields = item.split("(")[0].split(":")
+        if fields[0] == "gpu":
+            n += int(fields[-1]) if fields[-1].isdigit() else 1
+    return n
+
+
+def partition_nodes(partition: str | None, env: Mapping[str, str] | None = None) -> list[dict] | None:
+    """The nodes of ``partition`` (None: the default one) as ``sinfo`` reports them.
+
+    Returns
+    -------
+    list of dict or None
+        ``{"node", "cpus", "memory_mb", "gpus", "timelimit_min", "partition"}`` per node; an empty list
+        when the partition does not exist; None when ``sinfo`` is not available or failed.
+    """
+    import shutil
+    import subprocess
+
+    if shutil.which("sinfo") is None:
+        return None
+    argv = ["sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%G|%l|%P"]
+    if partition:
+        argv += ["--partition", str(partition)]
+    try:
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, env=None if env is None else dict(env)
+        )
+    except (subprocess.SubprocessError, OSError):
+        return None
+    if out.returncode != 0:
+        return [] if "invalid partition" in out.stderr.lower() else None
+    nodes = []
+    for line in out.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 6:
+            continue
+        name, cpus, mem, gres, limit, part = parts
+        if not partition and not part.endswith("*"):  # the default partition is starred
+            continue
+        nodes.append(
+            {
+                "node": name,
+                "cpus": int(cpus) if cpus.isdigit() else None,
+                "memory_mb": _megabytes(mem),
+                "gpus": _gpus(gres),
+                "timelimit_min": _minutes(limit),
+                "partition": part.rstrip("*"),
+            }
+        )
+    return nodes
+
+
+def queue_misfits(qadapter: QueueAdapterBase, env: Mapping[str, str] | None = None) -> list[str]:
+    """Why jobs of ``qadapter`` cannot start on its partition, one line each ([] when they fit or when
+    ``sinfo`` is not available to tell).
+
+    Checked against the partition's nodes (``sinfo``): CPUs (``ntasks`` × ``cpus_per_task`` on one
+    node), ``mem``, GPUs (``gres``/``gpus``) and ``walltime``. Slurm would keep such a job PENDING
+    (reason ``PartitionConfig``) for ever, or refuse it.
+    """
+    partition = qadapter.get("partition")
+    nodes = partition_nodes(partition, env)
+    where = f"partition {partition!r}" if partition else "the default partition"
+    if nodes is None:
+        return []
+    if not nodes:
+        return [f"{where} does not exist on this cluster (sinfo lists it not)"]
+    out = []
+    n_nodes = int(qadapter.get("nodes") or 1)
+    cpus = int(qadapter.get("ntasks") or 1) * int(qadapter.get("cpus_per_task") or 1) / max(n_nodes, 1)
+    best_cpus = max((n["cpus"] or 0) for n in nodes)
+    if best_cpus and cpus > best_cpus:
+        out.append(
+            f"cpus_per_task × ntasks = {cpus:g} CPUs per node, but the nodes of {where} have at most {best_cpus}"
+        )
+    mem = _megabytes(qadapter.get("mem") or "")
+    best_mem = max((n["memory_mb"] or 0.0) for n in nodes)
+    if mem is not None and best_mem and mem > best_mem:
+        out.append(f"mem = {qadapter.get('mem')}, but the nodes of {where} have at most {best_mem:.0f} MB")
+    gpus = _gpus(qadapter.get("gres") or "") or int(qadapter.get("gpus") or 0)
+    best_gpus = max(n["gpus"] for n in nodes)
+    if gpus > best_gpus:
+        out.append(f"{gpus} GPU(s) per node asked for, but the nodes of {where} have at most {best_gpus}")
+    wall, limit = _minutes(qadapter.get("walltime") or ""), nodes[0]["timelimit_min"]
+    if wall is not None and limit is not None and wall > limit:
+        out.append(f"walltime = {qadapter.get('walltime')}, but {where} allows at most {limit:g} minutes")
+    return out

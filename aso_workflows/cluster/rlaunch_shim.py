@@ -3,11 +3,15 @@
 Run inside a Slurm job (the queue templates do)::
 
     python -m aso_workflows.cluster.rlaunch_shim singleshot --offline     # offline mode (FW.json here)
+    python -m aso_workflows.cluster.rlaunch_shim rapidfire --offline [--linger 60]
     python -m aso_workflows.cluster.rlaunch_shim -l my_launchpad.yaml -w my_fworker_gpu.yaml rapidfire
 
-The arguments are exactly ``rlaunch``'s. Before handing over, this writes ``FW_slurm.json`` in the
-current (launch) directory with the Slurm job id, partition, node list and host of this job, so the
-controller and users can tell which Slurm job ran which Firework even after Slurm forgot the job.
+The arguments are ``rlaunch``'s, plus ``rapidfire --offline``: the offline Firework here, then the
+Fireworks the offline controller hands over to this job (:mod:`~aso_workflows.cluster.handover`), in
+this process, until it says stop or ``--linger`` seconds pass without a word. Before handing over, this
+writes ``FW_slurm.json`` in the current (launch) directory with the Slurm job id, partition, node list
+and host of this job, so the controller and users can tell which Slurm job ran which Firework even after
+Slurm forgot the job, and when the job script, this process and ``rlaunch`` started (start-up time).
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ import json
 import os
 import socket
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["apply_zopen_shim", "write_slurm_record", "main", "SLURM_RECORD"]
+__all__ = ["apply_zopen_shim", "write_slurm_record", "offline_rapidfire", "main", "SLURM_RECORD"]
 
 SLURM_RECORD = "FW_slurm.json"
 _SLURM_VARS = {
@@ -63,14 +68,21 @@ def apply_zopen_shim() -> bool:
     return True
 
 
-def process_start_time() -> float | None:
-    """When this process started (seconds since the epoch, from ``/proc``; None where there is none).
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_start_time(pid: int | str = "self") -> float | None:
+    """When process ``pid`` started (seconds since the epoch, from ``/proc``; None where there is none).
 
     Recorded so that a job's start-up (interpreter, imports, reading the Firework) can be told apart
     from its work and from the time it waited in the queue (``benchmarks/orchestration.py``).
     """
     try:
-        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
         ticks = int(fields[19])  # field 22 of proc(5): starttime, clock ticks after boot
         boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime "))
         return boot + ticks / os.sysconf("SC_CLK_TCK")
@@ -78,14 +90,26 @@ def process_start_time() -> float | None:
         return None
 
 
-def write_slurm_record(directory: str = ".") -> dict:
-    """Write ``FW_slurm.json`` (Slurm job id, partition, nodes, host, start times) into ``directory``."""
-    record = {key: os.environ.get(var) for key, var in _SLURM_VARS.items()}
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
+
+
+def write_slurm_record(directory: str | Path = ".", **extra: Any) -> dict:
+    """Write ``FW_slurm.json`` (Slurm job id, partition, nodes, host, start times) into ``directory``.
+
+    ``process_start`` is when this process started, ``script_start`` when the job script that started
+    it did (its parent shell); ``extra`` items are added (``rocket_start``, ``chained``).
+    """
+    record: dict[str, Any] = {key: os.environ.get(var) for key, var in _SLURM_VARS.items()}
     record["host"] = socket.gethostname()
     record["started_on"] = datetime.now(timezone.utc).isoformat()
     started = process_start_time()
     if started is not None:
-        record["process_start"] = datetime.fromtimestamp(started, timezone.utc).isoformat()
+        record["process_start"] = _iso(started)
+    script = process_start_time(os.getppid())
+    if script is not None and _comm(os.getppid()) in ("bash", "sh", "dash", "zsh", "ksh"):
+        record["script_start"] = _iso(script)
+    record.update(extra)
     path = os.path.join(directory, SLURM_RECORD)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -94,14 +118,47 @@ def write_slurm_record(directory: str = ".") -> dict:
     return record
 
 
+def offline_rapidfire(linger: float) -> int:
+    """Run the offline Firework here, then each one the controller hands over, until told to stop."""
+    from fireworks.core.fworker import FWorker
+    from fireworks.core.rocket_launcher import launch_rocket
+
+    from aso_workflows.cluster.handover import wait_for_handover
+
+    home = Path.cwd()
+    n = 0
+    while True:
+        launch_rocket(None, FWorker())  # offline: the Firework of FW.json in the working directory
+        n += 1
+        os.chdir(home)
+        nxt = wait_for_handover(home, linger)
+        if nxt is None:
+            return 0
+        os.chdir(nxt)
+        if os.environ.get("SLURM_JOB_ID"):
+            now = _iso(time.time())  # this Firework's "process start" is when the job took it
+            write_slurm_record(nxt, process_start=now, script_start=None, rocket_start=now, chained=n)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Record the Slurm job, apply the shim, then run FireWorks' ``rlaunch`` with ``argv``."""
-    if os.environ.get("SLURM_JOB_ID"):
+    """Record the Slurm job, apply the shim, then run FireWorks' ``rlaunch`` with ``argv`` (or
+    :func:`offline_rapidfire` for ``rapidfire --offline [--linger S]``)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    in_slurm = bool(os.environ.get("SLURM_JOB_ID"))
+    if in_slurm:
         write_slurm_record(".")  # before the imports below, which are part of the job's start-up
+    if args[:2] == ["rapidfire", "--offline"]:
+        linger = float(args[args.index("--linger") + 1]) if "--linger" in args else 60.0
+        apply_zopen_shim()
+        if in_slurm:
+            write_slurm_record(".", rocket_start=_iso(time.time()))
+        return offline_rapidfire(linger)
     from fireworks.scripts.rlaunch_run import rlaunch
 
     apply_zopen_shim()
-    return rlaunch(sys.argv[1:] if argv is None else argv) or 0
+    if in_slurm:
+        write_slurm_record(".", rocket_start=_iso(time.time()))
+    return rlaunch(args) or 0
 
 
 if __name__ == "__main__":

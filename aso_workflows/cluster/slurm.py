@@ -6,16 +6,27 @@ campaign's Slurm jobs (``aso status --launchpad``, the web GUI, the tests).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad
 
-__all__ = ["LaunchRecord", "RunSummary", "ENDED_STATES", "squeue_snapshot", "slurm_records"]
+__all__ = [
+    "LaunchRecord",
+    "RunSummary",
+    "ENDED_STATES",
+    "BLOCKING_REASONS",
+    "squeue_snapshot",
+    "slurm_records",
+    "jobs_in",
+    "reason_hint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +54,13 @@ class LaunchRecord:
     ``start``/``end`` are the times the Firework started and finished inside the job (ISO, UTC);
     ``process_start`` when the job's Python process started (from the job's ``FW_slurm.json``) and
     ``recovered`` when the controller read the result back: with ``submitted`` they split a job's
-    turnaround into queue wait, start-up, the Firework itself and read-back (``benchmarks/orchestration.py``).
+    turnaround into queue wait, start-up, the Firework itself and read-back (``benchmarks/orchestration.py``);
+    ``submit_s`` is the controller's time to reserve, prepare and ``sbatch`` it, ``seen`` when the
+    controller noticed its result and ``recover_s`` the time ``recover_offline`` took. ``slurm_reason``
+    is Slurm's reason while the job is pending (``squeue %r``). ``chained``: the launch was handed over
+    to the Slurm job of a Firework that had just ended (:mod:`~aso_workflows.cluster.handover`):
+    ``slurm_job_id`` is that job's, ``submitted`` the hand-over and ``process_start`` when the job took it;
+    ``job_home`` is the launch directory the Slurm job started in (where it waits for the next one).
     """
 
     fw_id: int
@@ -65,6 +82,12 @@ class LaunchRecord:
     rerun: bool = False
     process_start: str | None = None
     recovered: str | None = None
+    slurm_reason: str | None = None
+    chained: bool = False
+    submit_s: float | None = None
+    seen: str | None = None
+    recover_s: float | None = None
+    job_home: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -102,18 +125,50 @@ class RunSummary:
         return d
 
 
-def squeue_snapshot(env: Mapping[str, str] | None = None, timeout: float = 30.0) -> dict[str, dict] | None:
-    """This user's Slurm jobs that the controller still knows (also ended ones, for ``MinJobAge``).
+# squeue's pending reasons (%r) that waiting does not cure: the job asks for what the partition, the
+# account or the QOS never gives (Slurm's "Resources"/"Priority" are ordinary waits).
+BLOCKING_REASONS = {
+    "PartitionConfig": "asks for more than the partition's nodes have (CPUs, memory, GPUs): it will never start",
+    "PartitionNodeLimit": "asks for more nodes than the partition allows: it will never start",
+    "PartitionTimeLimit": "asks for a longer walltime than the partition allows: it will never start",
+    "BadConstraints": "its constraints match no node: it will never start",
+    "InvalidAccount": "the account is not valid: it will never start",
+    "InvalidQOS": "the QOS is not valid: it will never start",
+    "PartitionDown": "the partition is down",
+    "PartitionInactive": "the partition is inactive",
+    "ReqNodeNotAvail": "the nodes it needs are not available (down, drained or reserved)",
+    "JobHeldUser": "held by the user (scontrol release)",
+    "JobHeldAdmin": "held by an administrator",
+    "DependencyNeverSatisfied": "its dependency can never be satisfied",
+}
+_WAIT_HINTS = {
+    "Resources": "waiting for free resources",
+    "Priority": "waiting behind jobs of higher priority",
+    "None": "about to be scheduled",
+    "BeginTime": "waiting for its begin time",
+    "Dependency": "waiting for another job",
+}
 
-    Returns
-    -------
-    dict or None
-        job id → ``{"state", "partition", "nodes"}``; None if ``squeue`` failed (controller busy or
-        down), so callers can retry instead of taking every job for ended.
-    """
+
+def reason_hint(reason: str | None) -> str:
+    """What a pending reason of ``squeue %r`` means, in a few words ('' when unknown or none)."""
+    if not reason:
+        return ""
+    key = reason.split(",")[0].strip("() ")
+    if key in BLOCKING_REASONS:
+        return BLOCKING_REASONS[key]
+    if key in _WAIT_HINTS:
+        return _WAIT_HINTS[key]
+    if key.startswith(("QOS", "Assoc")):
+        return "held back by an account or QOS limit"
+    return ""
+
+
+def _squeue(args: list[str], env: Mapping[str, str] | None, timeout: float) -> list[list[str]] | None:
+    """Rows of ``squeue --me --noheader`` with ``args`` (a ``--format`` joined by ``|``); None on failure."""
     try:
         out = subprocess.run(
-            ["squeue", "--me", "--noheader", "--states=all", "--format=%i|%T|%P|%N"],
+            ["squeue", "--me", "--noheader", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -125,11 +180,93 @@ def squeue_snapshot(env: Mapping[str, str] | None = None, timeout: float = 30.0)
     if out.returncode != 0:
         logger.warning("squeue failed: %s", out.stderr.strip()[:200])
         return None
+    return [line.strip().split("|") for line in out.stdout.splitlines() if line.strip()]
+
+
+def jobs_in(
+    launch_dir: str | Path, env: Mapping[str, str] | None = None, timeout: float = 30.0
+) -> list[dict] | None:
+    """This user's Slurm jobs that have not ended and run (or will run) inside ``launch_dir``.
+
+    Those are a campaign's jobs (their working directory is a launch directory of it). Each is a dict
+    ``{"job_id", "name", "state", "reason", "hint", "blocked", "partition", "submitted", "waiting_s",
+    "workdir", "firework"}``: ``reason`` is Slurm's (``squeue %r``: ``Resources``, ``PartitionConfig``,
+    ...), ``hint`` says what it means, ``blocked`` is True for reasons that waiting does not cure
+    (:data:`BLOCKING_REASONS`), ``firework`` the Firework's name from the launch directory's ``FW.json``.
+
+    Returns
+    -------
+    list of dict or None
+        None when ``squeue`` is not there or failed (not a Slurm host, controller down).
+    """
+    import json
+    import shutil
+    from datetime import datetime
+
+    if shutil.which("squeue") is None:
+        return None
+    rows = _squeue(["--format=%i|%T|%r|%P|%V|%Z|%j"], env, timeout)
+    if rows is None:
+        return None
+    base = Path(launch_dir).resolve()
+    out = []
+    for parts in rows:
+        if len(parts) < 7:
+            continue
+        job_id, state, reason, partition, submitted, workdir = parts[:6]
+        try:
+            if not Path(workdir).resolve().is_relative_to(base):
+                continue
+        except (OSError, ValueError):
+            continue
+        fw_name = ""
+        with contextlib.suppress(OSError, ValueError):
+            fw_name = str(json.loads((Path(workdir) / "FW.json").read_text()).get("name", ""))
+        waiting = None
+        with contextlib.suppress(ValueError):
+            waiting = max(0.0, (datetime.now() - datetime.fromisoformat(submitted)).total_seconds())
+        reason = "" if reason in ("None", "(null)") and state != "PENDING" else reason
+        out.append(
+            {
+                "job_id": job_id,
+                "name": "|".join(parts[6:]),
+                "state": state,
+                "reason": reason,
+                "hint": reason_hint(reason) if state == "PENDING" else "",
+                "blocked": state == "PENDING" and reason.split(",")[0] in BLOCKING_REASONS,
+                "partition": partition,
+                "submitted": submitted,
+                "waiting_s": waiting if state == "PENDING" else None,
+                "workdir": workdir,
+                "firework": fw_name,
+            }
+        )
+    return out
+
+
+def squeue_snapshot(env: Mapping[str, str] | None = None, timeout: float = 30.0) -> dict[str, dict] | None:
+    """This user's Slurm jobs that the controller still knows (also ended ones, for ``MinJobAge``).
+
+    Returns
+    -------
+    dict or None
+        job id → ``{"state", "partition", "nodes", "reason"}`` (``reason``: Slurm's pending reason, ``%r``,
+        '' for jobs not pending); None if ``squeue`` failed (controller busy or
+        down), so callers can retry instead of taking every job for ended.
+    """
+    rows = _squeue(["--states=all", "--format=%i|%T|%P|%N|%r"], env, timeout)
+    if rows is None:
+        return None
     jobs = {}
-    for line in out.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 4:
-            jobs[parts[0]] = {"state": parts[1], "partition": parts[2], "nodes": parts[3] or None}
+    for parts in rows:
+        if len(parts) == 5:
+            reason = parts[4] if parts[1] == "PENDING" else ""
+            jobs[parts[0]] = {
+                "state": parts[1],
+                "partition": parts[2],
+                "nodes": parts[3] or None,
+                "reason": reason,
+            }
     return jobs
 
 

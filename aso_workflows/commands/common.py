@@ -142,6 +142,14 @@ def open_campaign(campaign: str, store: str | None, database: str) -> Any:
     return Campaign.open(ref.name, ref.spec)
 
 
+def write_campaign_outputs(state: Any, cfg: Any) -> None:
+    """The outputs ``aso run``/``submit``/``resume`` leave in the campaign's folder: best CIFs,
+    ``history.csv``, ``report.png``/``report.html`` (:func:`aso_workflows.report.write_outputs`)."""
+    from aso_workflows.report import write_outputs
+
+    write_outputs(state, cfg.output_dir.resolve())
+
+
 def run_summary(state: Any, cfg: Any) -> None:
     """The end-of-run table of ``aso run``/``submit``/``resume``: simulations, start and best mismatch."""
     from rich.console import Console
@@ -179,3 +187,19 @@ def warn_inline_passwords(uris: dict[str, str | None]) -> None:
                 "put it in a password file instead (docs/security.md)",
                 err=True,
             )
+
+
+def warn_queue_misfits(queues: dict[str, Any]) -> list[str]:
+    """One stderr line per way a queue's jobs cannot start on its partition (``sinfo``); the lines."""
+    from aso_workflows.cluster.queues import load_queue_adapter, queue_misfits
+
+    lines = []
+    for category, q in queues.items():
+        is_file = isinstance(q, str | os.PathLike)
+        qa = load_queue_adapter(str(q)) if is_file else q
+        where = str(q) if is_file else f"the {category} queue"
+        for why in queue_misfits(qa):
+            lines.append(f"warning: {where}: {why}; its jobs would wait in Slurm for ever (PartitionConfig)")
+    for line in lines:
+        typer.echo(line, err=True)
+    return lines

@@ -23,9 +23,11 @@ from aso_workflows.errors import InputError
 from aso_workflows.plotting import save_figure
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from aso_workflows.results import Campaign, Candidate
 
-__all__ = ["app", "results_best", "results_history", "results_spectra"]
+__all__ = ["app", "results_best", "results_fit", "results_history", "results_spectra"]
 
 app = typer.Typer(
     name="results",
@@ -188,41 +190,54 @@ def results_spectra(
     as_json: JsonOption = False,
 ) -> None:
     """Simulated spectra of one candidate next to the campaign's targets."""
-    import numpy as np
-
     with guard():
         c = open_campaign(campaign, store, database)
         cand = c.candidate(candidate)
         techs = [c._technique(technique)] if technique else c.techniques
-        spectra = c.spectra(cand)
+        all_spectra = c.spectra(cand)
+        spectra = {t: all_spectra[t] for t in techs}
         targets = {t: c.target(t) for t in techs}
-        written = []
-        if csv is not None:
-            for t in techs:
-                path = csv if len(techs) == 1 else csv.with_name(f"{csv.stem}_{t}{csv.suffix or '.csv'}")
-                s, tgt = spectra[t], targets[t]
-                header = f"{tgt.grid.name} ({tgt.grid.unit}),target,candidate {cand.ref}"
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    np.savetxt(
-                        path, np.column_stack([s.x, tgt.y, s.y]), delimiter=",", header=header, comments=""
-                    )
-                except OSError as exc:
-                    raise InputError(path, f"cannot write the CSV file ({exc.strerror or exc})") from None
-                written.append(str(path))
+        written = _write_csv(csv, cand, spectra, targets) if csv is not None else []
         if plot is not None:
-            _plot_spectra(c, cand, {t: spectra[t] for t in techs}, targets, plot)
+            _plot_spectra(c, cand, spectra, targets, plot)
             written.append(str(plot))
     if as_json:
         print_json(
             {
                 "candidate": cand.to_dict(),
-                "spectra": {t: spectra[t].model_dump(mode="json") for t in techs},
-                "targets": {t: targets[t].model_dump(mode="json") for t in techs},
+                "spectra": {t: s.model_dump(mode="json") for t, s in spectra.items()},
+                "targets": {t: s.model_dump(mode="json") for t, s in targets.items()},
                 "files": written,
             }
         )
         return
+    out = console()
+    out.print(_spectra_table(c, cand, spectra, targets))
+    for w in written:
+        out.print(f"wrote {w}")
+
+
+def _write_csv(csv: Path, cand: Candidate, spectra: dict, targets: dict) -> list[str]:
+    """x, target, candidate columns per technique to ``csv`` (``NAME_<technique>.csv`` when several);
+    the paths written."""
+    import numpy as np
+
+    written = []
+    for t, s in spectra.items():
+        path = csv if len(spectra) == 1 else csv.with_name(f"{csv.stem}_{t}{csv.suffix or '.csv'}")
+        tgt = targets[t]
+        header = f"{tgt.grid.name} ({tgt.grid.unit}),target,candidate {cand.ref}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savetxt(path, np.column_stack([s.x, tgt.y, s.y]), delimiter=",", header=header, comments="")
+        except OSError as exc:
+            raise InputError(path, f"cannot write the CSV file ({exc.strerror or exc})") from None
+        written.append(str(path))
+    return written
+
+
+def _spectra_table(c: Campaign, cand: Candidate, spectra: dict, targets: dict) -> Table:
+    """One row per technique: engine, grid, points, MSE vs target and the peaks of both."""
     from rich.table import Table
 
     from aso_workflows.spectra.analysis import peak_positions
@@ -241,8 +256,8 @@ def results_spectra(
         "peaks (target)",
     ):
         table.add_column(col, justify="right" if col in ("points", "MSE vs target") else "left")
-    for t in techs:
-        s, tgt = spectra[t], targets[t]
+    for t, s in spectra.items():
+        tgt = targets[t]
         unit = s.grid.unit
         table.add_row(
             t,
@@ -253,10 +268,64 @@ def results_spectra(
             ", ".join(f"{p:.3f}" for p in peak_positions(s.x, s.y)),
             ", ".join(f"{p:.3f}" for p in peak_positions(tgt.x, tgt.y)),
         )
+    return table
+
+
+@app.command("fit")
+def results_fit(
+    campaign: CampaignArg,
+    candidate: Annotated[
+        str,
+        typer.Option(
+            "--candidate", "-c", help="start, best, best:N, ITERATION:CANDIDATE or an evaluation id."
+        ),
+    ] = "best",
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write PDFgui's fit plot (data, model, difference, fit range) here."),
+    ] = None,
+    store: StoreOption = None,
+    database: DatabaseOption = "aso",
+    as_json: JsonOption = False,
+) -> None:
+    """A candidate's PDF fit: Rw, refined parameters with uncertainties and bounds, bonds beside the start's."""
+    with guard():
+        c = open_campaign(campaign, store, database)
+        view = c.pdf_fit(candidate)
+        if plot is not None:
+            from aso_workflows.report.pdf_fit import plot_pdf_fit
+
+            try:
+                plot.parent.mkdir(parents=True, exist_ok=True)
+                plot_pdf_fit(view, plot)
+            except OSError as exc:
+                raise InputError(plot, f"cannot write the plot ({exc.strerror or exc})") from None
+    if as_json:
+        print_json({k: v for k, v in view.items() if k not in ("r", "data", "model", "difference")})
+        return
+    from rich.table import Table
+
+    from aso_workflows.report.pdf_fit import bond_rows, parameter_rows
+
     out = console()
-    out.print(table)
-    for w in written:
-        out.print(f"wrote {w}")
+    lo, hi = view["fit_range"]
+    out.print(
+        f"{c.name}: candidate {view['candidate']} ({view['kind']}), Rw {fmt(view['rw'])} over {lo:g}–{hi:g} Å"
+    )
+    params = Table(title="refined parameters (uncertainties from the fit's covariance)", title_justify="left")
+    for col in ("parameter", "value", "bounds", ""):
+        params.add_column(col, justify="left")
+    for row in parameter_rows(view):
+        params.add_row(*row)
+    out.print(params)
+    bonds = Table(title="bonds beside the start's", title_justify="left")
+    for col in ("pair", "bonds", "start (Å)", "best (Å)", "angles start", "angles best", "check"):
+        bonds.add_column(col, justify="left")
+    for row in bond_rows(view):
+        bonds.add_row(*row)
+    out.print(bonds)
+    if plot is not None:
+        out.print(f"wrote {plot}")
 
 
 def _plot_spectra(c: Campaign, cand: Candidate, spectra: dict, targets: dict, path: Path) -> None:

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aso_workflows.commands.common import DatabaseOption, StoreOption, guard, run_summary
+from aso_workflows.commands.common import (
+    DatabaseOption,
+    StoreOption,
+    guard,
+    run_summary,
+    warn_queue_misfits,
+    write_campaign_outputs,
+)
 from aso_workflows.errors import InputError
 from aso_workflows.locate import resolve_campaign
 
@@ -82,48 +89,57 @@ def _launchpad(source: str | None, recorded: dict, name: str) -> LaunchPad:
     return load_launchpad(ref["source"], database=ref.get("database"))
 
 
+ExecutorOption = Annotated[
+    str,
+    typer.Option(
+        help="auto (how the campaign ran: 'aso run' → local, 'aso submit' → slurm), local or slurm."
+    ),
+]
+LaunchpadOption = Annotated[
+    str | None,
+    typer.Option(
+        "--launchpad",
+        "-l",
+        help="slurm: my_launchpad.yaml or mongodb:// URI (an unfinished workflow there is picked up "
+        "with its running jobs); default: the LaunchPad aso submit recorded for the campaign.",
+    ),
+]
+QadapterCpuOption = Annotated[
+    Path | None, typer.Option(help="slurm: queue adapter for CPU jobs (default: as recorded).")
+]
+QadapterGpuOption = Annotated[
+    Path | None, typer.Option(help="slurm: queue adapter for the GPU job (default: as recorded).")
+]
+LaunchDirOption = Annotated[
+    Path | None, typer.Option(help="slurm: launch directories (default: as recorded).")
+]
+JobStoreOption = Annotated[
+    str | None,
+    typer.Option(help="slurm: jobflow JobStore, mongodb:// URI or shared directory (default: as recorded)."),
+]
+PythonOption = Annotated[str | None, typer.Option(help="slurm: Python on the compute nodes.")]
+TimeoutOption = Annotated[
+    float | None, typer.Option(help="slurm: stop the controller after this many seconds.")
+]
+LostAfterOption = Annotated[
+    float,
+    typer.Option(help="slurm: seconds after a Slurm job ended without a result before it is rerun."),
+]
+
+
 def resume(
     campaign: Annotated[str, typer.Argument(help="Campaign YAML file or campaign name.", show_default=False)],
     store: StoreOption = None,
     database: DatabaseOption = "aso",
-    executor: Annotated[
-        str,
-        typer.Option(
-            help="auto (how the campaign ran: 'aso run' → local, 'aso submit' → slurm), local or slurm."
-        ),
-    ] = "auto",
-    launchpad: Annotated[
-        str | None,
-        typer.Option(
-            "--launchpad",
-            "-l",
-            help="slurm: my_launchpad.yaml or mongodb:// URI (an unfinished workflow there is picked up "
-            "with its running jobs); default: the LaunchPad aso submit recorded for the campaign.",
-        ),
-    ] = None,
-    qadapter_cpu: Annotated[
-        Path | None, typer.Option(help="slurm: queue adapter for CPU jobs (default: as recorded).")
-    ] = None,
-    qadapter_gpu: Annotated[
-        Path | None, typer.Option(help="slurm: queue adapter for the GPU job (default: as recorded).")
-    ] = None,
-    launch_dir: Annotated[
-        Path | None, typer.Option(help="slurm: launch directories (default: as recorded).")
-    ] = None,
-    job_store: Annotated[
-        str | None,
-        typer.Option(
-            help="slurm: jobflow JobStore, mongodb:// URI or shared directory (default: as recorded)."
-        ),
-    ] = None,
-    python: Annotated[str | None, typer.Option(help="slurm: Python on the compute nodes.")] = None,
-    timeout: Annotated[
-        float | None, typer.Option(help="slurm: stop the controller after this many seconds.")
-    ] = None,
-    lost_after: Annotated[
-        float,
-        typer.Option(help="slurm: seconds after a Slurm job ended without a result before it is rerun."),
-    ] = 30.0,
+    executor: ExecutorOption = "auto",
+    launchpad: LaunchpadOption = None,
+    qadapter_cpu: QadapterCpuOption = None,
+    qadapter_gpu: QadapterGpuOption = None,
+    launch_dir: LaunchDirOption = None,
+    job_store: JobStoreOption = None,
+    python: PythonOption = None,
+    timeout: TimeoutOption = None,
+    lost_after: LostAfterOption = 30.0,
     budget: Annotated[int | None, typer.Option(help="Raise the simulation budget.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -138,21 +154,10 @@ def resume(
     with guard():
         ref = resolve_campaign(campaign, store, database)
         cfg, doc = stored_config(ref, budget)
-        if doc.get("status") == "completed" and budget is None:
-            from aso_workflows.campaign.learn import should_stop
-            from aso_workflows.campaign.state import CampaignState, get_db
-
-            state = CampaignState.load(get_db(ref.spec), ref.name)
-            if should_stop(state) is not None:
-                typer.echo(f"campaign {cfg.name} already ended ({doc.get('stop_reason', '')}); nothing to do")
-                run_summary(state, cfg)
-                return
+        if doc.get("status") == "completed" and budget is None and _already_ended(ref, cfg, doc):
+            return
         recorded = doc.get("executor") or {}
-        kind = executor.strip().lower()
-        if kind == "auto":
-            kind = "slurm" if recorded.get("kind") == "slurm" or launchpad else "local"
-        if kind not in ("local", "slurm"):
-            raise InputError("--executor", f"expected auto, local or slurm, got {executor!r}")
+        kind = _executor_kind(executor, recorded, launchpad)
         if kind == "local":
             from aso_workflows.campaign.local import LocalCampaignRunner
 
@@ -169,6 +174,7 @@ def resume(
                 f"{len(summary.lost())} lost and rerun"
             )
             errors = []
+        write_campaign_outputs(state, cfg)
     run_summary(state, cfg)
     if errors:
         typer.echo(
@@ -177,6 +183,30 @@ def resume(
             err=True,
         )
         raise typer.Exit(1)
+
+
+def _already_ended(ref: CampaignRef, cfg: CampaignConfig, doc: dict) -> bool:
+    """Whether the completed campaign ``ref`` still meets its stopping rule (then its summary is printed
+    and there is nothing to do)."""
+    from aso_workflows.campaign.learn import should_stop
+    from aso_workflows.campaign.state import CampaignState, get_db
+
+    state = CampaignState.load(get_db(ref.spec), ref.name)
+    if should_stop(state) is None:
+        return False
+    typer.echo(f"campaign {cfg.name} already ended ({doc.get('stop_reason', '')}); nothing to do")
+    run_summary(state, cfg)
+    return True
+
+
+def _executor_kind(executor: str, recorded: dict, launchpad: str | None) -> str:
+    """``local`` or ``slurm``: ``--executor``, or for ``auto`` how the campaign ran (or --launchpad)."""
+    kind = executor.strip().lower()
+    if kind == "auto":
+        kind = "slurm" if recorded.get("kind") == "slurm" or launchpad else "local"
+    if kind not in ("local", "slurm"):
+        raise InputError("--executor", f"expected auto, local or slurm, got {executor!r}")
+    return kind
 
 
 def _resume_slurm(
@@ -193,7 +223,7 @@ def _resume_slurm(
 ) -> tuple[CampaignState, RunSummary]:
     from fireworks.utilities.fw_serializers import load_object
 
-    from aso_workflows.campaign.cluster import ClusterCampaignRunner
+    from aso_workflows.cluster.runner import ClusterCampaignRunner
     from aso_workflows.jobstore import shared_job_store
 
     out = cfg.output_dir.resolve()
@@ -212,6 +242,7 @@ def _resume_slurm(
             )
         if isinstance(queues[key], str) and not Path(queues[key]).is_file():
             raise InputError(queues[key], "queue adapter file not found")
+    warn_queue_misfits(queues)
     runner = ClusterCampaignRunner(
         launchpad=_launchpad(launchpad, recorded, cfg.name),
         launch_dir=launch_dir or Path(recorded.get("launch_dir") or out / "launches"),

@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
-from aso_workflows.commands.common import guard, run_summary
+from aso_workflows.commands.common import guard, run_summary, write_campaign_outputs
 
-__all__ = ["run", "OPTIMIZERS_HELP"]
+__all__ = ["run", "RunCommand", "optimizers_help"]
 
-OPTIMIZERS_HELP = "aso, aso-refine, diffpy, gpbo, lsq, random or rmc"
-"""The registered optimisers, for ``--help`` (spelled out: listing the registry would import every
-optimiser module on every ``aso`` call; tests/test_cli_simulate.py checks it against the registry)."""
+
+def optimizers_help() -> str:
+    """The ``--optimizer`` help: each registered optimiser's name and docstring summary."""
+    from aso_workflows.optimizers.registry import optimizer_summaries
+
+    listed = "; ".join(f"{name}: {summary}" for name, summary in optimizer_summaries().items())
+    return f"Override the optimizer (docs/baselines.md). {listed}"
+
+
+class RunCommand(TyperCommand):
+    """``aso run``'s command, whose ``--optimizer`` help is built from the optimiser registry when the
+    help is shown: the registry imports every optimiser module (pymatgen, about a second), too slow for
+    every ``aso`` call."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        for param in self.params:
+            if param.name == "optimizer" and hasattr(param, "help"):
+                text = optimizers_help()
+                if self.rich_markup_mode == "rich":
+                    from rich.markup import escape
+
+                    text = escape(text)
+                param.help = text
+        super().format_help(ctx, formatter)
 
 
 def run(
@@ -30,7 +52,7 @@ def run(
         str | None,
         typer.Option(
             "--optimizer",
-            help=f"Override the optimizer: {OPTIMIZERS_HELP} (docs/baselines.md).",
+            help="Override the optimizer (the registered ones: aso run --help; docs/baselines.md).",
         ),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Override the campaign name.")] = None,
@@ -44,24 +66,13 @@ def run(
     """
     with guard():
         from aso_workflows.campaign.local import LocalCampaignRunner
-        from aso_workflows.config import load_config
+        from aso_workflows.config import ConfigOverrides, load_config
 
-        overrides: dict[str, object] = {
-            k: v
-            for k, v in {
-                "output": output,
-                "budget": budget,
-                "seed": seed,
-                "optimizer": optimizer,
-                "name": name,
-            }.items()
-            if v is not None
-        }
-        if "output" in overrides:
-            overrides["output"] = str(Path(str(overrides["output"])).resolve())
+        overrides = ConfigOverrides(output=output, budget=budget, seed=seed, optimizer=optimizer, name=name)
         cfg = load_config(campaign, overrides)
         runner = LocalCampaignRunner(progress=not quiet)
         state = runner.run(cfg)
+        write_campaign_outputs(state, cfg)
     run_summary(state, cfg)
     if runner.errors:
         first = runner.errors[0]

@@ -102,6 +102,8 @@ def status(
         else:
             c = open_campaign(campaign, store, database)
             summary = c.summary()
+            if summary.controller.get("resume"):  # the command as this user typed the campaign
+                summary.controller["resume"] = _resume_command(campaign, store, database)
             fireworks = None
             if launchpad is not None:
                 from aso_workflows.cluster.launchpad import load_launchpad
@@ -120,6 +122,17 @@ def status(
         print_json(out)
         return
     _status_tables(summary, fireworks)
+
+
+def _resume_command(campaign: str, store: str | None, database: str) -> str:
+    import shlex
+
+    cmd = f"aso resume {shlex.quote(campaign)}"
+    if store:
+        cmd += f" --store {shlex.quote(store)}"
+    if database != "aso":
+        cmd += f" --database {shlex.quote(database)}"
+    return cmd
 
 
 def _list_all(store: str | None, database: str) -> list[dict]:
@@ -173,8 +186,9 @@ def _status_tables(s: CampaignSummary, fireworks: dict | None) -> None:
     out = console()
     t = Table(show_header=False, box=None, pad_edge=False, title=f"campaign {s.name}", title_justify="left")
     t.add_column(style="bold")
-    t.add_column()
+    t.add_column(overflow="fold")
     t.add_row("status", s.status + (f" ({s.stop_reason})" if s.stop_reason else ""))
+    t.add_row("controller", _controller_line(s.controller))
     t.add_row("optimizer", s.optimizer)
     t.add_row("iteration", str(s.iteration))
     t.add_row("simulations", f"{s.n_used} / {s.budget} used, {s.n_failed} failed, {len(s.pending)} pending")
@@ -200,6 +214,8 @@ def _status_tables(s: CampaignSummary, fireworks: dict | None) -> None:
     t.add_row("store", s.store)
     t.add_row("updated", str(s.updated or ""))
     out.print(t)
+    if s.controller.get("resume"):  # one line, never folded: to copy and paste
+        typer.echo(f"to continue: {s.controller['resume']}")
     if s.failures:
         f = Table(title=f"failed evaluations ({len(s.failures)})", title_justify="left")
         for col in ("candidate", "status", "kind", "reason", "host", "slurm job"):
@@ -217,6 +233,8 @@ def _status_tables(s: CampaignSummary, fireworks: dict | None) -> None:
         for r in s.pending:
             p.add_row(r["ref"], str(r.get("kind") or ""), str(r.get("created") or ""))
         out.print(p)
+    if s.slurm_jobs:
+        _slurm_table(s.slurm_jobs)
     if fireworks is not None:
         w = Table(title=f"FireWorks ({fireworks['workflows']} workflow(s))", title_justify="left")
         for state in fireworks["states"]:
@@ -225,3 +243,31 @@ def _status_tables(s: CampaignSummary, fireworks: dict | None) -> None:
         out.print(w if fireworks["states"] else "FireWorks: no workflow of this campaign on the LaunchPad")
         for fw in fireworks["fireworks"]:
             out.print(f"  {fw['state']:<9} fw_id {fw['fw_id']}: {fw['name']}")
+
+
+def _controller_line(c: dict) -> str:
+    if c.get("running"):
+        return f"running: pid {c['pid']} on {c['host']}, since {c['since']} (lease renewed {c['renewed']})"
+    if c.get("executor") == "online":
+        return str(c.get("reason", ""))
+    return f"not running: {c.get('reason', '')}"
+
+
+def _slurm_table(jobs: list[dict]) -> None:
+    from rich.table import Table
+
+    out = console()
+    t = Table(title=f"Slurm jobs ({len(jobs)}: queued or running)", title_justify="left")
+    for col in ("job", "state", "reason", "waiting", "partition", "firework"):
+        t.add_column(col, overflow="fold")
+    for j in jobs:
+        reason = j["reason"] + (f": {j['hint']}" if j.get("hint") else "")
+        waiting = f"{j['waiting_s']:.0f} s" if j.get("waiting_s") is not None else ""
+        t.add_row(j["job_id"], j["state"], reason, waiting, j["partition"], j.get("firework") or j["name"])
+    out.print(t)
+    for j in jobs:
+        if j.get("blocked"):
+            out.print(
+                f"[bold red]Slurm job {j['job_id']} cannot start[/] ({j['reason']}: {j['hint']}); "
+                f"fix the queue file (docs/cluster.md) and scancel {j['job_id']}, or it waits forever"
+            )

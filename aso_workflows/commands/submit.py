@@ -8,60 +8,70 @@ from typing import Annotated
 
 import typer
 
-from aso_workflows.commands.common import guard, run_summary, warn_inline_passwords
+from aso_workflows.commands.common import (
+    guard,
+    run_summary,
+    warn_inline_passwords,
+    warn_queue_misfits,
+    write_campaign_outputs,
+)
 from aso_workflows.errors import InputError
 
 __all__ = ["submit"]
 
 
+LaunchpadOption = Annotated[
+    str,
+    typer.Option("--launchpad", "-l", help="my_launchpad.yaml or a mongodb:// URI.", show_default=False),
+]
+QadapterCpuOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Queue adapter for CPU jobs (default: my_qadapter_cpu.yaml beside the launchpad file)."
+    ),
+]
+QadapterGpuOption = Annotated[
+    Path | None,
+    typer.Option(help="Queue adapter for the GPU training job (default: my_qadapter_gpu.yaml beside it)."),
+]
+LaunchDirOption = Annotated[
+    Path | None,
+    typer.Option(help="Launch directories, on a disk the compute nodes share (default: <output>/launches)."),
+]
+JobStoreOption = Annotated[
+    str | None,
+    typer.Option(
+        help="jobflow JobStore for job outputs: a mongodb:// URI or a shared directory (default: <output>/jobstore)."
+    ),
+]
+JobStorePasswordOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="File with the password of the --job-store URI's user (mongodb://user@host/db): only its "
+        "path goes into the Fireworks, never the password."
+    ),
+]
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--no-wait",
+        help="Drive the workflow to the end from here (offline controller), or only add it for online workers (qlaunch rapidfire).",
+    ),
+]
+TimeoutOption = Annotated[float | None, typer.Option(help="Stop the controller after this many seconds.")]
+
+
 def submit(
     campaign: Annotated[Path, typer.Argument(help="Campaign YAML file.", show_default=False)],
-    launchpad: Annotated[
-        str,
-        typer.Option("--launchpad", "-l", help="my_launchpad.yaml or a mongodb:// URI.", show_default=False),
-    ],
-    qadapter_cpu: Annotated[
-        Path | None,
-        typer.Option(
-            help="Queue adapter for CPU jobs (default: my_qadapter_cpu.yaml beside the launchpad file)."
-        ),
-    ] = None,
-    qadapter_gpu: Annotated[
-        Path | None,
-        typer.Option(
-            help="Queue adapter for the GPU training job (default: my_qadapter_gpu.yaml beside it)."
-        ),
-    ] = None,
-    launch_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Launch directories, on a disk the compute nodes share (default: <output>/launches)."
-        ),
-    ] = None,
-    job_store: Annotated[
-        str | None,
-        typer.Option(
-            help="jobflow JobStore for job outputs: a mongodb:// URI or a shared directory (default: <output>/jobstore)."
-        ),
-    ] = None,
-    job_store_password_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="File with the password of the --job-store URI's user (mongodb://user@host/db): only its "
-            "path goes into the Fireworks, never the password."
-        ),
-    ] = None,
+    launchpad: LaunchpadOption,
+    qadapter_cpu: QadapterCpuOption = None,
+    qadapter_gpu: QadapterGpuOption = None,
+    launch_dir: LaunchDirOption = None,
+    job_store: JobStoreOption = None,
+    job_store_password_file: JobStorePasswordOption = None,
     python: Annotated[str, typer.Option(help="Python on the compute nodes.")] = sys.executable,
-    wait: Annotated[
-        bool,
-        typer.Option(
-            "--wait/--no-wait",
-            help="Drive the workflow to the end from here (offline controller), or only add it for online workers (qlaunch rapidfire).",
-        ),
-    ] = True,
-    timeout: Annotated[
-        float | None, typer.Option(help="Stop the controller after this many seconds.")
-    ] = None,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Submit a campaign to a cluster: a FireWorks workflow whose jobs run as Slurm jobs.
 
@@ -71,22 +81,14 @@ def submit(
     training job to the GPU queue) and reads results back until the campaign ends. See docs/cluster.md.
     """
     with guard():
-        from aso_workflows.campaign.cluster import ClusterCampaignRunner
         from aso_workflows.cluster.launchpad import load_launchpad
+        from aso_workflows.cluster.runner import ClusterCampaignRunner
         from aso_workflows.config import load_config
         from aso_workflows.jobstore import shared_job_store
 
         cfg = load_config(campaign)
-        lp_dir = Path(launchpad).expanduser().resolve().parent if "://" not in launchpad else Path.cwd()
-        queues = {
-            "default": str(qadapter_cpu or lp_dir / "my_qadapter_cpu.yaml"),
-            "gpu": str(qadapter_gpu or lp_dir / "my_qadapter_gpu.yaml"),
-        }
-        for key, q in queues.items():
-            if not Path(q).is_file():
-                raise InputError(
-                    q, f"queue adapter for {'CPU' if key == 'default' else 'GPU'} jobs not found"
-                )
+        queues = _queues(launchpad, qadapter_cpu, qadapter_gpu)
+        warn_queue_misfits(queues)
         out = cfg.output_dir.resolve()
         runner = ClusterCampaignRunner(
             launchpad=load_launchpad(launchpad),
@@ -106,5 +108,21 @@ def submit(
             )
             return
         state, summary = runner.run(cfg)
+        write_campaign_outputs(state, cfg)
     typer.echo(f"workflow {summary.workflow_state}: {len(summary.launches)} Slurm jobs")
     run_summary(state, cfg)
+
+
+def _queues(launchpad: str, qadapter_cpu: Path | None, qadapter_gpu: Path | None) -> dict[str, str]:
+    """The queue adapter files by FireWorks category (``default``: CPU jobs, ``gpu``): given, or
+    ``my_qadapter_cpu.yaml``/``my_qadapter_gpu.yaml`` beside the launchpad file (the current folder for
+    a URI); a missing one is one line."""
+    lp_dir = Path(launchpad).expanduser().resolve().parent if "://" not in launchpad else Path.cwd()
+    queues = {
+        "default": str(qadapter_cpu or lp_dir / "my_qadapter_cpu.yaml"),
+        "gpu": str(qadapter_gpu or lp_dir / "my_qadapter_gpu.yaml"),
+    }
+    for key, q in queues.items():
+        if not Path(q).is_file():
+            raise InputError(q, f"queue adapter for {'CPU' if key == 'default' else 'GPU'} jobs not found")
+    return queues

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 
-from aso_workflows.cluster.webgui import DEFAULT_HOST, DEFAULT_PORT
 from aso_workflows.commands.common import guard
+from aso_workflows.webgui.server import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad
@@ -37,7 +37,7 @@ def webgui(
     """
     with guard():
         from aso_workflows.cluster.launchpad import describe_launchpad, load_launchpad
-        from aso_workflows.cluster.webgui import BasicAuth, WebGuiSettings, serve
+        from aso_workflows.webgui.server import BasicAuth, WebGuiSettings, serve
 
         settings = WebGuiSettings(
             host=host,

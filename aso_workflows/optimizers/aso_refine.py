@@ -23,6 +23,19 @@ campaign's own simulation of the polished structure is one more, so an aso-refin
 per-calculation view uses that count). Budgets compared per simulated structure hide this cost; compare
 per PDF calculation.
 
+Refinement where it pays
+------------------------
+Before the surrogate's proposals, the first candidate of an iteration is an exact refinement of the
+campaign's best structure (first the start: the refinement a user would run), to convergence within
+``best_max_calls`` (:func:`~aso_workflows.optimizers.polish.refine_pdf`: positions in the campaign's
+``symmetry`` or the structure's own, the PDF target's nuisance set, minimum distances and restraints
+kept) — as long as that best has not been refined yet. A refinement that moves nothing (converged, or
+trapped on a symmetric structure) is recorded on the iteration's first proposal and the search takes
+over: the best is refined again only when the search finds a better one. So refinement runs where it
+pays (a near structure converges in one candidate, where the surrogate would need many) and the
+search runs where refinement stalls (a trapped minimum). Its calculations are stored in
+``predicted.refine_best.pdf_calculations`` and counted like the polish's.
+
 Only the PDF term takes part in the refinement; with other targets too (EXAFS, XANES) the refinement
 may worsen them, which the campaign's objective then shows.
 """
@@ -111,7 +124,9 @@ def refine_structure(
 @register_optimizer("aso-refine")
 @settings_dataclass
 class ASORefine(Optimizer):
-    """ActiveStructOpt whose proposals are polished by a bounded pdffit2 refinement (module docstring).
+    """ActiveStructOpt whose proposals are polished by a bounded pdffit2 refinement (PDF targets).
+
+    See the module docstring.
 
     The surrogate, acquisition and proposer settings are those of ``optimizer: aso`` (``surrogate:``,
     ``acquisition:``, ``proposal:``); this class holds the refinement's, the campaign file's ``refine:``
@@ -130,16 +145,78 @@ class ASORefine(Optimizer):
         less than a shallow one of each.
     refine_lattice
         Also refine a, b, c (the campaign keeps the lattice by default, as the reference does).
+    refine_best
+        Refine the start, then each new best structure, to convergence first (module docstring).
+    best_max_calls
+        PDF calculations one such refinement may spend.
     """
 
     max_calls: Annotated[int, Field(ge=0)] = 16
     top: Annotated[int, Field(ge=1)] | None = 1
     refine_lattice: bool = False
+    refine_best: bool = True
+    best_max_calls: Annotated[int, Field(ge=8)] = 60
     section: ClassVar[str | None] = "refine"
     needs_surrogate: ClassVar[bool] = True
     required_techniques: ClassVar[tuple[str, ...]] = ("pdf",)
 
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
+        first, record = self._refine_best(ctx) if self.refine_best else (None, None)
+        if first is not None and ctx.q == 1:
+            return [first]
+        if first is not None:  # the search keeps away from the refined candidate too
+            ctx = dataclasses.replace(ctx, q=ctx.q - 1, pending=[*ctx.pending, first.structure])
+        out = self._search(ctx)
+        if first is not None:
+            return [first, *out]
+        if record is not None and out:
+            out[0].predicted["refine_best"] = record  # a refinement that moved nothing: remembered, counted
+        return out
+
+    def _refine_best(self, ctx: ProposalContext) -> tuple[CandidateProposal | None, dict | None]:
+        """The refinement of the start, else of the best structure, if not refined yet (module docstring):
+        ``(candidate, None)`` when it moved, ``(None, record)`` when it did not, ``(None, None)`` when
+        there is nothing left to refine."""
+        from pymatgen.core import Structure
+
+        from aso_workflows.optimizers.polish import refine_pdf
+        from aso_workflows.structures import structure_fingerprint
+
+        state = ctx.state
+        done = {
+            ((p.get("predicted") or {}).get("refine_best") or {}).get("origin") for p in _proposals(state)
+        }
+        evals = state.evaluations("completed")
+        start = [e for e in evals if e.get("kind") == "start"]
+        best = sorted(evals, key=lambda e: e["objective"])[:1]
+        todo = next((e for e in start + best if e["fingerprint"] not in done), None)
+        if todo is None:
+            return None, None
+        names = list(_fit_names(state)) + (["abc"] if self.refine_lattice else [])
+        refined = refine_pdf(state, Structure.from_dict(todo["structure"]), names, self.best_max_calls)
+        fp = structure_fingerprint(refined.structure)
+        known = {e["fingerprint"] for e in evals} | {structure_fingerprint(s) for s in ctx.pending}
+        record = {
+            "origin": todo["fingerprint"],
+            "origin_kind": todo.get("kind"),
+            "pdf_calculations": int(refined.calls),
+            "n_parameters": len(refined.values),
+            "rw": float(refined.rw),
+            "status": refined.status,
+            "moved": fp not in known,
+        }
+        if fp in known:
+            return None, record
+        cand = CandidateProposal(
+            structure=refined.structure,
+            predicted={"refine_best": record},
+            note=f"pdffit2 refinement of the {'start' if todo.get('kind') == 'start' else 'best structure'}: "
+            f"{refined.calls} PDF calculation(s), Rw {refined.rw:.4g}",
+        )
+        return cand, None
+
+    def _search(self, ctx: ProposalContext) -> list[CandidateProposal]:
+        """ActiveStructOpt's proposals, the ``top`` ones polished by ``max_calls`` refinement calls."""
         from aso_workflows.optimizers.aso import ActiveStructOpt
 
         state = ctx.state
@@ -208,6 +285,20 @@ class ASORefine(Optimizer):
             return dataclasses.replace(p, search=search)
         mean, std, value = _predict(ctx, refined, p)
         return dataclasses.replace(p, structure=refined, mean=mean, std=std, acquisition=value, search=search)
+
+
+def _proposals(state: object) -> list[dict]:
+    """The campaign's stored proposals (every optimiser's view of the campaign is a CampaignState)."""
+    getter = getattr(state, "proposals", None)
+    return list(getter()) if callable(getter) else []
+
+
+def _fit_names(state: object) -> list[str]:
+    """The PDF target's ``fit.refine`` (what the campaign fits per candidate; refined with positions)."""
+    terms = getattr(getattr(state, "objective", None), "terms", [])
+    term = next((t for t in terms if t.technique == "pdf"), None)
+    spec = getattr(getattr(term, "fitter", None), "spec", None)
+    return list(spec.refine) if spec is not None else []
 
 
 def _predict(ctx: ProposalContext, structure: Structure, p: Proposal) -> tuple[dict, dict, float]:

@@ -109,15 +109,20 @@ class PdfFitRefiner:
         target = np.asarray(self.target, dtype=float)
         if target.shape != r.shape:
             raise InputError("targets.pdf", f"target has {target.size} points, the simulator grid {r.size}")
-        # extend the data down to just above r = 0 (as PDFSimulator does) and fit only [rmin, rmax]
+        # extend the data down to just above r = 0 (as PDFSimulator does), the points below rmin
+        # weightless, and fit from there: pdffit2's model (computed over the fit range ± 12π/Qmax) is
+        # then the simulator's exactly, and only [rmin, rmax] counts (spectra/fit/pdffit.py)
         m = max(0, int(math.ceil(sim.rmin / sim.rstep - 1e-9)) - 1)
         r_ext = np.round(sim.rmin - m * sim.rstep + sim.rstep * np.arange(m + r.size), 10)
         g_ext = np.concatenate([np.zeros(m), target])
-        pf.read_data_lists("X", sim.qmax, sim.qdamp, r_ext.tolist(), g_ext.tolist())
-        pf.pdfrange(1, float(r[0]), float(r_ext[-1]))
+        dy = np.concatenate([np.full(m, 1e10), np.ones(r.size)])
+        stype = "N" if sim.radiation == "neutron" else "X"
+        pf.read_data_lists(stype, sim.qmax, sim.qdamp, r_ext.tolist(), g_ext.tolist(), dy.tolist())
+        pf.pdfrange(1, float(r_ext[0]), float(r_ext[-1]))
         pf.add_structure(_to_diffpy(self.structure, biso_to_uiso(sim.biso)))
-        if sim.qbroad > 0:
-            pf.setvar(pf.qbroad(), sim.qbroad)
+        for name in ("qbroad", "delta1", "delta2", "spdiameter"):  # the simulator's settings, fixed
+            if float(getattr(sim, name)) > 0:
+                pf.setvar(getattr(pf, name)(), float(getattr(sim, name)))
         par = 1
         if self.refine_lattice:
             for k in (1, 2, 3):
@@ -194,7 +199,9 @@ def _max_move(a: Structure, b: Structure) -> float:
 @register_optimizer("diffpy")
 @settings_dataclass
 class DiffPyRefinement(Optimizer):
-    """pdffit2 least-squares refinement as a campaign optimiser (see the module docstring).
+    """pdffit2 least-squares refinement of the atomic positions as a campaign optimiser (PDF targets).
+
+    See the module docstring.
 
     Attributes
     ----------
@@ -343,8 +350,9 @@ def pdf_calculations(evaluations: list[dict], proposals: dict[str, dict] | None 
     - DiffPy evaluations, which cost the ``predicted.diffpy.pdf_calculations`` (PDF + derivative
       calculations of pdffit2) their proposal took — the refinement's calculation of a structure stands
       for its simulation;
-    - evaluations of refined proposals (``optimizer: aso-refine``), which cost one plus the
-      ``predicted.refine.pdf_calculations`` of their refinement.
+    - evaluations of refined proposals (``optimizer: aso-refine``) and of the ``polish``, which cost
+      one plus the ``pdf_calculations`` of their refinements (``predicted.refine``,
+      ``predicted.refine_best``, ``predicted.polish``).
 
     Parameters
     ----------
@@ -360,8 +368,9 @@ def pdf_calculations(evaluations: list[dict], proposals: dict[str, dict] | None 
             predicted = proposals.get(str(e.get("proposal_id")), {}).get("predicted") or {}
             if e.get("kind") == KIND:
                 cost = int((predicted.get("diffpy") or {}).get("pdf_calculations", 1))
-            elif predicted.get("refine"):
-                cost = 1 + int(predicted["refine"].get("pdf_calculations", 0))
+            else:
+                for key in ("refine", "refine_best", "polish"):  # refinements before the simulation
+                    cost += int((predicted.get(key) or {}).get("pdf_calculations", 0))
         total += cost
         out.append(total)
     return out

@@ -110,7 +110,9 @@ class DisplacementFeatures:
 @register_optimizer("gpbo")
 @settings_dataclass
 class GPBayesOpt(Optimizer):
-    """GP Bayesian optimisation of atomic positions (see the module docstring).
+    """Gaussian-process Bayesian optimisation of the atomic positions (BoTorch, from the optional extra "baselines").
+
+    See the module docstring.
 
     Attributes
     ----------

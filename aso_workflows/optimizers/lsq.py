@@ -171,7 +171,9 @@ def _jacobian_key(head_fp: str, atoms: list[int], fd_step: float) -> str:
 @register_optimizer("lsq")
 @settings_dataclass
 class LeastSquaresRefinement(Optimizer):
-    """Levenberg–Marquardt on atomic positions with finite-difference Jacobians (module docstring).
+    """Levenberg–Marquardt on the atomic positions with finite-difference Jacobians.
+
+    See the module docstring.
 
     Attributes
     ----------

@@ -15,8 +15,11 @@ __all__ = ["RandomSearch"]
 @register_optimizer("random")
 @dataclass
 class RandomSearch(Optimizer):
-    """Each candidate is a fresh random perturbation of the start structure (same sampler and constraints
-    as the initial data), so it spends the budget exactly like ASO but without a surrogate."""
+    """Fresh random perturbations of the start structure, without a surrogate.
+
+    Each candidate comes from the same sampler and constraints as the initial data, so the budget is
+    spent exactly like ASO's.
+    """
 
     sampler: PerturbationSampler = dataclasses.field(default_factory=PerturbationSampler)
 
@@ -25,12 +28,15 @@ class RandomSearch(Optimizer):
         return cls(sampler=config.sampler)
 
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
+        from aso_workflows.optimizers.constraint import campaign_constraint
+
         state = ctx.state
         sampler = dataclasses.replace(
             self.sampler,
             seed=ctx.seed,
             min_distances=dict(state.config.min_distances),
             min_distance_scale=state.config.min_distance_scale,
+            constraint=campaign_constraint(state),
         )
         return [
             CandidateProposal(structure=s, note="random perturbation")

@@ -27,6 +27,7 @@ __all__ = [
     "optimizer_classes",
     "optimizer_names",
     "optimizer_sections",
+    "optimizer_summaries",
     "make_optimizer",
 ]
 
@@ -69,6 +70,16 @@ def optimizer_classes() -> dict[str, type[Optimizer]]:
 def optimizer_names() -> list[str]:
     """The names accepted as ``optimizer:`` in a campaign file."""
     return list(optimizer_classes())
+
+
+def optimizer_summaries() -> dict[str, str]:
+    """``{name: summary}`` of every registered optimiser: the first paragraph of its class docstring on
+    one line, without its final full stop (what ``aso run --help`` lists)."""
+    out = {}
+    for name, cls in optimizer_classes().items():
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+        out[name] = " ".join(doc.split()).rstrip(".")
+    return out
 
 
 def optimizer_sections() -> dict[str, type]:

@@ -126,7 +126,9 @@ class ChainState:
 @register_optimizer("rmc")
 @settings_dataclass
 class ReverseMonteCarlo(Optimizer):
-    """Reverse Monte Carlo on the campaign mismatch (see the module docstring).
+    """Reverse Monte Carlo on the campaign mismatch.
+
+    See the module docstring.
 
     Attributes
     ----------

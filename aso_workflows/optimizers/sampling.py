@@ -18,7 +18,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -30,6 +30,8 @@ from aso_workflows.structures import min_distance_table, pair_min_distance_matri
 
 if TYPE_CHECKING:
     import torch
+
+    from aso_workflows.surrogate.neighbors import SkinNeighborList
 
 __all__ = [
     "PerturbationSampler",
@@ -197,24 +199,45 @@ def violations(
 
 
 def min_distance_penalty(
-    positions: torch.Tensor, lattice: torch.Tensor, dmin_matrix: np.ndarray | torch.Tensor
+    positions: torch.Tensor,
+    lattice: torch.Tensor,
+    dmin_matrix: np.ndarray | torch.Tensor,
+    contacts: SkinNeighborList | None = None,
 ) -> torch.Tensor:
     """Differentiable constraint penalty [B]: Σ over close pairs and images of (d_min − d)² (Å²).
 
     Zero for a structure that satisfies every minimum distance; its gradient pushes too-close atoms apart
     (and, through the lattice, stretches a cell whose periodic images are too close). Which pairs are
     close is found without gradient (:func:`close_pairs`); their distances are then recomputed with
-    gradient w.r.t. ``positions`` and ``lattice``.
+    gradient w.r.t. ``positions`` and ``lattice``. With ``contacts``, a
+    :class:`~aso_workflows.surrogate.neighbors.SkinNeighborList` reaching at least the largest minimum
+    distance, its pairs are used instead of a new scan (the proposal optimiser keeps one across its
+    steps); the value is the same.
     """
     import torch
 
-    b, i, j, image, _ = close_pairs(positions, lattice, dmin_matrix)
     dmin = _as_dmin(dmin_matrix, positions, positions.shape[1])
-    vec = positions[b, j] - positions[b, i] + torch.einsum("kx,kxy->ky", image, lattice[b])
-    d = torch.sqrt((vec**2).sum(-1).clamp(min=1e-12))  # clamp: finite gradient even for coincident atoms
+    if contacts is None:
+        b, i, j, image, _ = close_pairs(positions, lattice, dmin_matrix)
+        vec = positions[b, j] - positions[b, i] + torch.einsum("kx,kxy->ky", image, lattice[b])
+        d = torch.sqrt((vec**2).sum(-1).clamp(min=1e-12))  # clamp: finite gradient for coincident atoms
+        weight = 0.5  # ordered pairs: each unordered pair/image is counted twice
+    else:
+        d = contacts.distances(positions, lattice)  # (finite gradient for coincident atoms too)
+        contacts.derived("reaches-dmin", lambda _: _check_reach(contacts.cutoff, dmin))  # once per scan
+        pairs, n = contacts.pairs, positions.shape[1]
+        assert pairs is not None  # distances() built it
+        b, i, j = pairs.batch, pairs.src - pairs.batch * n, pairs.dst - pairs.batch * n
+        weight = 1.0  # a half list: each pair/image once
     excess = torch.relu(dmin[i, j] - d) ** 2
-    # ordered pairs: each unordered pair/image is counted twice
-    return positions.new_zeros(positions.shape[0]).index_add(0, b, 0.5 * excess)
+    return positions.new_zeros(positions.shape[0]).index_add(0, b, weight * excess)
+
+
+def _check_reach(cutoff: float, dmin: torch.Tensor) -> None:
+    if cutoff < float(dmin.max()):
+        raise InputError(
+            "contacts", f"the list reaches {cutoff} Å, the largest minimum distance {float(dmin.max())} Å"
+        )
 
 
 # ---- the sampler ---------------------------------------------------------------------------------
@@ -358,6 +381,12 @@ class PerturbationSampler:
         Seed of the random generator; ``None`` for a fresh one each call. Structure k of a call is drawn
         from its own stream (``SeedSequence(seed, spawn_key=(k,))``), so the first k structures of a longer
         draw are the same.
+    constraint
+        Set by the campaign from its ``symmetry`` and ``restraints`` (never in a file): a
+        :class:`~aso_workflows.optimizers.constraint.SearchConstraint`. With a symmetry every structure
+        moves the free coordinates of the group together (RMS displacement = the amplitude) and is
+        drawn again whole when it breaks a minimum distance; a structure that breaks a restraint is
+        drawn again.
     """
 
     min_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.1
@@ -371,6 +400,7 @@ class PerturbationSampler:
     max_atom_tries: Annotated[int, Field(ge=1)] = 200
     max_tries: Annotated[int, Field(ge=1)] = 100
     seed: int | None = 0
+    constraint: Any = None
 
     @model_validator(mode="after")
     def _range(self) -> PerturbationSampler:
@@ -484,6 +514,8 @@ class PerturbationSampler:
             dabc = rng.uniform(-self.max_strain, self.max_strain, size=3)
             dang = rng.uniform(-self.max_angle_change, self.max_angle_change, size=3)
             lat = _strained_lattice(lat, dabc, dang)
+        if self.constraint is not None and self.constraint.symmetry is not None:
+            return self._constrained(structure, rng, dmin, lat, report)
         base = structure.frac_coords @ lat  # the unperturbed sites in this cell
         if self.perturb_lattice or "nb" not in cache:
             cache["nb"] = _Neighbours.build(base, lat, dmin, self.max_displacement)
@@ -526,7 +558,7 @@ class PerturbationSampler:
                     if int(other) not in queued:
                         queue.append(int(other))
                         queued.add(int(other))
-        return Structure(
+        made = Structure(
             Lattice(lat),
             structure.species,
             base + disp,
@@ -534,6 +566,29 @@ class PerturbationSampler:
             to_unit_cell=True,
             site_properties=structure.site_properties or None,
         )
+        if self.constraint is not None and not self.constraint.ok(made):
+            return None  # a restraint broken: the whole structure is drawn again
+        return made
+
+    def _constrained(
+        self,
+        structure: Structure,
+        rng: np.random.Generator,
+        dmin: np.ndarray,
+        lat: np.ndarray,
+        report: SampleReport,
+    ) -> Structure | None:
+        """One draw under the campaign's constraint: in its group (whole structure), restraints kept;
+        ``None`` when it breaks a minimum distance or a restraint (the caller draws again)."""
+        import torch
+
+        amp = float(rng.uniform(self.min_displacement, self.max_displacement))
+        report.amplitude = amp
+        made = self.constraint.draw(structure, rng, amp, lat)
+        pos = torch.tensor(made.cart_coords)[None]
+        if bool(violations(pos, torch.tensor(made.lattice.matrix)[None], dmin)[0]):
+            return None
+        return made if self.constraint.ok(made) else None
 
     def _exhausted(
         self,

@@ -15,6 +15,10 @@ files beside it:
 ``report_surrogate.png``
     Surrogate accuracy per iteration: predicted vs simulated mismatch of the proposed candidates and the
     ensembles' held-out error (``aso`` optimizer only).
+``report_pdf_fit.png``
+    PDF targets: PDFgui's fit plot of the best structure (data, model, difference offset below, the fit
+    range marked); the HTML adds its refined parameters with uncertainties, Rw and its bonds beside
+    the start's (:mod:`aso_workflows.report.pdf_fit`).
 """
 
 from __future__ import annotations
@@ -73,8 +77,15 @@ def write_outputs(state: CampaignState, out: str | Path, n_best: int = 3) -> dic
         paths["convergence_png"] = figures.convergence(out / "report_convergence.png")
         paths["spectra_png"] = figures.spectra(out / "report_spectra.png")
         paths["structure_png"] = figures.structure(out / "report_structure.png")
+        if figures.xas_targets():
+            paths["xas_png"] = figures.xas_processing(out / "report_xas.png")
         accuracy = surrogate_accuracy_rows(state)
         if accuracy:
             paths["surrogate_png"] = figures.surrogate(out / "report_surrogate.png", accuracy)
-        paths["report_html"] = write_html(state, rows, best, accuracy, paths, out / "report.html")
+        from aso_workflows.report.pdf_fit import pdf_fit_view, plot_pdf_fit
+
+        view = pdf_fit_view(state, best[0])
+        if view is not None:
+            paths["pdf_fit_png"] = plot_pdf_fit(view, out / "report_pdf_fit.png")
+        paths["report_html"] = write_html(state, rows, best, accuracy, paths, out / "report.html", view)
     return paths

@@ -147,6 +147,65 @@ class ReportFigures:
             self._spectrum(axes[0, k], t, residual=True)
         return self._save(fig, path)
 
+    def xas_targets(self) -> list[str]:
+        """The targets made from raw μ(E) (their processing is plotted by :meth:`xas_processing`)."""
+        return [t for t in self.techniques if (self.state.targets[t].extra.get("xas") or {}).get("energy")]
+
+    def xas_processing(self, path: Path) -> Path:
+        """Each raw-μ(E) target: μ(E) with Larch's pre-edge line, post-edge curve and AUTOBK background,
+        and what the campaign fits (EXAFS: k-weighted χ(k) on the simulator's grid, over AUTOBK's whole
+        χ(k); XANES: normalised μ(E))."""
+        import matplotlib.pyplot as plt
+
+        techs = self.xas_targets()
+        fig, axes = plt.subplots(len(techs), 2, figsize=(11.0, 4.0 * len(techs)), squeeze=False)
+        for row, t in zip(axes, techs, strict=True):
+            self._mu(row[0], t)
+            self._fitted_data(row[1], t)
+        return self._save(fig, path)
+
+    def _mu(self, ax: Axes, technique: str) -> None:
+        tgt = self.state.targets[technique]
+        xas, used = tgt.extra["xas"], tgt.settings.get("processed", {})
+        e = np.asarray(xas["energy"])
+        ax.plot(e, xas["mu"], "k-", lw=1.2, label="μ(E)")
+        ax.plot(e, xas["pre_edge"], "C1--", lw=1, label="pre-edge line")
+        ax.plot(e, xas["post_edge"], "C2--", lw=1, label="post-edge curve")
+        if xas.get("bkg"):
+            ax.plot(e, xas["bkg"], "C0-", lw=1, label=f"AUTOBK background (rbkg {used.get('rbkg', 0):g} Å)")
+        if "e0" in used:
+            ax.axvline(used["e0"], color="0.6", lw=0.8, ls=":", label=f"E0 {used['e0']:.1f} eV")
+        ax.set_xlabel("E (eV)")
+        ax.set_ylabel("μ(E)")
+        ax.set_title(
+            f"{technique.upper()} target: {Path(tgt.source).name}, step {used.get('edge_step', 0):.3g}",
+            fontsize=9,
+        )
+        ax.legend(fontsize=7)
+
+    def _fitted_data(self, ax: Axes, technique: str) -> None:
+        tgt = self.state.targets[technique]
+        xas = tgt.extra["xas"]
+        if xas.get("k"):
+            w = float(tgt.settings.get("kweight", 0.0) or 0.0)
+            k = np.asarray(xas["k"])
+            ax.plot(k, np.asarray(xas["chi"]) * k**w, color="0.6", lw=1, label="AUTOBK χ(k)")
+            ax.plot(tgt.x, tgt.y, "k-", lw=1.3, label="fitted by the campaign")
+            ax.set_ylabel(f"k^{w:g} χ(k)")
+        else:
+            ax.plot(
+                np.asarray(xas["energy"]) - tgt.settings["processed"]["e0"],
+                xas["flat"],
+                color="0.6",
+                lw=1,
+                label="flattened μ(E)",
+            )
+            ax.plot(tgt.x, tgt.y, "k-", lw=1.3, label="fitted by the campaign")
+            ax.set_ylabel("normalised μ(E)")
+        ax.set_xlabel(get_technique(technique).x_label(tgt.grid.name, tgt.grid.unit))
+        ax.set_title(f"{technique.upper()}: what the campaign fits", fontsize=9)
+        ax.legend(fontsize=7)
+
     def structure(self, path: Path) -> Path:
         import matplotlib.pyplot as plt
 

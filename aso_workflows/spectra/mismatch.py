@@ -19,7 +19,9 @@ A term may carry a :class:`~aso_workflows.spectra.fit.base.NuisanceFitter` (the 
 :meth:`Objective.evaluate_fitted` then fits each candidate's simulation to the target first (scale,
 resolution, thermal parameters, S0², E0 ...) and scores the *fitted* spectrum; the fitter's point
 weights (1/dG², an EXAFS k window, a XANES energy range) weight the MSE and the variance
-normaliser alike, so the objective is what the fit minimised. Every term also reports the goodness of
+normaliser alike, so the objective is what the fit minimised; a fitter that compares in a space of its
+own (``fit_space``: the FEFFIT-grade EXAFS fit in R space) has the MSE and the variance taken there.
+Every term also reports the goodness of
 fit the field quotes (PDFgui's Rw, FEFFIT's R; :mod:`~aso_workflows.spectra.goodness`).
 :meth:`Objective.evaluate` compares spectra as they are: the surrogate's predictions, which are
 already in the fitted space.
@@ -106,7 +108,16 @@ class TechniqueTerm:
         """The fitter's per-point weights on the target grid (``None``: uniform)."""
         return None if self.fitter is None else self.fitter.point_weights()
 
+    def _space(self, values: np.ndarray) -> np.ndarray | None:
+        """``values`` (on the target grid) in the fitter's own comparison space, when it has one
+        (FEFFIT-grade EXAFS in R space: real and imaginary χ(R) over the fit's R range)."""
+        to_space = getattr(self.fitter, "fit_space", None)
+        return None if to_space is None else to_space(values)
+
     def _variance(self) -> float:
+        own = self._space(self.target.y)
+        if own is not None:
+            return float(np.var(own))
         w = self.point_weights
         if w is None:
             return float(np.var(self.target.y))
@@ -129,6 +140,9 @@ class TechniqueTerm:
     def mse(self, spectrum: Spectrum) -> float:
         """MSE of ``spectrum`` against the target on the target grid (weighted by the fitter's weights)."""
         y = self.on_target_grid(spectrum).y
+        own, data = self._space(y), self._space(self.target.y)
+        if own is not None and data is not None:
+            return mse(own, data)
         w = self.point_weights
         if w is None:
             return mse(y, self.target.y)
@@ -138,10 +152,23 @@ class TechniqueTerm:
         """This term's contribution: ``weight · MSE / normaliser``."""
         return self.weight * self.mse(spectrum) / self.normaliser
 
-    def fit(self, spectrum: Spectrum, structure: Structure | None = None) -> FitResult:
-        """The candidate's spectrum fitted to the target (or only scored when there is no fitter)."""
+    def fit(
+        self,
+        spectrum: Spectrum,
+        structure: Structure | None = None,
+        start: dict | None = None,
+        fixed: dict[str, float] | None = None,
+    ) -> FitResult:
+        """The candidate's spectrum fitted to the target (or only scored when there is no fitter);
+        ``start``: values to start the fit from (fitters that take them: PDF); ``fixed``: shared
+        parameters held at values fitted for several targets at once (:data:`SHARED_PARAMETERS`)."""
         if self.fitter is not None:
-            return self.fitter.fit(spectrum, structure)
+            kw: dict[str, Any] = {}
+            if start:
+                kw["start"] = start
+            if fixed:
+                kw["fixed"] = fixed
+            return self.fitter.fit(spectrum, structure, **kw)
         on_grid = self.on_target_grid(spectrum)
         entry = get_technique(self.technique)
         return FitResult(
@@ -190,7 +217,10 @@ class Objective:
         return float(total), per
 
     def evaluate_fitted(
-        self, spectra: dict[str, Spectrum], structure: Structure | None = None
+        self,
+        spectra: dict[str, Spectrum],
+        structure: Structure | None = None,
+        starts: dict[str, dict] | None = None,
     ) -> tuple[float, dict[str, FitResult]]:
         """Fit every technique's nuisance parameters, then the total objective of the fitted spectra.
 
@@ -200,6 +230,8 @@ class Objective:
             The candidate's simulated spectrum per technique.
         structure
             The candidate (needed by fits that re-simulate: PDF Qdamp, Biso, delta2 ...).
+        starts
+            Per technique, values its fit starts from (a polished candidate's refined nuisance values).
 
         Returns
         -------
@@ -213,6 +245,85 @@ class Objective:
             raise InputError(
                 "spectra", f"missing technique(s) {missing}; the objective needs {self.techniques}"
             )
-        fits = {t.technique: t.fit(spectra[t.technique], structure) for t in self.terms}
+        starts = starts or {}
+        fits = {
+            t.technique: t.fit(spectra[t.technique], structure, starts.get(t.technique)) for t in self.terms
+        }
+        for name, terms in self.shared_parameters().items():
+            fits.update(_joint_fit(name, terms, fits, spectra, structure, starts))
         total = sum(t.weight * fits[t.technique].mse / t.normaliser for t in self.terms)
         return float(total), fits
+
+    def shared_parameters(self) -> dict[str, list[TechniqueTerm]]:
+        """The :data:`SHARED_PARAMETERS` that several targets refine, and those targets: each is fitted
+        once for all of them (one cell for a PDF and an EXAFS target)."""
+        out = {}
+        for name in SHARED_PARAMETERS:
+            terms = [t for t in self.terms if t.fitter is not None and name in t.fitter.spec.refine]
+            if len(terms) > 1:
+                out[name] = terms
+        return out
+
+
+SHARED_PARAMETERS: tuple[str, ...] = ("expansion",)
+"""Nuisance parameters that mean the same for every technique: ``expansion`` (α, every length of the
+structure × (1 + α)). Refined by several targets of a campaign, one value is fitted for all of them."""
+
+
+def _joint_fit(
+    name: str,
+    terms: list[TechniqueTerm],
+    free: dict[str, FitResult],
+    spectra: dict[str, Spectrum],
+    structure: Structure | None,
+    starts: dict[str, dict],
+) -> dict[str, FitResult]:
+    """The fits of ``terms`` with one value of the shared parameter ``name`` for all of them.
+
+    The value minimises the terms' summed share of the objective, Σ weight · MSE / normaliser, each term
+    refitting its other parameters at every trial value (bounded Brent search, as FEFFIT searches a
+    single parameter). Each target's own fit of ``name`` (in ``free``) brackets the joint optimum: the
+    search runs between the smallest and the largest of them, widened by 10 % (at least 1e-4) and
+    kept inside every target's bounds. Each fit reports the joint value as its ``name`` and its own
+    free value as ``statistics[name + "_alone"]``.
+    """
+    from scipy.optimize import minimize_scalar
+
+    alone = {t.technique: float(free[t.technique].parameters.get(name, 0.0)) for t in terms}
+    lo, hi = min(alone.values()), max(alone.values())
+    pad = max(1e-4, 0.1 * (hi - lo))
+    bounds = [
+        t.fitter.bounds_of(name, (-np.inf, np.inf)) if hasattr(t.fitter, "bounds_of") else (-np.inf, np.inf)
+        for t in terms
+    ]
+    lo = max([lo - pad] + [b[0] for b in bounds])
+    hi = min([hi + pad] + [b[1] for b in bounds])
+    cache: dict[float, tuple[float, dict[str, FitResult]]] = {}
+
+    def share(value: float) -> float:
+        key = round(float(value), 12)
+        if key not in cache:
+            fits = {
+                t.technique: t.fit(
+                    spectra[t.technique], structure, starts.get(t.technique), fixed={name: key}
+                )
+                for t in terms
+            }
+            cache[key] = (sum(t.weight * fits[t.technique].mse / t.normaliser for t in terms), fits)
+        return cache[key][0]
+
+    for v in alone.values():  # each target's own optimum is a candidate too
+        share(min(max(v, lo), hi))
+    if hi > lo:
+        minimize_scalar(share, bounds=(lo, hi), method="bounded", options={"xatol": 1e-5, "maxiter": 30})
+    best = min(cache, key=lambda v: cache[v][0])
+    out = {}
+    for t in terms:
+        fit = cache[best][1][t.technique]
+        params = {**fit.parameters, name: best}
+        stats = {**fit.statistics, f"{name}_alone": alone[t.technique]}
+        spectrum = fit.spectrum.model_copy(update={"extra": {**fit.spectrum.extra, "nuisance_fit": params}})
+        out[t.technique] = fit.model_copy(
+            update={"parameters": params, "statistics": stats, "spectrum": spectrum}
+        )
+    return out

@@ -3,55 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import field_validator
 
 from aso_workflows.errors import InputError
+from aso_workflows.schemas import Grid, SpectrumData
 from aso_workflows.spectra.techniques import registered
 
 __all__ = ["Grid", "Spectrum", "same_grid", "on_target_grid"]
 
 
-class Grid(BaseModel):
-    """The abscissa of a spectrum.
-
-    Attributes
-    ----------
-    name
-        ``"r"`` (PDF), ``"k"`` (EXAFS χ(k)), ``"e"`` (XANES energy relative to the edge) or ``"E"``.
-    unit
-        ``"Å"``, ``"Å^-1"`` or ``"eV"``.
-    values
-        Strictly increasing grid points.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    unit: str
-    values: list[float]
-
-    @field_validator("values")
-    @classmethod
-    def _increasing(cls, v: list[float]) -> list[float]:
-        a = np.asarray(v, dtype=float)
-        if a.ndim != 1 or len(a) < 2:
-            raise ValueError("grid needs at least 2 points")
-        if not np.all(np.isfinite(a)):
-            raise ValueError("grid has NaN or infinite values")
-        if np.any(np.diff(a) <= 0):
-            raise ValueError("grid is not strictly increasing")
-        return v
-
-    @property
-    def array(self) -> np.ndarray:
-        return np.asarray(self.values, dtype=float)
-
-
-class Spectrum(BaseModel):
-    """One spectrum on one grid, with provenance.
+class Spectrum(SpectrumData):
+    """One spectrum on one grid, with provenance: the stored
+    :class:`~aso_workflows.schemas.SpectrumData` with its technique checked against the registry.
 
     For XAS ``values`` is the average over the absorber sites that were computed; the per-site spectra
     are kept in ``site_values`` (same order as ``absorber_sites``) because the surrogate learns them at
@@ -80,37 +45,10 @@ class Spectrum(BaseModel):
         Derived data worth keeping, e.g. ``{"r": [...], "chir_mag": [...]}`` for EXAFS, ``{"e0": 8333.}``.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=False)
-
-    technique: str
-    grid: Grid
-    values: list[float]
-    absorber: str | None = None
-    edge: str | None = None
-    absorber_sites: list[int] | None = None
-    site_values: list[list[float]] | None = None
-    settings: dict = Field(default_factory=dict)
-    engine: str = ""
-    source: str = "simulation"
-    extra: dict = Field(default_factory=dict)
-
     @field_validator("technique")
     @classmethod
     def _registered(cls, v: str) -> str:
         return registered(v)
-
-    @field_validator("values")
-    @classmethod
-    def _finite(cls, v: list[float]) -> list[float]:
-        if not np.all(np.isfinite(np.asarray(v, dtype=float))):
-            raise ValueError("spectrum values contain NaN or infinite numbers")
-        return v
-
-    def model_post_init(self, __context: Any) -> None:  # noqa: D401 - pydantic hook
-        if len(self.values) != len(self.grid.values):
-            raise ValueError(
-                f"spectrum has {len(self.values)} values but its grid has {len(self.grid.values)} points"
-            )
 
     # ---- convenience -------------------------------------------------------------------------
     @property

@@ -199,7 +199,7 @@ def _read_project(path: Path, p: XASProcessing) -> MuData:
 
 
 def _read_columns(path: Path, p: XASProcessing) -> MuData:
-    from aso_workflows.spectra.targets.base import header_hints
+    from aso_workflows.spectra.targets.hints import header_hints
     from aso_workflows.spectra.textfile import read_table
 
     table = read_table(path, "raw μ(E): energy and μ (or i0 and itrans/ifluor) columns")

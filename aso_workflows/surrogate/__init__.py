@@ -1,7 +1,8 @@
 """Surrogate models: structure (fixed composition) → spectrum with a calibrated uncertainty.
 
 ``settings`` (:class:`SurrogateSettings`, imports no torch), ``neighbors`` (batched periodic neighbour
-list in torch), ``model`` (the stacked GNN ensemble), ``targets``, ``training``, ``calibration`` and
+list in torch, and the skin list a search keeps), ``graph`` (radial bases and the model's input built from
+a list), ``model`` (the stacked GNN ensemble), ``targets``, ``training``, ``calibration`` and
 ``persistence`` (the parts of fitting and storing one), ``ensemble`` (:class:`EnsembleSurrogate`, which
 ties them together), ``factory`` (the campaign's surrogate of one technique: level, readout range),
 ``base`` (the interface). See ``docs/surrogate.md``.
@@ -20,14 +21,22 @@ from aso_workflows.surrogate.settings import SurrogateSettings
 if TYPE_CHECKING:
     from aso_workflows.surrogate.base import Surrogate
     from aso_workflows.surrogate.ensemble import EnsembleSurrogate
-    from aso_workflows.surrogate.neighbors import NeighborList, periodic_neighbor_list
+    from aso_workflows.surrogate.neighbors import NeighborList, SkinNeighborList, periodic_neighbor_list
 
-__all__ = ["Surrogate", "EnsembleSurrogate", "SurrogateSettings", "NeighborList", "periodic_neighbor_list"]
+__all__ = [
+    "Surrogate",
+    "EnsembleSurrogate",
+    "SurrogateSettings",
+    "NeighborList",
+    "SkinNeighborList",
+    "periodic_neighbor_list",
+]
 
 _LAZY = {
     "Surrogate": "aso_workflows.surrogate.base",
     "EnsembleSurrogate": "aso_workflows.surrogate.ensemble",
     "NeighborList": "aso_workflows.surrogate.neighbors",
+    "SkinNeighborList": "aso_workflows.surrogate.neighbors",
     "periodic_neighbor_list": "aso_workflows.surrogate.neighbors",
 }
 

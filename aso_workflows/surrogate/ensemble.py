@@ -22,7 +22,8 @@ from aso_workflows.spectra.spectrum import Spectrum
 from aso_workflows.surrogate.base import Surrogate
 from aso_workflows.surrogate.calibration import calibrate_and_score
 from aso_workflows.surrogate.model import EnsembleGNN
-from aso_workflows.surrogate.persistence import read_surrogate_file, save_surrogate, settings_from_file
+from aso_workflows.surrogate.neighbors import SkinNeighborList
+from aso_workflows.surrogate.persistence import read_surrogate_file, settings_from_file, write_surrogate_file
 from aso_workflows.surrogate.settings import SurrogateLevel, SurrogateSettings, resolve_device
 from aso_workflows.surrogate.targets import Targets, build_targets
 from aso_workflows.surrogate.training import fit_linear_path, member_splits, train_members
@@ -103,6 +104,8 @@ class EnsembleSurrogate(Surrogate):
         self.calibration = 1.0
         self.metrics: dict[str, Any] = {}
         self.fitted = False
+        #: the neighbour list of the last batch given to :meth:`predict_torch`, kept while exact
+        self.neighbors = SkinNeighborList(self.model.reach, s.skin)
 
     # ---- properties and conversion -----------------------------------------------------------------
     @property
@@ -204,7 +207,10 @@ class EnsembleSurrogate(Surrogate):
         basis, rho, norm = self._basis(pos, lat)  # fixed during training: computed once
         model.neighbor_norm.fill_(norm if norm > 0 else 1.0)
         if rho is not None:
-            rms = float(rho.pow(2).mean().sqrt())
+            # RMS over the features the head sees: at node level the readout rows are placed in one of
+            # ``n_blocks`` element blocks, the others zero
+            blocks = model.n_blocks if self.level == "node" else 1
+            rms = float((rho.pow(2).mean() / blocks).sqrt())
             model.readout_scale.fill_(1.0 / rms if rms > 0 else 1.0)
 
         gen = torch.Generator(device="cpu").manual_seed(int(s.seed) + 1)
@@ -279,8 +285,12 @@ class EnsembleSurrogate(Surrogate):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Differentiable, calibrated ``(mean [B, M], std [B, M])`` in the units of the training spectra.
 
-        All members are evaluated in one batched pass. Inputs may be on any device and of any floating
-        type; the computation runs on the surrogate's, and the results come back on the inputs'.
+        All members are evaluated in one batched pass (stacked weights). Inputs may be on any device and
+        of any floating type; the computation runs on the surrogate's, and the results come back on the
+        inputs'. The neighbour list of the batch is kept (:attr:`neighbors`): a later call with the
+        same batch size, each structure moved less than about half of ``settings.skin``, reuses it
+        (the proposal search calls this at every step); any other call rescans, so the result never
+        depends on what was called before.
 
         Parameters
         ----------
@@ -299,7 +309,13 @@ class EnsembleSurrogate(Surrogate):
             )
         pos = positions.to(self.device, self.dtype)
         lat = lattice.to(self.device, self.dtype)
-        out = self.model(self.model.geometry(pos, lat), node_mean=True)  # node level: mean over nodes
+        mean, std = self._predict(pos, lat, self.neighbors)
+        return mean.to(positions.device, positions.dtype), std.to(positions.device, positions.dtype)
+
+    def _predict(
+        self, pos: torch.Tensor, lat: torch.Tensor, neighbors: SkinNeighborList | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(self.model.geometry(pos, lat, neighbors), node_mean=True)  # node level: node mean
         y = out * self.y_scale + self.y_mean  # [K, B, M]
         mean = y.mean(0)
         # population standard deviation over members, with the calibration floor ε added in quadrature:
@@ -307,8 +323,7 @@ class EnsembleSurrogate(Surrogate):
         # (it also keeps the gradient finite where all members agree exactly)
         var = (y - mean).pow(2).mean(0)
         floor = self.settings.calibration_floor * self.y_scale
-        std = torch.sqrt(var + floor**2) * self.calibration
-        return mean.to(positions.device, positions.dtype), std.to(positions.device, positions.dtype)
+        return mean, torch.sqrt(var + floor**2) * self.calibration
 
     def predict(self, structures: Sequence[Structure]) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated ``(mean [n, M], std [n, M])`` as float64 numpy arrays."""
@@ -316,7 +331,8 @@ class EnsembleSurrogate(Surrogate):
         means, stds = [], []
         with torch.no_grad():
             for c in range(0, pos.shape[0], _CHUNK):
-                m, s = self.predict_torch(pos[c : c + _CHUNK], lat[c : c + _CHUNK])
+                # a fresh list: the kept one belongs to the search that may be calling predict_torch
+                m, s = self._predict(pos[c : c + _CHUNK], lat[c : c + _CHUNK], None)
                 means.append(m.double().cpu().numpy())
                 stds.append(s.double().cpu().numpy())
         return np.concatenate(means), np.concatenate(stds)
@@ -324,7 +340,20 @@ class EnsembleSurrogate(Surrogate):
     # ---- persistence ---------------------------------------------------------------------------------------
     def save(self, path: str | IO[bytes]) -> None:
         """One ``torch.save`` file: settings, species, normalisers, calibration, metrics, weights (CPU)."""
-        save_surrogate(self, path)
+        state = {
+            "settings": self.settings,
+            "species": self.species,
+            "output_dim": self.output_dim,
+            "level": self.level,
+            "absorber": self.absorber,
+            "state_dict": self.model.state_dict(),
+            "y_mean": self.y_mean,
+            "y_scale": self.y_scale,
+            "calibration": self.calibration,
+            "metrics": self.metrics,
+            "fitted": self.fitted,
+        }
+        write_surrogate_file(state, path)
 
     @classmethod
     def load(cls, path: str | IO[bytes], device: str | None = None) -> EnsembleSurrogate:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -50,17 +49,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from aso_workflows.errors import InputError
-from aso_workflows.surrogate.neighbors import NeighborList, periodic_neighbor_list
+from aso_workflows.surrogate.graph import (
+    CubicBSplineBasis,
+    GraphSpec,
+    RadialGraph,
+    bag_sum,
+    build_graph,
+    make_basis,
+    plan_graph,
+)
+from aso_workflows.surrogate.neighbors import SkinNeighborList, periodic_neighbor_list
 
-__all__ = [
-    "CubicBSplineBasis",
-    "GaussianBasis",
-    "RadialGraph",
-    "radial_graph",
-    "cosine_cutoff",
-    "StackedLinear",
-    "EnsembleGNN",
-]
+__all__ = ["StackedLinear", "EnsembleGNN"]
 
 _LOG2 = math.log(2.0)
 
@@ -68,149 +68,6 @@ _LOG2 = math.log(2.0)
 def _ssp(x: torch.Tensor) -> torch.Tensor:
     """Shifted softplus (SchNet's activation)."""
     return F.softplus(x) - _LOG2
-
-
-def cosine_cutoff(d: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """``½(cos(πd/r_c) + 1)`` below the cutoff, 0 beyond (C¹ at the cutoff)."""
-    return torch.where(d < cutoff, 0.5 * (torch.cos(d * (math.pi / cutoff)) + 1.0), torch.zeros_like(d))
-
-
-# ---- radial bases: (index [E, q], value [E, q]) per distance ---------------------------------------
-class CubicBSplineBasis:
-    """``n`` cubic B-splines with uniformly spaced centres ``0, Δ, …, cutoff`` (``Δ = cutoff / (n − 1)``).
-
-    Each distance touches exactly 4 of them (partition of unity), so the basis is stored sparsely.
-    """
-
-    def __init__(self, n: int, cutoff: float, envelope: bool = True):
-        if n < 4:
-            raise InputError("surrogate.n_rbf", f"the B-spline basis needs at least 4 functions, got {n}")
-        self.n, self.centre_max, self.envelope = n, cutoff, envelope
-        self.spacing = cutoff / (n - 1)
-        # with the cosine envelope every function vanishes at ``cutoff``; without it the last ones reach
-        # 2 spacings further (and vanish there, C² smooth): the neighbour list must reach that far
-        self.cutoff = cutoff if envelope else cutoff + 2 * self.spacing
-
-    def __call__(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        u = d / self.spacing
-        g = torch.floor(u.detach())
-        t = u - g  # in [0, 1), carries the gradient
-        s = 1.0 - t
-        w = torch.stack(
-            [s**3 / 6, 2 / 3 - t**2 + t**3 / 2, 2 / 3 - s**2 + s**3 / 2, t**3 / 6], dim=-1
-        )  # B(t+1), B(t), B(t-1), B(t-2)
-        idx = g.long()[:, None] + torch.arange(-1, 3, device=d.device)
-        inside = (idx >= 0) & (idx < self.n)
-        w = torch.where(inside, w, torch.zeros_like(w))
-        if self.envelope:
-            w = w * cosine_cutoff(d, self.cutoff)[:, None]
-        return idx.clamp(0, self.n - 1), w
-
-
-class GaussianBasis:
-    """SchNet's ``n`` Gaussians on ``[0, cutoff]``, dense: centres ``μ_r`` uniformly spaced by ``Δ``,
-    ``exp(−(d − μ_r)² / (2Δ²))`` (the expansion of SchNet and torch-geometric's ``GaussianSmearing``)."""
-
-    def __init__(self, n: int, cutoff: float):
-        self.n, self.cutoff = n, cutoff
-        self.spacing = cutoff / (n - 1)
-
-    def __call__(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        centres = torch.linspace(0.0, self.cutoff, self.n, device=d.device, dtype=d.dtype)
-        w = torch.exp(-0.5 * ((d[:, None] - centres) / self.spacing) ** 2)
-        w = w * cosine_cutoff(d, self.cutoff)[:, None]
-        idx = torch.arange(self.n, device=d.device).expand(d.shape[0], self.n)
-        return idx, w
-
-
-RadialBasis = CubicBSplineBasis | GaussianBasis
-
-
-def make_basis(kind: str, n: int, cutoff: float) -> RadialBasis:
-    if kind == "bspline":
-        return CubicBSplineBasis(n, cutoff)
-    if kind == "gaussian":
-        return GaussianBasis(n, cutoff)
-    raise InputError("surrogate.basis", f"expected 'bspline' or 'gaussian', got {kind!r}")
-
-
-# ---- the geometry a forward pass needs -----------------------------------------------------------
-@dataclass
-class RadialGraph:
-    """Image-summed radial basis values of every atom pair of a batch, in sparse "bag" form.
-
-    Pair ``(b, i, j)`` (row ``(b·N + i)·N + j``) owns the entries ``offsets[row]`` up to the next row's
-    offset; its image-summed basis vector is ``Σ value · e_index`` over them.
-
-    Attributes
-    ----------
-    index
-        ``[T]`` basis function of each entry.
-    value
-        ``[T]`` basis value × cosine cutoff (differentiable w.r.t. positions and lattice).
-    offsets
-        ``[B·N·N]`` start of each pair's entries.
-    n_structures, n_atoms, n_basis
-        ``B``, ``N`` and the number of basis functions.
-    neighbors
-        ``[B]`` mean over atoms of ``Σ_j,images f_c(d)`` (the smooth neighbour count; for normalisation).
-    readout
-        The same pairs in the readout's own basis when it has one (a longer range), else ``None``.
-    """
-
-    index: torch.Tensor
-    value: torch.Tensor
-    offsets: torch.Tensor
-    n_structures: int
-    n_atoms: int
-    n_basis: int
-    neighbors: torch.Tensor
-    readout: RadialGraph | None = None
-
-    def dense(self) -> torch.Tensor:
-        """The image-summed basis as a dense ``[B, N, N, n_basis]`` tensor."""
-        eye = torch.eye(self.n_basis, dtype=self.value.dtype, device=self.value.device)
-        out = F.embedding_bag(self.index, eye, self.offsets, mode="sum", per_sample_weights=self.value)
-        return out.view(self.n_structures, self.n_atoms, self.n_atoms, self.n_basis)
-
-
-def radial_graph(
-    positions: torch.Tensor,
-    lattice: torch.Tensor,
-    basis: RadialBasis,
-    readout_basis: RadialBasis | None = None,
-) -> RadialGraph:
-    """The :class:`RadialGraph` of a batch ``positions [B, N, 3]``, ``lattice [B, 3, 3]`` (Å, rows).
-
-    With ``readout_basis`` one neighbour list serves both: pairs within ``basis.cutoff`` form the
-    message-passing graph, all pairs within ``readout_basis.cutoff`` the ``readout`` graph.
-    """
-    reach = basis.cutoff if readout_basis is None else max(basis.cutoff, readout_basis.cutoff)
-    nl = periodic_neighbor_list(positions, lattice, reach)
-    if readout_basis is None:
-        return _bag(nl, positions.shape, basis)
-    near = (nl.dist.detach() < basis.cutoff).nonzero().squeeze(1)
-    graph = _bag(nl, positions.shape, basis, near)
-    graph.readout = _bag(nl, positions.shape, readout_basis)
-    return graph
-
-
-def _bag(
-    nl: NeighborList, shape: torch.Size, basis: RadialBasis, keep: torch.Tensor | None = None
-) -> RadialGraph:
-    """Basis values of the edges of ``nl`` (all, or those in ``keep``) in sparse bag form."""
-    nb, n, _ = shape
-    dist, src, dst, batch = nl.dist, nl.src, nl.dst, nl.batch
-    if keep is not None:
-        dist, src, dst, batch = (t.index_select(0, keep) for t in (dist, src, dst, batch))
-    idx, val = basis(dist)  # [E, q]
-    q = idx.shape[1]
-    pair = src * n + (dst - batch * n)  # (b·N + i)·N + j; non-decreasing (edges come sorted)
-    counts = torch.bincount(pair, minlength=nb * n * n) * q
-    offsets = counts.cumsum(0) - counts
-    fc = cosine_cutoff(dist.detach(), basis.cutoff)
-    neighbors = torch.zeros(nb, dtype=fc.dtype, device=fc.device).index_add_(0, batch, fc) / max(n, 1)
-    return RadialGraph(idx.reshape(-1), val.reshape(-1), offsets, nb, n, basis.n, neighbors)
 
 
 # ---- stacked layers --------------------------------------------------------------------------------
@@ -326,6 +183,8 @@ class EnsembleGNN(nn.Module):
     node_sites: torch.Tensor
     node_position: torch.Tensor
     node_block: torch.Tensor
+    node_order: torch.Tensor
+    node_inverse: torch.Tensor
     neighbor_norm: torch.Tensor
     readout_scale: torch.Tensor
 
@@ -380,6 +239,12 @@ class EnsembleGNN(nn.Module):
         block[node_kinds] = torch.arange(len(node_kinds))
         self.n_blocks = len(node_kinds) if level == "node" else n_species
         self.register_buffer("node_block", block[self.species_index[sites]])  # element block per node
+        # the nodes in element order (the node head multiplies block by block; not saved)
+        order = torch.sort(self.node_block, stable=True).indices
+        self.register_buffer("node_order", order, persistent=False)
+        self.register_buffer("node_inverse", torch.argsort(order), persistent=False)
+        self.blocks_sorted = bool(torch.equal(order, torch.arange(len(sites))))
+        self.block_sizes = torch.bincount(self.node_block, minlength=self.n_blocks).tolist()
         #: node level with several elements: a one-hot of the node's element joins the readout
         self.node_onehot = level == "node" and len(node_kinds) > 1
         # set from the training data by the surrogate: mean smooth neighbour count (messages are divided
@@ -424,13 +289,48 @@ class EnsembleGNN(nn.Module):
             with torch.no_grad():
                 self.head_skip.weight.zero_()
 
-    def geometry(self, positions: torch.Tensor, lattice: torch.Tensor) -> RadialGraph:
-        """The model's input for Cartesian ``positions [B, N, 3]`` and ``lattice [B, 3, 3]`` (Å)."""
+    def graph_spec(self) -> GraphSpec:
+        """What the geometry → input code needs to know of this model (:mod:`~aso_workflows.surrogate.graph`)."""
+        return GraphSpec(
+            basis=self.basis,
+            readout_basis=self.readout_basis,
+            readout=self.readout,
+            level=self.level,
+            species_index=self.species_index,
+            n_species=self.n_species,
+            node_position=self.node_position,
+            n_nodes=self.n_nodes,
+        )
+
+    @property
+    def reach(self) -> float:
+        """The longest pair distance (Å) the model sees."""
+        return self.graph_spec().reach
+
+    def geometry(
+        self, positions: torch.Tensor, lattice: torch.Tensor, neighbors: SkinNeighborList | None = None
+    ) -> RadialGraph:
+        """The model's input for Cartesian ``positions [B, N, 3]`` and ``lattice [B, 3, 3]`` (Å).
+
+        With ``neighbors`` (a list of reach at least :attr:`reach`) the list is kept up to date and its
+        edges and index work are reused while they stay exact (:class:`SkinNeighborList`); without, a
+        fresh list is built.
+        """
         if positions.shape[1] != self.n_atoms:
             raise InputError(
                 "positions", f"expected {self.n_atoms} atoms per structure, got {positions.shape[1]}"
             )
-        return radial_graph(positions, lattice, self.basis, self.readout_basis)
+        spec, nb = self.graph_spec(), positions.shape[0]
+        if neighbors is None:
+            pairs = periodic_neighbor_list(positions, lattice, spec.reach, half=True)
+            return build_graph(spec, plan_graph(spec, pairs, nb), pairs.dist)
+        if neighbors.cutoff < spec.reach:
+            raise InputError("neighbors", f"the list reaches {neighbors.cutoff} Å, the model {spec.reach} Å")
+        dist = neighbors.distances(positions, lattice)
+        plan = neighbors.derived(
+            f"graph-{id(self)}", lambda pairs: plan_graph(spec, pairs, nb, neighbors.skin)
+        )
+        return build_graph(spec, plan, dist)
 
     def radial_channels(
         self, inputs: RadialGraph | torch.Tensor, ids: torch.Tensor | None = None
@@ -451,9 +351,7 @@ class EnsembleGNN(nn.Module):
         table = (self.radial / self.neighbor_norm).transpose(0, 1).reshape(self.n_rbf, k * rp)  # side by side
         if isinstance(inputs, RadialGraph):
             n, nb = inputs.n_atoms, inputs.n_structures
-            psi = F.embedding_bag(
-                inputs.index, table, inputs.offsets, mode="sum", per_sample_weights=inputs.value
-            )
+            psi = bag_sum(inputs, table)
         else:
             n, nb = inputs.shape[1], inputs.shape[0]
             psi = inputs.reshape(-1, self.n_rbf) @ table
@@ -463,12 +361,16 @@ class EnsembleGNN(nn.Module):
         return psi.transpose(-1, -2).reshape(k, psi.shape[1], n, rp * n)
 
     def pair_distribution(self, inputs: RadialGraph | torch.Tensor) -> torch.Tensor:
-        """The readout's pair-distribution features (unscaled): ``[..., B, S·S·n_read]`` (graph level) or
-        ``[..., B, n_nodes, n_blocks·S·n_read]`` (node level); ``...`` is ``K`` for per-member dense
-        inputs. A dense basis is accepted only when the readout shares the message-passing basis."""
+        """The readout's pair distribution (unscaled): ``[..., B, S·S·n_read]`` (graph level) or
+        ``[..., B, n_nodes, S·n_read]`` (node level: each node's neighbour distribution per species,
+        before :meth:`readout_features` places it in the block of the node's element); ``...`` is ``K``
+        for per-member dense inputs. A dense basis is accepted only when the readout shares the
+        message-passing basis."""
         s, n = self.n_species, self.n_atoms
         if isinstance(inputs, RadialGraph):
-            return self._pair_distribution_sparse(inputs.readout if inputs.readout is not None else inputs)
+            if inputs.rho is None:
+                raise ValueError("this RadialGraph was built without a readout")
+            return inputs.rho
         if self.readout_basis is not None:
             raise ValueError("the readout has its own basis: give the RadialGraph, not a dense basis")
         r = self.n_rbf
@@ -478,44 +380,19 @@ class EnsembleGNN(nn.Module):
             inputs = inputs[..., self.node_sites, :, :]
         per_atom = (inputs.transpose(-1, -2) @ onehot).transpose(-1, -2)  # [..., A or N, S(t), R]
         if self.level == "node":
-            per_atom = per_atom.reshape(*lead, -1, 1, s * r)
-            blocks = F.one_hot(self.node_block, self.n_blocks).to(inputs.dtype)[:, :, None]  # [A, blocks, 1]
-            return (blocks * per_atom).reshape(*lead, -1, self.n_blocks * s * r)
+            return per_atom.reshape(*lead, -1, s * r)
         out = onehot.T @ per_atom.reshape(*lead, n, s * r) / n  # [..., S(s), S(t)·R]
         return out.reshape(*lead, s * s * r)
 
-    def _pair_distribution_sparse(self, g: RadialGraph) -> torch.Tensor:
-        # scatter every basis entry to (structure, row, column block, basis index): the destination is
-        # fixed per atom pair, so it is built on the N×N pattern and expanded. Graph level: one row,
-        # column block (species_i, species_j); node level: one row per node, block (element block of i,
-        # species_j).
-        s, r, n, nb = self.n_species, g.n_basis, self.n_atoms, g.n_structures
-        counts = torch.diff(g.offsets, append=g.offsets.new_tensor([g.index.shape[0]]))
-        si, sj = self.species_index[:, None], self.species_index[None, :]
-        if self.level == "graph":
-            rows, width = 1, s * s * r
-            pattern = (si * s + sj) * r  # [N, N]
-        else:
-            a = self.node_position[:, None]
-            rows, width = self.n_nodes, self.n_blocks * s * r
-            blk = torch.full_like(self.species_index, -1)
-            blk[self.node_sites] = self.node_block
-            pattern = torch.where(a >= 0, a * width + (blk[:, None] * s + sj) * r, -1)  # −1: not a node
-        shift = torch.arange(nb, device=counts.device)[:, None, None] * (rows * width)
-        per_pair = torch.where(pattern[None] >= 0, pattern[None] + shift, -1)
-        dest = torch.repeat_interleave(per_pair.reshape(-1), counts)
-        if self.level == "graph":
-            out = g.value.new_zeros(nb * width).index_add(0, dest + g.index, g.value)
-            return out.view(nb, width) / n
-        keep = (dest >= 0).nonzero().squeeze(1)
-        out = g.value.new_zeros(nb * rows * width)
-        out = out.index_add(0, dest[keep] + g.index[keep], g.value[keep])
-        return out.view(nb, rows, width)
-
     def readout_features(self, rho: torch.Tensor) -> torch.Tensor:
         """What the head sees of the pair distribution: ``rho`` (from :meth:`pair_distribution`) scaled,
-        with the one-hot of each node's element appended when the nodes are of several elements."""
+        at node level placed in the block of each node's element, with the one-hot of that element
+        appended when the nodes are of several elements. (The forward pass never builds the blocks:
+        see :meth:`_node_head`.)"""
         feats = rho * self.readout_scale
+        if self.level == "node":
+            blocks = F.one_hot(self.node_block, self.n_blocks).to(feats.dtype)[:, :, None]  # [A, blocks, 1]
+            feats = (blocks * feats[..., None, :]).reshape(*feats.shape[:-1], -1)
         if self.node_onehot:
             onehot = F.one_hot(self.node_block, self.n_blocks).to(feats.dtype)
             feats = torch.cat([feats, onehot.expand(*feats.shape[:-1], -1)], dim=-1)
@@ -554,20 +431,76 @@ class EnsembleGNN(nn.Module):
             x = block(x, psi, nb)
         if x.dim() == 3:  # no interaction blocks
             x = x.unsqueeze(1).expand(-1, nb, -1, -1)
-        if self.level == "graph":
-            h = x.mean(2) if self.pool == "mean" else x.sum(2)
-        else:
-            h = x[:, :, self.node_sites]
-        feats = None
-        if self.readout:
-            feats = self.readout_features(self.pair_distribution(inputs) if rho is None else rho)
-            feats = feats.expand(k, *feats.shape) if ids is None else feats[ids]
-            h = torch.cat([h, feats], dim=-1)
-        z = _ssp(self.head_mid(h))
-        if self.level == "node" and node_mean:
-            z = z.mean(2)
-            feats = feats.mean(2) if feats is not None else None
+        if self.readout and rho is None:
+            rho = self.pair_distribution(inputs)
+        if self.readout and ids is not None:
+            rho = rho[ids]  # type: ignore[index]  # per member: [K, b, ...]
+        if self.level == "node":
+            return self._node_head(x[:, :, self.node_sites], rho, node_mean)
+        h = x.mean(2) if self.pool == "mean" else x.sum(2)
+        if rho is None:
+            return self.head_out(_ssp(self.head_mid(h)))
+        feats = self.readout_features(rho)
+        feats = feats.expand(k, *feats.shape) if feats.dim() == 2 else feats
+        out = self.head_out(_ssp(self.head_mid(torch.cat([h, feats], dim=-1))))
+        return out + self.head_skip(feats) if self.head_skip is not None else out
+
+    def _node_head(self, h: torch.Tensor, rho: torch.Tensor | None, node_mean: bool) -> torch.Tensor:
+        """The node-level head on node features ``h`` ``[K, B, A, H]`` and the readout ``rho``
+        (``[B, A, F]``, or ``[K, B, A, F]`` per member; ``F = S·n_read``).
+
+        A node's readout features are non-zero only in the block of its element (:meth:`readout_features`),
+        so each node is multiplied by its block's rows of the weights only: ``n_blocks``-fold fewer
+        operations than on the block-expanded features, which are never built. Nodes are taken in
+        element order (:attr:`node_order`) and put back in site order at the end.
+        """
+        k, nb, a, hidden = h.shape
+        if rho is not None:
+            rho = rho * self.readout_scale
+        if not self.blocks_sorted:
+            h = h.index_select(2, self.node_order)
+            rho = rho.index_select(-2, self.node_order) if rho is not None else None
+        mid = self.head_mid
+        assert mid.bias is not None  # the head's hidden layer has a bias
+        z = torch.baddbmm(mid.bias, h.reshape(k, -1, hidden), mid.weight[:, :hidden]).view(k, nb, a, -1)
+        if rho is not None:
+            z = z + self._per_block(rho, mid.weight[:, hidden:])
+        z = _ssp(z)
+        skip = self.head_skip
+        if node_mean:
+            out = self.head_out(z.mean(2))
+            if skip is not None and rho is not None:
+                feats = self._mean_features(rho)
+                feats = feats.expand(k, *feats.shape) if feats.dim() == 2 else feats
+                out = out + torch.bmm(feats, skip.weight)  # (matmul's broadcast copies the weights)
+            return out
         out = self.head_out(z)
-        if self.head_skip is not None:
-            out = out + self.head_skip(feats)
-        return out
+        if skip is not None and rho is not None:
+            out = out + self._per_block(rho, skip.weight)
+        return out if self.blocks_sorted else out.index_select(2, self.node_inverse)
+
+    def _per_block(self, rho: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``[K, B, A, out]``: each node's features ``rho`` (element order) times its block's rows of
+        ``weight`` ``[K, n_blocks·F (+ n_blocks one-hot), out]``, plus its one-hot row."""
+        k, f = self.n_models, rho.shape[-1]
+        parts, lo = [], 0
+        for blk, size in enumerate(self.block_sizes):
+            r = rho[..., lo : lo + size, :]
+            r = r.reshape(1, -1, f) if r.dim() == 3 else r.reshape(k, -1, f)
+            y = torch.matmul(r, weight[:, blk * f : (blk + 1) * f]).view(k, -1, size, weight.shape[-1])
+            if self.node_onehot:
+                y = y + weight[:, self.n_blocks * f + blk][:, None, None, :]
+            parts.append(y)
+            lo += size
+        return torch.cat(parts, dim=2)
+
+    def _mean_features(self, rho: torch.Tensor) -> torch.Tensor:
+        """The mean over the nodes of the block-expanded features (:meth:`readout_features`) from
+        ``rho`` in element order: ``[..., B, n_feat]`` by one product with the block indicator."""
+        member = F.one_hot(self.node_block[self.node_order], self.n_blocks).to(rho.dtype)  # [A, blocks]
+        means = (member.T / self.n_nodes) @ rho  # [..., B, blocks, F]
+        feats = means.reshape(*means.shape[:-2], -1)
+        if self.node_onehot:
+            share = member.mean(0).expand(*feats.shape[:-1], -1)
+            feats = torch.cat([feats, share], dim=-1)
+        return feats

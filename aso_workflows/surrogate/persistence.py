@@ -1,7 +1,9 @@
-"""Saving and loading an :class:`~aso_workflows.surrogate.ensemble.EnsembleSurrogate` (one file).
+"""Saving and loading a surrogate ensemble's state (one file).
 
-One ``torch.save`` dictionary: format tag and version, settings, species, level, normalisers,
-calibration, metrics and the weights on the CPU. Loading reads it with ``weights_only=True`` (no code
+The ensemble (:mod:`~aso_workflows.surrogate.ensemble`) hands its state over as a plain dictionary and
+rebuilds itself from one; this module knows the file, not the class. One ``torch.save`` dictionary:
+format tag and version, settings, species, level, normalisers, calibration, metrics and the weights on
+the CPU. Loading reads it with ``weights_only=True`` (no code
 runs from the file) and rebuilds the model with the saved settings; a model trained on a GPU worker
 loads on a CPU-only machine.
 """
@@ -9,42 +11,30 @@ loads on a CPU-only machine.
 from __future__ import annotations
 
 import dataclasses
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import torch
 
 from aso_workflows.errors import InputError
 from aso_workflows.surrogate.settings import SurrogateSettings, resolve_device
 
-if TYPE_CHECKING:
-    from aso_workflows.surrogate.ensemble import EnsembleSurrogate
-
-__all__ = ["FORMAT", "VERSION", "save_surrogate", "read_surrogate_file", "settings_from_file"]
+__all__ = ["FORMAT", "VERSION", "write_surrogate_file", "read_surrogate_file", "settings_from_file"]
 
 FORMAT = "aso-workflows/ensemble-surrogate"
 VERSION = 1
 
 
-def save_surrogate(model: EnsembleSurrogate, path: str | IO[bytes]) -> None:
-    """Write ``model`` to a file name or binary stream."""
-    torch.save(
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "settings": dataclasses.asdict(model.settings),
-            "species": model.species,
-            "output_dim": model.output_dim,
-            "level": model.level,
-            "absorber": model.absorber,
-            "state_dict": {key: v.detach().cpu() for key, v in model.model.state_dict().items()},
-            "y_mean": model.y_mean.detach().cpu(),
-            "y_scale": float(model.y_scale),
-            "calibration": float(model.calibration),
-            "metrics": model.metrics,
-            "fitted": model.fitted,
-        },
-        path,
-    )
+def write_surrogate_file(state: dict[str, Any], path: str | IO[bytes]) -> None:
+    """Write a surrogate's ``state`` (settings as a dataclass, species, output_dim, level, absorber,
+    state_dict, y_mean, y_scale, calibration, metrics, fitted) to a file name or binary stream, tensors
+    on the CPU."""
+    plain = {"format": FORMAT, "version": VERSION, **state}
+    plain["settings"] = dataclasses.asdict(state["settings"])
+    plain["state_dict"] = {key: v.detach().cpu() for key, v in state["state_dict"].items()}
+    plain["y_mean"] = state["y_mean"].detach().cpu()
+    plain["y_scale"] = float(state["y_scale"])
+    plain["calibration"] = float(state["calibration"])
+    torch.save(plain, path)
 
 
 def read_surrogate_file(path: str | IO[bytes]) -> dict[str, Any]:

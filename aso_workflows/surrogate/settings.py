@@ -92,6 +92,11 @@ class SurrogateSettings:
         PDF the campaign uses the target's ``rmax`` + 1 Å when this is ``None`` (see
         :func:`~aso_workflows.surrogate.factory.surrogate_for_target`), so the surrogate sees every pair
         distance that shapes G(r).
+    skin
+        Extra reach (Å) of the neighbour list kept across the steps of a proposal search
+        (:class:`~aso_workflows.surrogate.neighbors.SkinNeighborList`): a structure's list is rebuilt
+        only after one of its atoms has moved about half of it. Larger: fewer rebuilds, more pairs per
+        step. Does not change a prediction.
     prior
         Use the technique's physics prior where the project has one (PDF from pdffit2: its G(r) in torch,
         equal to the engine; ``docs/surrogate.md``): the surrogate predicts prior + GNN residual.
@@ -151,6 +156,7 @@ class SurrogateSettings:
     linear_readout: bool = True
     readout_cutoff: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     linear_init: Literal["ridge", "zero"] = "ridge"
+    skin: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.5
     pdf_level: SurrogateLevel = "node"
     prior: bool = True
     residual: bool = True

@@ -79,43 +79,8 @@ def build_targets(
     if len(spectra) != n:
         raise InputError("spectra", f"expected one spectrum per structure ({n}), got {len(spectra)}")
     m = output_dim
-    rows: list[np.ndarray] = []
-    weights: list[np.ndarray] = []
-    sites = list(node_sites or [])
-    n_abs = len(sites)
-    where = {site: a for a, site in enumerate(sites)}
-    for k, sp in enumerate(spectra):
-        values = np.asarray(sp.values, dtype=float)
-        if values.shape != (m,):
-            raise InputError(
-                f"spectra[{k}].values",
-                f"has {values.size} points, expected {m} (the surrogate's output grid)",
-            )
-        if node_sites is None:
-            rows.append(values[None])
-            continue
-        if sp.site_values is not None and sp.absorber_sites:
-            y = np.asarray(sp.site_values, dtype=float)
-            if y.shape != (len(sp.absorber_sites), m):
-                raise InputError(
-                    f"spectra[{k}].site_values",
-                    f"expected {len(sp.absorber_sites)} rows of {m} points (one per absorber site), "
-                    f"got shape {y.shape}",
-                )
-            w = np.zeros((len(sp.absorber_sites), n_abs))
-            for r, site in enumerate(sp.absorber_sites):
-                if site not in where:
-                    raise InputError(
-                        f"spectra[{k}].absorber_sites",
-                        f"site {site} is not a {node_name} site of the structure "
-                        f"({node_name} sites: {sites})",
-                    )
-                w[r, where[site]] = 1.0
-            rows.append(y)
-            weights.append(w)
-        else:
-            rows.append(values[None])
-            weights.append(np.full((1, n_abs), 1.0 / n_abs))
+    rows, weights = _rows(spectra, m, node_sites, node_name)
+    n_abs = len(node_sites or [])
     n_rows = max(len(r) for r in rows)
     y = np.zeros((n, n_rows, m))
     mask = np.zeros((n, n_rows))
@@ -149,3 +114,59 @@ def build_targets(
         mean=tensor(mean),
         scale=scale,
     )
+
+
+def _rows(
+    spectra: Sequence[Spectrum], m: int, node_sites: Sequence[int] | None, node_name: str | None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each spectrum's rows (``[R_k, M]``) and, at node level, the weights mapping the node predictions
+    onto them (``[R_k, A]``): its per-site rows at its absorber sites, else its values against the mean
+    over all node sites."""
+    rows: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    sites = list(node_sites or [])
+    n_abs = len(sites)
+    where = {site: a for a, site in enumerate(sites)}
+    for k, sp in enumerate(spectra):
+        values = np.asarray(sp.values, dtype=float)
+        if values.shape != (m,):
+            raise InputError(
+                f"spectra[{k}].values",
+                f"has {values.size} points, expected {m} (the surrogate's output grid)",
+            )
+        if node_sites is None:
+            rows.append(values[None])
+        elif sp.site_values is not None and sp.absorber_sites:
+            rows.append(_site_values(k, sp, m))
+            weights.append(_site_weights(k, sp, where, node_name))
+        else:
+            rows.append(values[None])
+            weights.append(np.full((1, n_abs), 1.0 / n_abs))
+    return rows, weights
+
+
+def _site_values(k: int, sp: Spectrum, m: int) -> np.ndarray:
+    """The per-site rows of spectrum ``k`` (one per absorber site)."""
+    assert sp.site_values is not None and sp.absorber_sites  # checked by the caller
+    y = np.asarray(sp.site_values, dtype=float)
+    if y.shape != (len(sp.absorber_sites), m):
+        raise InputError(
+            f"spectra[{k}].site_values",
+            f"expected {len(sp.absorber_sites)} rows of {m} points (one per absorber site), "
+            f"got shape {y.shape}",
+        )
+    return y
+
+
+def _site_weights(k: int, sp: Spectrum, where: dict[int, int], node_name: str | None) -> np.ndarray:
+    """``[rows, A]``: row r of spectrum ``k`` is the prediction of node site ``absorber_sites[r]``."""
+    assert sp.absorber_sites  # checked by the caller
+    w = np.zeros((len(sp.absorber_sites), len(where)))
+    for r, site in enumerate(sp.absorber_sites):
+        if site not in where:
+            raise InputError(
+                f"spectra[{k}].absorber_sites",
+                f"site {site} is not a {node_name} site of the structure ({node_name} sites: {list(where)})",
+            )
+        w[r, where[site]] = 1.0
+    return w

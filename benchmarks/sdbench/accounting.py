@@ -31,9 +31,11 @@ __all__ = [
 #: methods whose proposals spend simulator calculations of their own (pdffit2 refine steps, lsq's
 #: Jacobians, the node-level surrogate's per-atom rows): their runs are also shown re-indexed by
 #: calculations (``<method>/calc``)
-CALC_METHODS = ("diffpy", "aso-refine", "aso", "lsq")
+CALC_METHODS = ("diffpy", "aso-refine", "aso", "aso-polish", "lsq")
+#: the refinements a proposal may carry (``predicted.<key>.pdf_calculations``)
+_REFINEMENTS = ("refine", "refine_best", "polish")
 #: methods that use analytic derivatives: also shown as if they were finite differences (``/fd``)
-FD_METHODS = ("diffpy", "aso-refine")
+FD_METHODS = ("diffpy", "aso-refine", "aso-polish")
 #: methods shown only per calculation: one lsq evaluation stands for 1 + its Jacobian's forward runs
 CALC_ONLY = ("lsq",)
 
@@ -42,7 +44,8 @@ def evaluation_costs(state) -> dict[str, list[float]]:
     """Cumulative simulator calculations after each completed evaluation (chronological order).
 
     ``calc``: one per evaluation, except a DiffPy evaluation (its pdffit2 calls, each a PDF with analytic
-    derivatives, stand for the simulation), an aso-refine evaluation (1 + its refinement's pdffit2 calls),
+    derivatives, stand for the simulation), an aso-refine or polish evaluation (1 + its refinements'
+    pdffit2 calls),
     an lsq evaluation (1 + its Jacobian's forward runs) and, for the node-level PDF surrogate, the
     per-atom rows (their pdffit2 time over the G(r) calculation's: "G(r)-equivalents").
     ``fd``: the same with every pdffit2 calculation with derivatives counted as P + 1 forward calls (P
@@ -53,7 +56,14 @@ def evaluation_costs(state) -> dict[str, list[float]]:
         p["_id"]: p.get("predicted") or {}
         for p in state.db.proposals.find(
             {"campaign": state.name},
-            {"predicted.diffpy": 1, "predicted.refine": 1, "predicted.lsq": 1, "predicted.search": 1},
+            {
+                "predicted.diffpy": 1,
+                "predicted.refine": 1,
+                "predicted.refine_best": 1,
+                "predicted.polish": 1,
+                "predicted.lsq": 1,
+                "predicted.search": 1,
+            },
         )
     }
     passes = _prior_passes(state, proposals)
@@ -64,9 +74,14 @@ def evaluation_costs(state) -> dict[str, list[float]]:
         if e.get("kind") == "diffpy" and pred.get("diffpy"):
             n, p = int(pred["diffpy"].get("pdf_calculations", 1)), int(pred["diffpy"].get("parameters", 0))
             c, f = n, n * (p + 1)
-        elif pred.get("refine"):
-            n, p = int(pred["refine"].get("pdf_calculations", 0)), int(pred["refine"].get("parameters", 0))
-            c, f = 1 + rows + n, 1 + rows + n * (p + 1)
+        elif any(pred.get(k) for k in _REFINEMENTS):
+            c = f = 1 + rows
+            for k in _REFINEMENTS:  # pdffit2 refinements before the simulation (aso-refine, polish)
+                n, p = (
+                    int((pred.get(k) or {}).get("pdf_calculations", 0)),
+                    int((pred.get(k) or {}).get("parameters", 0)),
+                )
+                c, f = c + n, f + n * (p + 1)
         elif pred.get("lsq"):
             c = f = 1 + int(pred["lsq"].get("jacobian_calls", 0) or 0)
         else:

@@ -65,7 +65,7 @@ def run_one(case: BenchmarkCase, method: str, seed: int, s: SuiteSettings, out: 
     errors: list = []
     while True:
         cfg = CampaignConfig.model_validate(fields)
-        runner = LocalCampaignRunner(progress=False, write_outputs=False)
+        runner = LocalCampaignRunner(progress=False)
         state = runner.run(cfg)
         errors += runner.errors
         costs = evaluation_costs(state)

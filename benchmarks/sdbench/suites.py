@@ -14,6 +14,8 @@ from cases import BenchmarkCase
 
 __all__ = [
     "ALL_METHODS",
+    "POLISH_METHODS",
+    "polish_settings",
     "PAPER_METHODS",
     "EXAFS_PAPER_METHODS",
     "ABLATION_METHODS",
@@ -43,7 +45,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # the GNN ensemble alone (as before issue 20), and the physics prior alone
     "aso-gnn": ("aso", {"surrogate": {"prior": False}}),
     "aso-prior": ("aso", {"surrogate": {"residual": False}}),
+    # ASO ending with the polish (the start and the 3 best refined by pdffit2): 4 fewer structures
+    # searched so that the polished ones make the same number of simulated structures (issue 19)
+    "aso-polish": ("aso", {"polish": {"top": 3, "max_calls": 60, "include_start": True}, "budget_delta": -4}),
 }
+#: issue 19's comparison: refinement, the search, and the two combined
+POLISH_METHODS = ["diffpy", "aso", "aso-refine", "aso-polish"]
 #: the surrogate ablation: ``--methods`` for it
 ABLATION_METHODS = ["aso", "aso-gnn", "aso-prior"]
 PDF_SETTINGS = {"rmin": 1.0, "rmax": 10.0, "rstep": 0.01, "qmin": 1.0, "qmax": 18.0, "biso": 2.0}
@@ -157,6 +164,22 @@ def paper_settings(q: int, technique: str = "pdf", light: bool = False, small: b
     return s
 
 
+def polish_settings() -> SuiteSettings:
+    """Issue 19: DiffPy refinement, ASO, aso-refine and ASO + polish on the reduced cases and strong
+    random disorder, budget 40 (10 initial, q 5), ASO sized for a shared 2-core CPU (``--small``)."""
+    return SuiteSettings(
+        name="polish-pdf",
+        budget=40,
+        initial_size=10,
+        batch_size=5,
+        seeds=[0],
+        surrogate=dict(SMALL_SURROGATE),
+        proposal=dict(SMALL_PROPOSAL),
+        acquisition=dict(SMALL_ACQUISITION),
+        device="cpu",
+    )
+
+
 def exafs_settings() -> SuiteSettings:
     """LiNiO2 JT by Ni K-edge EXAFS: budget 30, 2 absorbers per structure (one FEFF run ~3.5 s each)."""
     return SuiteSettings(
@@ -211,6 +234,7 @@ def campaign_fields(case: BenchmarkCase, method: str, seed: int, s: SuiteSetting
     }
     merge_fields(fields, variant)
     merge_fields(fields, s.method_overrides.get(method, {}))
+    fields["budget"] += int(fields.pop("budget_delta", 0))
     return fields
 
 

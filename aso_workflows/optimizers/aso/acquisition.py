@@ -94,6 +94,7 @@ class LowerConfidenceBound(AcquisitionFunction):
     _targets: dict[str, torch.Tensor] = field(init=False, repr=False)
     _weights: dict[str, float] = field(init=False, repr=False)
     _scales: dict[str, float] = field(init=False, repr=False)
+    _on_device: dict[tuple, torch.Tensor] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         import torch
@@ -149,7 +150,7 @@ class LowerConfidenceBound(AcquisitionFunction):
                     f"acquisition.targets[{t}]",
                     f"target has {target.shape[0]} points but the prediction has {mu.shape[-1]}",
                 )
-            tgt = target.to(dtype=mu.dtype, device=mu.device)
+            tgt = self._target_on(t, mu)
             power = 1 if self.metric == "mae" else 2
             mismatch = (mu - tgt).abs().pow(power).mean(-1)
             if self.lam:
@@ -163,6 +164,14 @@ class LowerConfidenceBound(AcquisitionFunction):
         import torch
 
         return torch.stack(list(self.terms(means, stds).values())).sum(0)
+
+    def _target_on(self, technique: str, like: torch.Tensor) -> torch.Tensor:
+        """The target of ``technique`` on ``like``'s device and dtype, copied there once (a search calls
+        the acquisition at every step; a host-to-device copy per step would wait for the device)."""
+        key = (technique, like.device, like.dtype)
+        if key not in self._on_device:
+            self._on_device[key] = self._targets[technique].to(dtype=like.dtype, device=like.device)
+        return self._on_device[key]
 
     def with_lam(self, lam: float) -> LowerConfidenceBound:
         """The same acquisition with exploration weight ``lam`` (e.g. from :meth:`LCBSchedule.lam_at`)."""

@@ -224,7 +224,10 @@ def _local(
     acquisition, objective, best_pred = scoring
     scale = max(min(proposer.fallback_max_displacement, _nearest(best, others)), 2 * proposer.min_separation)
     sampler = PerturbationSampler(
-        min_displacement=min(proposer.fallback_min_displacement, scale / 2), max_displacement=scale, seed=seed
+        min_displacement=min(proposer.fallback_min_displacement, scale / 2),
+        max_displacement=scale,
+        seed=seed,
+        constraint=proposer.constraint,
     )
     candidates = proposer._perturb(sampler, best, _DRAWS * need, dmin_matrix, seed)
     if not candidates:

@@ -48,6 +48,11 @@ __all__ = ["GradientProposer", "Proposal", "Predictor", "rms_displacement"]
 
 log = logging.getLogger(__name__)
 
+#: Extra reach (Å) of the list of close pairs kept for the minimum-distance penalty during a search
+_CONTACT_SKIN = 0.5
+#: Steps between two reads of the best value for the progress bar (each is a host synchronisation)
+_REPORT_EVERY = 10
+
 #: ``predict_torch(positions [B, N, 3] Å, lattice [B, 3, 3] Å rows) -> (mean [B, M], std [B, M])``
 Predictor = Callable[["torch.Tensor", "torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
 
@@ -231,6 +236,10 @@ class GradientProposer:
     min_separation
         Smallest RMS displacement (Å) between a candidate that completes a batch and any known structure
         (the diversity threshold relaxed near convergence; the structure fingerprint resolves ~1e-3 Å).
+    constraint
+        Set by the campaign from its ``symmetry`` and ``restraints`` (never in a file): positions are
+        mapped into the space group and the restraints' penalty is added
+        (:class:`~aso_workflows.optimizers.constraint.SearchConstraint`).
     """
 
     n_starts: Annotated[int, Field(ge=1)] = 128
@@ -256,6 +265,7 @@ class GradientProposer:
     fallback_max_displacement: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.5
     fallback_max_ratio: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 10.0
     min_separation: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 2e-3
+    constraint: Any = None
 
     @field_validator("device")
     @classmethod
@@ -313,18 +323,14 @@ class GradientProposer:
             Scores ``(means, stds)`` per technique, lower is better.
         dmin_matrix
             (N, N) minimum allowed distances (Å), see :func:`aso_workflows.optimizers.sampling.min_distance_matrix`.
-        pending
-            Candidates being simulated, not yet in the data: proposals keep away from them.
-        evaluated
-            Structures already simulated: proposals keep away from them too.
+        pending, evaluated
+            Candidates being simulated and structures already simulated: proposals keep away from both.
         seed
             Overrides ``self.seed`` for this call (e.g. ``seed + iteration``).
-        reference
+        reference, sampler
             ``starts: evaluated``: the structure whose fresh perturbations fill the starts (the campaign's
-            start; default ``start_structures[0]``).
-        sampler
-            Draws those perturbations (the campaign's sampler; default :class:`PerturbationSampler`,
-            0.1–1.0 Å). Its minimum distances are replaced by ``dmin_matrix``.
+            start; default ``start_structures[0]``) and what draws them (the campaign's sampler, its
+            minimum distances replaced by ``dmin_matrix``; default :class:`PerturbationSampler`).
         exploit
             Search with the exploitation-phase size (:meth:`search_size`).
 
@@ -335,53 +341,21 @@ class GradientProposer:
             enough (:mod:`~aso_workflows.optimizers.aso.fallback`). Entries with ``fallback=True`` are
             local perturbations of the best structure.
         """
-        import torch
-
         self._check_inputs(start_structures, predict, dmin_matrix, pending, evaluated)
         t0 = time.perf_counter()
-        gen = torch.Generator(device="cpu")
         seed = self.seed if seed is None else seed
-        if seed is None:
-            gen.seed()
-        else:
-            gen.manual_seed(seed)
-        dtype = getattr(torch, self.dtype)
-        device = _resolve_device(self.device)
         n_starts, steps = self.search_size(exploit)
-        dmin = torch.as_tensor(np.asarray(dmin_matrix, dtype=float), dtype=dtype, device=device)
-        x0, l0, parents = self._starts(
-            start_structures, gen, dtype, device, n_starts, reference, sampler, dmin_matrix, seed
-        )
-        best = self._optimise(x0, l0, predict, acquisition, dmin, steps)
-
-        # hard check in float64 with the exact periodic minimum distance
-        ok = torch.isfinite(best["value"]).cpu()
-        ok &= ~violations(best["pos"].double().cpu(), best["lat"].double().cpu(), dmin_matrix)
+        x0, l0, parents = self._starts(start_structures, n_starts, reference, sampler, dmin_matrix, seed)
+        best = self._optimise(x0, l0, predict, acquisition, dmin_matrix, steps)
         ref_frac, ref_lat = _stack([*pending, *evaluated])
-        cand_frac = _frac(best["pos"].double().cpu(), best["lat"].double().cpu())
-        cand_lat = best["lat"].double().cpu()
-        order = [int(k) for k in torch.argsort(best["value"].cpu()) if ok[k]]
-        chosen = self._greedy(order, cand_frac, cand_lat, ref_frac, ref_lat, [], [])
-        search: dict[str, Any] = {
-            "phase": "exploit" if exploit else "explore",
-            "n_starts": int(len(x0)),
-            "steps": int(steps),
-            "fresh_starts": int((parents < 0).sum()),
-            "valid": int(ok.sum()),
-        }
-        proposals = [
-            Proposal(
-                structure=self._structure(start_structures[0], cand_frac[k], cand_lat[k]),
-                acquisition=float(best["value"][k]),
-                mean={t: v[k].detach().cpu().numpy().astype(float) for t, v in best["means"].items()},
-                std={t: v[k].detach().cpu().numpy().astype(float) for t, v in best["stds"].items()},
-                start_index=k,
-                parent_index=int(parents[k]),
-                search=search,
-            )
-            for k in chosen
-        ]
+        chosen, cand_frac, cand_lat, ok = self._select(best, dmin_matrix, ref_frac, ref_lat)
+        search: dict[str, Any] = {"phase": "exploit" if exploit else "explore", "n_starts": len(x0)}
+        search.update(steps=steps, fresh_starts=int((parents < 0).sum()), valid=int(ok.sum()))
+        like = start_structures[0]
+        proposals = [self._proposal(like, best, k, cand_frac, cand_lat, parents, search) for k in chosen]
         if len(proposals) < self.q:
+            import torch
+
             from aso_workflows.optimizers.aso.fallback import fill_batch
 
             log.info(
@@ -391,6 +365,7 @@ class GradientProposer:
                 len(x0),
                 self.q,
             )
+            order = [int(k) for k in torch.argsort(best["value"].cpu()) if ok[k]]
             optimised = {
                 "frac": cand_frac,
                 "lat": cand_lat,
@@ -415,6 +390,40 @@ class GradientProposer:
             )
         search["seconds"] = round(time.perf_counter() - t0, 3)
         return proposals
+
+    def _proposal(
+        self,
+        like: Structure,
+        best: dict,
+        k: int,
+        frac: torch.Tensor,
+        lat: torch.Tensor,
+        parents: np.ndarray,
+        search: dict[str, Any],
+    ) -> Proposal:
+        """Start ``k``'s best point as a :class:`Proposal`."""
+        return Proposal(
+            structure=self._structure(like, frac[k], lat[k]),
+            acquisition=float(best["value"][k]),
+            mean={t: v[k].detach().cpu().numpy().astype(float) for t, v in best["means"].items()},
+            std={t: v[k].detach().cpu().numpy().astype(float) for t, v in best["stds"].items()},
+            start_index=k,
+            parent_index=int(parents[k]),
+            search=search,
+        )
+
+    def _select(
+        self, best: dict, dmin_matrix: np.ndarray, ref_frac: torch.Tensor, ref_lat: torch.Tensor
+    ) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The starts to propose (best acquisition first, valid by the exact periodic check in float64,
+        distinct), with every start's fractional coordinates, lattice and validity (CPU, float64)."""
+        import torch
+
+        pos, lat = best["pos"].double().cpu(), best["lat"].double().cpu()
+        ok = torch.isfinite(best["value"]).cpu() & ~violations(pos, lat, dmin_matrix)
+        cand_frac = _frac(pos, lat)
+        order = [int(k) for k in torch.argsort(best["value"].cpu()) if ok[k]]
+        return self._greedy(order, cand_frac, lat, ref_frac, ref_lat, [], []), cand_frac, lat, ok
 
     # ---- steps -------------------------------------------------------------------------------------
     def _check_inputs(
@@ -446,9 +455,6 @@ class GradientProposer:
     def _starts(
         self,
         structures: Sequence[Structure],
-        gen: torch.Generator,
-        dtype: torch.dtype,
-        device: torch.device,
         n_starts: int,
         reference: Structure | None,
         sampler: PerturbationSampler | None,
@@ -475,9 +481,15 @@ class GradientProposer:
         pos = torch.tensor(np.stack([s.cart_coords for s in chosen]), dtype=torch.float64)
         lat = torch.tensor(np.stack([s.lattice.matrix for s in chosen]), dtype=torch.float64)
         if self.starts == "best":
+            gen = torch.Generator(device="cpu")
+            if seed is None:
+                gen.seed()
+            else:
+                gen.manual_seed(seed)
             noise = torch.randn(pos.shape, generator=gen, dtype=torch.float64) * self.start_noise
             noise[: len(structures)] = 0.0  # the structures themselves are starts too
             pos = pos + noise
+        device, dtype = _resolve_device(self.device), getattr(torch, self.dtype)
         return pos.to(device, dtype), lat.to(device, dtype), parents
 
     def _geometry(
@@ -485,7 +497,7 @@ class GradientProposer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
-        pos = x0 + disp
+        pos = x0 + disp if self.constraint is None else self.constraint.positions(x0 + disp, l0)
         if strain is None:
             return pos, l0
         eps = 0.5 * (strain + strain.transpose(-1, -2))
@@ -519,12 +531,13 @@ class GradientProposer:
         l0: torch.Tensor,
         predict: Mapping[str, Predictor],
         acquisition: AcquisitionFunction,
-        dmin: torch.Tensor,
+        dmin_matrix: np.ndarray,
         steps: int,
     ) -> dict:
         """Adam on every start, ``max_batch`` at a time; each start's best valid point of its trajectory."""
         import torch
 
+        dmin = torch.as_tensor(np.asarray(dmin_matrix, dtype=float), dtype=x0.dtype, device=x0.device)
         parts = []
         chunks = range(0, x0.shape[0], self.max_batch)
         desc = f"proposal ({x0.shape[0]} starts × {steps} steps)"
@@ -547,7 +560,11 @@ class GradientProposer:
         steps: int,
         bar: Phase,
     ) -> dict:
+        """The hot loop: one batched evaluation, penalty and Adam step per step; the best point of each
+        start is kept on the device (the progress bar reads it every :data:`_REPORT_EVERY` steps)."""
         import torch
+
+        from aso_workflows.surrogate.neighbors import SkinNeighborList
 
         disp = torch.zeros_like(x0, requires_grad=True)
         groups: list[dict] = [{"params": [disp], "lr": self.lr}]
@@ -556,6 +573,8 @@ class GradientProposer:
             strain = torch.zeros_like(l0, requires_grad=True)
             groups.append({"params": [strain], "lr": self.lattice_lr})
         opt = torch.optim.Adam(groups)
+        reach = float(dmin.max()) if dmin.numel() else 0.0
+        contacts = SkinNeighborList(reach, _CONTACT_SKIN) if reach > 0 else None  # kept across the steps
         b = x0.shape[0]
         best: dict = {
             "value": torch.full((b,), torch.inf, dtype=x0.dtype, device=x0.device),
@@ -567,7 +586,9 @@ class GradientProposer:
         for step in range(steps + 1):
             pos, lat = self._geometry(x0, l0, disp, strain)
             value, means, stds = self._evaluate(pos, lat, predict, acquisition)
-            penalty = min_distance_penalty(pos, lat, dmin)
+            penalty = min_distance_penalty(pos, lat, dmin, contacts) if contacts else torch.zeros_like(value)
+            if self.constraint is not None:  # restraints (aso_workflows/optimizers/constraint.py)
+                penalty = penalty + self.constraint.penalty(pos, lat)
             with torch.no_grad():
                 better = torch.isfinite(value) & (penalty == 0) & (value < best["value"])
                 best["value"] = torch.where(better, value, best["value"])
@@ -576,7 +597,10 @@ class GradientProposer:
                 for src, dst in ((means, best["means"]), (stds, best["stds"])):
                     for t, v in src.items():
                         dst[t] = torch.where(better[:, None], v, dst[t]) if t in dst else v.detach().clone()
+            if step % _REPORT_EVERY == 0 or step == steps:  # a host read: not at every step
                 bar.update(1, best=float(best["value"].min()), valid=int(torch.isfinite(best["value"]).sum()))
+            else:
+                bar.update(1)
             if step == steps:
                 break
             finite = torch.isfinite(value)

@@ -59,12 +59,21 @@ class FitResult(FitDoc):
     n_simulations
         Simulator calls the fit made (0 when only closed-form parameters are refined).
     status
-        ``"fixed"`` (nothing refined), ``"converged"`` or ``"stopped"`` (``max_nfev`` reached).
+        ``"fixed"`` (nothing refined), ``"converged"``, ``"stopped"`` (``max_nfev`` reached) or
+        ``"geometry"`` (a refinement step could not keep the minimum distances).
+    bounds
+        The ``[low, high]`` each parameter was refined within.
+    at_bound
+        Parameters that ended on a bound (the data would take them further).
+    structure
+        The candidate with the refined cell / per-site ADPs applied (pymatgen dict), when the fit
+        refines them.
     spectrum
         The fitted spectrum on the target's grid (per-site spectra transformed alike).
     uncertainties
         One standard deviation of fitted parameters, from the fit's covariance, where the fit gives
-        them (the FEFFIT-grade EXAFS fit: Larch's, scaled as FEFFIT scales them).
+        them (the FEFFIT-grade EXAFS fit: Larch's, scaled as FEFFIT scales them; the PDF fit:
+        pdffit2's, as PDFgui shows them, 0 for a parameter held on a bound).
     statistics
         Further figures of the fit where it gives them (EXAFS ``model: paths``: ``chi2_reduced``,
         ``chi_square``, ``n_independent``, ``n_varys``, ``nfev``, ``first_shell_r``).
@@ -125,55 +134,85 @@ def profile_fit(
         Optional ``model values → (data_vec, model_vec)`` for fits done in another space (EXAFS χ(R)):
         the factor and the cost are then computed on those vectors, unweighted.
     """
-    sw = np.sqrt(weights)
-    calls = {"n": 0}
-    cache: dict[tuple, np.ndarray] = {}
+    problem = _Profile(model, data, weights, scale, residual)
+    x0 = np.array([min(max(v, lo), hi) for v, (lo, hi) in zip(x0, bounds, strict=True)], dtype=float)
+    if len(x0) == 0:
+        x, converged = x0, True
+    elif len(x0) == 1:
+        x, converged = problem.minimise_1d(x0, bounds[0], max_nfev)
+    else:
+        x, converged = problem.minimise(x0, bounds, max_nfev)
+    m = problem.evaluate(x)
+    s, _ = problem.solve(x)
+    return ProfileFit(values=x, scale=s, model=m, nfev=problem.calls, converged=converged)
 
-    def evaluate(x: np.ndarray) -> np.ndarray:
+
+class _Profile:
+    """The variable-projection problem of :func:`profile_fit`: the model's values cached by parameter
+    vector (so the final evaluation costs no extra call), the linear factor solved for each."""
+
+    def __init__(
+        self,
+        model: Callable[[np.ndarray], np.ndarray],
+        data: np.ndarray,
+        weights: np.ndarray,
+        scale: bool,
+        residual: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None,
+    ) -> None:
+        self.model, self.data, self.scale, self.residual = model, data, scale, residual
+        self.sw = np.sqrt(weights)
+        self.calls = 0
+        self.cache: dict[tuple, np.ndarray] = {}
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
         key = tuple(np.round(np.asarray(x, dtype=float), 14))
-        if key not in cache:
-            calls["n"] += 1
-            cache[key] = np.asarray(model(np.asarray(x, dtype=float)), dtype=float)
-        return cache[key]
+        if key not in self.cache:
+            self.calls += 1
+            self.cache[key] = np.asarray(self.model(np.asarray(x, dtype=float)), dtype=float)
+        return self.cache[key]
 
-    def vectors(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if residual is not None:
-            return residual(m)
-        return sw * data, sw * m
+    def vectors(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.residual is not None:
+            return self.residual(m)
+        return self.sw * self.data, self.sw * m
 
-    def solve(x: np.ndarray) -> tuple[float, np.ndarray]:
-        d, m = vectors(evaluate(x))
-        s = linear_scale(m, d, np.ones_like(m)) if scale else 1.0
+    def solve(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """The linear factor at ``x`` (or 1) and the residual vector."""
+        d, m = self.vectors(self.evaluate(x))
+        s = linear_scale(m, d, np.ones_like(m)) if self.scale else 1.0
         return s, d - s * m
 
-    x0 = np.array([min(max(v, lo), hi) for v, (lo, hi) in zip(x0, bounds, strict=True)], dtype=float)
-    converged = True
-    if len(x0) == 0:
-        x = x0
-    elif len(x0) == 1:
+    def cost(self, x: np.ndarray) -> float:
+        return float(np.sum(self.solve(x)[1] ** 2))
+
+    def minimise_1d(
+        self, x0: np.ndarray, bounds: tuple[float, float], max_nfev: int
+    ) -> tuple[np.ndarray, bool]:
+        """Bounded Brent search on one parameter (as FEFFIT searches E0); the start kept if better."""
         from scipy.optimize import minimize_scalar
 
-        lo, hi = bounds[0]
+        lo, hi = bounds
         res = minimize_scalar(
-            lambda v: float(np.sum(solve(np.array([v]))[1] ** 2)),
+            lambda v: self.cost(np.array([v])),
             bounds=(lo, hi),
             method="bounded",
             options={"xatol": 1e-6 * (hi - lo), "maxiter": max_nfev},
         )
         x = np.array([float(res.x)])
-        start_cost = float(np.sum(solve(x0)[1] ** 2))
-        if start_cost < float(res.fun):  # Brent's search never evaluates the start: keep it if better
+        if self.cost(x0) < float(res.fun):  # Brent's search never evaluates the start: keep it if better
             x = x0
-        converged = bool(res.success)
-    else:
+        return x, bool(res.success)
+
+    def minimise(
+        self, x0: np.ndarray, bounds: Sequence[tuple[float, float]], max_nfev: int
+    ) -> tuple[np.ndarray, bool]:
+        """Trust-region reflective least squares on several bounded parameters."""
         from scipy.optimize import least_squares
 
-        lo = np.array([b[0] for b in bounds])
-        hi = np.array([b[1] for b in bounds])
         res = least_squares(
-            lambda v: solve(v)[1],
+            lambda v: self.solve(v)[1],
             x0,
-            bounds=(lo, hi),
+            bounds=(np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])),
             method="trf",
             x_scale="jac",
             # Relative finite-difference step: pdffit2 receives the structure (Uiso) as text with 8
@@ -181,11 +220,7 @@ def profile_fit(
             diff_step=1e-3,
             max_nfev=max_nfev,
         )
-        x = np.asarray(res.x, dtype=float)
-        converged = res.status > 0
-    m = evaluate(x)
-    s, _ = solve(x)
-    return ProfileFit(values=x, scale=s, model=m, nfev=calls["n"], converged=converged)
+        return np.asarray(res.x, dtype=float), res.status > 0
 
 
 SimulatorT = TypeVar("SimulatorT", bound="Simulator")

@@ -23,7 +23,8 @@ beside the campaign and compares.
 The data are the target's χ(k) as AUTOBK made it (``extra["xas"]``, uniform from k = 0), or, for a
 χ(k) target file, the target divided by its k-weight. The fitted spectrum (what the campaign stores
 and the surrogate learns) is the fitted model k-weighted as the simulator's spectra, on the target's
-grid; the campaign's MSE weights it by the fit window squared, like the ``chi`` model.
+grid; the campaign's MSE is taken where the fit is done (:meth:`FeffitFitter.fit_space`: complex χ(R)
+over the fit's R range in R space; the window-weighted χ(k) in k and q space).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from aso_workflows.spectra.feff_paths import FeffPath, first_shell, paths_of
 from aso_workflows.spectra.fit.base import FitResult, NuisanceFitter
 from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.spectrum import Spectrum
-from aso_workflows.spectra.xafs import ftwindow
+from aso_workflows.spectra.xafs import ftwindow, xftf
 
 __all__ = ["FeffitFitter", "FEFFIT_BOUNDS", "shells"]
 
@@ -51,6 +52,7 @@ FEFFIT_BOUNDS: dict[str, tuple[float, float]] = {
     "sigma2": (-0.005, 0.05),
     "theta": (50.0, 1500.0),
     "expansion": (-0.05, 0.05),
+    "third": (-0.002, 0.002),
 }
 """Default bounds: S0², ΔE0 (eV), σ² (Å²), Debye/Einstein θ (K; ``bounds: {sigma2: ...}`` sets it for
 those models), expansion α."""
@@ -78,7 +80,7 @@ class FeffitFitter(NuisanceFitter[Simulator]):
     SHARED: ClassVar[frozenset[str]] = frozenset({"expansion"})
 
     def parameter_names(self) -> list[str]:
-        return ["s02", "e0", "sigma2", "expansion"]
+        return ["s02", "e0", "sigma2", "expansion", "third"]
 
     def __init__(self, spec: FitSpec, target: Spectrum, simulator: Simulator) -> None:
         super().__init__(spec, target, simulator)
@@ -103,6 +105,9 @@ class FeffitFitter(NuisanceFitter[Simulator]):
         if spec.space != "k" and spec.rmax <= spec.rmin:
             raise InputError("fit.rmax", f"must be larger than rmin ({spec.rmin:g} Å)")
         self._weights = ftwindow(k, self.kmin, self.kmax, spec.dk, spec.window) ** 2
+        self._kstep = float(k[1] - k[0])
+        if spec.space == "r" and not np.allclose(np.diff(k), self._kstep, rtol=1e-6, atol=1e-9):
+            raise InputError("fit.space", "'r' needs the target on a uniform k grid")
         if not np.any(self._weights > 0):
             raise InputError(
                 "fit.kmin", f"the window [{self.kmin:g}, {self.kmax:g}] Å⁻¹ holds no target point"
@@ -130,6 +135,35 @@ class FeffitFitter(NuisanceFitter[Simulator]):
     def point_weights(self) -> np.ndarray:
         return self._weights
 
+    def fit_space(self, values: np.ndarray) -> np.ndarray | None:
+        """k-weighted χ(k) on the target grid → real and imaginary χ(R) over ``[rmin, rmax]`` (``space:
+        r``; ``None`` in k and q space, compared in k by :meth:`point_weights`).
+
+        The campaign's MSE (and its variance normaliser) for this target are taken here, where the
+        fit is done, so a shell outside the R range that the paths do not model adds nothing to every
+        candidate's objective alike. The transform is the fit's (window, ``dk``, k range) on the
+        target's grid, with the simulator's k-weight; Larch's R-factor (the goodness) uses the data's
+        whole χ(k) and the fit's k-weight(s).
+        """
+        if self.spec.space != "r":
+            return None
+        r, chir = xftf(
+            self.target.x, np.asarray(values, dtype=float), rmax=self.spec.rmax + 0.5, kmin=self.kmin,
+            kmax=self.kmax, dk=self.spec.dk, window=self.spec.window, kstep=self._kstep,
+        )  # fmt: skip
+        sel = (r >= self.spec.rmin - 1e-9) & (r <= self.spec.rmax + 1e-9)
+        return np.concatenate([chir.real[sel], chir.imag[sel]])
+
+    def mse_of(self, values: np.ndarray) -> float:
+        """The campaign's MSE of fitted ``values`` against the target: in R space (:meth:`fit_space`)
+        or, in k and q space, weighted by the window squared."""
+        own = self.fit_space(values)
+        if own is None:
+            return self.weighted_mse(values)
+        data = self.fit_space(self.target.y)
+        assert data is not None
+        return float(np.mean((own - data) ** 2))
+
     # -- the Larch model ------------------------------------------------------------------------------
     def _params(self, paths: list[FeffPath], fixed: Mapping[str, float]) -> tuple[Any, dict[str, str]]:
         """Larch's parameter group and each path's σ² expression (by label)."""
@@ -147,6 +181,7 @@ class FeffitFitter(NuisanceFitter[Simulator]):
             "amp": par("s02", 1.0),
             "del_e0": par("e0", 0.0),
             "expansion": par("expansion", 0.0),
+            "third": par("third", 0.0),
             "temp": param(self.temperature, vary=False),
         }
         model = self.spec.sigma2_model
@@ -188,7 +223,12 @@ class FeffitFitter(NuisanceFitter[Simulator]):
         params, sig = self._params(paths, fixed)
         larch_paths = {
             p.label: p.larch_path(
-                degen=p.degen / n_sites, s02="amp", e0="del_e0", deltar="expansion*reff", sigma2=sig[p.label]
+                degen=p.degen / n_sites,
+                s02="amp",
+                e0="del_e0",
+                deltar="expansion*reff",
+                sigma2=sig[p.label],
+                third="third",
             )
             for p in paths
         }
@@ -224,7 +264,7 @@ class FeffitFitter(NuisanceFitter[Simulator]):
         k = self.target.x
         model_k = np.asarray(dset.model.k, dtype=float)
         values = np.interp(k, model_k, np.asarray(dset.model.chi, dtype=float)) * k**self.kweight
-        names = {"amp": "s02", "del_e0": "e0", "expansion": "expansion", "theta": "theta"}
+        names = {"amp": "s02", "del_e0": "e0", "expansion": "expansion", "theta": "theta", "third": "third"}
         params: dict[str, float] = {}
         errors: dict[str, float] = {}
         for pname, par in out.params.items():
@@ -270,7 +310,7 @@ class FeffitFitter(NuisanceFitter[Simulator]):
             statistics=stats,
             goodness_name="R",
             goodness=float(out.rfactor),
-            mse=self.weighted_mse(values),
+            mse=self.mse_of(values),
             n_simulations=0,
             status="fixed" if not self.spec.refine else ("converged" if out.success else "stopped"),
             spectrum=spectrum.model_copy(update=update),

@@ -1,13 +1,21 @@
-"""PDF nuisance fit: scale in closed form; Qdamp, Qbroad, delta1/2 and per-element Biso by bounded search.
+"""PDF nuisance fit: PDFgui's parameters of a candidate, refined by pdffit2 (exact derivatives).
 
-Every parameter but ``scale`` changes the shape of G(r), so each trial value is a new simulation of
-the candidate with :meth:`PDFSimulator.with_settings` (the same engine object, no new pdffit2
-instance). The goodness is PDFgui's Rw over the simulator's r range, weighted by 1/dG² when
-``weights: dG``.
+``scale`` alone is solved in closed form (no new calculation, no structure needed). Anything else —
+Qdamp, Qbroad, delta1/delta2, the nanoparticle diameter, the cell (``expansion``, ``abc``,
+``lattice``), ADPs per element, per site or anisotropic — is refined together with the scale by
+pdffit2's Levenberg–Marquardt on the candidate's structure
+(:class:`~aso_workflows.spectra.fit.pdffit.PdfFitProblem`), each parameter within bounds and with the
+uncertainty pdffit2 derives from the covariance (what PDFgui shows). Sites and ties come from the
+``symmetry`` of the fit (``start``: the start structure's space group; a symbol: that subgroup), so a
+cubic cell refines one ``a`` and the four oxygens of a Wyckoff site one Uiso. The positions stay the
+candidate's: they are the structure search's (the polish refines them, :mod:`aso_workflows.optimizers.polish`).
+
+The goodness is PDFgui's Rw over the simulator's r range, weighted by 1/dG² when ``weights: dG``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -15,57 +23,68 @@ import numpy as np
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
-from aso_workflows.spectra.fit.base import FitResult, NuisanceFitter, profile_fit
+from aso_workflows.spectra.fit.base import FitResult, NuisanceFitter, linear_scale
+from aso_workflows.spectra.fit.pdffit import NUISANCE, PDF_BOUNDS, QUADRATIC_START, PdfFitProblem, Plan
 from aso_workflows.spectra.fit.spec import FitSpec
 from aso_workflows.spectra.goodness import rw
-from aso_workflows.spectra.pdf import PDFSimulator, biso_to_uiso, uiso_to_biso
+from aso_workflows.spectra.pdf import PDFSimulator
 from aso_workflows.spectra.spectrum import Spectrum
+from aso_workflows.symmetry import SymmetryConstraints, symmetry_constraints
 
-__all__ = ["PDFFitter", "PDF_BOUNDS"]
+__all__ = ["EXPANSION", "PDFFitter", "PDF_BOUNDS", "QUADRATIC_START", "expanded"]
 
-PDF_BOUNDS: dict[str, tuple[float, float]] = {
-    "qdamp": (0.0, 0.3),
-    "qbroad": (0.0, 0.3),
-    "delta1": (0.0, 5.0),
-    "delta2": (0.0, 20.0),
-    "biso": (0.01, 10.0),
-    "uiso": (biso_to_uiso(0.01), biso_to_uiso(10.0)),
-}
-"""Default bounds (Å⁻¹ for Qdamp/Qbroad, Å and Å² for delta1/delta2, Å² for Biso/Uiso)."""
+EXPANSION = "expansion"
+"""The isotropic cell expansion α (lengths × (1 + α), fractional coordinates kept): the parameter a
+joint campaign shares across techniques (the same name and meaning in the EXAFS fit)."""
 
-_SETTINGS = ("qdamp", "qbroad", "delta1", "delta2")
-QUADRATIC_START = 0.02
-"""Qdamp and Qbroad enter G(r) squared: their derivative vanishes at 0, so a fit started there never
-moves. A refined Qdamp or Qbroad set below this value (Å⁻¹) starts here instead."""
+_CELL = (EXPANSION, "abc", "lattice")
+_ADP = ("biso", "uiso", "biso_site", "uiso_site", "uaniso")
+
+
+def expanded(structure: Structure, alpha: float) -> Structure:
+    """``structure`` with every length × (1 + α): the lattice scaled, fractional coordinates kept."""
+    if alpha == 0.0:
+        return structure
+    out = structure.copy()
+    out.scale_lattice(structure.volume * (1.0 + alpha) ** 3)
+    return out
 
 
 class PDFFitter(NuisanceFitter[PDFSimulator]):
-    """Fits scale, instrument resolution and thermal parameters of a candidate's G(r).
+    """Fits scale, instrument, thermal, nanoparticle and cell parameters of a candidate's G(r).
 
-    ``biso``/``uiso`` in ``fit.refine`` mean one value per element of the structure (named
-    ``biso_Ni``, ``biso_O`` ... in the result); ``biso_Ni`` refines that element only. Every fit starts
-    from the target's settings (Qdamp/Qbroad from at least :data:`QUADRATIC_START`): the problem can
-    have several minima (Qdamp, Uiso and delta2 all broaden peaks), so start values close to the
-    instrument's and the material's help.
+    ``biso``/``uiso`` mean one value per element (``biso_Ni`` ... in the result), ``biso_Ni`` that
+    element only, ``uiso_site`` one per site, ``uaniso`` anisotropic Uij per site. Every fit starts
+    from the target's settings (Qdamp/Qbroad from at least :data:`QUADRATIC_START`, the scale from its
+    closed form), or from ``start`` values given to :meth:`fit` (the polish passes its own).
+
+    Parameters
+    ----------
+    spec, target, simulator
+        As :class:`~aso_workflows.spectra.fit.base.NuisanceFitter`.
+    reference
+        The campaign's start structure: the ``symmetry`` of the fit is taken from it (every candidate
+        has its species in its order).
     """
 
     technique = "pdf"
     LINEAR = "scale"
-    OPTIONS: ClassVar[frozenset[str]] = frozenset({"weights", "bounds", "max_nfev"})
+    OPTIONS: ClassVar[frozenset[str]] = frozenset({"weights", "bounds", "max_nfev", "symmetry"})
+    SHARED: ClassVar[frozenset[str]] = frozenset({EXPANSION})
 
     def parameter_names(self) -> list[str]:
-        return ["scale", *_SETTINGS, "biso", "uiso"]
+        return [*NUISANCE, *_ADP, *_CELL]
 
     def _element_form(self, name: str) -> bool:
         kind, _, element = name.partition("_")
-        return kind in ("biso", "uiso") and bool(element)
+        return kind in ("biso", "uiso") and bool(element) and element != "site"
 
-    def __init__(self, spec: FitSpec, target: Spectrum, simulator: PDFSimulator) -> None:
+    def __init__(
+        self, spec: FitSpec, target: Spectrum, simulator: PDFSimulator, reference: Structure | None = None
+    ) -> None:
         super().__init__(spec, target, simulator)
-        if "biso" in spec.refine and "uiso" in spec.refine:
-            raise InputError(
-                "fit.refine", "lists both biso and uiso; they are the same parameter in two units"
-            )
+        self.plan = Plan.from_names(list(spec.refine))
+        self.reference = reference
         if self.spec.weights == "dG":
             dy = np.asarray(self.target.extra["dy"], dtype=float)
             if np.any(dy <= 0):
@@ -74,131 +93,140 @@ class PDFFitter(NuisanceFitter[PDFSimulator]):
                 )
             w = 1.0 / dy**2
             self._weights = w / w.mean()
+            self._dy: np.ndarray | None = dy
         else:
             self._weights = np.ones(len(self.target.values))
+            self._dy = None
+        if self.plan.structural and simulator.resolved_engine != "pdffit2":
+            raise InputError(
+                "fit.refine", f"{list(spec.refine)} are refined by pdffit2: use engine 'pdffit2'"
+            )
 
     def point_weights(self) -> np.ndarray:
         return self._weights
 
-    def _site_rows(self, spectrum: Spectrum, structure: Structure | None, changes: dict) -> np.ndarray:
-        """The per-atom rows G_i(r) at the fitted settings, on the target grid.
-
-        Scale alone: the simulation's rows. Anything else changes the rows' shape: they are computed
-        again at the fitted settings (:mod:`~aso_workflows.spectra.pdf_partials`; N + one pdffit2
-        calculation per element), so that their mean stays the fitted G(r) / scale exactly.
-        """
-        if not changes:
-            rows = np.asarray(spectrum.site_values, dtype=float)
-            x = spectrum.x
-        else:
-            from aso_workflows.spectra.pdf_partials import pdf_site_contributions
-
-            assert structure is not None, "fit() refuses refined settings without the structure"
-            sim = self.simulator.with_settings(**changes)
-            rows = pdf_site_contributions(sim, structure).rows
-            x = sim.r()
-        if len(x) == len(self.target.x) and np.allclose(x, self.target.x, rtol=1e-9, atol=1e-12):
-            return rows
-        return np.array([np.interp(self.target.x, x, row) for row in rows])
-
-    # -- parameters ---------------------------------------------------------------------------
-    def _thermal(self, structure: Structure | None) -> list[tuple[str, str, str]]:
-        """``(result name, unit 'biso'|'uiso', element)`` of every refined displacement parameter."""
-        out = []
-        for name in self.spec.refine:
-            kind, _, element = name.partition("_")
-            if kind not in ("biso", "uiso"):
-                continue
-            if element:
-                out.append((f"{kind}_{element.capitalize()}", kind, element.capitalize()))
-                continue
-            if structure is None:
-                raise InputError("fit.refine", f"{name} needs the candidate structure")
-            for el in sorted({site.specie.symbol for site in structure}):
-                out.append((f"{kind}_{el}", kind, el))
-        return out
-
-    def _start_biso(self, element: str) -> float:
-        biso = self.simulator.biso
-        if isinstance(biso, dict):
-            if element not in biso:
-                raise InputError("fit.refine", f"biso_{element}: the settings give no Biso for {element}")
-            return float(biso[element])
-        return float(biso)
+    def symmetry_for(self, structure: Structure) -> SymmetryConstraints | None:
+        """The sites and ties of the fit (``fit.symmetry`` of the reference, else of ``structure``)."""
+        if self.spec.symmetry is None:
+            return None
+        base = self.reference if self.reference is not None else structure
+        return _symmetry(base, None if self.spec.symmetry == "start" else self.spec.symmetry)
 
     def fit(
-        self, spectrum: Spectrum, structure: Structure | None = None, fixed: Mapping[str, float] | None = None
+        self,
+        spectrum: Spectrum,
+        structure: Structure | None = None,
+        fixed: Mapping[str, float] | None = None,
+        start: Mapping[str, float] | None = None,
     ) -> FitResult:
-        self.check_fixed(fixed)
+        """Fit the candidate's ``spectrum`` (see :meth:`NuisanceFitter.fit`).
+
+        ``fixed`` holds :attr:`SHARED` parameters at values fitted elsewhere (a joint campaign fits its
+        ``expansion`` once for every technique and passes it here; not reported as this fit's);
+        ``start`` starts others elsewhere than at the settings (the polish's refined values).
+        """
+        fixed = self.check_fixed(fixed)
         spectrum = self.on_target_grid(spectrum)
-        data = self.target.y
-        w = self._weights
-        scale = "scale" in self.spec.refine
-        settings = [n for n in _SETTINGS if n in self.spec.refine]
-        thermal = self._thermal(structure)
-        names = settings + [t[0] for t in thermal]
-        if names and structure is None:
-            raise InputError("fit.refine", f"{names} change G(r) and need the candidate structure")
-        x0, bounds = [], []
-        for n in settings:
-            v = float(getattr(self.simulator, n))
-            x0.append(max(v, QUADRATIC_START) if n in ("qdamp", "qbroad") else v)
-            bounds.append(self.bounds_of(n, PDF_BOUNDS[n]))
-        for full, unit, el in thermal:
-            b0 = self._start_biso(el)
-            x0.append(b0 if unit == "biso" else float(biso_to_uiso(b0)))
-            bounds.append(self.bounds_of(full, self.bounds_of(unit, PDF_BOUNDS[unit])))
-        base_biso = self.simulator.biso
-        elements = sorted({site.specie.symbol for site in structure}) if structure is not None else []
+        if not self.plan.structural:
+            if fixed:
+                raise InputError("fit", f"cannot hold {sorted(fixed)} fixed: only the scale is refined here")
+            return self._closed_form(spectrum)
+        if structure is None:
+            raise InputError(
+                "fit.refine", f"{list(self.spec.refine)} change G(r) and need the candidate structure"
+            )
+        from aso_workflows.spectra.mismatch import same_grid
 
-        def settings_for(x: np.ndarray) -> dict[str, float | dict[str, float]]:
-            changes: dict[str, float | dict[str, float]] = {
-                n: float(v) for n, v in zip(settings, x[: len(settings)], strict=True)
-            }
-            if thermal:
-                biso = dict(base_biso) if isinstance(base_biso, dict) else dict.fromkeys(elements, base_biso)
-                for (_, unit, el), v in zip(thermal, x[len(settings) :], strict=True):
-                    biso[el] = float(v) if unit == "biso" else float(uiso_to_biso(float(v)))
-                changes["biso"] = biso
-            return changes
-
-        start = np.array(x0, dtype=float)
-        calls = [0]
-
-        def model(x: np.ndarray) -> np.ndarray:
-            if np.array_equal(x, start):
-                return spectrum.y  # the candidate was simulated at the start values
-            # x differs from the (empty) start only when parameters are refined: then a structure was given
-            assert structure is not None
-            calls[0] += 1
-            sim = self.simulator.with_settings(**settings_for(x))
-            return self.on_target_grid(sim.simulate(structure)).y
-
-        res = profile_fit(model, data, w, x0, bounds, scale=scale, max_nfev=self.spec.max_nfev)
-        values = res.scale * res.model
-        params: dict[str, float] = {}
-        if scale:
-            params["scale"] = res.scale
-        params.update({n: float(v) for n, v in zip(names, res.values, strict=True)})
-        fitted_settings = (
-            {**spectrum.settings, **settings_for(res.values)} if names else dict(spectrum.settings)
+        if not same_grid(self.target.grid, self.simulator.grid()):
+            raise InputError("fit", "a pdffit2 refinement needs the target on the simulator's r grid")
+        first = {"scale": linear_scale(spectrum.y, self.target.y, self._weights) or 1.0}
+        problem = PdfFitProblem(
+            structure,
+            self.simulator,
+            self.target.y,
+            self._dy,
+            self.plan,
+            symmetry=self.symmetry_for(structure),
+            bounds=self.spec.bounds,
+            start={**first, **(start or {})},
+            fixed=dict(fixed or {}),
         )
-        update = {
-            "values": values.tolist(),
-            "settings": fitted_settings,
-            "extra": {**spectrum.extra, "nuisance_fit": params},
-        }
-        if spectrum.site_values is not None:  # per-atom rows (node-level surrogate): fitted alike
-            rows = self._site_rows(spectrum, structure, settings_for(res.values) if names else {})
-            update["site_values"] = (res.scale * rows).tolist()
-        fitted = spectrum.model_copy(update=update)
+        unknown = sorted(set(fixed or {}) - {p.name for p in problem.pars})
+        if unknown:
+            raise InputError(
+                "fit", f"cannot hold {unknown} fixed: not refined here ({[p.name for p in problem.pars]})"
+            )
+        refined = problem.refine(self.spec.max_nfev)
+        return self._refined_result(spectrum, refined)
+
+    def _closed_form(self, spectrum: Spectrum) -> FitResult:
+        data, w = self.target.y, self._weights
+        scale = "scale" in self.spec.refine
+        s = linear_scale(spectrum.y, data, w) if scale else 1.0
+        values = s * spectrum.y
+        params = {"scale": s} if scale else {}
+        update: dict = {"values": values.tolist(), "extra": {**spectrum.extra, "nuisance_fit": params}}
+        if spectrum.site_values is not None:
+            update["site_values"] = (
+                s * np.asarray(self._rows_on_grid(spectrum.x, spectrum.site_values))
+            ).tolist()
         return FitResult(
             technique="pdf",
             parameters=params,
             goodness_name="Rw",
             goodness=rw(data, values, w),
             mse=self.weighted_mse(values),
-            n_simulations=calls[0],
-            status="fixed" if not self.spec.refine else ("converged" if res.converged else "stopped"),
-            spectrum=fitted,
+            status="converged" if scale else "fixed",
+            spectrum=spectrum.model_copy(update=update),
         )
+
+    def _refined_result(self, spectrum: Spectrum, refined: object) -> FitResult:
+        from aso_workflows.spectra.fit.pdffit import Refined
+
+        assert isinstance(refined, Refined)
+        values = refined.model
+        params = {k: v for k, v in refined.values.items() if k not in refined.fixed}
+        if "scale" not in self.spec.refine:
+            params.pop("scale", None)
+        update: dict = {
+            "values": values.tolist(),
+            "settings": {**spectrum.settings, **refined.settings},
+            "extra": {**spectrum.extra, "nuisance_fit": params},
+        }
+        if spectrum.site_values is not None:  # per-atom rows (node-level surrogate): fitted alike
+            from aso_workflows.spectra.pdf_partials import pdf_site_contributions
+
+            sim = self.simulator.with_settings(**refined.settings)
+            rows = pdf_site_contributions(sim, refined.structure).rows
+            update["site_values"] = (refined.scale * self._rows_on_grid(sim.r(), rows)).tolist()
+        cell_or_sites = self.plan.lattice is not None or self.plan.adp in ("site", "aniso")
+        return FitResult(
+            technique="pdf",
+            parameters=params,
+            uncertainties={k: v for k, v in refined.sigmas.items() if k in params},
+            bounds={k: list(v) for k, v in refined.bounds.items() if k in params},
+            at_bound=[k for k in refined.at_bound if k in params],
+            goodness_name="Rw",
+            goodness=rw(self.target.y, values, self._weights),
+            mse=self.weighted_mse(values),
+            n_simulations=refined.calls,
+            status={"converged": "converged", "calls": "stopped"}.get(refined.status, refined.status),
+            spectrum=spectrum.model_copy(update=update),
+            structure=refined.structure.as_dict() if cell_or_sites else None,
+        )
+
+    def _rows_on_grid(self, x: np.ndarray, rows: object) -> np.ndarray:
+        rows = np.asarray(rows, dtype=float)
+        if len(x) == len(self.target.x) and np.allclose(x, self.target.x, rtol=1e-9, atol=1e-12):
+            return rows
+        return np.array([np.interp(self.target.x, x, row) for row in rows])
+
+
+@functools.lru_cache(maxsize=8)
+def _symmetry_cached(key: str, spacegroup: str | None) -> SymmetryConstraints:
+    return symmetry_constraints(Structure.from_str(key, fmt="json"), spacegroup)
+
+
+def _symmetry(structure: Structure, spacegroup: str | None) -> SymmetryConstraints:
+    """The constraints of a structure, computed once per structure and group in a process."""
+    return _symmetry_cached(structure.to_json(), spacegroup)

@@ -6,6 +6,8 @@ Which class fits a technique is its entry's ``fitter`` in the technique registry
 
 from __future__ import annotations
 
+from pymatgen.core import Structure
+
 from aso_workflows.errors import InputError
 from aso_workflows.spectra.base import Simulator
 from aso_workflows.spectra.fit.base import NuisanceFitter
@@ -40,7 +42,11 @@ def fitter_class(technique: str, model: str | None = None) -> type[NuisanceFitte
 
 
 def make_fitter(
-    technique: str, spec: FitSpec | list | dict | None, target: Spectrum, simulator: Simulator
+    technique: str,
+    spec: FitSpec | list | dict | None,
+    target: Spectrum,
+    simulator: Simulator,
+    reference: Structure | None = None,
 ) -> NuisanceFitter:
     """A fitter for one target.
 
@@ -55,6 +61,8 @@ def make_fitter(
         The target spectrum on the simulator's grid.
     simulator
         The technique's simulator.
+    reference
+        The campaign's start structure (the PDF fit takes its ``symmetry`` from it).
 
     Raises
     ------
@@ -73,4 +81,7 @@ def make_fitter(
             raise InputError(
                 f"fit.{loc}" if loc else "fit", err["msg"].removeprefix("Value error, ")
             ) from None
-    return fitter_class(technique, spec.model)(spec, target, simulator)
+    cls = fitter_class(technique, spec.model)
+    if technique == "pdf":  # the PDF fit takes its symmetry from the campaign's start
+        return cls(spec, target, simulator, reference=reference)  # type: ignore[call-arg]
+    return cls(spec, target, simulator)

@@ -35,8 +35,12 @@ class FitSpec(BaseModel):
     ----------
     refine
         Parameters fitted per candidate; every other one keeps its value from the target's
-        ``settings``. PDF: ``scale``, ``qdamp``, ``qbroad``, ``delta1``, ``delta2``, ``biso`` (one
-        per element), ``biso_<El>`` (one element), ``uiso``/``uiso_<El>`` (the same in Uiso).
+        ``settings``. PDF: ``scale``, ``qdamp``, ``qbroad``, ``delta1``, ``delta2``, ``spdiameter``
+        (nanoparticle diameter), ``biso`` (one per element), ``biso_<El>`` (one element),
+        ``uiso``/``uiso_<El>`` (the same in Uiso), ``biso_site``/``uiso_site`` (one per site),
+        ``uaniso`` (anisotropic Uij per site); the cell: ``expansion`` (α: every length × (1 + α), the
+        cell parameter shared across techniques), ``abc`` (a, b, c) or ``lattice`` (and the free
+        angles).
         EXAFS: ``s02``, ``e0``, ``sigma2`` (an extra Debye–Waller factor exp(−2k²σ²)); with
         ``model: paths`` also ``expansion`` (α: every path length × (1 + α), FEFFIT's ΔR = α·R; the
         same parameter as a PDF target's, fitted once when several targets refine it).
@@ -75,6 +79,10 @@ class FitSpec(BaseModel):
         XANES: the fit range (eV relative to E0; default: the grid less the shift bounds at each end).
     max_nfev
         Most simulator calls one fit may make (PDF parameters other than ``scale`` re-simulate).
+    symmetry
+        PDF: ties of the cell and sites of the ADPs from a space group: ``"start"`` (the start
+        structure's), a symbol or number (a subgroup, e.g. ``"Pbnm"``); ``None``: none (a, b, c
+        independent, every atom its own site).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -92,6 +100,7 @@ class FitSpec(BaseModel):
     emin: float | None = None
     emax: float | None = None
     max_nfev: int = Field(default=200, ge=1)
+    symmetry: str | None = None
     model: str | None = None
     sigma2_model: Literal["global", "shell", "debye", "einstein"] = "global"
     temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False)

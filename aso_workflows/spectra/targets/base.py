@@ -28,7 +28,6 @@ __all__ = [
     "TargetFile",
     "TargetData",
     "TargetReader",
-    "header_hints",
     "detect_format",
     "athena_kind",
     "EXPECTED",
@@ -37,39 +36,10 @@ __all__ = [
 EXPECTED = "a target spectrum: two-column text, a PDFgetX/N .gr, xmu.dat, chi.dat or an Athena file"
 """What a target file should be (the end of the one-line error about a file that is none)."""
 
-_F = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _ATHENA_SUFFIXES = {".xmu": "xmu", ".nor": "nor", ".chik": "chik"}
-_RADIATION_WORDS = {"x": "xray", "xray": "xray", "x-ray": "xray", "n": "neutron", "neutron": "neutron"}
 
 
-# ---- header hints and formats --------------------------------------------------------------------------
-def header_hints(header: str) -> dict:
-    """PDF and XAS hints of a header (PDFgui's rules for the PDF ones)."""
-    hints: dict = {}
-    stated = re.search(r"\b(?:stype|mode|radiation)\s*[=:]\s*([A-Za-z-]+)", header, re.I)
-    value = _RADIATION_WORDS.get(stated.group(1).lower()) if stated else None
-    if value is not None:  # "stype=N", "mode = neutron" (PDFgui, PDFgetX3/N3 configuration)
-        hints["radiation"] = value
-    elif re.search(r"(x-?ray|PDFgetX)", header, re.I):  # else PDFgui's rule
-        hints["radiation"] = "xray"
-    elif re.search(r"(neutron|PDFgetN)", header, re.I):
-        hints["radiation"] = "neutron"
-    for key, names in (("qmax", "qmax"), ("qdamp", "qdamp|qsig"), ("qbroad", "qbroad|qalp")):
-        m = re.search(rf"\b(?:{names}) *= *({_F})(?![\w.])", header, re.I)
-        if m:
-            hints[key] = float(m.group(1))
-    m = re.search(r"Element(?:\.symbol)?\s*[=:]\s*([A-Z][a-z]?)\b", header)
-    if m:
-        hints["absorber"] = m.group(1)
-    m = re.search(r"(?:Element\.edge\s*:|\bEdge\s*=)\s*([KLM][1-5]?)\b", header)
-    if m:
-        hints["edge"] = m.group(1).upper()
-    m = re.search(rf"\bE0\s*[=:]\s*({_F})", header)
-    if m:
-        hints["e0"] = float(m.group(1))
-    return hints
-
-
+# ---- formats --------------------------------------------------------------------------
 def detect_format(path: Path, table: Table) -> str:
     """The format of a file read with ``format: auto``: by its name, header and column labels."""
     name = path.name.lower()

@@ -42,9 +42,24 @@ class PDFTargetReader(TargetReader):
             raise InputError(f.src, "is a FEFF chi.dat file (k, chi, mag, phase); it cannot be a pdf target")
         if f.format == "athena":
             raise InputError(f.src, "is an Athena/Demeter XAS file; a PDF target needs r and G(r) columns")
+        _not_reciprocal(f)
         data = self.read_columns(f)
         data.dy = _dy(f)
         return data
+
+
+def _not_reciprocal(f: TargetFile) -> None:
+    """Refuse a file whose abscissa is labelled Q (S(Q), F(Q), I(Q) from a reduction program): a PDF
+    target is G(r) against r (one line naming what the column is)."""
+    labels = f.table.labels
+    x = f.options.columns[0] if f.options.columns else 0
+    if x < len(labels) and labels[x].split("(")[0].strip() in ("q", "qq", "q[1/a]", "q(1/a)"):
+        y = labels[f.options.columns[1]] if len(labels) > f.options.columns[1] else "?"
+        raise InputError(
+            f.src,
+            f"its columns are {labels[x]!r}, {y!r}: reciprocal space (S(Q)/F(Q)/I(Q)); a PDF target needs r "
+            "(Å) and G(r) — transform it first (PDFgetX3/PDFgetN3) and give the .gr file",
+        )
 
 
 def _dy(f: TargetFile) -> np.ndarray | None:

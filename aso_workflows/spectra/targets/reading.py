@@ -17,8 +17,8 @@ from aso_workflows.spectra.targets.base import (
     TargetFile,
     TargetReader,
     detect_format,
-    header_hints,
 )
+from aso_workflows.spectra.targets.hints import header_hints
 from aso_workflows.spectra.targets.options import ReadOptions
 from aso_workflows.spectra.techniques import get_technique, load_ref
 from aso_workflows.spectra.textfile import check_abscissa, read_table
@@ -106,7 +106,6 @@ def read_target(
         two columns, a non-numeric row, NaN/inf, a non-increasing or duplicated abscissa, too few
         points, a range that does not cover ``grid``, or a contradiction with the simulator.
     """
-    entry = get_technique(technique)
     reader = target_reader(technique)
     if processing is not None or is_raw_mu_file(path):
         return _raw_mu(reader, path, processing, simulator, grid, opts)
@@ -129,8 +128,21 @@ def read_target(
             grid = simulator.grid()
     data = reader.read(f)
     check_abscissa(data.x, data.lines, f.src, o.min_points)
-    data = reader.finish(data, f)
-    settings: dict = {"format": f.format, "file": f.src, **o.recorded(), "hints": f.hints, **data.settings}
+    return _spectrum(technique, reader, reader.finish(data, f), f, grid)
+
+
+def _spectrum(
+    technique: str, reader: TargetReader, data: TargetData, f: TargetFile, grid: Grid | None
+) -> Spectrum:
+    """The target spectrum of checked ``data``: on ``grid`` when given, with how it was read."""
+    entry = get_technique(technique)
+    settings: dict = {
+        "format": f.format,
+        "file": f.src,
+        **f.options.recorded(),
+        "hints": f.hints,
+        **data.settings,
+    }
     own = Grid(name=data.grid or entry.grid, unit=entry.unit, values=data.x.tolist())
     if grid is not None:
         reader.check_grid(data, grid, f.src)

@@ -36,12 +36,14 @@ from __future__ import annotations
 import functools
 import io
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from aso_workflows.errors import InputError
+from aso_workflows.surrogate.neighbors import edge_lengths
 from aso_workflows.surrogate.priors.pdf_sum import GaussianWindows, Grid, binned_gaussians, nint
 
 if TYPE_CHECKING:
@@ -126,6 +128,64 @@ def _reciprocal_cosines(cos: torch.Tensor) -> torch.Tensor:
     )
 
 
+@dataclass
+class _Pairs:
+    """A pair list of a batch and the index work of an evaluation, done once per list.
+
+    ``frac``, ``lat``: the coordinates and lattices it was built at; ``offset`` ``[B, N, 3]``: the whole
+    cells subtracted from each atom's fractional coordinates; ``shifts`` ``[S, 3]``: the image
+    translations; per pair ``[E]``: ``b``, ``i ≤ j``, ``pair`` (row of ``(b, i, j)`` in ``[B·N·N]``),
+    ``image`` (row of ``(b, shift)`` in ``[B·S]``), ``kinds`` (row of ``(b, U of i, U of j)``),
+    ``u_sum`` (the rounded ``U_i + U_j``) and ``amp`` (``w_i w_j``).
+    """
+
+    frac: torch.Tensor
+    lat: torch.Tensor
+    offset: torch.Tensor
+    shifts: torch.Tensor
+    b: torch.Tensor
+    i: torch.Tensor
+    j: torch.Tensor
+    pair: torch.Tensor
+    image: torch.Tensor
+    kinds: torch.Tensor
+    u_sum: torch.Tensor
+    amp: torch.Tensor
+    _entries: dict[bool, tuple] = field(default_factory=dict)
+
+    def entries(
+        self, rows: bool, n_atoms: int
+    ) -> tuple[
+        torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[float, torch.Tensor | None]]
+    ]:
+        """What the pair sum adds up: the pair of each entry (``None``: one entry per pair), its row
+        (``b``, or ``b·N + atom`` per atom with ``rows``), amplitude and nominal width, and the entries
+        of each distinct nominal width (``None``: all). G(r) counts a pair ``i ≠ j`` twice; per-atom
+        rows give each pair (image) to both of its atoms, a self-image pair to its atom once."""
+        if rows not in self._entries:
+            cross = self.i != self.j
+            if rows:
+                ent: torch.Tensor | None = torch.cat(
+                    [torch.arange(len(self.b), device=self.b.device), cross.nonzero().squeeze(1)]
+                )
+                assert ent is not None
+                b, i, j = self.b[ent], self.i[ent], self.j[ent]
+                row = b * n_atoms + torch.where(torch.arange(len(ent), device=ent.device) < len(self.b), i, j)
+                amp, u_sum = self.amp[ent], self.u_sum[ent]
+            else:
+                ent, row = None, self.b
+                amp, u_sum = torch.where(cross, 2.0 * self.amp, self.amp), self.u_sum
+            nominal = torch.sqrt(u_sum)  # σ without the rounding of U's components in the text
+            values = torch.unique(nominal).tolist()
+            groups: list[tuple[float, torch.Tensor | None]] = (
+                [(values[0], None)]
+                if len(values) == 1
+                else [(v, (nominal == v).nonzero().squeeze(1)) for v in values]
+            )
+            self._entries[rows] = (ent, row, amp, nominal, groups)
+        return self._entries[rows]
+
+
 class PDFModel:
     """pdffit2's G(r) of structures of one composition, in torch (see the module docstring).
 
@@ -166,7 +226,12 @@ class PDFModel:
         self.qbroad, self.qdamp = float(simulator.qbroad), float(simulator.qdamp)
         self.grid = _grid_of(simulator)
         self.r = simulator.r()
-        self._cache: dict[str, Any] | None = None
+        # the distinct Uiso values (exact and as written) and each atom's: the U tensors' deviations are
+        # tabulated per structure and pair of values
+        values, kind = np.unique(self.uiso_exact, return_inverse=True)
+        self._u_values, self._u_kind = values, kind.astype(np.int64)
+        self._u_rounded = np.round(values, 8)
+        self._cache: _Pairs | None = None
 
     @property
     def n_points(self) -> int:
@@ -226,33 +291,29 @@ class PDFModel:
             "basis": basis,
         }
 
-    def _pair_list(self, frac: torch.Tensor, lat: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _pair_list(self, frac: torch.Tensor, lat: torch.Tensor) -> _Pairs:
         """Every pair ``i ≤ j`` and periodic image within pdffit2's largest distance plus
-        :data:`SKIN` (indices only, no gradient); the exact limits are applied by the caller.
-
-        Returns ``b``, ``i``, ``j``, ``s`` per pair (structure, atoms, index into ``shifts``),
-        ``shifts`` ``[S, 3]`` and ``offset`` ``[B, N, 3]``, the whole cells subtracted from each atom's
-        fractional coordinates. Reused while the lattices are the same and no atom moved more than half
+        :data:`SKIN`, with the index work of an evaluation done once (no gradient); the exact limits are
+        applied by the caller. Reused while the lattices are the same and no atom moved more than half
         the skin since the list was built (a proposal moves atoms by small steps: the list is built once
-        per search).
-        """
+        per search)."""
         with torch.no_grad():
             f = frac.detach()
             cached = self._cache
             if (
                 cached is not None
-                and cached["frac"].shape == f.shape
-                and torch.equal(cached["lat"], lat.detach())
-                and float((((f - cached["frac"]) @ lat.detach()).norm(dim=-1)).max()) < SKIN / 2
+                and (cached.frac.shape, cached.frac.dtype, cached.frac.device) == (f.shape, f.dtype, f.device)
+                and torch.equal(cached.lat, lat.detach())
+                and float((((f - cached.frac) @ lat.detach()).norm(dim=-1)).max()) < SKIN / 2
             ):
-                return dict(cached["pairs"])
-            pairs = self._screen(f, lat.detach())
-            self._cache = {"frac": f.clone(), "lat": lat.detach().clone(), "pairs": pairs}
-            return dict(pairs)
+                return cached
+            self._cache = self._screen(f, lat.detach())
+            return self._cache
 
-    def _screen(self, frac: torch.Tensor, lat: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _screen(self, frac: torch.Tensor, lat: torch.Tensor) -> _Pairs:
         reach_max = self.grid.rcmax + 1.0 + SKIN
         offset = torch.floor(frac)
+        frac0 = frac
         frac = frac - offset
         n = frac.shape[1]
         iu = torch.triu_indices(n, n, device=frac.device)
@@ -270,14 +331,28 @@ class PDFModel:
             idx[:, 0] += b0
             found.append(idx)
         idx = torch.cat(found)
-        return {
-            "b": idx[:, 0],
-            "i": iu[0][idx[:, 1]],
-            "j": iu[1][idx[:, 1]],
-            "s": idx[:, 2],
-            "shifts": shifts,
-            "offset": offset,
-        }
+        b, i, j = idx[:, 0], iu[0][idx[:, 1]], iu[1][idx[:, 1]]
+        kind = torch.as_tensor(self._u_kind, device=frac.device)
+        n_kinds = len(self._u_values)
+
+        def per_pair(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=frac.dtype, device=frac.device)
+
+        u, w = per_pair(self.uiso), per_pair(self.weights)
+        return _Pairs(
+            frac=frac0.clone(),
+            lat=lat.clone(),
+            offset=offset,
+            shifts=shifts,
+            b=b,
+            i=i,
+            j=j,
+            pair=(b * n + i) * n + j,
+            image=b * len(shifts) + idx[:, 2],
+            kinds=(b * n_kinds + kind[i]) * n_kinds + kind[j],
+            u_sum=u[i] + u[j],
+            amp=w[i] * w[j],
+        )
 
     # ---- the model -------------------------------------------------------------------------------
     def __call__(
@@ -306,69 +381,92 @@ class PDFModel:
             raise InputError(
                 "lattice", f"expected shape [{positions.shape[0]}, 3, 3], got {tuple(lattice.shape)}"
             )
+        if method not in ("auto", "direct"):
+            raise InputError("method", f"expected 'auto' or 'direct', got {method!r}")
         dtype, dev = positions.dtype, positions.device
         frac = _straight_through(positions @ torch.linalg.inv(lattice), 8)
         cell = self._cell(lattice)
         pairs = self._pair_list(frac, lattice)
-        b, i, j = pairs["b"], pairs["i"], pairs["j"]
-        basis = cell["basis"]
-        xyz = (frac - pairs["offset"]) @ basis  # [B, N, 3] in pdffit2's metric
-        vec = xyz[b, i] - xyz[b, j] - (pairs["shifts"].to(dtype) @ basis)[b, pairs["s"]]
-        d2 = (vec * vec).sum(-1)
-        g = self.grid
-        rmin2 = max(0.01, math.copysign((g.rcmin - 1.0) ** 2, g.rcmin - 1.0))
-        inside = ((d2 >= rmin2) & (d2 <= (g.rcmax + 1.0) ** 2)).detach()
-        b, i, j, vec, d2 = b[inside], i[inside], j[inside], vec[inside], d2[inside]
-        dist = torch.sqrt(d2)
-        corr = 1.0 - self.delta2 / d2 - self.delta1 / dist + self.qbroad**2 * d2
-        msd = self._msd(cell, b, i, j, vec, d2)
-        ok = ((corr > 0) & (msd > 0)).detach()
-        b, i, j, dist, corr, msd = b[ok], i[ok], j[ok], dist[ok], corr[ok], msd[ok]
-        sigma = torch.sqrt(msd) * torch.sqrt(corr)
-        u = torch.as_tensor(self.uiso, dtype=dtype, device=dev)
-        nominal = torch.sqrt(u[i] + u[j])  # σ without the rounding of U's components in the text
+        dist, sigma, live = self._pair_widths(frac, cell, pairs)
         w = torch.as_tensor(self.weights, dtype=dtype, device=dev)
-        amp = w[i] * w[j]
         n_b, n_at = positions.shape[0], len(self.species)
-        if rows:  # each pair (image) to both of its atoms; a self-image pair to its atom once
-            cross = i != j
-            row = torch.cat([b * n_at + i, (b * n_at + j)[cross]])
-            dist, sigma, amp, nominal = (torch.cat([x, x[cross]]) for x in (dist, sigma, amp, nominal))
-            n_rows = n_b * n_at
-            norm, base = 1.0, w[None, :, None]
+        ent, row, amp, nominal, groups = pairs.entries(rows, n_at)
+        if ent is not None:
+            dist, sigma, live = (
+                dist.index_select(0, ent),
+                sigma.index_select(0, ent),
+                live.index_select(0, ent),
+            )
+        # pairs out of range keep their places with a zero amplitude (no boolean compaction per step)
+        amp = amp * live
+        if rows:
+            n_rows, norm, base = n_b * n_at, 1.0, w[None, :, None]
         else:
-            row, n_rows = b, n_b
-            amp = torch.where(i != j, 2.0 * amp, amp)
-            norm, base = float(n_at), torch.ones(1, 1, 1, dtype=dtype, device=dev)
-        ppp = self._pair_sum(dist, sigma, amp, row, nominal, n_rows, method)
+            n_rows, norm, base = n_b, float(n_at), torch.ones(1, 1, 1, dtype=dtype, device=dev)
+        ppp = self._pair_sum(dist, sigma, amp, row, nominal, groups, live, n_rows, method)
         ppp = ppp.view(n_b, n_at if rows else 1, self.grid.length)
         out = self._finish(ppp, norm, base, n_at / cell["vol"])
         return out if rows else out[:, 0]
 
+    def _pair_widths(
+        self, frac: torch.Tensor, cell: dict[str, torch.Tensor], pairs: _Pairs
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Distance and peak width of every pair of the list ``[E]`` (differentiable), and whether it
+        counts (within pdffit2's distances, width factor and U sum positive; no gradient). A pair that
+        does not count gets harmless values (a distance in range, the nominal width)."""
+        basis = cell["basis"]
+        xyz = (frac - pairs.offset) @ basis  # [B, N, 3] in pdffit2's metric
+        diff = (xyz[:, :, None, :] - xyz[:, None, :, :]).reshape(-1, 3)  # xyz_i − xyz_j
+        shift = -(pairs.shifts.to(frac.dtype) @ basis).reshape(-1, 3)  # [B·S, 3]
+        dist = edge_lengths(diff, pairs.pair, shift, pairs.image)
+        g = self.grid
+        rmin2 = max(0.01, math.copysign((g.rcmin - 1.0) ** 2, g.rcmin - 1.0))
+        live = ((dist * dist >= rmin2) & (dist * dist <= (g.rcmax + 1.0) ** 2)).detach()
+        dist = torch.where(live, dist, torch.full_like(dist, max(math.sqrt(rmin2), 1.0)))
+        msd = self._msd(cell, pairs, diff, shift, dist)
+        if self.delta1 == 0 and self.delta2 == 0 and self.qbroad == 0:  # the width factor is 1
+            live = live & (msd > 0).detach()
+            return dist, torch.sqrt(torch.where(live, msd, pairs.u_sum)), live
+        d2 = dist * dist
+        corr = 1.0 - self.delta2 / d2 - self.delta1 / dist + self.qbroad**2 * d2
+        live = live & ((corr > 0) & (msd > 0)).detach()
+        one = torch.ones_like(d2)
+        sigma = torch.sqrt(torch.where(live, msd, pairs.u_sum)) * torch.sqrt(torch.where(live, corr, one))
+        return dist, sigma, live
+
     def _msd(
         self,
         cell: dict[str, torch.Tensor],
-        b: torch.Tensor,
-        i: torch.Tensor,
-        j: torch.Tensor,
-        vec: torch.Tensor,
-        d2: torch.Tensor,
+        pairs: _Pairs,
+        diff: torch.Tensor,
+        shift: torch.Tensor,
+        dist: torch.Tensor,
     ) -> torch.Tensor:
         """pdffit2's ``msdAtoms``: the pair's summed U tensors (diffpy's, written with 8 decimals)
         projected on the pair direction, ``vecᵀ Q vec / d²`` with ``Q = Bᵀ A (U_i + U_j) A B`` (``B`` the
         basis, ``A = diag(a*, b*, c*)``). Equal to ``Uiso_i + Uiso_j`` up to that rounding, which matters
-        (~1e-6) in oblique cells only; the deviation is computed only where it is not zero."""
-        u = torch.as_tensor(self.uiso_exact, dtype=d2.dtype, device=d2.device)
-        tensors = _straight_through(u[None, :, None, None] * cell["iso"][:, None], 8)  # [B, N, 3, 3]
+        (~1e-6) in oblique cells only; the deviation is computed only where it is not zero, from a table
+        per structure and pair of U values (6 numbers per pair)."""
+        dtype, device = dist.dtype, dist.device
+        if dtype != torch.float64:  # in float32 the deviation (~1e-7 of the width) is below the
+            return pairs.u_sum  # resolution, as the width's first-order term in binned_gaussians
+        u = torch.as_tensor(self._u_values, dtype=dtype, device=device)  # the distinct Uiso
+        tensors = _straight_through(u[None, :, None, None] * cell["iso"][:, None], 8)  # [B, U, 3, 3]
         scaled = cell["ar"][:, None, :, None] * cell["basis"][:, None]  # A B  [B, 1, 3, 3]
-        q = scaled.transpose(-1, -2) @ tensors @ scaled  # [B, N, 3, 3]
-        nominal = torch.as_tensor(self.uiso, dtype=d2.dtype, device=d2.device)
-        dev = q - nominal[None, :, None, None] * torch.eye(3, dtype=d2.dtype, device=d2.device)
-        msd = nominal[i] + nominal[j]
+        q = scaled.transpose(-1, -2) @ tensors @ scaled  # [B, U, 3, 3]
+        nominal = torch.as_tensor(self._u_rounded, dtype=dtype, device=device)
+        dev = q - nominal[None, :, None, None] * torch.eye(3, dtype=dtype, device=device)
         if float(dev.detach().abs().max()) <= 1e-16:
-            return msd
-        pair = dev[b, i] + dev[b, j]
-        return msd + torch.einsum("pi,pij,pj->p", vec, pair, vec) / d2
+            return pairs.u_sum
+        vec = diff.index_select(0, pairs.pair) + shift.index_select(0, pairs.image)
+        x, y = (0, 1, 2, 0, 0, 1), (0, 1, 2, 1, 2, 2)
+        six = dev[..., x, y] * torch.tensor([1.0, 1, 1, 2, 2, 2], dtype=dtype, device=device)
+        table = (six[:, :, None, :] + six[:, None, :, :]).reshape(-1, 6)  # [B·U·U, 6]: D_i + D_j
+        vx, vy, vz = vec.unbind(1)
+        monomials = torch.stack([vx * vx, vy * vy, vz * vz, vx * vy, vx * vz, vy * vz], 1)
+        return pairs.u_sum + torch.linalg.vecdot(table.index_select(0, pairs.kinds), monomials) / (
+            dist * dist
+        )
 
     def _pair_sum(
         self,
@@ -377,26 +475,30 @@ class PDFModel:
         amp: torch.Tensor,
         row: torch.Tensor,
         nominal: torch.Tensor,
+        groups: list[tuple[float, torch.Tensor | None]],
+        live: torch.Tensor,
         n_rows: int,
         method: str,
     ) -> torch.Tensor:
-        """``ppp`` of pdffit2, ``[n_rows, length]``: the Gaussians of every pair summed per row."""
+        """``ppp`` of pdffit2, ``[n_rows, length]``: the Gaussians of every pair summed per row (pairs
+        that do not count carry ``amp = 0``)."""
         g = self.grid
         constant = self.delta1 == 0 and self.delta2 == 0 and self.qbroad == 0
-        if method not in ("auto", "direct"):
-            raise InputError("method", f"expected 'auto' or 'direct', got {method!r}")
-        close = bool(((sigma - nominal).abs() <= 1e-5 * nominal).all())
-        if method == "auto" and constant and close:
-            out = dist.new_zeros(n_rows, g.length)
-            for value in torch.unique(nominal.detach()).tolist():
-                sel = (nominal == value).detach()
-                out = out + binned_gaussians(dist[sel], sigma[sel], amp[sel], row[sel], n_rows, value, g)
-            return out
+        if method == "auto" and constant:
+            far = ((sigma - nominal).abs() > 1e-5 * nominal) & live
+            if not bool(far.any()):
+                out = dist.new_zeros(n_rows, g.length)
+                for value, sel in groups:  # one per distinct nominal width (pair of elements' U)
+                    part = [x if sel is None else x.index_select(0, sel) for x in (dist, sigma, amp, row)]
+                    out = out + binned_gaussians(part[0], part[1], part[2], part[3], n_rows, value, g)
+                return out
+        keep = live.nonzero().squeeze(1)
+        dist, sigma, amp, row = (x.index_select(0, keep) for x in (dist, sigma, amp, row))
         with torch.no_grad():
             ib = nint((torch.clamp(dist - 5.0 * sigma, min=g.rcmin) - g.rmin) / g.deltar)
             ie = nint((torch.clamp(dist + 5.0 * sigma, max=g.rcmax) - g.rmin) / g.deltar)
-            live = ie >= ib
-        args = (x[live] for x in (dist, sigma, amp, row, ib, ie))
+            window = ie >= ib
+        args = (x[window] for x in (dist, sigma, amp, row, ib, ie))
         return GaussianWindows.apply(*args, n_rows, g)
 
     def _finish(self, ppp: torch.Tensor, norm: float, base: torch.Tensor, rho0: torch.Tensor) -> torch.Tensor:

@@ -129,13 +129,61 @@ def _window(
     return g, x
 
 
-def _series_terms(x_max: float) -> int:
-    """Terms ``T`` of ``exp(x) = Σ_{n<T} xⁿ/n!`` with a remainder below 1e-15 relative for |x| ≤ x_max."""
+def _series_terms(x_max: float, tolerance: float = 1e-15) -> int:
+    """Terms ``T`` of ``exp(x) = Σ_{n<T} xⁿ/n!`` with a remainder below ``tolerance`` relative for
+    |x| ≤ x_max."""
     term, n = 1.0, 0
-    while term * math.exp(x_max) > 1e-15 and n < 60:
+    while term * math.exp(x_max) > tolerance and n < 60:
         n += 1
         term *= x_max / n
     return n + 1
+
+
+#: relative remainder of the series per floating type: below the type's resolution
+_SERIES_TOLERANCE = {torch.float64: 1e-15, torch.float32: 1e-8}
+
+
+class _SeriesMoments(torch.autograd.Function):
+    """``moments[dest] += amp · exp(−f²h²/2) · fⁿ`` for ``n < terms``: ``[n_dest, terms]``,
+    differentiable w.r.t. ``f`` (``amp`` and ``dest`` are constants; the ``1/n!`` is in the kernels).
+
+    Forward and backward are written out: the autograd graph of the same products kept and re-added
+    ``[pairs, terms]`` intermediates, the largest part of a proposal step with the prior."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, f: torch.Tensor, amp: torch.Tensor, dest: torch.Tensor, n_dest: int, terms: int, h: float
+    ) -> torch.Tensor:
+        ctx.save_for_backward(f, amp, dest)
+        ctx.terms, ctx.h = terms, h
+        return f.new_zeros(n_dest, terms).index_add_(0, dest, _weights(f, amp, terms, h))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        f, amp, dest = ctx.saved_tensors
+        terms, h = ctx.terms, ctx.h
+        w = _weights(f, amp, terms, h)  # base fⁿ
+        # d/df (base fⁿ) = n base f^(n−1) − f h² base fⁿ: the factor n goes on the (small) gradient
+        n = torch.arange(1, terms, device=f.device, dtype=f.dtype)
+        g = torch.cat([grad, grad[:, 1:] * n], 1).index_select(0, dest)  # [E, 2T − 1]
+        return (
+            torch.linalg.vecdot(g[:, terms:], w[:, :-1]) - f * (h * h) * torch.linalg.vecdot(g[:, :terms], w),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _weights(f: torch.Tensor, amp: torch.Tensor, terms: int, h: float) -> torch.Tensor:
+    """``amp · exp(−f²h²/2) · fⁿ``, ``[E, terms]``, column by column (``cumprod`` along the short axis
+    and the ``cat`` it needs were 3× slower on the CPU)."""
+    out = f.new_empty(f.shape[0], terms)
+    torch.mul(amp, torch.exp(-0.5 * (f * h) ** 2), out=out[:, 0])
+    for n in range(1, terms):
+        torch.mul(out[:, n - 1], f, out=out[:, n])
+    return out
 
 
 def binned_gaussians(
@@ -153,12 +201,16 @@ def binned_gaussians(
     Exact (to ~1e-13), by a series instead of one exponential per pair and grid point: with
     ``d = r_{j0} + f Δr`` (``0 ≤ f < 1``) and ``h = Δr/σ0``, ``exp(−(k − f)² h²/2) = exp(−k²h²/2) ·
     exp(−f²h²/2) · Σ_n (k f h²)ⁿ / n!``, so the sum over pairs is ``Σ_n kernel_n ⊛ moment_n``, each
-    moment a histogram over ``j0`` of ``amp · exp(−f²h²/2) · fⁿ/n!``, each kernel
-    ``exp(−k²h²/2) (k h²)ⁿ / (√(2π) σ0)``, convolved by FFT. A pair's own width ``σ = σ0 + Δσ`` (pdffit2
-    projects each pair's U tensors, rounded in the text it reads, on the pair direction) enters to first
-    order, ``Δσ ∂N/∂σ`` with ``∂N/∂σ = N (x² − 1)/σ0`` and ``x² = h²(k² − 2kf + f²)``: three more sets of
-    moments. pdffit2's window edges (``nint`` of ``d ± 5σ``) leave out a point on either side for some
-    ``f``: those points are subtracted per pair. Gradients reach ``dist`` and ``amp``.
+    moment a histogram over ``j0`` of ``amp · exp(−f²h²/2) · fⁿ``, each kernel
+    ``exp(−k²h²/2) (k h²)ⁿ / (n! √(2π) σ0)``, convolved by FFT. The series is cut where its remainder
+    falls below the floating type's resolution (1e-15 in float64, 1e-8 in float32). A pair's own width
+    ``σ = σ0 + Δσ`` (pdffit2 projects each pair's U tensors, rounded in the text it reads, on the pair
+    direction) enters to first order, ``Δσ ∂N/∂σ`` with ``∂N/∂σ = N (x² − 1)/σ0`` and
+    ``x² = h²(k² − 2kf + f²)``: three more sets of moments (float64 only: below float32's resolution).
+    pdffit2's window edges (``nint`` of ``d ± 5σ``) leave out a point on either side for some ``f``:
+    those points are subtracted per pair. Gradients reach ``dist`` (and ``sigma`` through the edges);
+    a pair of zero ``amp`` contributes nothing, wherever it lies (a search masks pairs that way, keeping
+    its arrays' shapes from step to step).
     """
     if len(dist) == 0:
         return dist.new_zeros(n_rows, grid.length)
@@ -166,58 +218,52 @@ def binned_gaussians(
     h = dr / sigma0
     with torch.no_grad():
         u = (dist - grid.rmin) / dr
-        j0 = torch.floor(u).long()
+        j0 = torch.floor(u).long().clamp(min=0)
         lo = nint(u - 5.0 * sigma / dr) - j0  # each pair's window relative to j0 (clamps: see below)
         hi = nint(u + 5.0 * sigma / dr) - j0
-    kmin, kmax = int(lo.min()), int(hi.max())
-    terms = _series_terms((max(abs(kmin), abs(kmax)) + 1) * h * h)
+        # one read from the device: the windows' extent, and the number of distinct window bounds
+        bounds = torch.stack([-lo.min(), hi.max(), j0.max(), lo.max(), -hi.min()]).tolist()
+    kmin, kmax, span = -bounds[0], bounds[1], bounds[2] + 1
+    n_lo, n_hi = bounds[3] - kmin + 1, kmax + bounds[4] + 1
+    tolerance = _SERIES_TOLERANCE.get(dist.dtype, 1e-15)
+    terms = _series_terms((max(abs(kmin), abs(kmax)) + 1) * h * h, tolerance)
     f = (dist - grid.rmin) / dr - j0.to(dist.dtype)
     n = torch.arange(terms, device=dist.device, dtype=dist.dtype)
-    series = [torch.ones_like(f)]
-    for m in range(1, terms):
-        series.append(series[-1] * f / m)
-    powers = torch.stack(series, 1)  # fⁿ/n!
-    base = amp * torch.exp(-0.5 * (f * h) ** 2)
     k = torch.arange(kmin, kmax + 1, device=dist.device, dtype=dist.dtype)[:, None]
-    kern = torch.exp(-0.5 * (k * h) ** 2) * (k * h * h) ** n / (math.sqrt(2.0 * math.pi) * sigma0)  # [K, T]
-    weights, kernel = base[:, None] * powers, kern
+    factorial = torch.exp(torch.lgamma(n + 1))  # fⁿ/n!: the 1/n! goes on the kernel
+    kern = torch.exp(-0.5 * (k * h) ** 2) * (k * h * h) ** n / (factorial * math.sqrt(2.0 * math.pi) * sigma0)
+    # pairs are histogrammed per class of window (lo, hi), so that pdffit2's cut of each window is
+    # reproduced without any per-pair term
+    cls = (lo - kmin) * n_hi + (kmax - hi)
+    n_cls = n_lo * n_hi
+    dest = (cls * n_rows + row) * span + j0
+    moments = _SeriesMoments.apply(f, amp.detach(), dest, n_cls * n_rows * span, terms, h)
+    kernel = kern
     rel = (sigma.detach() - sigma0) / sigma0  # ~1e-7 where U's rounded components matter, else ~1e-16
-    # the first-order width term (~1e-7 relative, oblique cells): in float64 values only (a check, a
-    # prediction); below float32's resolution, and left out of gradient passes (it has no gradient)
-    if dist.dtype == torch.float64 and not torch.is_grad_enabled() and float(rel.abs().max()) > 1e-12:
-        slope = base.detach() * rel  # Δσ/σ0 · amp · exp(−f²h²/2); its gradient would be of order 1e-7
-        weights = torch.cat(
-            [
-                weights,
-                slope[:, None] * powers,
-                (slope * f)[:, None] * powers,
-                (slope * f * f)[:, None] * powers,
-            ],
-            1,
-        )
+    if dist.dtype == torch.float64 and float(rel.abs().max()) > 1e-12:  # below float32's resolution
+        # (float64 only: not the search's hot path) Δσ/σ0 · amp · exp(−f²h²/2) · fⁿ, the base without
+        # its gradient (of order 1e-7 of the whole) as before
+        powers = torch.stack([f**m for m in range(terms)], 1)
+        slope = (amp.detach() * torch.exp(-0.5 * (f.detach() * h) ** 2) * rel)[:, None] * powers
+        extra = torch.cat([slope, slope * f[:, None], slope * (f * f)[:, None]], 1)
+        extra = moments.new_zeros(moments.shape[0], 3 * terms).index_add(0, dest, extra)
+        moments = torch.cat([moments, extra], 1)
         kernel = torch.cat([kern, kern * ((k * h) ** 2 - 1.0), -2.0 * h * h * k * kern, h * h * kern], 1)
-    span = int(j0.max()) + 1
-    width = weights.shape[1]
-    moments = dist.new_zeros(n_rows * span, width).index_add(0, row * span + j0, weights)
+    width = moments.shape[1]
+    per_class = moments.view(n_cls, n_rows, span, width)
     size = int(2 ** math.ceil(math.log2(max(span + len(k) - 1, grid.length - kmin))))
-    spec = torch.fft.rfft(moments.view(n_rows, span, width), n=size, dim=1)
+    spec = torch.fft.rfft(per_class.sum(0), n=size, dim=1)
     conv = torch.fft.irfft((spec * torch.fft.rfft(kernel, n=size, dim=0)).sum(-1), n=size, dim=1)
-    out = dist.new_zeros(n_rows, grid.length)  # conv[:, t] is the value at grid index t + kmin
+    # conv[:, t] is the value at grid index t + kmin: the whole kernel for every pair; each class of
+    # window takes back the points of [kmin, kmax] outside its own (one or two, as shifted products)
+    for cl in range(n_cls):
+        outside = [*range(kmin, kmin + cl // n_hi), *range(kmax - cl % n_hi + 1, kmax + 1)]
+        for point in outside:
+            part = per_class[cl] @ kernel[point - kmin]  # [n_rows, span]: bin j0 gives grid j0 + point
+            lo_t, hi_t = max(0, point), min(span + point, size + kmin)  # grid indices covered
+            conv[:, lo_t - kmin : hi_t - kmin] -= part[:, lo_t - point : hi_t - point]
+    out = dist.new_zeros(n_rows, grid.length)
     first = max(0, kmin)
+    # the clamps of the window to [rcmin, rcmax] are the same as dropping points outside the array
     out[:, first:] = conv[:, first - kmin : grid.length - kmin]
-    # points of [kmin, kmax] outside a pair's own window: subtract them (at most a few per pair); the
-    # clamps of the window to [rcmin, rcmax] are the same as dropping points outside the array
-    with torch.no_grad():
-        extra_lo, extra_hi = lo - kmin, kmax - hi
-        count = extra_lo + extra_hi
-        pair = torch.repeat_interleave(torch.arange(len(dist), device=dist.device), count)
-        start = torch.cumsum(count, 0) - count
-        rank = torch.arange(len(pair), device=dist.device) - start[pair]
-        below = rank < extra_lo[pair]
-        ig = j0[pair] + torch.where(below, kmin + rank, hi[pair] + 1 + rank - extra_lo[pair])
-        inside = (ig >= 0) & (ig < grid.length)
-        pair, ig = pair[inside], ig[inside]
-    s = sigma[pair]
-    x = (grid.rmin + ig.to(dist.dtype) * dr - dist[pair]) / s
-    edge = amp[pair] * torch.exp(-0.5 * x * x) / (math.sqrt(2.0 * math.pi) * s)
-    return out.view(-1).index_add(0, row[pair] * grid.length + ig, -edge).view(n_rows, grid.length)
+    return out

@@ -280,12 +280,12 @@ def configure_app(launchpad: LaunchPad, settings: WebGuiSettings | None = None) 
 
 
 def _add_campaign_page(app: Flask) -> None:
-    """The live campaign page (:mod:`aso_workflows.cluster.campaign_page`) at ``/aso/campaign/<name>``."""
+    """The live campaign page (:mod:`aso_workflows.webgui.campaign_page`) at ``/aso/campaign/<name>``."""
     from fireworks.flask_site.app import requires_auth
     from flask import Response, current_app
 
-    from aso_workflows.cluster.campaign_page import campaign_page, campaign_url
     from aso_workflows.errors import AsoError
+    from aso_workflows.webgui.campaign_page import campaign_page, campaign_url
 
     @requires_auth
     def page(name: str) -> str | Response:

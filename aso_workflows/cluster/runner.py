@@ -2,7 +2,9 @@
 
 The controller (``aso submit``) owns the LaunchPad and drives the workflow with the offline Slurm executor
 (:mod:`aso_workflows.cluster.offline`); jobs open the campaign store (MongoDB, or the embedded store on a
-disk the nodes share) and the jobflow JobStore themselves. See ``docs/cluster.md``.
+disk the nodes share) and the jobflow JobStore themselves. The runner returns the campaign's state; the
+commands that asked for outputs (``aso submit``, ``aso resume``) write them
+(:func:`aso_workflows.report.write_outputs`). See ``docs/cluster.md``.
 """
 
 from __future__ import annotations
@@ -76,24 +78,23 @@ class ClusterCampaignRunner:
             rerun_failed=True,
         )
 
-    def _flow(self, config: CampaignConfig) -> Flow:
+    def _flow(self, config: CampaignConfig, online: bool = False) -> Flow:
         """The campaign's start flow, with its input files read here and how it runs recorded."""
         out = config.output_dir.resolve()
         out.mkdir(parents=True, exist_ok=True)
         inputs = prepare_inputs(config) or {}
-        inputs["executor"] = self.executor_record()
+        inputs["executor"] = {**self.executor_record(), **({"online": True} if online else {})}
         return CampaignMaker().make(config, workdir=out, inputs=inputs)
 
     def submit(self, config: CampaignConfig) -> int:
         """Validate the campaign and add its workflow to the LaunchPad; returns an fw_id.
 
-        The workflow's first job creates the campaign in the store (online workers run it).
+        The workflow's first job creates the campaign in the store (online workers run it); the
+        campaign document records ``executor.online`` (no controller drives it: ``aso status`` says so).
         """
-        return self.executor().add_flow(self._flow(config), name=f"{config.name}")
+        return self.executor().add_flow(self._flow(config, online=True), name=f"{config.name}")
 
-    def run(
-        self, config: CampaignConfig, write_outputs: bool = True, resume: bool = False
-    ) -> tuple[CampaignState, RunSummary]:
+    def run(self, config: CampaignConfig, resume: bool = False) -> tuple[CampaignState, RunSummary]:
         """Submit and drive the campaign to the end; returns ``(CampaignState, RunSummary)``.
 
         With ``resume`` (``aso resume``, after the controller died): an unfinished workflow of this
@@ -105,14 +106,11 @@ class ClusterCampaignRunner:
         """
         # one controller per campaign: a second `aso submit`/`aso resume` on it stops with one line
         with get_db(config.store_spec()).lease(config.name):
-            return self._run(config, write_outputs, resume)
+            return self._run(config, resume)
 
-    def _run(
-        self, config: CampaignConfig, write_outputs: bool, resume: bool
-    ) -> tuple[CampaignState, RunSummary]:
+    def _run(self, config: CampaignConfig, resume: bool) -> tuple[CampaignState, RunSummary]:
         ex = self.executor()
-        out = config.output_dir.resolve()
-        out.mkdir(parents=True, exist_ok=True)
+        config.output_dir.resolve().mkdir(parents=True, exist_ok=True)
         fw_id = self._unfinished_workflow(config.name) if resume else None
         if fw_id is None:
             if resume:
@@ -129,10 +127,6 @@ class ClusterCampaignRunner:
             summary = ex.run_workflow(fw_id)
         state = CampaignState.load(db, config.name)
         annotate_fireworks(state, summary.launches)
-        if write_outputs:
-            from aso_workflows.report import write_outputs as _write
-
-            _write(state, out)
         return state, summary
 
     def _unfinished_workflow(self, name: str) -> int | None:
