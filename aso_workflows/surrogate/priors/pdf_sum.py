@@ -240,10 +240,8 @@ def binned_gaussians(
     moments = _SeriesMoments.apply(f, amp.detach(), dest, n_cls * n_rows * span, terms, h)
     kernel = kern
     rel = (sigma.detach() - sigma0) / sigma0  # ~1e-7 where U's rounded components matter, else ~1e-16
-    if (
-        dist.dtype == torch.float64 and not torch.is_grad_enabled() and float(rel.abs().max()) > 1e-12
-    ):  # below float32's resolution
-        # (float64 values only — a check, a prediction —, left out of gradient passes; not the search's hot path) Δσ/σ0 · amp · exp(−f²h²/2) · fⁿ, the base without
+    if dist.dtype == torch.float64 and float(rel.abs().max()) > 1e-12:  # below float32's resolution
+        # (float64 only: not the search's hot path) Δσ/σ0 · amp · exp(−f²h²/2) · fⁿ, the base without
         # its gradient (of order 1e-7 of the whole) as before
         powers = torch.stack([f**m for m in range(terms)], 1)
         slope = (amp.detach() * torch.exp(-0.5 * (f.detach() * h) ** 2) * rel)[:, None] * powers
