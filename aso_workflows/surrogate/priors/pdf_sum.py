@@ -147,8 +147,10 @@ class _SeriesMoments(torch.autograd.Function):
     """``moments[dest] += amp · exp(−f²h²/2) · fⁿ`` for ``n < terms``: ``[n_dest, terms]``,
     differentiable w.r.t. ``f`` (``amp`` and ``dest`` are constants; the ``1/n!`` is in the kernels).
 
-    Forward and backward are written out: the autograd graph of the same products kept and re-added
-    ``[pairs, terms]`` intermediates, the largest part of a proposal step with the prior."""
+    Forward and backward are written out (the autograd graph of the same products kept and re-added
+    ``[pairs, terms]`` intermediates, the largest part of a proposal step with the prior), with the
+    powers laid out term by term (contiguous rows: 2.5× faster than pair by pair on the CPU) and the
+    backward's polynomials in ``f`` evaluated by Horner's rule on the gathered gradient."""
 
     @staticmethod
     def forward(
@@ -156,34 +158,26 @@ class _SeriesMoments(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(f, amp, dest)
         ctx.terms, ctx.h = terms, h
-        return f.new_zeros(n_dest, terms).index_add_(0, dest, _weights(f, amp, terms, h))
+        powers = f.new_empty(terms, f.shape[0])  # [T, E]: base fⁿ
+        torch.mul(amp, torch.exp(-0.5 * (f * h) ** 2), out=powers[0])
+        for n in range(1, terms):
+            torch.mul(powers[n - 1], f, out=powers[n])
+        return f.new_zeros(n_dest, terms).index_add_(0, dest, powers.T)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         f, amp, dest = ctx.saved_tensors
         terms, h = ctx.terms, ctx.h
-        w = _weights(f, amp, terms, h)  # base fⁿ
-        # d/df (base fⁿ) = n base f^(n−1) − f h² base fⁿ: the factor n goes on the (small) gradient
+        # d/df (base fⁿ) = base (n f^(n−1) − f h² fⁿ): the factors n go on the (small) gradient
         n = torch.arange(1, terms, device=f.device, dtype=f.dtype)
-        g = torch.cat([grad, grad[:, 1:] * n], 1).index_select(0, dest)  # [E, 2T − 1]
-        return (
-            torch.linalg.vecdot(g[:, terms:], w[:, :-1]) - f * (h * h) * torch.linalg.vecdot(g[:, :terms], w),
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
-
-
-def _weights(f: torch.Tensor, amp: torch.Tensor, terms: int, h: float) -> torch.Tensor:
-    """``amp · exp(−f²h²/2) · fⁿ``, ``[E, terms]``, column by column (``cumprod`` along the short axis
-    and the ``cat`` it needs were 3× slower on the CPU)."""
-    out = f.new_empty(f.shape[0], terms)
-    torch.mul(amp, torch.exp(-0.5 * (f * h) ** 2), out=out[:, 0])
-    for n in range(1, terms):
-        torch.mul(out[:, n - 1], f, out=out[:, n])
-    return out
+        g = torch.cat([grad, grad[:, 1:] * n], 1).T.contiguous().index_select(1, dest)  # [2T − 1, E]
+        plain, shifted = g[terms - 1].clone(), g[2 * terms - 2].clone()
+        for k in range(terms - 2, -1, -1):
+            plain.mul_(f).add_(g[k])  # Σ g_n fⁿ
+        for k in range(2 * terms - 3, terms - 1, -1):
+            shifted.mul_(f).add_(g[k])  # Σ n g_n f^(n−1)
+        base = amp * torch.exp(-0.5 * (f * h) ** 2)
+        return base * (shifted - f * (h * h) * plain), None, None, None, None, None
 
 
 def binned_gaussians(
