@@ -25,6 +25,7 @@ numbers as the polynomial written out in torch, with one backward node instead o
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,12 @@ def _spline_pieces(d: torch.Tensor, spacing: float, n: int) -> tuple[torch.Tenso
 _SPLINE_COEFFICIENTS = (
     torch.tensor([[1, -3, 3, -1], [4, 0, -6, 3], [1, 3, 3, -3], [0, 0, 0, 1]], dtype=torch.float64) / 6
 )
+
+
+@functools.lru_cache(maxsize=8)
+def _coefficients(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """:data:`_SPLINE_COEFFICIENTS` on ``device``, copied there once (not at every step of a search)."""
+    return _SPLINE_COEFFICIENTS.to(device=device, dtype=dtype)
 
 
 class _SplineWeights(torch.autograd.Function):
@@ -197,7 +204,9 @@ class CubicBSplineBasis:
         """Basis sums ``[R, n]`` from per-interval moment sums ``[4, R, intervals]`` (:class:`_MomentHistogram`)."""
         # y[q, g]: what interval g gives function g−1+q (Σ_p C[q, p] t^p summed); function k collects
         # y[q, k+1−q] (four shifted slices; a conv1d was 5× slower on the CPU)
-        y = torch.tensordot(_SPLINE_COEFFICIENTS.to(moments), moments, dims=1)  # [4, R, intervals]
+        y = torch.tensordot(
+            _coefficients(moments.device, moments.dtype), moments, dims=1
+        )  # [4, R, intervals]
         n = self.n
         out = y[0, :, 1 : n + 1] + y[1, :, 0:n]
         return out + F.pad(y[2, :, : n - 1], (1, 0)) + F.pad(y[3, :, : n - 2], (2, 0))
