@@ -592,35 +592,21 @@ def _fitted_fields(
 
 
 def _fit_starts(state: CampaignState, prop: dict) -> dict[str, dict]:
-    """Where a candidate's PDF fit starts: a polished candidate from the polish's refined values, any
-    other from the start structure's fitted values (deterministic, and a few steps from the optimum
-    instead of many from the settings). The cell is left out when the candidate has its own (a
-    refined one): the structure carries it; positions are never fit parameters."""
+    """A polished candidate's PDF fit starts from the polish's refined values (not its cell: the polished
+    structure carries that; not positions, which are no fit parameters), so that it lands where the
+    polish did; every other fit from the settings. (Starting every candidate from the start structure's
+    fitted values was tried and dropped: on LaMnO3 from ideal positions the start's fit ends in a wrong
+    cell, c 8.06 Å for 7.68, and carried every candidate's fit into it.)"""
     from aso_workflows.optimizers.polish import CELL_PARAMETERS
 
-    if "pdf" not in state.simulators:
-        return {}
-    structure = prop.get("structure") or {}
     polish = (prop.get("predicted") or {}).get("polish") or {}
-    if polish:
-        values = dict(polish.get("parameters") or {})
-        same_cell = False
-    else:
-        start = state.db.evaluations.find_one(
-            {"campaign": state.name, "kind": "start", "status": "completed"},
-            {"fit": 1, "structure": 1, "fingerprint": 1},
-        )
-        if start is None or start.get("fingerprint") == prop.get("fingerprint"):
-            return {}
-        values = dict(((start.get("fit") or {}).get("pdf") or {}).get("parameters") or {})
-        matrix = (structure.get("lattice") or {}).get("matrix")
-        same_cell = matrix is not None and np.allclose(matrix, start["structure"]["lattice"]["matrix"])
+    values = polish.get("parameters") or {}
     keep = {
         k: float(v)
         for k, v in values.items()
-        if (same_cell or k not in CELL_PARAMETERS) and not k.startswith(("x(", "y(", "z("))
+        if k not in CELL_PARAMETERS and not k.startswith(("x(", "y(", "z("))
     }
-    return {"pdf": keep} if keep else {}
+    return {"pdf": keep} if keep and "pdf" in state.simulators else {}
 
 
 def _cache_id_of(result: SimulationResult) -> str:

@@ -94,7 +94,8 @@ SPDIAMETER_START = 100.0
 _VARS = {"scale": "dscale", "qdamp": "qdamp", "qbroad": "qbroad", "delta1": "delta1", "delta2": "delta2"}
 _UNAMES = ("u11", "u22", "u33", "u12", "u13", "u23")
 _WEIGHTLESS = 1e10  # dG of the data points below rmin: in the calculation, not in the fit
-_STALL_CALLS = 4
+_STALL_CALLS = 3
+_REJECTED_CALLS = 10  # rejected steps in a row (damping ×10 each) before the refinement counts as converged
 _RELEASES = 2  # times parameters held on a bound are let go again after the refinement converged  # calls without a relative Rw² decrease of 1e-9 before the refinement counts as converged
 
 
@@ -548,12 +549,14 @@ class PdfFitProblem:
 
     def _iterate(self, pf: PdfFit, max_calls: int, run: _Run) -> PdfFit:
         """Levenberg–Marquardt steps with pdffit2's stopping rule off (its three non-improving steps at
-        damping 1 stop far from the minimum); stop after :data:`_STALL_CALLS` calls that lower Rw² by
-        less than 1e-9 (relative), or at ``max_calls``, keeping room for the covariance calls. A step
-        shortened for the bounds or the geometry goes on in a fresh engine from there (pdffit2 keeps
-        its own χ² of the step it took, which no longer holds)."""
+        damping 1 stop far from the minimum): the refinement ends after :data:`_STALL_CALLS` accepted
+        steps in a row that lower Rw² by less than 1e-9 (relative), after :data:`_REJECTED_CALLS`
+        rejected ones in a row (pdffit2 raises its damping ×10 each time: it cannot go down any more),
+        or at ``max_calls``, keeping room for the covariance calls. A step shortened for the bounds or
+        the geometry goes on in a fresh engine from there (pdffit2 keeps its own χ² of the step it
+        took, which no longer holds)."""
         best = math.inf
-        stall = 0
+        stall = rejected = 0
         while run.calls + 6 < max_calls:
             before = self._values(pf)
             if self._step(pf, -1.0, run) is None:
@@ -561,21 +564,29 @@ class PdfFitProblem:
                 run.fresh = True
                 return pf
             after = self._values(pf)
-            kept = self._within_bounds(before, after, run)
-            kept = self._geometry(before, kept)
-            if kept is None:
-                run.status = "geometry"
-                return self._engine(before, run.held)
-            if not np.array_equal(kept, after):
-                pf = self._engine(kept, run.held)
-                run.fresh = True
-            rw2 = float(pf.getrw()) ** 2 if not run.fresh else math.inf
-            if rw2 < best * (1.0 - 1e-9) or run.fresh:
-                best, stall = min(best, rw2), 0
-                continue
-            stall += 1
-            if stall < _STALL_CALLS:
-                continue
+            if np.array_equal(after, before):  # a rejected step: damping up, nothing moved
+                rejected += 1
+                if rejected < _REJECTED_CALLS:
+                    continue
+            else:
+                rejected = 0
+                kept = self._geometry(before, self._within_bounds(before, after, run))
+                if kept is None:
+                    run.status = "geometry"
+                    return self._engine(before, run.held)
+                if not np.array_equal(kept, after):
+                    pf = self._engine(kept, run.held)
+                    run.fresh = True
+                    continue
+                rw2 = float(pf.getrw()) ** 2
+                improved = rw2 < best * (1.0 - 1e-9)
+                best = min(best, rw2)
+                if improved:
+                    stall = 0
+                    continue
+                stall += 1
+                if stall < _STALL_CALLS:
+                    continue
             released = run.held - self._fixed_indices()
             if not released or run.releases >= _RELEASES:
                 return pf
@@ -584,7 +595,7 @@ class PdfFitProblem:
             run.releases += 1
             run.held -= released
             pf = self._engine(self._values(pf), run.held)
-            run.fresh, stall = True, 0
+            run.fresh, stall, rejected = True, 0, 0
         run.status = "calls"
         return pf
 
