@@ -26,7 +26,8 @@ the float64 search rate.
 
 With ``cuda`` in ``--devices`` and a GPU present, the new code also runs on it (``device: cuda``).
 
-Writes ``results.json`` and ``proposal_speed.png`` (rates and ratios vs atoms) in ``--out``.
+Writes ``results.json`` and ``proposal_speed.png`` (start-steps per CPU-second, and the new/old ratios
+of the wall-clock and the CPU rates, vs atoms) in ``--out``; ``--replot`` redraws the plot only.
 """
 
 from __future__ import annotations
@@ -203,22 +204,20 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results["searches"] if "error" not in r]
+    rows = [
+        r
+        for r in results["searches"]
+        if "error" not in r and r["dtype"] == "float32" and r["device"] == "cpu"
+    ]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for k in sorted({r["members"] for r in rows}):
         for version, style in (("old", "--"), ("new", "-")):
             sel = sorted(
-                (r for r in rows if r["members"] == k and r["version"] == version and r["device"] == "cpu"),
-                key=lambda r: r["atoms"],
+                (r for r in rows if r["members"] == k and r["version"] == version), key=lambda r: r["atoms"]
             )
             if sel:
-                ax.plot(
-                    [r["atoms"] for r in sel],
-                    [r["rate_wall"] for r in sel],
-                    style,
-                    marker="o",
-                    label=f"{version}, K = {k}",
-                )
+                atoms = [r["atoms"] for r in sel]
+                ax.plot(atoms, [r["rate_cpu"] for r in sel], style, marker="o", label=f"{version}, K = {k}")
         ratios = results["ratios"].get(str(k), {})
         if ratios:
             atoms = sorted(int(a) for a in ratios)
@@ -228,8 +227,8 @@ def plot(results: dict, path: Path) -> None:
         xscale="log",
         yscale="log",
         xlabel="atoms",
-        ylabel="start-steps per second (wall)",
-        title="proposal search, CPU",
+        ylabel="start-steps per CPU-second",
+        title=f"proposal search, CPU, {results['threads']} thread(s)",
     )
     ax.legend(fontsize=8)
     ax2.axhline(10, color="grey", lw=0.8, ls="--")
@@ -254,8 +253,12 @@ def main() -> None:
     ap.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     ap.add_argument("--no-precision", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "proposal_speed")
+    ap.add_argument("--replot", action="store_true", help="only redraw the plot from --out/results.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.replot:
+        plot(json.loads((args.out / "results.json").read_text()), args.out / "proposal_speed.png")
+        return
     if args.worker:
         job = json.loads(args.worker)
         print(json.dumps(precision(job["threads"]) if job.get("precision") else search(job)))
