@@ -1,7 +1,8 @@
 """Proposal search speed: start-steps per second vs atoms and ensemble size, this code against a baseline.
 
     python benchmarks/proposal_speed.py [--atoms 24 48 96 200] [--members 1 5] [--steps 20]
-        [--baseline dd98690] [--threads 1] [--devices cpu cuda] [--out benchmarks/results/proposal_speed]
+        [--baseline dd98690] [--prior-atoms 24] [--prior-baseline ddeb339] [--threads 1]
+        [--devices cpu cuda] [--out benchmarks/results/proposal_speed]
 
 For every cell size and ensemble size, the same proposal search (``GradientProposer.propose``: starts
 from the structure itself and fresh perturbations of it, Adam on positions, minimum-distance penalty,
@@ -24,9 +25,15 @@ Rate = starts × (steps + 1) / seconds of the whole ``propose`` call (the search
 float32 and float64 (largest differences of the mean, the spread, the acquisition and its gradient), and
 the float64 search rate.
 
+``--prior-atoms`` (default 24): the same search through the campaign's PDF surrogate with the physics
+prior (pdffit2's G(r) in torch; fitted on 5 simulated perturbations, which it explains exactly, so it
+stands alone: the README main job's surrogate), against ``--prior-baseline`` (the prior as it came from
+its author, before its hot path was reworked here).
+
 With ``cuda`` in ``--devices`` and a GPU present, the new code also runs on it (``device: cuda``).
 
-Writes ``results.json`` and ``proposal_speed.png`` (rates and ratios vs atoms) in ``--out``.
+Writes ``results.json`` and ``proposal_speed.png`` (start-steps per CPU-second, and the new/old ratios
+of the wall-clock and the CPU rates, vs atoms) in ``--out``; ``--replot`` redraws the plot only.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ ROOT = HERE.parent
 START = ROOT / "examples" / "linio2_jt_pdf" / "start.cif"
 #: main at the start of issue 21 (before the skin lists and the batched readout)
 BASELINE = "dd98690"
+#: i21a after merging the PDF prior into it, before the prior's hot path was reworked
+PRIOR_BASELINE = "ddeb339"
 SUPERCELLS = {24: (3, 2, 1), 48: (3, 2, 2), 96: (4, 3, 2), 200: (5, 5, 2)}
 MIN_DISTANCES = {"Ni-O": 1.7, "Li-O": 1.7, "O-O": 2.2}
 PDF = {"rmin": 1.0, "rmax": 10.0, "rstep": 0.01, "qmin": 1.0, "qmax": 18.0, "biso": 2.0}
@@ -78,19 +87,22 @@ def search(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     s = cell(job["atoms"])
-    settings = SurrogateSettings(
-        n_models=job["members"],
-        readout_cutoff=PDF["rmax"] + 1.0,
-        progress=False,
-        device=job["device"],
-        dtype=job["dtype"],
-    )
-    sur = EnsembleSurrogate([x.specie.symbol for x in s], 900, "node", settings=settings)
     dmin = min_distance_matrix(s, MIN_DISTANCES, reference=s)
     sampler = PerturbationSampler(
         min_displacement=0.05, max_displacement=0.4, min_distances=MIN_DISTANCES, seed=1
     )
     target = sampler.sample(s, 1)[0]
+    if job.get("prior"):
+        sur = prior_surrogate(s, sampler, job)
+    else:
+        settings = SurrogateSettings(
+            n_models=job["members"],
+            readout_cutoff=PDF["rmax"] + 1.0,
+            progress=False,
+            device=job["device"],
+            dtype=job["dtype"],
+        )
+        sur = EnsembleSurrogate([x.specie.symbol for x in s], 900, "node", settings=settings)
     with torch.no_grad():
         pos = torch.tensor(target.cart_coords)[None]
         mean, _ = sur.predict_torch(pos, torch.tensor(target.lattice.matrix)[None])
@@ -116,6 +128,23 @@ def search(job: dict) -> dict:
         "best_acquisition": float(out[0].acquisition),
         "valid": int(out[0].search.get("valid", -1)),
     }
+
+
+def prior_surrogate(s, sampler, job: dict):
+    """The campaign's PDF surrogate with the physics prior (pdffit2's G(r) in torch), fitted on 5
+    simulated perturbations: the prior explains them exactly, so it stands alone (no ensemble)."""
+    from aso_workflows.spectra.pdf import PDFSimulator
+    from aso_workflows.surrogate.factory import surrogate_for_target
+    from aso_workflows.surrogate.settings import SurrogateSettings
+
+    sim = PDFSimulator(**PDF)
+    structures = sampler.sample(s, 5)
+    spectra = [sim.simulate(x) for x in structures]
+    settings = SurrogateSettings(progress=False, device=job["device"], dtype=job["dtype"])
+    species = [x.specie.symbol for x in s]
+    sur = surrogate_for_target("pdf", spectra[0].grid, species, settings, simulator=sim)
+    sur.fit(structures, spectra)
+    return sur
 
 
 def precision(threads: int) -> dict:
@@ -179,6 +208,7 @@ def precision(threads: int) -> dict:
 # ---- driver ----------------------------------------------------------------------------------------
 def baseline_tree(ref: str, folder: Path) -> Path:
     """``aso_workflows`` at ``ref`` under ``folder`` (git archive)."""
+    folder.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", ref, "aso_workflows"], check=True, capture_output=True
     ).stdout
@@ -203,22 +233,20 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results["searches"] if "error" not in r]
+    rows = [
+        r
+        for r in results["searches"]
+        if "error" not in r and r["dtype"] == "float32" and r["device"] == "cpu"
+    ]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for k in sorted({r["members"] for r in rows}):
         for version, style in (("old", "--"), ("new", "-")):
             sel = sorted(
-                (r for r in rows if r["members"] == k and r["version"] == version and r["device"] == "cpu"),
-                key=lambda r: r["atoms"],
+                (r for r in rows if r["members"] == k and r["version"] == version), key=lambda r: r["atoms"]
             )
             if sel:
-                ax.plot(
-                    [r["atoms"] for r in sel],
-                    [r["rate_wall"] for r in sel],
-                    style,
-                    marker="o",
-                    label=f"{version}, K = {k}",
-                )
+                atoms = [r["atoms"] for r in sel]
+                ax.plot(atoms, [r["rate_cpu"] for r in sel], style, marker="o", label=f"{version}, K = {k}")
         ratios = results["ratios"].get(str(k), {})
         if ratios:
             atoms = sorted(int(a) for a in ratios)
@@ -228,8 +256,8 @@ def plot(results: dict, path: Path) -> None:
         xscale="log",
         yscale="log",
         xlabel="atoms",
-        ylabel="start-steps per second (wall)",
-        title="proposal search, CPU",
+        ylabel="start-steps per CPU-second",
+        title=f"proposal search, CPU, {results['threads']} thread(s)",
     )
     ax.legend(fontsize=8)
     ax2.axhline(10, color="grey", lw=0.8, ls="--")
@@ -253,9 +281,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     ap.add_argument("--no-precision", action="store_true")
+    ap.add_argument("--prior-atoms", type=int, nargs="*", default=[24], choices=sorted(SUPERCELLS))
+    ap.add_argument("--prior-baseline", default=PRIOR_BASELINE)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "proposal_speed")
+    ap.add_argument("--replot", action="store_true", help="only redraw the plot from --out/results.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.replot:
+        plot(json.loads((args.out / "results.json").read_text()), args.out / "proposal_speed.png")
+        return
     if args.worker:
         job = json.loads(args.worker)
         print(json.dumps(precision(job["threads"]) if job.get("precision") else search(job)))
@@ -275,7 +309,7 @@ def main() -> None:
     }
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
-        old = baseline_tree(args.baseline, Path(tmp))
+        old = baseline_tree(args.baseline, Path(tmp) / "gnn")
         for atoms in args.atoms:
             for k in args.members:
                 job = {
@@ -308,6 +342,25 @@ def main() -> None:
                 for more in extra:
                     r = {**run_worker(more, ROOT), "version": "new"}
                     results["searches"].append(r)
+                    print(json.dumps(r), flush=True)
+                load.append(os.getloadavg()[0])
+        if args.prior_atoms:  # the PDF prior (the main job's surrogate) against its own baseline
+            old_prior = baseline_tree(args.prior_baseline, Path(tmp) / "prior")
+            results["prior_baseline"], results["prior"] = args.prior_baseline, []
+            for atoms in args.prior_atoms:
+                job = {
+                    "prior": True,
+                    "atoms": atoms,
+                    "members": 0,
+                    "starts": min(128, 3072 // atoms),
+                    "steps": args.steps,
+                    "threads": args.threads,
+                    "device": "cpu",
+                    "dtype": "float32",
+                }
+                for version, path in (("new", ROOT), ("old", old_prior)):
+                    r = {**run_worker(job, path), "version": version}
+                    results["prior"].append(r)
                     print(json.dumps(r), flush=True)
                 load.append(os.getloadavg()[0])
     if not args.no_precision:
