@@ -43,6 +43,7 @@ def stores(request, tmp_path):
     if request.param == "embedded":
         yield mongomock_launchpad(), shared_job_store(tmp_path / "jobstore"), {"kind": "embedded"}
         return
+    assert MONGO_URI is not None  # (the mongodb parameter is skipped without it)
     database = f"aso_test_{uuid.uuid4().hex[:10]}"
     lp = load_launchpad(MONGO_URI, database=database)
     lp.reset("", require_password=False)

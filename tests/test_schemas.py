@@ -53,9 +53,9 @@ def test_documents_are_plain_json_and_refuse_unknown_fields():
     doc = schemas.ModelDoc(
         _id="c:0001:pdf",
         campaign="c",
-        iteration=np.int64(1),
+        iteration=np.int64(1),  # type: ignore[arg-type]  # numpy scalars on purpose: stored as int
         technique="pdf",
-        n_train=np.int32(4),
+        n_train=np.int32(4),  # type: ignore[arg-type]  # (as above)
         metrics={
             "heldout_mae": np.float32(0.5),
             "members": [{"mae": np.float64(0.4)}],
@@ -87,7 +87,7 @@ def test_failure_kinds_are_the_schema_literal():
 
     assert set(typing.get_args(schemas.FailureKind)) == set(schemas.FAILURE_KINDS)
     with pytest.raises(ValidationError):
-        schemas.SimulationResult(status="failed", failure_kind="crashed")
+        schemas.SimulationResult(status="failed", failure_kind="crashed")  # type: ignore[arg-type]  # a bad value on purpose
 
 
 def test_structures_are_typed_and_written_back_exactly_as_pymatgen_wrote_them():
@@ -130,7 +130,10 @@ def test_spectra_in_documents_are_the_spectrum_model():
     assert doc.to_mongo()["spectrum"] == spec.model_dump(mode="json")
     with pytest.raises(ValidationError, match="grid has 2 points"):
         schemas.SpectrumDoc(
-            _id="f:pdf:k", fingerprint="f", technique="pdf", spectrum={**spec.model_dump(), "values": [1.0]}
+            _id="f:pdf:k",
+            fingerprint="f",
+            technique="pdf",
+            spectrum={**spec.model_dump(), "values": [1.0]},  # type: ignore[arg-type]  # a bad dict on purpose
         )
 
 
