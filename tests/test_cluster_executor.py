@@ -121,12 +121,16 @@ def test_probe_flow_runs_as_slurm_jobs(slurm_testbed, slurm_queues, backend, tmp
     recorded = summary.slurm_job_ids()
     chained = [r for r in summary.launches if r.chained]
     assert len(summary.launches) == len(summary.fw_ids)
-    assert len(set(recorded.values())) == len(summary.launches) - len(chained)
     # e.g. "added" in grow's job, and in fan_out's job what its replacement made READY first; each
-    # launch handed over went to a job of its own queue
+    # launch handed over went to a job of its own queue, or to a job started in advance for it (the
+    # GPU-tagged "train", while the fan-out ran: a standby job, see cluster/handover.py)
     assert grow["slurm_job_id"] in {r.slurm_job_id for r in chained}
     first = {r.slurm_job_id: r for r in summary.launches if not r.chained}
-    assert all(first[r.slurm_job_id].category == r.category for r in chained)
+    standby = {r.slurm_job_id for r in chained if r.slurm_job_id not in first}
+    assert all(first[r.slurm_job_id].category == r.category for r in chained if r.slurm_job_id in first)
+    assert [r.name for r in chained if r.slurm_job_id in standby] == ["train"]
+    assert all(Path(r.job_home).name.endswith("-standby") for r in chained if r.slurm_job_id in standby)
+    assert len(set(recorded.values())) == len(summary.launches) - len(chained) + len(standby)
     for d in docs:
         if isinstance(d["output"], dict) and "slurm_job_id" in d["output"]:
             assert recorded[d["metadata"]["fw_id"]] == d["output"]["slurm_job_id"]

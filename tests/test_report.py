@@ -129,8 +129,9 @@ def test_report_html_is_self_contained(aso, report):
     ):
         assert h in page.headings
     assert "Surrogate accuracy per iteration" in page.headings and "Best structures" in page.headings
-    # every figure is embedded; no script and no file or URL the page needs besides itself
-    assert len(page.images) == 4
+    # every figure is embedded (a PDF campaign: also the PDF fit plot); no script and no file or URL the
+    # page needs besides itself
+    assert len(page.images) == 5 and "PDF fit of the best structure" in page.headings
     assert all(img["src"].startswith("data:image/png;base64,") for img in page.images)
     assert "<script" not in text and not re.search(r"src=['\"](?!data:)", text)
     best = page.rows["best-table"]
@@ -146,7 +147,7 @@ def test_report_of_random_campaign_on_mongomock(tmp_path_factory, tmp_path):
     paths = Campaign.open(built.name, store=MOCK_URI).write_report(tmp_path, n_best=2)
     assert "surrogate_png" not in paths and not (tmp_path / "report_surrogate.png").exists()
     page = parse(paths["report_html"].read_text())
-    assert len(page.images) == 3 and len(page.rows["best-table"]) == 2
+    assert len(page.images) == 4 and len(page.rows["best-table"]) == 2
     assert "without one" in paths["report_html"].read_text()
 
 
@@ -159,7 +160,7 @@ def test_report_renders_in_headless_chromium(aso, report):
     page = parse(dom)
     assert page.headings[0] == f"Campaign {aso.name}"
     assert "Surrogate accuracy per iteration" in page.headings
-    assert len(page.rows["best-table"]) == 4 and len(page.images) == 4
+    assert len(page.rows["best-table"]) == 4 and len(page.images) == 5
     import matplotlib.image as mpimg
 
     pixels = mpimg.imread(shot)

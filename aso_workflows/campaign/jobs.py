@@ -288,12 +288,26 @@ class EvaluateCandidateMaker(Maker):
         return Flow(jobs + [rec], output=rec.output, name=base)
 
 
+# What a job started in advance for the training imports while it waits (``_preload``: the cluster's
+# standby jobs, docs/cluster.md): the job module, torch and the surrogate and proposal code.
+_TRAIN_PRELOAD = [
+    "aso_workflows.campaign.jobs",
+    "torch",
+    "aso_workflows.surrogate.factory",
+    "aso_workflows.surrogate.residual",
+    "aso_workflows.optimizers.aso",
+]
+
+
 @dataclass
 class TrainMaker(Maker):
-    """Retrain the surrogate ensembles; tagged ``_category: gpu`` so FireWorks routes it to GPU workers."""
+    """Retrain the surrogate ensembles; tagged ``_category: gpu`` so FireWorks routes it to GPU workers
+    (``_preload``: the modules a GPU job started in advance for it imports while it waits)."""
 
     name: str = "train"
-    manager_config: dict = field(default_factory=lambda: {"_category": "gpu"})
+    manager_config: dict = field(
+        default_factory=lambda: {"_category": "gpu", "_preload": list(_TRAIN_PRELOAD)}
+    )
 
     def make(self, store: dict, campaign: str, iteration: int, evaluations: list) -> Job:
         j = _tolerate_lost_parents(train_job(store, campaign, iteration, evaluations))

@@ -19,6 +19,14 @@ loaded once), and an XAS absorber job goes on with its averaging and record jobs
 unchanged: each launch has its own launch directory and ``FW_offline.json``, lost-job detection watches
 the Slurm job that runs it, and the Slurm job id of every launch is recorded as before.
 
+**Standby jobs.** A Firework whose parents are all running (the training, while the evaluations of
+its iteration run) can have its job started in advance: ``rlaunch_shim standby --linger S --preload
+MODULES`` imports what the Firework will need (torch, the campaign's job module: the Firework's
+``_preload`` spec), writes :data:`PILOT_STATE` and waits for the hand-over like any other job. Its
+Slurm queue wait, start-up and imports then overlap the running Fireworks instead of following them.
+It waits at most ``S`` seconds; a standby job that ended unused means the queue's Fireworks come later
+than that, and the controller starts no more of them for that queue in that run.
+
 This module has no imports beyond the standard library: the job side loads it at start-up.
 """
 
@@ -30,10 +38,35 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["HANDOVER", "Pilot", "Pilots", "write_handover", "wait_for_handover"]
+__all__ = [
+    "HANDOVER",
+    "PILOT_STATE",
+    "STANDBY_RECORD",
+    "Pilot",
+    "Pilots",
+    "announce",
+    "write_handover",
+    "wait_for_handover",
+]
 
 HANDOVER = "FW_next.json"
 """The controller's word to a waiting job, in the job's first launch directory."""
+
+PILOT_STATE = "FW_pilot.json"
+"""Written by a job in its first launch directory each time it starts to wait: ``waiting_since`` (seconds
+since the epoch) and ``handed``, the number of Fireworks handed over to it so far."""
+
+
+STANDBY_RECORD = "FW_standby.json"
+"""Written by the controller in a standby job's home: the Firework it was started for (``fw_id``, ``name``)."""
+
+
+def announce(home: Path, handed: int) -> None:
+    """Job side: say in ``home`` that this job waits for a word now (atomically)."""
+    path = Path(home) / PILOT_STATE
+    tmp = path.with_name(f".{PILOT_STATE}.tmp")
+    tmp.write_text(json.dumps({"waiting_since": time.time(), "handed": handed}))
+    os.replace(tmp, path)
 
 
 def write_handover(home: Path, message: dict) -> None:
@@ -76,6 +109,19 @@ class Pilot:
     partition: str | None = None
     idle_since: float | None = None  # monotonic time its last Firework was read back; None while busy
     handed: int = 0
+    standby: bool = False  # started in advance, without a Firework (see the module docstring)
+    linger: float | None = None  # its own wait limit, when not the controller's default
+
+    def ready_for_first(self, default_linger: float) -> bool:
+        """A standby job not handed anything yet that will still be there to take a Firework: pending or
+        starting in Slurm (no :data:`PILOT_STATE` yet), or waiting for less than half its limit."""
+        if not self.standby or self.handed:
+            return False
+        try:
+            since = float(json.loads((self.home / PILOT_STATE).read_text())["waiting_since"])
+        except (OSError, ValueError, KeyError):
+            return True
+        return time.time() - since < (self.linger or default_linger) / 2
 
 
 @dataclass
@@ -90,10 +136,24 @@ class Pilots:
     by_job: dict[str, Pilot] = field(default_factory=dict)
 
     def started(
-        self, job_id: str, category: str, home: str | Path, overrides: dict, partition: str | None = None
+        self,
+        job_id: str,
+        category: str,
+        home: str | Path,
+        overrides: dict,
+        partition: str | None = None,
+        standby: float | None = None,
     ) -> None:
-        """A Slurm job was submitted in ``rapidfire --offline`` mode from launch directory ``home``."""
-        self.by_job[job_id] = Pilot(job_id, category, Path(home), dict(overrides), partition)
+        """A Slurm job was submitted in ``rapidfire --offline`` mode from launch directory ``home`` (or as
+        a standby job waiting up to ``standby`` seconds)."""
+        pilot = Pilot(job_id, category, Path(home), dict(overrides), partition)
+        if standby is not None:
+            pilot.standby, pilot.linger = True, standby
+        self.by_job[job_id] = pilot
+
+    def standby_waiting(self, category: str) -> bool:
+        """Whether a standby job of ``category`` waits for its first Firework (or is starting)."""
+        return any(p.standby and not p.handed and p.category == category for p in self.by_job.values())
 
     def finished(self, job_id: str) -> None:
         """The job's Firework was read back: it waits for the controller's word now."""
@@ -116,11 +176,19 @@ class Pilots:
         now = time.monotonic()
         for pilot in self.by_job.values():
             fresh = pilot.idle_since is not None and now - pilot.idle_since < self.linger / 2
+            fresh = fresh or pilot.ready_for_first(self.linger)
             if fresh and pilot.category == category and pilot.overrides == overrides:
                 pilot.idle_since = None
                 pilot.handed += 1
                 return pilot
         return None
+
+    def release_all(self) -> list[str]:
+        """Tell every job still known to stop (the run ends); returns their job ids."""
+        ids = list(self.by_job)
+        for job_id in ids:
+            self.stop(job_id)
+        return ids
 
     def release_idle(self) -> list[str]:
         """Tell every idle job to stop (nothing was handed to it this round); returns their job ids."""

@@ -57,7 +57,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aso_workflows.cluster.handover import Pilots, write_handover
+from aso_workflows.cluster.handover import STANDBY_RECORD, Pilots, write_handover
 from aso_workflows.cluster.rlaunch_shim import SLURM_RECORD
 from aso_workflows.cluster.slurm import (
     BLOCKING_REASONS,
@@ -168,6 +168,13 @@ class SlurmOfflineExecutor:
         new Slurm job (:mod:`~aso_workflows.cluster.handover`); such jobs run ``rlaunch_shim rapidfire
         --offline`` and wait up to ``linger`` seconds for the controller's word (which comes within a
         round: they are told to end when there is nothing for them).
+    standby
+        Category → seconds (with ``reuse_jobs``): as soon as a Firework of that category waits only for
+        Fireworks in flight (the training, while its iteration's evaluations run), a job of its queue
+        is started for it in advance, imports what the Firework's ``_preload`` spec names, and waits up
+        to that long to be handed it; Slurm's queue wait, the start-up and the imports then overlap the
+        running Fireworks. After one such job ended unused (the Fireworks it waits for run longer), no
+        more are started for that category in this run. ``{}``: none.
     timeout
         Give up after this many seconds (None: no limit). Running jobs are left running unless
         ``cancel_on_timeout``; calling :meth:`run_workflow` again picks them up.
@@ -205,6 +212,7 @@ class SlurmOfflineExecutor:
     squeue_interval: float = 5.0
     reuse_jobs: bool = True
     linger: float = 60.0
+    standby: Mapping[str, float] = field(default_factory=lambda: {"gpu": 120.0})
     timeout: float | None = None
     lost_after: float = 30.0
     max_queued: int = 0
@@ -219,6 +227,8 @@ class SlurmOfflineExecutor:
     _deferred: list = field(default_factory=list, init=False, repr=False)
     _pilots: Pilots = field(init=False, repr=False)
     _busy: bool = field(default=False, init=False, repr=False)
+    _standby_for: set[int] = field(default_factory=set, init=False, repr=False)
+    _standby_off: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         from aso_workflows.cluster.queues import load_queue_adapter
@@ -304,9 +314,9 @@ class SlurmOfflineExecutor:
                 break
             delay = _MIN_POLL if self._busy else min(2 * delay, self.poll_interval)
             time.sleep(delay)
-        self._pilots.release_idle()
+        pilots = self._pilots.release_all()  # busy ones end after their Firework (a timeout)
         if not timed_out:  # results are read before their jobs exit: let them leave the queue first
-            self._wait_for_exit({r.slurm_job_id for r in records})
+            self._wait_for_exit({r.slurm_job_id for r in records} | set(pilots))
         wf = self._wait_for_db(lambda: self._workflow(fw_id))
         return RunSummary(
             fw_ids=sorted(wf["nodes"]),
@@ -336,6 +346,8 @@ class SlurmOfflineExecutor:
             if self._poll(active[launch_id], snapshot):
                 self._busy = True
                 del active[launch_id]
+        if snapshot is not None:
+            self._forget_ended_standby(snapshot)
         ready: list[int] = []
         if self._busy or not active or now - clock["workflow"] >= self.squeue_interval:
             clock["workflow"] = now
@@ -350,10 +362,79 @@ class SlurmOfflineExecutor:
                 records.append(rec)
                 active[rec.launch_id] = _Active(rec)
         self._pilots.release_idle()  # jobs whose Firework ended and that got nothing: they end now
+        if self._busy and self.reuse_jobs and set(self.standby) - self._standby_off:
+            self._start_standby(fw_id)
         if not active and not ready:
             wf = self._workflow(fw_id)
             return not any(s == "READY" for s in wf["fw_states"].values())
         return False
+
+    def _start_standby(self, fw_id: int) -> None:
+        """Start a standby job for each Firework of a ``standby`` category that waits only for Fireworks in
+        flight (one per category at a time; see :mod:`~aso_workflows.cluster.handover`)."""
+        lp = self.launchpad
+        wf = lp.workflows.find_one({"nodes": fw_id}, {"links": 1, "fw_states": 1}) or {}
+        states = {int(k): v for k, v in (wf.get("fw_states") or {}).items()}
+        parents: dict[int, list[int]] = {}
+        for parent, children in (wf.get("links") or {}).items():
+            for child in children:
+                parents.setdefault(int(child), []).append(int(parent))
+        soon = [
+            i
+            for i, state in states.items()
+            if state == "WAITING"
+            and i not in self._standby_for
+            and parents.get(i)
+            and all(states.get(p) in ("RESERVED", "RUNNING", "COMPLETED") for p in parents[i])
+        ]
+        categories = [c for c in self.standby if c not in self._standby_off]
+        if not soon or not categories:
+            return
+        query = {"fw_id": {"$in": soon}, "spec._category": {"$in": categories}}
+        projection = {"fw_id": 1, "name": 1, "spec._category": 1, "spec._queueadapter": 1, "spec._preload": 1}
+        for doc in lp.fireworks.find(query, projection):
+            spec = doc.get("spec", {})
+            category, queue = self._queue_for(spec.get("_category"), doc["fw_id"], doc.get("name", ""))
+            if self._pilots.standby_waiting(category):
+                continue
+            self._standby_for.add(doc["fw_id"])
+            home = self._new_launch_dir(f"{doc['fw_id']}-standby")
+            (home / STANDBY_RECORD).write_text(
+                json.dumps({"fw_id": doc["fw_id"], "name": doc.get("name", "")})
+            )
+            overrides = dict(spec.get("_queueadapter") or {})
+            wait = float(self.standby[category])
+            launch = (
+                f"{shlex.quote(self.python)} -m aso_workflows.cluster.rlaunch_shim standby --linger {wait:g}"
+            )
+            if spec.get("_preload"):
+                launch += f" --preload {shlex.quote(','.join(spec['_preload']))}"
+            job_id, partition = self._submit_script(
+                home, f"standby-{doc['fw_id']}", launch, category, queue, overrides
+            )
+            self._pilots.started(job_id, category, home, overrides, partition, standby=wait)
+            logger.info(
+                "Slurm job %s on partition %s: standby for fw %d (%s)",
+                job_id,
+                partition,
+                doc["fw_id"],
+                doc.get("name"),
+            )
+
+    def _forget_ended_standby(self, snapshot: dict[str, dict]) -> None:
+        """Standby jobs that ended without being handed anything: stop starting them for their category."""
+        for pilot in list(self._pilots.by_job.values()):
+            state = (snapshot.get(pilot.job_id) or {}).get("state", "ENDED")
+            if pilot.standby and not pilot.handed and state in ENDED_STATES | {"ENDED"}:
+                self._pilots.ended(pilot.job_id)
+                self._standby_off.add(pilot.category)
+                logger.info(
+                    "standby job %s (%s) ended unused: its Fireworks come later than %g s; no more standby "
+                    "jobs for this queue in this run",
+                    pilot.job_id,
+                    pilot.category,
+                    pilot.linger or self.linger,
+                )
 
     def _wait_for_exit(self, job_ids: set[str], limit: float = 30.0) -> None:
         """Wait (up to ``limit`` s) until Slurm lists none of ``job_ids`` as queued or running."""
@@ -413,7 +494,7 @@ class SlurmOfflineExecutor:
             )
         return key, self.queues[key]
 
-    def _new_launch_dir(self, fw_id: int) -> Path:
+    def _new_launch_dir(self, fw_id: int | str) -> Path:
         n = 1
         while True:
             path = self.launch_dir / (f"fw{fw_id}" if n == 1 else f"fw{fw_id}_{n}")
@@ -486,22 +567,28 @@ class SlurmOfflineExecutor:
         self, fw: Any, launch_dir: Path, category: str, queue: Any, overrides: dict
     ) -> tuple[str, str | None]:
         """Render the job script of ``fw`` from its queue and ``sbatch`` it; ``(job id, partition)``."""
-        from fireworks.fw_config import QUEUE_JOBNAME_MAXLEN, SUBMIT_SCRIPT_NAME
-        from fireworks.utilities.fw_serializers import load_object
         from fireworks.utilities.fw_utilities import get_slug
 
-        qa = load_object(queue.to_dict())  # a copy per launch, as FireWorks' queue launcher does
-        qa.update(
-            job_name=f"fw{fw.fw_id}-{get_slug(fw.name)}"[:QUEUE_JOBNAME_MAXLEN],
-            rocket_launch=self.rocket_launch,
+        job_id, partition = self._submit_script(
+            launch_dir, f"fw{fw.fw_id}-{get_slug(fw.name)}", self.rocket_launch, category, queue, overrides
         )
+        if self.reuse_jobs:
+            self._pilots.started(job_id, category, launch_dir, overrides, partition)
+        return job_id, partition
+
+    def _submit_script(
+        self, launch_dir: Path, job_name: str, rocket_launch: str, category: str, queue: Any, overrides: dict
+    ) -> tuple[str, str | None]:
+        """Render ``queue``'s template for ``launch_dir`` and ``sbatch`` it; ``(job id, partition)``."""
+        from fireworks.fw_config import QUEUE_JOBNAME_MAXLEN, SUBMIT_SCRIPT_NAME
+        from fireworks.utilities.fw_serializers import load_object
+
+        qa = load_object(queue.to_dict())  # a copy per launch, as FireWorks' queue launcher does
+        qa.update(job_name=job_name[:QUEUE_JOBNAME_MAXLEN], rocket_launch=rocket_launch)
         qa.update(overrides)
         script = launch_dir / SUBMIT_SCRIPT_NAME
         script.write_text(qa.get_script_str(str(launch_dir)))
-        job_id = self._sbatch(script, category, queue)
-        if self.reuse_jobs:
-            self._pilots.started(job_id, category, launch_dir, overrides, qa.get("partition"))
-        return job_id, qa.get("partition")
+        return self._sbatch(script, category, queue), qa.get("partition")
 
     def _release(self, launch_id: int) -> None:
         """Undo a reservation whose job was never submitted (later, if the server is unreachable now)."""

@@ -4,11 +4,13 @@ Run inside a Slurm job (the queue templates do)::
 
     python -m aso_workflows.cluster.rlaunch_shim singleshot --offline     # offline mode (FW.json here)
     python -m aso_workflows.cluster.rlaunch_shim rapidfire --offline [--linger 60]
+    python -m aso_workflows.cluster.rlaunch_shim standby [--linger 120] [--preload torch,...]
     python -m aso_workflows.cluster.rlaunch_shim -l my_launchpad.yaml -w my_fworker_gpu.yaml rapidfire
 
 The arguments are ``rlaunch``'s, plus ``rapidfire --offline``: the offline Firework here, then the
 Fireworks the offline controller hands over to this job (:mod:`~aso_workflows.cluster.handover`), in
-this process, until it says stop or ``--linger`` seconds pass without a word. Before handing over, this
+this process, until it says stop or ``--linger`` seconds pass without a word; ``standby``: the same
+without a Firework of its own at first, after importing the ``--preload`` modules. Before handing over, this
 writes ``FW_slurm.json`` in the current (launch) directory with the Slurm job id, partition, node list
 and host of this job, so the controller and users can tell which Slurm job ran which Firework even after
 Slurm forgot the job, and when the job script, this process and ``rlaunch`` started (start-up time).
@@ -26,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["apply_zopen_shim", "write_slurm_record", "offline_rapidfire", "main", "SLURM_RECORD"]
+__all__ = ["apply_zopen_shim", "write_slurm_record", "offline_rapidfire", "preload", "main", "SLURM_RECORD"]
 
 SLURM_RECORD = "FW_slurm.json"
 _SLURM_VARS = {
@@ -68,13 +70,6 @@ def apply_zopen_shim() -> bool:
     return True
 
 
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 def process_start_time(pid: int | str = "self") -> float | None:
     """When process ``pid`` started (seconds since the epoch, from ``/proc``; None where there is none).
 
@@ -107,7 +102,7 @@ def write_slurm_record(directory: str | Path = ".", **extra: Any) -> dict:
     if started is not None:
         record["process_start"] = _iso(started)
     script = process_start_time(os.getppid())
-    if script is not None and _comm(os.getppid()) in ("bash", "sh", "dash", "zsh", "ksh"):
+    if script is not None and os.environ.get("SLURM_JOB_ID"):  # the job script (Slurm names it slurm_script)
         record["script_start"] = _iso(script)
     record.update(extra)
     path = os.path.join(directory, SLURM_RECORD)
@@ -118,26 +113,44 @@ def write_slurm_record(directory: str | Path = ".", **extra: Any) -> dict:
     return record
 
 
-def offline_rapidfire(linger: float) -> int:
-    """Run the offline Firework here, then each one the controller hands over, until told to stop."""
+def offline_rapidfire(linger: float, standby: bool = False) -> int:
+    """Run the offline Firework here (``standby``: none yet), then each one the controller hands over, in
+    this process, until told to stop or ``linger`` seconds pass without a word."""
     from fireworks.core.fworker import FWorker
     from fireworks.core.rocket_launcher import launch_rocket
 
-    from aso_workflows.cluster.handover import wait_for_handover
+    from aso_workflows.cluster.handover import announce, wait_for_handover
 
     home = Path.cwd()
     n = 0
     while True:
-        launch_rocket(None, FWorker())  # offline: the Firework of FW.json in the working directory
-        n += 1
-        os.chdir(home)
+        if not standby or n:
+            launch_rocket(None, FWorker())  # offline: the Firework of FW.json in the working directory
+            os.chdir(home)
+        announce(home, n)
         nxt = wait_for_handover(home, linger)
         if nxt is None:
             return 0
+        n += 1
         os.chdir(nxt)
         if os.environ.get("SLURM_JOB_ID"):
             now = _iso(time.time())  # this Firework's "process start" is when the job took it
             write_slurm_record(nxt, process_start=now, script_start=None, rocket_start=now, chained=n)
+
+
+def preload(modules: list[str]) -> None:
+    """Import ``modules`` now (a standby job: before its Firework arrives); one that fails is reported."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - the Firework itself will raise, with its traceback
+            print(f"aso: could not preload {name}: {exc!r}", file=sys.stderr)
+
+
+def _option(args: list[str], name: str, default: str) -> str:
+    return args[args.index(name) + 1] if name in args else default
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,12 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     in_slurm = bool(os.environ.get("SLURM_JOB_ID"))
     if in_slurm:
         write_slurm_record(".")  # before the imports below, which are part of the job's start-up
-    if args[:2] == ["rapidfire", "--offline"]:
-        linger = float(args[args.index("--linger") + 1]) if "--linger" in args else 60.0
+    if args[:2] == ["rapidfire", "--offline"] or args[:1] == ["standby"]:
         apply_zopen_shim()
+        standby = args[0] == "standby"
+        if standby:
+            preload([m for m in _option(args, "--preload", "").split(",") if m])
         if in_slurm:
             write_slurm_record(".", rocket_start=_iso(time.time()))
-        return offline_rapidfire(linger)
+        return offline_rapidfire(float(_option(args, "--linger", "60")), standby=standby)
     from fireworks.scripts.rlaunch_run import rlaunch
 
     apply_zopen_shim()

@@ -222,6 +222,10 @@ def jobs_in(
         fw_name = ""
         with contextlib.suppress(OSError, ValueError):
             fw_name = str(json.loads((Path(workdir) / "FW.json").read_text()).get("name", ""))
+        with contextlib.suppress(OSError, ValueError, KeyError):  # a job started in advance (handover.py)
+            fw_name = (
+                fw_name or f"{json.loads((Path(workdir) / 'FW_standby.json').read_text())['name']} (standby)"
+            )
         waiting = None
         with contextlib.suppress(ValueError):
             waiting = max(0.0, (datetime.now() - datetime.fromisoformat(submitted)).total_seconds())

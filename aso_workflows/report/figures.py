@@ -170,7 +170,8 @@ class ReportFigures:
         e = np.asarray(xas["energy"])
         ax.plot(e, xas["mu"], "k-", lw=1.2, label="μ(E)")
         ax.plot(e, xas["pre_edge"], "C1--", lw=1, label="pre-edge line")
-        ax.plot(e, xas["post_edge"], "C2--", lw=1, label="post-edge curve")
+        above = e >= used.get("e0", e[0])  # the post-edge curve means something above E0 only
+        ax.plot(e[above], np.asarray(xas["post_edge"])[above], "C2--", lw=1, label="post-edge curve")
         if xas.get("bkg"):
             ax.plot(e, xas["bkg"], "C0-", lw=1, label=f"AUTOBK background (rbkg {used.get('rbkg', 0):g} Å)")
         if "e0" in used:

@@ -25,6 +25,7 @@ numbers as the polynomial written out in torch, with one backward node instead o
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,12 @@ _SPLINE_COEFFICIENTS = (
 )
 
 
+@functools.lru_cache(maxsize=8)
+def _coefficients(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """:data:`_SPLINE_COEFFICIENTS` on ``device``, copied there once (not at every step of a search)."""
+    return _SPLINE_COEFFICIENTS.to(device=device, dtype=dtype)
+
+
 class _SplineWeights(torch.autograd.Function):
     """Values ``[E, 4]`` of the 4 cubic B-splines that touch each distance (times the cosine envelope
     when ``envelope`` is a cutoff), differentiable w.r.t. the distances with the analytic derivative."""
@@ -107,12 +114,13 @@ class _SplineWeights(torch.autograd.Function):
 
 class _MomentHistogram(torch.autograd.Function):
     """Per row and knot interval ``g`` the sums of ``[1, t, t², t³]`` (times the envelope) of the
-    distances in it, ``t = d/Δ − g``: ``[n_rows, n + 2, 4]``.
+    distances in it, ``t = d/Δ − g``: ``[4, n_rows, n + 2]``.
 
     The 4 B-splines on an interval are cubics in ``t`` (:data:`_SPLINE_COEFFICIENTS`), so these sums give
     the basis sums (:meth:`CubicBSplineBasis.bins`) with one destination per distance and end instead
-    of four. Forward and backward are written out: the autograd graph of the same expressions was
-    twice as slow (it keeps and re-adds ``[E, 4]`` intermediates)."""
+    of four. Forward and backward are written out (the autograd graph of the same expressions was
+    twice as slow: it keeps and re-adds ``[E, 4]`` intermediates), laid out power by power (contiguous
+    rows: the scatter and the gather run along them)."""
 
     @staticmethod
     def forward(
@@ -127,26 +135,29 @@ class _MomentHistogram(torch.autograd.Function):
         size = n + 2  # intervals 0 … n touch a function; n + 1 collects everything beyond
         u = d / spacing
         g = torch.floor(u)
-        t = u - g
-        t2 = t * t
-        mom = torch.stack([torch.ones_like(t), t, t2, t2 * t], dim=1)
+        mom = d.new_empty(4, d.shape[0])  # [1, t, t², t³] (× envelope)
         if envelope is not None:
-            mom = mom * cosine_cutoff(d, envelope)[:, None]
+            mom[0] = cosine_cutoff(d, envelope)
+        else:
+            mom[0] = 1.0
+        t = torch.sub(u, g, out=mom[3])  # (a scratch row until the last power)
+        torch.mul(mom[0], t, out=mom[1])
+        torch.mul(mom[1], t, out=mom[2])
+        torch.mul(mom[2], t, out=mom[3])
         dest = rows * size + g.long().clamp(0, n + 1)[:, None]  # [E, 2]
-        hist = mom.new_zeros((n_rows + 1) * size, 4)
-        hist.index_add_(0, dest[:, 0], mom).index_add_(0, dest[:, 1], mom)
+        hist = mom.new_zeros(4, (n_rows + 1) * size)
+        hist.index_add_(1, dest[:, 0], mom).index_add_(1, dest[:, 1], mom)
         ctx.save_for_backward(d, dest)
         ctx.spacing, ctx.envelope, ctx.size = spacing, envelope, size
-        return hist[: n_rows * size].view(n_rows, size, 4)
+        return hist[:, : n_rows * size].view(4, n_rows, size)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         d, dest = ctx.saved_tensors
-        flat = torch.cat([grad.reshape(-1, 4), grad.new_zeros(ctx.size, 4)])  # the discarded row: 0
-        gm = flat.index_select(0, dest[:, 0]) + flat.index_select(0, dest[:, 1])  # [E, 4]
+        flat = torch.cat([grad.reshape(4, -1), grad.new_zeros(4, ctx.size)], 1)  # the discarded row: 0
+        g0, g1, g2, g3 = flat.index_select(1, dest[:, 0]).add_(flat.index_select(1, dest[:, 1]))  # [4, E]
         u = d / ctx.spacing
         t = u - torch.floor(u)
-        g0, g1, g2, g3 = gm.unbind(1)
         # d/dd of [1, t, t², t³] = [0, 1, 2t, 3t²] / Δ
         out = (g1 + t * (2 * g2 + 3 * t * g3)) / ctx.spacing
         if ctx.envelope is not None:
@@ -190,14 +201,15 @@ class CubicBSplineBasis:
         return self.bins(moments)
 
     def bins(self, moments: torch.Tensor) -> torch.Tensor:
-        """Basis sums ``[R, n]`` from per-interval moment sums ``[R, intervals, 4]`` (:class:`_MomentHistogram`)."""
-        # y[g, q]: what interval g gives function g−1+q (Σ_p C[q, p] t^p summed); function k collects
-        # y[k+1−q, q] (four shifted slices; a conv1d was 5× slower on the CPU)
-        y = moments @ _SPLINE_COEFFICIENTS.to(moments).T  # [R, intervals, 4]
+        """Basis sums ``[R, n]`` from per-interval moment sums ``[4, R, intervals]`` (:class:`_MomentHistogram`)."""
+        # y[q, g]: what interval g gives function g−1+q (Σ_p C[q, p] t^p summed); function k collects
+        # y[q, k+1−q] (four shifted slices; a conv1d was 5× slower on the CPU)
+        y = torch.tensordot(
+            _coefficients(moments.device, moments.dtype), moments, dims=1
+        )  # [4, R, intervals]
         n = self.n
-        out = y[:, 1 : n + 1, 0] + y[:, 0:n, 1]
-        out = out + F.pad(y[:, : n - 1, 2], (1, 0)) + F.pad(y[:, : n - 2, 3], (2, 0))
-        return out
+        out = y[0, :, 1 : n + 1] + y[1, :, 0:n]
+        return out + F.pad(y[2, :, : n - 1], (1, 0)) + F.pad(y[3, :, : n - 2], (2, 0))
 
     def __call__(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         first = torch.floor(d.detach() / self.spacing).long()[:, None] - 1

@@ -90,8 +90,13 @@ class PriorResidualSurrogate(Surrogate):
         y = np.stack([np.asarray(sp.values, dtype=float) for sp in spectra])
         if y.shape[1] != self.output_dim:
             raise InputError("spectra", f"have {y.shape[1]} points, the surrogate's grid {self.output_dim}")
-        self.prior.prepare(structures, spectra, objectives)
-        base = self.prior.predict(structures)
+        from aso_workflows.progress import phase
+
+        show = bool(self.settings.progress if progress is None else progress)
+        with phase(f"surrogate ({self.prior.kind} prior on {len(structures)} structures)", 1, show) as bar:
+            self.prior.prepare(structures, spectra, objectives)
+            base = self.prior.predict(structures)
+            bar.update(1)
         resid = y - base
         rel = np.max(np.abs(resid), 1) / np.maximum(np.max(np.abs(y), 1), 1e-300)
         spread = float(np.sqrt(np.mean((y - y.mean(0)) ** 2))) or 1.0

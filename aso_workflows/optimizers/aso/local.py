@@ -156,14 +156,23 @@ class SurrogateRefine:
             pos = torch.tensor(ranked[0].cart_coords, dtype=torch.float64)[None]
             lat = torch.tensor(ranked[0].lattice.matrix, dtype=torch.float64)[None]
             ceiling = max_ratio * float(_value(smooth, predict, pos, lat)[0])
+        from aso_workflows.progress import phase
+
         starts = list(ranked[: self.starts]) + list(fresh)
         results = []
         total = 0
-        for k, s in enumerate(starts):
-            structure, info = _lbfgs(s, predict, smooth, dmin_matrix, self.max_evaluations, penalty_weight)
-            total += int(info["evaluations"])
-            if structure is not None:
-                results.append((info["objective_after"], k, structure))
+        desc = (
+            f"proposal (L-BFGS through the prior: {len(starts)} starts × ≤{self.max_evaluations} evaluations)"
+        )
+        with phase(desc, len(starts)) as bar:
+            for k, s in enumerate(starts):
+                structure, info = _lbfgs(
+                    s, predict, smooth, dmin_matrix, self.max_evaluations, penalty_weight
+                )
+                total += int(info["evaluations"])
+                if structure is not None:
+                    results.append((info["objective_after"], k, structure))
+                bar.update(1, best=min((r[0] for r in results), default=float("nan")))
         results.sort(key=lambda r: r[0])
         search: dict[str, Any] = {
             "phase": "local",

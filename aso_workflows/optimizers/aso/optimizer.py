@@ -94,24 +94,11 @@ class ActiveStructOpt(Optimizer):
         proposer = dataclasses.replace(self.proposer, q=ctx.q, seed=ctx.seed, constraint=constraint)
         sampler = dataclasses.replace(self.sampler, constraint=constraint)
         predict = {k: m.predict_torch for k, m in ctx.models.items()}
-        exact = self.local.applies(ctx.models)
+        # an exact surrogate (a prior that explains the data) is searched by L-BFGS through it; not with a
+        # symmetry constraint, whose map of the positions the L-BFGS steps do not follow
+        exact = self.local.applies(ctx.models) and constraint is None
         if exact and self.local.search == "local":
-            fresh = (
-                proposer._perturb(self.sampler, state.start, self.local.fresh, state.dmin_matrix, ctx.seed)
-                if self.local.fresh
-                else []
-            )
-            out = self.local.search_local(
-                ranked,
-                [*ranked, *ctx.pending],
-                predict,
-                acq,
-                state.dmin_matrix,
-                ctx.q,
-                fresh=fresh,
-                penalty_weight=self.proposer.penalty_weight,
-                max_ratio=self.proposer.fallback_max_ratio,
-            )
+            out = self._local_search(ctx, ranked, predict, acq, proposer)
             if out:  # none distinct: the starts ended on known structures; the gradient search decides
                 return out, acq
         out = proposer.propose(
@@ -135,6 +122,33 @@ class ActiveStructOpt(Optimizer):
                 penalty_weight=self.proposer.penalty_weight,
             )
         return out, acq
+
+    def _local_search(
+        self,
+        ctx: ProposalContext,
+        ranked: list,
+        predict: dict,
+        acq: LowerConfidenceBound,
+        proposer: GradientProposer,
+    ) -> list[Proposal]:
+        """Multi-start L-BFGS through the exact surrogate (``surrogate_refine.search: local``)."""
+        state = ctx.state
+        fresh = []
+        if self.local.fresh:
+            fresh = proposer._perturb(
+                self.sampler, state.start, self.local.fresh, state.dmin_matrix, ctx.seed
+            )
+        return self.local.search_local(
+            ranked,
+            [*ranked, *ctx.pending],
+            predict,
+            acq,
+            state.dmin_matrix,
+            ctx.q,
+            fresh=fresh,
+            penalty_weight=self.proposer.penalty_weight,
+            max_ratio=self.proposer.fallback_max_ratio,
+        )
 
     def propose(self, ctx: ProposalContext) -> list[CandidateProposal]:
         out, acq = self.surrogate_proposals(ctx)

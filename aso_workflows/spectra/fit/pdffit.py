@@ -683,7 +683,7 @@ class PdfFitProblem:
         }
 
     def _result(self, pf: PdfFit, values: np.ndarray, run: _Run) -> Refined:
-        sigmas = _sigmas(pf.save_res_string()) if not run.singular else {}
+        sigmas = {} if run.singular else _sigmas_of(pf)
         names = [p.name for p in self.pars]
         var = self._variables(values)
         sim = self.simulator
@@ -717,6 +717,15 @@ class PdfFitProblem:
             scale=scale,
             fixed=dict(self.fixed),
         )
+
+
+def _sigmas_of(pf: PdfFit) -> dict[int, float]:
+    """pdffit2's uncertainties, or none when this engine has not refined (nothing free, or a fresh
+    engine after the last step: pdffit2 raises 'Refinement must be performed first')."""
+    try:
+        return _sigmas(pf.save_res_string())
+    except Exception:  # pdffit2.unassignedError
+        return {}
 
 
 def _sigmas(res: str) -> dict[int, float]:

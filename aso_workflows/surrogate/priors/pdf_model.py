@@ -136,7 +136,8 @@ class _Pairs:
     cells subtracted from each atom's fractional coordinates; ``shifts`` ``[S, 3]``: the image
     translations; per pair ``[E]``: ``b``, ``i ≤ j``, ``pair`` (row of ``(b, i, j)`` in ``[B·N·N]``),
     ``image`` (row of ``(b, shift)`` in ``[B·S]``), ``kinds`` (row of ``(b, U of i, U of j)``),
-    ``u_sum`` (the rounded ``U_i + U_j``) and ``amp`` (``w_i w_j``).
+    ``u_sum`` (the rounded ``U_i + U_j``) and ``amp`` (``w_i w_j``); ``weights`` ``[N]``: each atom's
+    ``w`` (on the list's device, so that no step copies them there).
     """
 
     frac: torch.Tensor
@@ -151,6 +152,7 @@ class _Pairs:
     kinds: torch.Tensor
     u_sum: torch.Tensor
     amp: torch.Tensor
+    weights: torch.Tensor
     _entries: dict[bool, tuple] = field(default_factory=dict)
 
     def entries(
@@ -352,6 +354,7 @@ class PDFModel:
             kinds=(b * n_kinds + kind[i]) * n_kinds + kind[j],
             u_sum=u[i] + u[j],
             amp=w[i] * w[j],
+            weights=w,
         )
 
     # ---- the model -------------------------------------------------------------------------------
@@ -388,7 +391,6 @@ class PDFModel:
         cell = self._cell(lattice)
         pairs = self._pair_list(frac, lattice)
         dist, sigma, live = self._pair_widths(frac, cell, pairs)
-        w = torch.as_tensor(self.weights, dtype=dtype, device=dev)
         n_b, n_at = positions.shape[0], len(self.species)
         ent, row, amp, nominal, groups = pairs.entries(rows, n_at)
         if ent is not None:
@@ -400,7 +402,7 @@ class PDFModel:
         # pairs out of range keep their places with a zero amplitude (no boolean compaction per step)
         amp = amp * live
         if rows:
-            n_rows, norm, base = n_b * n_at, 1.0, w[None, :, None]
+            n_rows, norm, base = n_b * n_at, 1.0, pairs.weights[None, :, None]
         else:
             n_rows, norm, base = n_b, float(n_at), torch.ones(1, 1, 1, dtype=dtype, device=dev)
         ppp = self._pair_sum(dist, sigma, amp, row, nominal, groups, live, n_rows, method)

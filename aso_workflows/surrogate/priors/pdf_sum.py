@@ -144,11 +144,14 @@ _SERIES_TOLERANCE = {torch.float64: 1e-15, torch.float32: 1e-8}
 
 
 class _SeriesMoments(torch.autograd.Function):
-    """``moments[dest] += amp · exp(−f²h²/2) · fⁿ`` for ``n < terms``: ``[n_dest, terms]``,
+    """``moments[n, dest] += amp · exp(−f²h²/2) · fⁿ`` for ``n < terms``: ``[terms, n_dest]``,
     differentiable w.r.t. ``f`` (``amp`` and ``dest`` are constants; the ``1/n!`` is in the kernels).
 
-    Forward and backward are written out: the autograd graph of the same products kept and re-added
-    ``[pairs, terms]`` intermediates, the largest part of a proposal step with the prior."""
+    Forward and backward are written out (the autograd graph of the same products kept and re-added
+    ``[pairs, terms]`` intermediates, the largest part of a proposal step with the prior), everything laid
+    out term by term (contiguous rows: 2–3× faster than pair by pair on the CPU; the FFTs then run
+    along the last axis too), the backward's polynomials in ``f`` evaluated by Horner's rule on the
+    gathered gradient."""
 
     @staticmethod
     def forward(
@@ -156,34 +159,26 @@ class _SeriesMoments(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(f, amp, dest)
         ctx.terms, ctx.h = terms, h
-        return f.new_zeros(n_dest, terms).index_add_(0, dest, _weights(f, amp, terms, h))
+        powers = f.new_empty(terms, f.shape[0])  # [T, E]: base fⁿ
+        torch.mul(amp, torch.exp(-0.5 * (f * h) ** 2), out=powers[0])
+        for n in range(1, terms):
+            torch.mul(powers[n - 1], f, out=powers[n])
+        return f.new_zeros(terms, n_dest).index_add_(1, dest, powers)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         f, amp, dest = ctx.saved_tensors
         terms, h = ctx.terms, ctx.h
-        w = _weights(f, amp, terms, h)  # base fⁿ
-        # d/df (base fⁿ) = n base f^(n−1) − f h² base fⁿ: the factor n goes on the (small) gradient
-        n = torch.arange(1, terms, device=f.device, dtype=f.dtype)
-        g = torch.cat([grad, grad[:, 1:] * n], 1).index_select(0, dest)  # [E, 2T − 1]
-        return (
-            torch.linalg.vecdot(g[:, terms:], w[:, :-1]) - f * (h * h) * torch.linalg.vecdot(g[:, :terms], w),
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
-
-
-def _weights(f: torch.Tensor, amp: torch.Tensor, terms: int, h: float) -> torch.Tensor:
-    """``amp · exp(−f²h²/2) · fⁿ``, ``[E, terms]``, column by column (``cumprod`` along the short axis
-    and the ``cat`` it needs were 3× slower on the CPU)."""
-    out = f.new_empty(f.shape[0], terms)
-    torch.mul(amp, torch.exp(-0.5 * (f * h) ** 2), out=out[:, 0])
-    for n in range(1, terms):
-        torch.mul(out[:, n - 1], f, out=out[:, n])
-    return out
+        # d/df (base fⁿ) = base (n f^(n−1) − f h² fⁿ): the factors n go on the (small) gradient
+        n = torch.arange(1, terms, device=f.device, dtype=f.dtype)[:, None]
+        g = torch.cat([grad, grad[1:] * n]).index_select(1, dest)  # [2T − 1, E]
+        plain, shifted = g[terms - 1].clone(), g[2 * terms - 2].clone()
+        for k in range(terms - 2, -1, -1):
+            plain.mul_(f).add_(g[k])  # Σ g_n fⁿ
+        for k in range(2 * terms - 3, terms - 1, -1):
+            shifted.mul_(f).add_(g[k])  # Σ n g_n f^(n−1)
+        base = amp * torch.exp(-0.5 * (f * h) ** 2)
+        return base * (shifted - f * (h * h) * plain), None, None, None, None, None
 
 
 def binned_gaussians(
@@ -240,28 +235,28 @@ def binned_gaussians(
     moments = _SeriesMoments.apply(f, amp.detach(), dest, n_cls * n_rows * span, terms, h)
     kernel = kern
     rel = (sigma.detach() - sigma0) / sigma0  # ~1e-7 where U's rounded components matter, else ~1e-16
-    if (
-        dist.dtype == torch.float64 and not torch.is_grad_enabled() and float(rel.abs().max()) > 1e-12
-    ):  # below float32's resolution
-        # (float64 values only — a check, a prediction —, left out of gradient passes; not the search's hot path) Δσ/σ0 · amp · exp(−f²h²/2) · fⁿ, the base without
+    if dist.dtype == torch.float64 and float(rel.abs().max()) > 1e-12:  # below float32's resolution
+        # (float64 only: not the search's hot path) Δσ/σ0 · amp · exp(−f²h²/2) · fⁿ, the base without
         # its gradient (of order 1e-7 of the whole) as before
-        powers = torch.stack([f**m for m in range(terms)], 1)
-        slope = (amp.detach() * torch.exp(-0.5 * (f.detach() * h) ** 2) * rel)[:, None] * powers
-        extra = torch.cat([slope, slope * f[:, None], slope * (f * f)[:, None]], 1)
-        extra = moments.new_zeros(moments.shape[0], 3 * terms).index_add(0, dest, extra)
-        moments = torch.cat([moments, extra], 1)
+        powers = torch.stack([f**m for m in range(terms)])
+        slope = (amp.detach() * torch.exp(-0.5 * (f.detach() * h) ** 2) * rel) * powers  # [T, E]
+        extra = torch.cat([slope, slope * f, slope * (f * f)])
+        extra = moments.new_zeros(3 * terms, moments.shape[1]).index_add(1, dest, extra)
+        moments = torch.cat([moments, extra])
         kernel = torch.cat([kern, kern * ((k * h) ** 2 - 1.0), -2.0 * h * h * k * kern, h * h * kern], 1)
-    width = moments.shape[1]
-    per_class = moments.view(n_cls, n_rows, span, width)
+    width = moments.shape[0]
+    per_class = moments.view(width, n_cls, n_rows, span)
     size = int(2 ** math.ceil(math.log2(max(span + len(k) - 1, grid.length - kmin))))
-    spec = torch.fft.rfft(per_class.sum(0), n=size, dim=1)
-    conv = torch.fft.irfft((spec * torch.fft.rfft(kernel, n=size, dim=0)).sum(-1), n=size, dim=1)
+    spec = torch.fft.rfft(per_class.sum(1), n=size, dim=-1)  # [W, n_rows, F]
+    kspec = torch.fft.rfft(kernel.T, n=size, dim=-1)  # [W, F]
+    conv = torch.fft.irfft((spec * kspec[:, None, :]).sum(0), n=size, dim=-1)
     # conv[:, t] is the value at grid index t + kmin: the whole kernel for every pair; each class of
     # window takes back the points of [kmin, kmax] outside its own (one or two, as shifted products)
     for cl in range(n_cls):
         outside = [*range(kmin, kmin + cl // n_hi), *range(kmax - cl % n_hi + 1, kmax + 1)]
         for point in outside:
-            part = per_class[cl] @ kernel[point - kmin]  # [n_rows, span]: bin j0 gives grid j0 + point
+            # [n_rows, span]: bin j0 gives grid index j0 + point
+            part = torch.tensordot(kernel[point - kmin], per_class[:, cl], dims=1)
             lo_t, hi_t = max(0, point), min(span + point, size + kmin)  # grid indices covered
             conv[:, lo_t - kmin : hi_t - kmin] -= part[:, lo_t - point : hi_t - point]
     out = dist.new_zeros(n_rows, grid.length)
