@@ -129,7 +129,11 @@ def test_probe_flow_runs_as_slurm_jobs(slurm_testbed, slurm_queues, backend, tmp
     standby = {r.slurm_job_id for r in chained if r.slurm_job_id not in first}
     assert all(first[r.slurm_job_id].category == r.category for r in chained if r.slurm_job_id in first)
     assert [r.name for r in chained if r.slurm_job_id in standby] == ["train"]
-    assert all(Path(r.job_home).name.endswith("-standby") for r in chained if r.slurm_job_id in standby)
+    assert all(
+        r.job_home is not None and Path(r.job_home).name.endswith("-standby")
+        for r in chained
+        if r.slurm_job_id in standby
+    )
     assert len(set(recorded.values())) == len(summary.launches) - len(chained) + len(standby)
     for d in docs:
         if isinstance(d["output"], dict) and "slurm_job_id" in d["output"]:
