@@ -103,6 +103,7 @@ def test_pdf_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, stores, tm
     for m in models:
         job_id = m["provenance"]["slurm_job_id"]
         assert jobcomp[job_id].partition == "gpu" and m["provenance"]["slurm_partition"] == "gpu"
+        assert m["provenance"]["fw_id"] == launched[job_id].fw_id  # added by the controller
     # proposals came from propose jobs (Slurm) and carry predictions
     proposals = [p for p in state.proposals() if p["iteration"] > 0]
     assert len(proposals) == 4 and all(p["predicted"] for p in proposals)

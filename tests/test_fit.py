@@ -357,7 +357,7 @@ def test_pdfguis_cell_and_site_adps_are_refined_with_symmetry_ties_and_uncertain
     assert set(u) == set(p) and all(v >= 0 for v in u.values())
     assert result.bounds["a"] == pytest.approx([0.9 * 4.3, 1.1 * 4.3])
     refined = result.structure
-    assert refined is not None and refined["lattice"]["a"] == pytest.approx(4.33, abs=1e-4)
+    assert refined is not None and refined.to_pymatgen().lattice.a == pytest.approx(4.33, abs=1e-4)
 
 
 def test_anisotropic_adps_and_the_nanoparticle_diameter():

@@ -107,6 +107,15 @@ def test_structures_are_typed_and_written_back_exactly_as_pymatgen_wrote_them():
     assert doc.to_pymatgen() == s
     with pytest.raises(ValidationError):
         schemas.StructureDoc.model_validate({**written, "sites": [{"abc": [0, 0, 0]}]})  # no species
+    # a nuisance fit's refined structure is the same typed document, written exactly as pymatgen wrote it
+    fit = schemas.FitDoc(
+        technique="pdf", goodness_name="Rw", goodness=0.1, mse=0.01, status="converged", structure=written
+    )
+    assert isinstance(fit.structure, schemas.StructureDoc)
+    assert fit.model_dump(mode="json", by_alias=True)["structure"] == written
+    assert schemas.StructureDoc.from_pymatgen(s).model_dump(mode="json", by_alias=True) == json.loads(
+        json.dumps(s.as_dict())
+    )
     prop = schemas.ProposalDoc(
         _id="c:0001:000",
         campaign="c",
@@ -152,3 +161,25 @@ def test_partial_updates_are_built_from_the_model():
         schemas.CampaignDoc.set_fields(status="finished")  # not one of the literal's values
     with pytest.raises(ValidationError):
         schemas.LeaseDoc.set_fields(expires="soon")
+
+
+def test_partial_updates_inside_embedded_documents_are_built_from_the_models():
+    """The Slurm controller's Firework ids in a job's provenance: dotted ``$set`` keys from the models,
+    the given fields only (``None`` included), validated; a provenance is written without them before."""
+    ran = schemas.Provenance(fw_id=7, slurm_node=None)
+    assert schemas.EvaluationDoc.set_embedded("provenance.pdf", ran) == {
+        "provenance.pdf.fw_id": 7,
+        "provenance.pdf.slurm_node": None,
+    }
+    assert schemas.ModelDoc.set_embedded("provenance", schemas.Provenance(fw_id=3)) == {"provenance.fw_id": 3}
+    with pytest.raises(ValidationError, match="fw_id"):
+        schemas.Provenance(fw_id="seven")  # type: ignore[arg-type]  # a bad value on purpose
+    for doc, path in ((schemas.EvaluationDoc, "provenance"), (schemas.ModelDoc, "provenance.pdf")):
+        with pytest.raises(ValueError, match="a key only for a mapping field"):
+            doc.set_embedded(path, ran)
+    with pytest.raises(ValueError, match="EvaluationDoc.fit holds no Provenance"):
+        schemas.EvaluationDoc.set_embedded("fit.pdf", ran)
+    fresh = schemas.Provenance(host="n1", slurm_job_id="42").model_dump(mode="json")
+    assert "fw_id" not in fresh and "slurm_node" not in fresh and fresh["slurm_job_id"] == "42"
+    annotated = schemas.Provenance.model_validate({**fresh, "fw_id": 7, "slurm_node": None})
+    assert annotated.model_dump(mode="json") == {**fresh, "fw_id": 7, "slurm_node": None}  # kept as read

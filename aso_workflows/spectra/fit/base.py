@@ -84,7 +84,7 @@ class FitResult(FitDoc):
 
     def summary(self) -> dict:
         """Everything but the spectrum, JSON-able (what an evaluation document stores)."""
-        return self.model_dump(mode="json", exclude={"spectrum"})
+        return self.model_dump(mode="json", by_alias=True, exclude={"spectrum"})
 
 
 def linear_scale(model: np.ndarray, data: np.ndarray, weights: np.ndarray) -> float:
