@@ -19,7 +19,7 @@ Collections: ``campaigns`` (:class:`CampaignDoc`), ``proposals`` (:class:`Propos
 from __future__ import annotations
 
 import datetime as _dt
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 import numpy as np
 from pydantic import (
@@ -242,7 +242,7 @@ class StructureDoc(_AsWritten):
 
     @classmethod
     def from_pymatgen(cls, structure: Structure) -> StructureDoc:
-        return cls.model_validate(structure.as_dict())
+        return cls.model_validate(plain(structure.as_dict()))
 
     def to_pymatgen(self) -> Structure:
         from pymatgen.core import Structure
@@ -276,15 +276,48 @@ class StoredDoc(_Doc):
         return doc.model_dump(mode="json", by_alias=True, include=set(fields))
 
     @classmethod
+    def set_embedded(cls, path: str, part: BaseModel) -> dict[str, Any]:
+        """The ``$set`` of a partial update inside an embedded document: each field given to ``part``
+        (a model of the embedded document, so validated as when the whole document is built) at
+        ``path.<field>``, written as :meth:`to_mongo` writes it.
+
+        ``path`` is one of this model's fields that holds ``part``'s model, followed by the key for a
+        mapping field: ``EvaluationDoc.set_embedded("provenance.pdf", Provenance(fw_id=7))`` gives
+        ``{"provenance.pdf.fw_id": 7}``, ``ModelDoc.set_embedded("provenance", ...)`` the field itself.
+        """
+        name, _, key = path.partition(".")
+        info = cls.model_fields.get(name)
+        if info is None or not _holds(info.annotation, type(part)):
+            raise ValueError(f"{cls.__name__}.{name} holds no {type(part).__name__}")
+        if bool(key) != (get_origin(info.annotation) is dict) or "." in key:
+            raise ValueError(f"{cls.__name__}.{path}: give the field, and a key only for a mapping field")
+        values = part.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return {f"{path}.{field}": value for field, value in values.items()}
+
+    @classmethod
     def from_mongo(cls, doc: dict[str, Any]) -> Self:
         """Validate a document read from the store (projections may leave fields out: they default)."""
         return cls.model_validate(doc)
 
 
-class Provenance(_Doc):
-    """Where and how a job ran."""
+def _holds(annotation: Any, model: type) -> bool:
+    """Whether a field's type annotation is ``model`` or holds it (``X | None``, ``dict[str, X]`` ...)."""
+    return annotation is model or any(_holds(a, model) for a in get_args(annotation))
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)  # executors add their ids (fw_id)
+
+_CONTROLLER_FIELDS = ("fw_id", "slurm_node")
+"""The fields of :class:`Provenance` the Slurm controller adds afterwards (never written unset)."""
+
+
+class Provenance(_Doc):
+    """Where and how a job ran.
+
+    ``fw_id`` and ``slurm_node`` are added afterwards by the Slurm controller, which knows the Firework
+    each Slurm job ran (``cluster/runner.py: annotate_fireworks``); a provenance is written without them
+    until then.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)  # other executors' ids are kept
 
     host: str | None = None
     pid: int | None = None
@@ -295,6 +328,16 @@ class Provenance(_Doc):
     wall_time_s: float | None = None
     absorber_jobs: list[dict[str, Any]] | None = None
     absorbers_failed: list[dict[str, Any]] | None = None
+    fw_id: int | None = None
+    slurm_node: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_controller_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for name in _CONTROLLER_FIELDS:
+            if name not in self.model_fields_set:
+                data.pop(name, None)
+        return data
 
 
 class CampaignDoc(StoredDoc):
@@ -362,7 +405,7 @@ class FitDoc(_Doc):
     status: str
     bounds: dict[str, list[float]] = Field(default_factory=dict)
     at_bound: list[str] = Field(default_factory=list)
-    structure: dict[str, Any] | None = None  # the candidate with its refined cell / per-site ADPs
+    structure: StructureDoc | None = None  # the candidate with its refined cell / per-site ADPs
 
 
 class EvaluationDoc(StoredDoc):

@@ -259,5 +259,7 @@ def resolve_cases(names: list[str], folder: Path) -> list[BenchmarkCase]:
             out.append(ht_case(n[3:]))
         else:
             out.append(generated_case(n, folder))
-    seen: set[str] = set()
-    return [c for c in out if not (c.name in seen or seen.add(c.name))]
+    unique: dict[str, BenchmarkCase] = {}  # each name once, at its first place
+    for c in out:
+        unique.setdefault(c.name, c)
+    return list(unique.values())

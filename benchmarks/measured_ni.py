@@ -27,6 +27,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,7 @@ def main() -> None:
     ref = pdffit2_refinement()
     cell = ours((1, 1, 1))
     supercell = ours((2, 2, 2))
-    out = {
+    out: dict[str, Any] = {
         "data": str(DATA.relative_to(ROOT)),
         "pdffit2": {k: v for k, v in ref.items() if k not in ("r", "fit")},
         "ours_cell": {k: v for k, v in cell.items() if k not in ("r", "data", "fit")},

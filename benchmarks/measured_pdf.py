@@ -29,6 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from aso_workflows.config import load_config  # noqa: E402
 
-CASES = {
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "ni": ("ni_xray_measured", {"rw": 0.0711}),
     "cdse": ("cdse_xray_measured", {"rw": 0.205, "a": 4.3012, "c": 7.0117, "z(Se1)": 0.3757}),
     "lamno3": ("lamno3_neutron_measured", {"rw": 0.169, "mn_o": [1.912, 1.966, 2.176]}),
@@ -176,6 +177,7 @@ def run_case(key: str, runs: Path) -> dict:
     cfg = load_config(ROOT / "examples" / folder / "campaign.yaml")
     problem, start, sym = _problem(cfg)
     t0 = time.perf_counter()
+    pdfgui: dict[str, Any]
     try:
         pdfgui = _summary(problem.refine_as_pdfgui(), start, sym)
     except Exception as exc:  # noqa: BLE001 - reported: a diverging refinement is a result here
@@ -185,7 +187,7 @@ def run_case(key: str, runs: Path) -> dict:
     max_calls = cfg.polish.max_calls if cfg.polish is not None else 200
     refinement = _summary(problem.refine(max_calls), start, sym)
     refinement["seconds"] = round(time.perf_counter() - t0, 1)
-    result = {
+    result: dict[str, Any] = {
         "case": key,
         "campaign_file": str(Path("examples") / folder / "campaign.yaml"),
         "reference_pdfgui": reference,

@@ -52,6 +52,11 @@ import urllib.request
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the types of this checkout (the runner itself is loaded from the code on the path)
+    from aso_workflows.campaign.state import CampaignState
+    from aso_workflows.cluster.slurm import RunSummary
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "linio2_jt_pdf"
@@ -111,7 +116,7 @@ def _runner_class():
     raise ImportError("no ClusterCampaignRunner in aso_workflows.cluster.runner or .campaign.cluster")
 
 
-def run_campaign(folder: Path, uri: str, iterations: int, q: int) -> tuple[dict, object, object]:
+def run_campaign(folder: Path, uri: str, iterations: int, q: int) -> tuple[dict, CampaignState, RunSummary]:
     from aso_workflows.cluster.launchpad import load_launchpad
     from aso_workflows.cluster.queues import slurm_queue
     from aso_workflows.config import load_config
@@ -189,7 +194,7 @@ def job_breakdown(state, summary, lp) -> list[dict]:
         submitted, started, fw_start, fw_end, back = map(
             _t, (rec.submitted, rec.process_start, rec.start, rec.end, rec.recovered)
         )
-        if None in (submitted, started, fw_start, fw_end, back):
+        if submitted is None or started is None or fw_start is None or fw_end is None or back is None:
             continue
         script, rocket = _t(side.get("script_start")), _t(side.get("rocket_start"))
         seen = _t(getattr(rec, "seen", None))

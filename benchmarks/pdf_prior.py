@@ -24,21 +24,25 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_HT = Path(os.environ.get("ASO_HT_CASES", ROOT.parent / "shared" / "benchmarks" / "ht"))
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "reference": {},
     "neutron+qdamp": {"radiation": "neutron", "qdamp": 0.04},
     "sharpened+broadened": {"delta1": 0.3, "delta2": 1.2, "qbroad": 0.02, "biso": 0.8},
 }
 
 
-def _load(path: Path):
+def _load(path: Path) -> Structure:
     import warnings
 
     from pymatgen.core import Structure
@@ -48,7 +52,7 @@ def _load(path: Path):
         return Structure.from_file(str(path))
 
 
-def exactness(structures: dict[str, object]) -> list[dict]:
+def exactness(structures: dict[str, Structure]) -> list[dict]:
     import torch
 
     from aso_workflows.spectra.pdf import PDFSimulator

@@ -47,6 +47,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -57,7 +58,7 @@ BASELINE = "dd98690"
 PRIOR_BASELINE = "ddeb339"
 SUPERCELLS = {24: (3, 2, 1), 48: (3, 2, 2), 96: (4, 3, 2), 200: (5, 5, 2)}
 MIN_DISTANCES = {"Ni-O": 1.7, "Li-O": 1.7, "O-O": 2.2}
-PDF = {"rmin": 1.0, "rmax": 10.0, "rstep": 0.01, "qmin": 1.0, "qmax": 18.0, "biso": 2.0}
+PDF: dict[str, Any] = {"rmin": 1.0, "rmax": 10.0, "rstep": 0.01, "qmin": 1.0, "qmax": 18.0, "biso": 2.0}
 
 
 # ---- worker (runs in a subprocess, with the old or the new package on its path) --------------------
@@ -174,7 +175,9 @@ def precision(threads: int) -> dict:
     train = [simulate_with_sites(sim, s) for s in structures[:20]]
     y = np.asarray(sim.simulate(target).values)
     species = [x.specie.symbol for x in start]
-    base = dict(n_models=5, epochs=100, patience=20, readout_cutoff=PDF["rmax"] + 1.0, progress=False)
+    base: dict[str, Any] = dict(
+        n_models=5, epochs=100, patience=20, readout_cutoff=PDF["rmax"] + 1.0, progress=False
+    )
     sur = EnsembleSurrogate(species, len(y), "node", settings=SurrogateSettings(**base, dtype="float64"))
     sur.fit(structures[:20], train)
     acq = LowerConfidenceBound(targets={"pdf": y}, scales={"pdf": float(np.std(y))}, lam=0.1)

@@ -40,6 +40,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,7 +50,14 @@ sys.path.insert(0, str(HERE))
 
 from cases import REDUCED, BenchmarkCase, resolve_cases  # noqa: E402
 
-PDF_SETTINGS = {"rmin": 1.0, "rmax": 10.0, "rstep": 0.01, "qmin": 1.0, "qmax": 18.0, "biso": 2.0}
+PDF_SETTINGS: dict[str, Any] = {
+    "rmin": 1.0,
+    "rmax": 10.0,
+    "rstep": 0.01,
+    "qmin": 1.0,
+    "qmax": 18.0,
+    "biso": 2.0,
+}
 #: surrogate settings of the reduced structure-determination suite, and the package defaults
 SETTINGS = {
     "reduced": {"n_models": 4, "epochs": 80, "patience": 15, "lr_patience": 8},
@@ -136,7 +144,7 @@ def make_surrogate(variant: str, data: dict, settings_kw: dict, seed: int):
         from tmdnet_surrogate import TorchMDNetSurrogate
 
         return TorchMDNetSurrogate(species, len(grid.values), seed=seed, **{**settings_kw, **TMDNET})
-    level = "node" if variant.startswith("node") else "graph"
+    level: Literal["node", "graph"] = "node" if variant.startswith("node") else "graph"
     settings = SurrogateSettings(
         **{**settings_kw, "pdf_level": level, "seed": seed, "progress": False, "device": "cpu"}
     )

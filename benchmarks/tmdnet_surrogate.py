@@ -157,6 +157,8 @@ class TorchMDNetSurrogate:
                     since += 1
                     if since >= self.patience:
                         break
+            if best_state is None:  # (was a TypeError inside torch)
+                raise RuntimeError(f"member {k}: no finite held-out loss in {self.epochs} epochs")
             member.load_state_dict(best_state)
             epochs_run.append(run)
         with torch.no_grad():

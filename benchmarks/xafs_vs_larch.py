@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +48,15 @@ from aso_workflows.spectra.xafs import ftwindow, xftf  # noqa: E402
 
 CU = ROOT / "examples" / "cu_exafs_measured"
 NI = ROOT / "examples" / "ni_joint_measured"
-RANGES = {"kmin": 3.0, "kmax": 17.0, "dk": 4.0, "window": "kaiser", "rmin": 1.4, "rmax": 3.0}
-FEFF = {"supercell": [1, 1, 1], "radius": 5.0, "rpath": 3.0, "nlegs": 2, "kweight": 2, "keep_paths": True}
+RANGES: dict[str, Any] = {"kmin": 3.0, "kmax": 17.0, "dk": 4.0, "window": "kaiser", "rmin": 1.4, "rmax": 3.0}
+FEFF: dict[str, Any] = {
+    "supercell": [1, 1, 1],
+    "radius": 5.0,
+    "rpath": 3.0,
+    "nlegs": 2,
+    "kweight": 2,
+    "keep_paths": True,
+}
 PROCESSING = {"rbkg": 1.0, "kweight": 1}
 
 
@@ -56,7 +64,7 @@ def fcc(a: float, element: str):  # noqa: ANN201 - pymatgen Structure
     from pymatgen.core import Lattice, Structure
 
     return Structure(
-        Lattice.cubic(a), [element] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
+        Lattice.cubic(a), [element] * 4, [[0.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]
     )
 
 
@@ -179,6 +187,7 @@ def campaign_best(name: str, store: str | None) -> dict:
     camp = Campaign.open(name, store)
     best = camp.best(1)[0]
     doc = camp.db.evaluations.find_one({"_id": best.id})
+    assert doc is not None  # the best candidate's own evaluation
     fit = doc["fit"]["exafs"]
     nn = nn_distances(best.structure)
     return {

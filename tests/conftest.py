@@ -71,6 +71,7 @@ def sd():
     spec = importlib.util.spec_from_file_location(
         "structure_determination", BENCH / "structure_determination.py"
     )
+    assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)

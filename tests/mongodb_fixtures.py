@@ -16,13 +16,24 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
 
+if TYPE_CHECKING:
+    from pymongo import MongoClient
+
 MONGODB_URI = os.environ.get("ASO_TEST_MONGODB_URI")
 NO_SERVER = "needs a MongoDB server: set ASO_TEST_MONGODB_URI=mongodb://... (scripts/install_and_test.sh starts FerretDB)"
+
+
+def mongo_client(uri: str, **options: Any) -> MongoClient[dict[str, Any]]:
+    """``pymongo.MongoClient(uri, **options)``, typed as a client of plain ``dict`` documents."""
+    import pymongo
+
+    return pymongo.MongoClient(uri, **options)
 
 
 @pytest.fixture(scope="session")
@@ -36,17 +47,13 @@ def mongodb_uri() -> str:
 @pytest.fixture(scope="session")
 def server_is_ferretdb(mongodb_uri) -> bool:
     """True when the tier's server is FerretDB (its ``buildInfo`` says so)."""
-    import pymongo
-
-    with pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000) as c:
+    with mongo_client(mongodb_uri, serverSelectionTimeoutMS=5000) as c:
         return "ferretdbVersion" in c.admin.command("buildInfo")
 
 
 @pytest.fixture
 def fresh_databases(mongodb_uri) -> Iterator[Callable[[str], str]]:
     """``make(prefix)`` → a new database name on the tier's server; all of them dropped at the end."""
-    import pymongo
-
     made: list[str] = []
 
     def make(prefix: str = "aso_test") -> str:
@@ -55,7 +62,7 @@ def fresh_databases(mongodb_uri) -> Iterator[Callable[[str], str]]:
         return name
 
     yield make
-    with pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000) as c:
+    with mongo_client(mongodb_uri, serverSelectionTimeoutMS=5000) as c:
         for name in made:
             c.drop_database(name)
 

@@ -231,6 +231,7 @@ def _with_credentials(uri: str, user: str, password: str) -> str:
 def test_wrong_credentials_are_one_line(tmp_path, fault_ledger):
     from aso_workflows.cluster.launchpad import load_launchpad
 
+    assert MONGODB_URI is not None  # (skipped without it)
     secret = f"wrong-{uuid.uuid4().hex[:10]}"
     bad = _with_credentials(MONGODB_URI, "aso_no_such_user", secret)
     fault_ledger.inject(
@@ -254,6 +255,7 @@ def test_wrong_credentials_are_one_line(tmp_path, fault_ledger):
 @pytest.mark.skipif(not MONGODB_URI, reason="needs a MongoDB server: set ASO_TEST_MONGODB_URI=mongodb://...")
 def test_password_file_connects_and_stays_out_of_the_spec(tmp_path):
     """The tier's own credentials split into a user-only URI plus a password file: the store opens."""
+    assert MONGODB_URI is not None  # (skipped without it)
     parts = urlsplit(MONGODB_URI)
     if parts.password is None:
         pytest.skip("ASO_TEST_MONGODB_URI has no password to move into a file")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pytest
 import torch
@@ -34,7 +36,8 @@ def _t(x) -> torch.Tensor:
 def test_lcb_matches_its_formula_for_both_metrics(spectra):
     target, means, stds = spectra
     scale = np.sqrt(np.mean((target - target.mean()) ** 2))
-    for metric, power in (("mae", 1), ("mse", 2)):
+    metrics: tuple[tuple[Literal["mae", "mse"], int], ...] = (("mae", 1), ("mse", 2))
+    for metric, power in metrics:
         acq = LowerConfidenceBound({"pdf": target}, weights={"pdf": 2.0}, lam=0.1, metric=metric)
         got = acq({"pdf": _t(means)}, {"pdf": _t(stds)}).numpy()
         d = np.mean(np.abs(means - target) ** power, axis=1)
@@ -84,6 +87,7 @@ def test_acquisition_is_differentiable(spectra):
     mu = _t(means).requires_grad_(True)
     acq = LowerConfidenceBound({"pdf": target}, metric="mse")
     acq({"pdf": mu}, {"pdf": _t(stds)}).sum().backward()
+    assert mu.grad is not None
     # descending the gradient moves the prediction towards the target
     assert torch.all(torch.sign(-mu.grad) == torch.sign(_t(target) - mu.detach()))
 
@@ -96,13 +100,13 @@ def test_expected_mismatch_is_the_lcb_without_exploration(spectra):
     assert torch.equal(em, lcb0)
     assert torch.all(lcb < em)  # exploration lowers the bound where the ensemble is unsure (std > 0)
     with pytest.raises(TypeError):
-        AcquisitionFunction()  # abstract
+        AcquisitionFunction()  # type: ignore[abstract]  # abstract: refused on purpose
 
 
 def test_bad_inputs_name_the_field(spectra):
     target, means, stds = spectra
     with pytest.raises(InputError, match="acquisition.metric"):
-        LowerConfidenceBound({"pdf": target}, metric="rmse")
+        LowerConfidenceBound({"pdf": target}, metric="rmse")  # type: ignore[arg-type]  # a bad value on purpose
     with pytest.raises(InputError, match="acquisition.weights"):
         LowerConfidenceBound({"pdf": target}, weights={"exafs": 1.0})
     with pytest.raises(InputError, match=r"acquisition.scales\[pdf\]"):

@@ -64,7 +64,8 @@ def test_an_optimizer_is_one_registered_class(tmp_path):
         assert "keep-start" in optimizer_names()
         cfg = load_config(campaign_yaml(tmp_path, "reg", optimizer="keep-start", keep_start={"repeats": 2}))
         assert cfg.section("keep_start") == KeepStart(repeats=2)
-        assert registry.make_optimizer("keep-start", cfg).repeats == 2
+        made = registry.make_optimizer("keep-start", cfg)
+        assert isinstance(made, KeepStart) and made.repeats == 2
         bad = campaign_yaml(tmp_path, "reg2", optimizer="keep-start", keep_start={"repeat": 2})
         with pytest.raises(
             InputError, match=r"field 'keep_start.repeat': unknown field; expected one of \['repeats'\]"
@@ -161,7 +162,7 @@ def test_training_on_the_gpu_queue_without_cuda_warns_or_fails(monkeypatch):
     try:
         (warning,) = device_warnings("auto")
     finally:
-        CURRENT_JOB.job = None
+        CURRENT_JOB.reset()
     assert (
         "routed to the GPU queue (Slurm job 42, partition gpu" in warning and "trained on the CPU" in warning
     )

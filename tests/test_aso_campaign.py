@@ -170,7 +170,7 @@ def test_aso_refine_campaign_counts_every_pdf_calculation(tmp_path, one_torch_th
     refined = [
         props[e["proposal_id"]] for e in evals if (props[e["proposal_id"]]["predicted"] or {}).get("refine")
     ]
-    per_iteration = {}
+    per_iteration: dict[int, int] = {}
     for p in refined:
         per_iteration[p["iteration"]] = per_iteration.get(p["iteration"], 0) + 1
         r = p["predicted"]["refine"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,7 +48,13 @@ def write_nio_campaign(tmp_path: Path, name: str, optimizer: str, **fields) -> P
         "sampler": {"min_displacement": 0.05, "max_displacement": 0.25},
         "min_distances": MIN_DISTANCES,
     }
-    defaults = {"budget": 12, "initial_size": 4, "seed": 3, "surrogate": None, "proposal": None}
+    defaults: dict[str, Any] = {
+        "budget": 12,
+        "initial_size": 4,
+        "seed": 3,
+        "surrogate": None,
+        "proposal": None,
+    }
     defaults["output"] = str(tmp_path / name)
     return campaign_yaml(tmp_path, name, pair=pair, optimizer=optimizer, **{**defaults, **fields})
 

@@ -43,6 +43,7 @@ def stores(request, tmp_path):
     if request.param == "embedded":
         yield mongomock_launchpad(), shared_job_store(tmp_path / "jobstore"), {"kind": "embedded"}
         return
+    assert MONGO_URI is not None  # (the mongodb parameter is skipped without it)
     database = f"aso_test_{uuid.uuid4().hex[:10]}"
     lp = load_launchpad(MONGO_URI, database=database)
     lp.reset("", require_password=False)
@@ -102,6 +103,7 @@ def test_pdf_campaign_runs_as_slurm_jobs(slurm_testbed, slurm_queues, stores, tm
     for m in models:
         job_id = m["provenance"]["slurm_job_id"]
         assert jobcomp[job_id].partition == "gpu" and m["provenance"]["slurm_partition"] == "gpu"
+        assert m["provenance"]["fw_id"] == launched[job_id].fw_id  # added by the controller
     # proposals came from propose jobs (Slurm) and carry predictions
     proposals = [p for p in state.proposals() if p["iteration"] > 0]
     assert len(proposals) == 4 and all(p["predicted"] for p in proposals)

@@ -106,6 +106,7 @@ def test_interrupted_aso_run_resumes_without_duplicates(tmp_path):
     cfg = load_config(path)
     aso = [sys.executable, "-m", "aso_workflows.cli", "run", str(path), "--quiet"]
     proc = subprocess.Popen(aso, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
     db = get_db(cfg.store_spec())
     deadline = time.time() + 300
     # wait until some proposals (iteration ≥ 1) were evaluated, then kill

@@ -50,6 +50,7 @@ def backend(request, tmp_path):
     if request.param == "mongomock":
         yield mongomock_launchpad(), shared_job_store(tmp_path / "store")
         return
+    assert MONGO_URI is not None  # (the mongodb parameter is skipped without it)
     database = f"aso_test_{uuid.uuid4().hex[:10]}"
     lp = load_launchpad(MONGO_URI, database=database)
     lp.reset("", require_password=False)
@@ -128,7 +129,11 @@ def test_probe_flow_runs_as_slurm_jobs(slurm_testbed, slurm_queues, backend, tmp
     standby = {r.slurm_job_id for r in chained if r.slurm_job_id not in first}
     assert all(first[r.slurm_job_id].category == r.category for r in chained if r.slurm_job_id in first)
     assert [r.name for r in chained if r.slurm_job_id in standby] == ["train"]
-    assert all(Path(r.job_home).name.endswith("-standby") for r in chained if r.slurm_job_id in standby)
+    assert all(
+        r.job_home is not None and Path(r.job_home).name.endswith("-standby")
+        for r in chained
+        if r.slurm_job_id in standby
+    )
     assert len(set(recorded.values())) == len(summary.launches) - len(chained) + len(standby)
     for d in docs:
         if isinstance(d["output"], dict) and "slurm_job_id" in d["output"]:
@@ -177,7 +182,7 @@ def test_failed_and_lost_jobs_end_the_run(slurm_testbed, slurm_queues, tmp_path)
     stored = lp.launches.find_one({"launch_id": by_uuid[raises.uuid].launch_id})["action"]["stored_data"]
     assert "probe failure on purpose" in stored["_exception"]["_stacktrace"]
     lost = by_uuid[dies.uuid]
-    assert lost.state == "FIZZLED" and lost.slurm_job_id in lost.error
+    assert lost.state == "FIZZLED" and lost.error is not None and lost.slurm_job_id in lost.error
     assert {r.job_id: r.state for r in slurm_testbed.jobcomp_records()}[lost.slurm_job_id] == "FAILED"
 
 
@@ -196,7 +201,9 @@ def test_a_new_controller_picks_up_jobs_in_flight(slurm_testbed, slurm_queues, t
     assert done.workflow_state == "COMPLETED" and not done.timed_out
     assert [r.slurm_job_id for r in done.launches] == [stopped.launches[0].slurm_job_id]  # not resubmitted
     store.connect()
-    assert store.query_one({"name": "probe"})["output"]["slurm_job_id"] == stopped.launches[0].slurm_job_id
+    probe_doc = store.query_one({"name": "probe"})
+    assert probe_doc is not None
+    assert probe_doc["output"]["slurm_job_id"] == stopped.launches[0].slurm_job_id
 
 
 # ---- without Slurm ----------------------------------------------------------------------------------
@@ -290,7 +297,8 @@ def test_rlaunch_shim_runs_an_offline_firework(tmp_path):
     lp.recover_offline(launch_id)
     assert lp.get_fw_by_id(1).state == "COMPLETED"
     store.connect()
-    assert store.query_one({"name": "probe"})["output"]["label"] == "offline"
+    probe_doc = store.query_one({"name": "probe"})
+    assert probe_doc is not None and probe_doc["output"]["label"] == "offline"
 
 
 def _prepare_offline(lp, folder: Path) -> tuple[Path, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from aso_workflows.surrogate.settings import SurrogateSettings
 pytest.importorskip("larch")
 
 #: fcc Cu, one absorber, two shells and the first triangle paths (RPATH 3.9 Å, 3 legs): a few s of FEFF
-SETTINGS = {
+SETTINGS: dict[str, Any] = {
     "absorber": "Cu",
     "supercell": (1, 1, 1),
     "radius": 5.0,
@@ -30,7 +31,9 @@ SETTINGS = {
 
 
 def cu_fcc(a: float = 3.61) -> Structure:
-    return Structure(Lattice.cubic(a), ["Cu"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    return Structure(
+        Lattice.cubic(a), ["Cu"] * 4, [[0.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]
+    )
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -67,7 +70,9 @@ def test_prior_reproduces_feff_and_follows_a_moved_atom(runs, one_torch_thread):
     err_prior = _rel(prior.predict([moved])[0], np.asarray(moved_spec.values))
     err_ref = _rel(np.asarray(ref_spec.values), np.asarray(moved_spec.values))
     assert err_prior < err_ref / 3, (err_prior, err_ref)
-    rows = prior.rows([moved])[0]
+    site_rows = prior.rows([moved])
+    assert site_rows is not None  # the EXAFS prior has per-site rows
+    rows = site_rows[0]
     assert np.allclose(rows[0], prior.predict([moved])[0]) and np.all(rows[1:] == 0)  # site 0 only
     again = EXAFSPrior.from_state(prior.state())
     assert np.allclose(again.predict([moved]), prior.predict([moved]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from aso_workflows.spectra.exafs import EXAFSSimulator
 DATA = Path(__file__).parents[1] / "aso_workflows" / "data"
 EXAMPLE = Path(__file__).parents[1] / "examples" / "linio2_jt_pdf"
 # one or two absorbers per structure, single scattering only: ~2-7 s per FEFF run on a busy 2-core box
-TINY_EXAFS = {"absorber": "Ni", "radius": 4.0, "rpath": 3.0, "nlegs": 2}
+TINY_EXAFS: dict[str, Any] = {"absorber": "Ni", "radius": 4.0, "rpath": 3.0, "nlegs": 2}
 
 
 def fault_feff(tmp_path: Path, cases: list[tuple[str, str]]) -> Path:
@@ -93,9 +94,11 @@ def test_feff_crash_hang_and_bad_absorber_are_recorded_and_replaced(tmp_path, fa
     # every completed candidate is the average of its good absorber; the bad one is listed
     done = state.evaluations("completed")
     assert all(e["absorbers_failed"] == {"exafs": [bad]} for e in done)
-    spec = state.db.spectra.find_one({"_id": done[0]["spectra"]["exafs"]})["spectrum"]
+    spectrum_doc = state.db.spectra.find_one({"_id": done[0]["spectra"]["exafs"]})
+    assert spectrum_doc is not None
+    spec = spectrum_doc["spectrum"]
     assert spec["absorber_sites"] == [good]
-    prov = state.db.spectra.find_one({"_id": done[0]["spectra"]["exafs"]})["provenance"]
+    prov = spectrum_doc["provenance"]
     assert (
         prov["absorbers_failed"][0]["site"] == bad and "exit status 7" in prov["absorbers_failed"][0]["error"]
     )

@@ -9,6 +9,7 @@ import json
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,9 +22,9 @@ from aso_workflows.spectra.xafs import chir_magnitude, normalize_xmu
 from aso_workflows.spectra.xanes import XANESSimulator, xanes_energy_grid
 
 # Small but physical: single and double scattering within 4.5 Å, no SCF (a few seconds per absorber).
-SMALL_EXAFS = {"radius": 5.0, "rpath": 4.5, "nlegs": 3}
-TINY_EXAFS = {"radius": 4.0, "rpath": 3.0, "nlegs": 2}
-SMALL_XANES = {"radius": 4.0, "fms": 3.0, "scf": None}
+SMALL_EXAFS: dict[str, Any] = {"radius": 5.0, "rpath": 4.5, "nlegs": 3}
+TINY_EXAFS: dict[str, Any] = {"radius": 4.0, "rpath": 3.0, "nlegs": 2}
+SMALL_XANES: dict[str, Any] = {"radius": 4.0, "fms": 3.0, "scf": None}
 
 
 def first_shell_peak(spectrum, lo: float = 1.0, hi: float = 2.1) -> float:
@@ -189,7 +190,7 @@ def test_site_subset_runs_each_absorber_and_averages(linio2, tmp_path):
     sites = sim.absorber_sites(linio2)
     sp = sim.simulate(linio2, workdir=tmp_path)
     assert sp.absorber_sites == sites
-    assert np.asarray(sp.site_values).shape == (2, 181)
+    assert sp.site_values is not None and np.asarray(sp.site_values).shape == (2, 181)
     assert np.allclose(sp.y, np.mean(sp.site_values, axis=0))
     assert np.asarray(sp.extra["feff_chi_sites"]).shape[0] == 2
     assert np.allclose(sp.extra["feff_chi"], np.mean(sp.extra["feff_chi_sites"], axis=0))

@@ -23,7 +23,9 @@ LARCH_FIT = {"kmin": 3.0, "kmax": 17.0, "dk": 4.0, "window": "kaiser", "space": 
 
 
 def cu_fcc(a: float = 3.61) -> Structure:
-    return Structure(Lattice.cubic(a), ["Cu"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    return Structure(
+        Lattice.cubic(a), ["Cu"] * 4, [[0.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +111,7 @@ def test_feffit_grade_fit_equals_larchs_feffit_on_the_files(cu_run):
     assert ours.statistics["first_shell_r"] == pytest.approx(2.5418, abs=0.01)
     assert ours.parameters["s02"] == pytest.approx(0.93, abs=0.1)
     # per-absorber spectra: each absorber's own χ, averaging to the fitted spectrum
+    assert ours.spectrum.site_values is not None
     assert np.allclose(np.mean(ours.spectrum.site_values, axis=0), ours.spectrum.y)
     assert "feff_paths" not in ours.spectrum.extra and ours.spectrum.extra["nuisance_fit"] == ours.parameters
 
@@ -175,7 +178,8 @@ def test_paths_go_to_the_blob_store_and_come_back(tmp_path):
     )
     raw = db.spectra._coll.find_one({"_id": "fp:exafs:key"})
     assert set(raw["feff_paths"]) == {"aso_blob", "bytes"}
-    assert db.spectra.find_one({"_id": "fp:exafs:key"})["feff_paths"] == paths
+    back = db.spectra.find_one({"_id": "fp:exafs:key"})
+    assert back is not None and back["feff_paths"] == paths
     db.close()
 
 

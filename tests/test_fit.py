@@ -7,6 +7,7 @@ analytic spectra (no FEFF run), which is all the fitters see of a simulation.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -187,6 +188,7 @@ def test_s02_and_e0_are_recovered(options):
     assert result.parameters["e0"] == pytest.approx(4.0, abs=0.05)
     assert result.goodness_name == "R" and result.goodness < 1e-4
     # per-site spectra are shifted and scaled alike (the surrogate learns them)
+    assert result.spectrum.site_values is not None and target.site_values is not None
     assert np.allclose(np.mean(result.spectrum.site_values, axis=0), result.spectrum.y, atol=1e-12)
     assert np.allclose(result.spectrum.site_values, target.site_values, atol=2e-3 * np.ptp(target.y))
     assert len(result.spectrum.extra["chir_mag"]) == len(result.spectrum.extra["r"])
@@ -202,7 +204,7 @@ def test_r_space_goodness_is_feffits_r_factor():
     target, simulated = _exafs_spectrum(sim, e0=2.0), _exafs_spectrum(sim)
     result = make_fitter("exafs", {"space": "r", "rmin": 1.2, "rmax": 3.0}, target, sim).fit(simulated)
     k = sim.k()
-    kw = dict(kmin=3.5, kmax=11.5, dk=1.0, window="hanning", kstep=0.05)
+    kw: dict[str, Any] = dict(kmin=3.5, kmax=11.5, dk=1.0, window="hanning", kstep=0.05)
     r, cd = xftf(k, target.y, 4.0, **kw)
     _, cm = xftf(k, simulated.y, 4.0, **kw)
     sel = (r >= 1.2 - 1e-9) & (r <= 3.0 + 1e-9)
@@ -256,6 +258,7 @@ def test_energy_shift_and_edge_step_amplitude_are_recovered():
     w = (e >= -90) & (e <= 80)  # the grid less the ±20 eV shift bounds
     assert np.allclose(result.spectrum.y[w], target.y[w], atol=1e-3)
     assert result.goodness < 1e-6
+    assert result.spectrum.site_values is not None
     assert np.allclose(result.spectrum.site_values[0], result.spectrum.y)
 
 
@@ -354,7 +357,7 @@ def test_pdfguis_cell_and_site_adps_are_refined_with_symmetry_ties_and_uncertain
     assert set(u) == set(p) and all(v >= 0 for v in u.values())
     assert result.bounds["a"] == pytest.approx([0.9 * 4.3, 1.1 * 4.3])
     refined = result.structure
-    assert refined is not None and refined["lattice"]["a"] == pytest.approx(4.33, abs=1e-4)
+    assert refined is not None and refined.to_pymatgen().lattice.a == pytest.approx(4.33, abs=1e-4)
 
 
 def test_anisotropic_adps_and_the_nanoparticle_diameter():

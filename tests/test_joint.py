@@ -34,7 +34,9 @@ EXAFS_FIT = {
 @pytest.fixture(scope="module")
 def ni_terms():
     """The Ni X-ray PDF (1.5–8 Å) and the Ni foil EXAFS (first shell, one absorber) of fcc Ni, a = 3.52 Å."""
-    s = Structure(Lattice.cubic(3.52), ["Ni"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    s = Structure(
+        Lattice.cubic(3.52), ["Ni"] * 4, [[0.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]
+    )
     psim = make_simulator("pdf", rmin=1.5, rmax=8.0, qmax=40.0)
     esim = make_simulator(
         "exafs",

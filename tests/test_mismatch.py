@@ -102,7 +102,7 @@ def test_missing_technique_and_bad_terms(pdfs):
     with pytest.raises(ValidationError, match="weight"):
         TechniqueTerm("pdf", nio_pdf, weight=0.0)
     with pytest.raises(ValidationError, match="normalisation"):
-        TechniqueTerm("pdf", nio_pdf, normalisation="std")
+        TechniqueTerm("pdf", nio_pdf, normalisation="std")  # type: ignore[arg-type]  # a bad value on purpose
     with pytest.raises(ValidationError, match="normalisation"):
         TechniqueTerm("pdf", nio_pdf, normalisation=-1.0)
     flat = _spectrum("pdf", [1.0, 2.0, 3.0], [0.0, 0.0, 0.0])

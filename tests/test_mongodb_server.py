@@ -25,12 +25,13 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from campaign_files import campaign_yaml
 from jobflow import job
-from mongodb_fixtures import launchpad_yaml
+from mongodb_fixtures import launchpad_yaml, mongo_client
 from typer.testing import CliRunner
 
 from aso_workflows.cli import app
@@ -60,15 +61,19 @@ def test_nested_arrays_stock_ferretdb_refuses_in_one_line_patched_build_stores(p
 
     stock = private_ferretdb("stock", kind="stock")
     patched = private_ferretdb("patched")
-    doc = {"_id": "m", "lattice": {"matrix": [[5.75, 0.0, 0.0], [-1.44, 2.49, 0.0], [0.0, 0.0, 14.19]]}}
-    with pymongo.MongoClient(stock.uri(), serverSelectionTimeoutMS=5000) as c:
+    doc: dict[str, Any] = {
+        "_id": "m",
+        "lattice": {"matrix": [[5.75, 0.0, 0.0], [-1.44, 2.49, 0.0], [0.0, 0.0, 14.19]]},
+    }
+    with mongo_client(stock.uri(), serverSelectionTimeoutMS=5000) as c:
         with pytest.raises(pymongo.errors.WriteError) as err:
             c.t.x.insert_one(doc)
         assert err.value.code == 2 and "nested arrays are not supported" in str(err.value)
-    with pymongo.MongoClient(patched.uri(), serverSelectionTimeoutMS=5000) as c:
+    with mongo_client(patched.uri(), serverSelectionTimeoutMS=5000) as c:
         c.t.x.insert_one(doc)
         assert c.t.x.find_one({"_id": "m"}) == doc
-        assert c.t.x.find_one({"lattice.matrix": doc["lattice"]["matrix"]})["_id"] == "m"
+        found = c.t.x.find_one({"lattice.matrix": doc["lattice"]["matrix"]})
+        assert found is not None and found["_id"] == "m"
 
     # a campaign on the stock server: one line naming the collection, the server's reason and the way out
     yml = campaign_yaml(
@@ -106,14 +111,12 @@ def test_concurrent_writes_to_one_document_lose_nothing(private_ferretdb, mongod
     breaks FireWorks' workflow lock and launch completion with several ``rlaunch`` workers."""
     import threading
 
-    import pymongo
-
     def hammer(uri: str, database: str) -> int:
-        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as c:
+        with mongo_client(uri, serverSelectionTimeoutMS=5000) as c:
             c[database].counter.insert_one({"_id": 1, "n": 0})
 
             def work() -> None:
-                with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as mine:
+                with mongo_client(uri, serverSelectionTimeoutMS=5000) as mine:
                     for _ in range(100):
                         mine[database].counter.update_one({"_id": 1}, {"$inc": {"n": 1}})
 
@@ -122,7 +125,9 @@ def test_concurrent_writes_to_one_document_lose_nothing(private_ferretdb, mongod
                 t.start()
             for t in threads:
                 t.join()
-            return c[database].counter.find_one({"_id": 1})["n"]
+            counter = c[database].counter.find_one({"_id": 1})
+            assert counter is not None
+            return counter["n"]
 
     assert hammer(mongodb_uri, fresh_databases()) == 800  # the tier's server (patched FerretDB in CI)
     stock = private_ferretdb("stock", kind="stock")
@@ -139,7 +144,6 @@ def _queues() -> dict:
 def test_numpy_values_never_reach_bson(mongodb_uri, fresh_databases):
     """pymongo refuses numpy scalars; through the store they arrive as plain numbers, on the server too."""
     import bson
-    import pymongo
 
     database = fresh_databases()
     db = open_store(StoreSpec(kind="mongodb", uri=mongodb_uri, database=database))
@@ -156,9 +160,10 @@ def test_numpy_values_never_reach_bson(mongodb_uri, fresh_databases):
     db.evaluations.update_one({"_id": "e1"}, {"$setOnInsert": doc}, upsert=True)
     db.evaluations.update_one({"_id": "e1"}, {"$set": {"best": np.float64(0.125)}})
     db.evaluations.insert_one({"_id": "e2", "objective": np.float16(1.5)})
-    with pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000) as c:
+    with mongo_client(mongodb_uri, serverSelectionTimeoutMS=5000) as c:
         raw = c[database].evaluations.find_one({"_id": "e1"})
         raw2 = c[database].evaluations.find_one({"_id": "e2"})
+    assert raw is not None and raw2 is not None
     assert raw["objective"] == 0.25 and type(raw["objective"]) is float
     assert type(raw["n"]) is int and raw["ok"] is True and raw["mse"] == {"pdf": 0.5}
     assert raw["y"] == pytest.approx([0, 1 / 3, 2 / 3, 1]) and raw["rows"] == [[0, 1], [1, 2.0]]
@@ -169,7 +174,6 @@ def test_numpy_values_never_reach_bson(mongodb_uri, fresh_databases):
 def test_a_structure_over_16_mb_goes_to_gridfs(mongodb_uri, fresh_databases, linio2):
     """A 108,000-atom supercell: its document would be over MongoDB's 16 MiB; the structure goes to GridFS."""
     import bson
-    import pymongo
     from pymatgen.core import Structure
 
     big = linio2 * (10, 15, 60)  # 12 atoms × 9,000
@@ -184,14 +188,16 @@ def test_a_structure_over_16_mb_goes_to_gridfs(mongodb_uri, fresh_databases, lin
     db.proposals.update_one(
         {"_id": "big:0001:000"}, {"$setOnInsert": doc}, upsert=True
     )  # a rerun: no new blob
-    with pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000) as c:
+    with mongo_client(mongodb_uri, serverSelectionTimeoutMS=5000) as c:
         raw = c[database].proposals.find_one({"_id": "big:0001:000"})
         files = list(c[database]["blobs.files"].find({}, {"filename": 1, "length": 1}))
+    assert raw is not None
     ref = raw["structure"]
     assert set(ref) == {"aso_blob", "bytes"} and ref["aso_blob"].startswith("gridfs:docs/proposals/")
     assert raw["campaign"] == "big" and raw["iteration"] == 1  # the small fields stay queryable
     assert len(files) == 1 and files[0]["length"] == ref["bytes"] > INLINE_LIMIT
     back = db.proposals.find_one({"_id": "big:0001:000"})
+    assert back is not None
     assert back["structure"]["sites"] == as_dict["sites"]  # (a BSON round trip makes tuples lists)
     rebuilt = Structure.from_dict(back["structure"])  # (Structure.__eq__ is quadratic: compare arrays)
     assert rebuilt.lattice == big.lattice and np.array_equal(rebuilt.cart_coords, big.cart_coords)
@@ -319,7 +325,8 @@ def test_tls_with_a_ca_made_here(private_ferretdb, tmp_path, fault_ledger):
     uri = server.uri("aso") + f"&tlsCAFile={ca}"
     db = open_store(StoreSpec(kind="mongodb", uri=uri, database="aso"))
     db.evaluations.insert_one({"_id": "tls", "objective": 1.0})
-    assert db.evaluations.find_one({"_id": "tls"})["objective"] == 1.0
+    stored = db.evaluations.find_one({"_id": "tls"})
+    assert stored is not None and stored["objective"] == 1.0
     db.close()
     lp_file = launchpad_yaml(
         tmp_path / "my_launchpad.yaml", server.uri(), "fireworks", tls=True, tlsCAFile=str(ca)
@@ -370,6 +377,7 @@ def test_a_second_controller_refuses(kind, tmp_path, fault_ledger, request):
     cfg = load_config(yml)
     spec = cfg.store_spec()
     first = subprocess.Popen([*ASO, "run", str(yml), "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert first.stderr is not None
     try:
         deadline = time.time() + 120
         while time.time() < deadline and (_leases(spec, "lease") is None or not _has_evaluations(spec)):
@@ -421,6 +429,7 @@ def test_server_restart_under_a_local_campaign(private_ferretdb, tmp_path, fault
     proc = subprocess.Popen(
         [*ASO, "run", str(yml), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    assert proc.stderr is not None
     deadline = time.time() + 120
     while time.time() < deadline and not _count(spec, "restart") >= 3:
         assert proc.poll() is None, proc.stderr.read()[-2000:]
@@ -443,7 +452,6 @@ def test_server_restart_under_a_local_campaign(private_ferretdb, tmp_path, fault
 
 
 def _count(spec: StoreSpec, name: str) -> int:
-    import pymongo
-
-    with pymongo.MongoClient(spec.uri, serverSelectionTimeoutMS=2000) as c:
+    assert spec.uri is not None  # a mongodb store
+    with mongo_client(spec.uri, serverSelectionTimeoutMS=2000) as c:
         return c[spec.database].evaluations.count_documents({"campaign": name})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ def first_peak(r: np.ndarray, g: np.ndarray, above: float = 1.5) -> float:
 
 # A small Biso keeps peaks narrow: a G(r) = R(r)/r − 4πρ0·r peak sits below the pair distance by about
 # σ²/d plus a baseline-slope term, ~0.04 Å for NiO at the reference Biso = 2 (σ² = 2·Uiso = 0.05 Å²).
-SHARP = dict(biso=0.5)
+SHARP: dict[str, Any] = dict(biso=0.5)
 
 
 @pytest.mark.parametrize(("name", "bond"), [("nio", 2.088), ("linio2", 1.970)])

@@ -4,6 +4,7 @@ surrogate built on it."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -102,6 +103,7 @@ def test_gradients_match_finite_differences_and_both_methods(nio, one_torch_thre
     for method in ("auto", "direct"):
         p = pos.clone().requires_grad_()
         (model(p, lat, method=method) * weights).sum().backward()
+        assert p.grad is not None
         grads.append(p.grad[0].numpy())
     assert _rel(grads[0], grads[1]) < 1e-6  # the series leaves out the ~1e-7 gradient of the U rounding
     # central differences (steps of 1e-4 Å: the model rounds coordinates to 8 decimals as pdffit2 reads them)
@@ -142,7 +144,14 @@ def test_prior_residual_surrogate_settings_and_persistence(linio2, one_torch_thr
     sim = PDFSimulator(engine="pdffit2")
     species = [site.specie.symbol for site in linio2]
     grid = Grid(name="r", unit="Å", values=sim.r().tolist())
-    small = {"n_models": 2, "epochs": 5, "progress": False, "device": "cpu", "hidden": 8, "n_rbf": 12}
+    small: dict[str, Any] = {
+        "n_models": 2,
+        "epochs": 5,
+        "progress": False,
+        "device": "cpu",
+        "hidden": 8,
+        "n_rbf": 12,
+    }
     structures = [_moved(linio2, k, 0.15) for k in range(6)]
     spectra = _spectra(sim, structures)
     # GNN alone: no prior

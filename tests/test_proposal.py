@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,7 +107,7 @@ def _acq_of(s: Structure, acq: LowerConfidenceBound) -> float:
 
 
 def _proposer(**kw) -> GradientProposer:
-    settings = {"n_starts": 16, "steps": 50, "progress": False, "seed": 0}
+    settings: dict[str, Any] = {"n_starts": 16, "steps": 50, "progress": False, "seed": 0}
     settings.update(kw)
     return GradientProposer(**settings)
 

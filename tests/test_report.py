@@ -26,7 +26,7 @@ class _Page(HTMLParser):
         self.images: list[dict] = []
         self.rows: dict[str, list[list[str]]] = {}
         self._tag = None
-        self._table = None
+        self._table = ""
         self._row: list[str] | None = None
         self._in_body = False
         self._cell = ""
@@ -39,7 +39,7 @@ class _Page(HTMLParser):
         elif tag == "img":
             self.images.append(a)
         elif tag == "table":
-            self._table = a.get("id", "")
+            self._table = a.get("id") or ""
             self.rows[self._table] = []
         elif tag == "tbody":
             self._in_body = True

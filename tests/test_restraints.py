@@ -9,7 +9,7 @@ from test_symmetry import ideal_lamno3
 
 from aso_workflows.config import load_config
 from aso_workflows.errors import InputError
-from aso_workflows.restraints import Restraints, bond_table
+from aso_workflows.restraints import BondValence, Restraints, bond_table
 from aso_workflows.symmetry import symmetry_constraints
 
 
@@ -24,11 +24,11 @@ def test_windows_and_bond_valence_sums_follow_the_starts_bonds():
     torch = pytest.importorskip("torch")
     start, refined = _distorted()
     r = Restraints(
-        bonds={"Mn-O": (1.85, 2.25)}, bvs={"Mn-O": {"valence": 3.0, "r0": 1.760, "tolerance": 0.5}}
+        bonds={"Mn-O": (1.85, 2.25)}, bvs={"Mn-O": BondValence(valence=3.0, r0=1.760, tolerance=0.5)}
     )
     compiled = r.compile(start)
     assert compiled.ok(start) and compiled.ok(refined)  # the JT split 1.91–2.18 Å fits the window
-    strict = Restraints(bvs={"Mn-O": {"valence": 3.0, "r0": 1.760, "tolerance": 0.2}}).compile(start)
+    strict = Restraints(bvs={"Mn-O": BondValence(valence=3.0, r0=1.760, tolerance=0.2)}).compile(start)
     assert strict.ok(refined) and strict.violations(start) == [  # the ideal start is over-bonded
         "Mn-O bond-valence sum(s) 3.41–3.41, expected 3 ± 0.2"
     ]

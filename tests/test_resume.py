@@ -39,6 +39,7 @@ def kill_when(
     Fails if the process ends by itself first (the kill point was never reached).
     """
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
     deadline = time.time() + timeout
     try:
         while time.time() < deadline:
@@ -288,7 +289,9 @@ def test_batch_cut_short_by_a_crash_is_completed_on_resume(tmp_path, fault_ledge
     db.evaluations.delete_many({"campaign": "cut", "iteration": 1})
     db.proposals.delete_one({"_id": f"cut:{1:04d}:{1:03d}"})
     db.campaigns.update_one({"_id": "cut"}, {"$set": {"iteration": 0, "status": "running"}})
-    kept = db.proposals.find_one({"_id": f"cut:{1:04d}:{0:03d}"})["fingerprint"]
+    kept_doc = db.proposals.find_one({"_id": f"cut:{1:04d}:{0:03d}"})
+    assert kept_doc is not None
+    kept = kept_doc["fingerprint"]
     fault_ledger.inject("propose_killed_mid_batch", "1 of 2 candidates stored")
 
     learn.resume_point(CampaignState.load(db, "cut"))  # what the start job does on a resume

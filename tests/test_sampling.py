@@ -101,7 +101,7 @@ def test_200_atom_oxide_supercell_is_sampled_at_the_reference_range(nio):
 
 def test_default_distances_are_capped_by_the_structure_itself():
     """Metallic radii put Cs–Cs at 3.64 Å; a start with Cs–Cs at 3.50 Å must still be perturbable."""
-    s = Structure(Lattice.cubic(3.5), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]) * (2, 2, 2)
+    s = Structure(Lattice.cubic(3.5), ["Cs", "Cl"], [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]]) * (2, 2, 2)
     plain = min_distance_table(["Cs", "Cl"])
     assert plain[("Cs", "Cs")] > 3.5  # the uncapped table rejects the start itself
     table = min_distance_table(["Cs", "Cl"], reference=s)
@@ -166,7 +166,7 @@ def test_bad_settings_name_the_field():
     with pytest.raises(ValidationError, match="max_tries"):
         PerturbationSampler(max_tries=0)
     with pytest.raises(ValidationError, match="amplitude"):
-        PerturbationSampler(amplitude="site")
+        PerturbationSampler(amplitude="site")  # type: ignore[arg-type]  # a bad value on purpose
 
 
 def _brute_force_violation(pos: np.ndarray, lat: np.ndarray, dmin: np.ndarray) -> bool:
@@ -183,7 +183,9 @@ def _brute_force_violation(pos: np.ndarray, lat: np.ndarray, dmin: np.ndarray) -
 
 def test_batch_violations_match_brute_force_on_skewed_cells():
     rng = np.random.default_rng(0)
-    pos, lat, dmin, expected = [], [], None, []
+    pos: list[np.ndarray] = []
+    lat: list[np.ndarray] = []
+    expected: list[bool] = []
     n = 3
     dmin = rng.uniform(0.8, 2.5, (n, n))
     dmin = (dmin + dmin.T) / 2
@@ -232,6 +234,7 @@ def test_penalty_pushes_apart_a_pair_too_close_across_the_boundary():
     assert bool(violations(pos, lat, dmin)[0])
     assert float(pen[0].detach()) == pytest.approx((1.0 - 0.2) ** 2)
     pen.sum().backward()
+    assert pos.grad is not None and lat.grad is not None
     # descending the penalty moves atom 0 towards +x and atom 1 towards −x: apart through the boundary
     assert -pos.grad[0, 0, 0] > 0 and -pos.grad[0, 1, 0] < 0
     assert torch.allclose(pos.grad[0, :, 1:], torch.zeros(2, 2, dtype=torch.float64))

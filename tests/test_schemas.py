@@ -53,9 +53,9 @@ def test_documents_are_plain_json_and_refuse_unknown_fields():
     doc = schemas.ModelDoc(
         _id="c:0001:pdf",
         campaign="c",
-        iteration=np.int64(1),
+        iteration=np.int64(1),  # type: ignore[arg-type]  # numpy scalars on purpose: stored as int
         technique="pdf",
-        n_train=np.int32(4),
+        n_train=np.int32(4),  # type: ignore[arg-type]  # (as above)
         metrics={
             "heldout_mae": np.float32(0.5),
             "members": [{"mae": np.float64(0.4)}],
@@ -87,7 +87,7 @@ def test_failure_kinds_are_the_schema_literal():
 
     assert set(typing.get_args(schemas.FailureKind)) == set(schemas.FAILURE_KINDS)
     with pytest.raises(ValidationError):
-        schemas.SimulationResult(status="failed", failure_kind="crashed")
+        schemas.SimulationResult(status="failed", failure_kind="crashed")  # type: ignore[arg-type]  # a bad value on purpose
 
 
 def test_structures_are_typed_and_written_back_exactly_as_pymatgen_wrote_them():
@@ -107,6 +107,15 @@ def test_structures_are_typed_and_written_back_exactly_as_pymatgen_wrote_them():
     assert doc.to_pymatgen() == s
     with pytest.raises(ValidationError):
         schemas.StructureDoc.model_validate({**written, "sites": [{"abc": [0, 0, 0]}]})  # no species
+    # a nuisance fit's refined structure is the same typed document, written exactly as pymatgen wrote it
+    fit = schemas.FitDoc(
+        technique="pdf", goodness_name="Rw", goodness=0.1, mse=0.01, status="converged", structure=written
+    )
+    assert isinstance(fit.structure, schemas.StructureDoc)
+    assert fit.model_dump(mode="json", by_alias=True)["structure"] == written
+    assert schemas.StructureDoc.from_pymatgen(s).model_dump(mode="json", by_alias=True) == json.loads(
+        json.dumps(s.as_dict())
+    )
     prop = schemas.ProposalDoc(
         _id="c:0001:000",
         campaign="c",
@@ -130,7 +139,10 @@ def test_spectra_in_documents_are_the_spectrum_model():
     assert doc.to_mongo()["spectrum"] == spec.model_dump(mode="json")
     with pytest.raises(ValidationError, match="grid has 2 points"):
         schemas.SpectrumDoc(
-            _id="f:pdf:k", fingerprint="f", technique="pdf", spectrum={**spec.model_dump(), "values": [1.0]}
+            _id="f:pdf:k",
+            fingerprint="f",
+            technique="pdf",
+            spectrum={**spec.model_dump(), "values": [1.0]},  # type: ignore[arg-type]  # a bad dict on purpose
         )
 
 
@@ -149,3 +161,25 @@ def test_partial_updates_are_built_from_the_model():
         schemas.CampaignDoc.set_fields(status="finished")  # not one of the literal's values
     with pytest.raises(ValidationError):
         schemas.LeaseDoc.set_fields(expires="soon")
+
+
+def test_partial_updates_inside_embedded_documents_are_built_from_the_models():
+    """The Slurm controller's Firework ids in a job's provenance: dotted ``$set`` keys from the models,
+    the given fields only (``None`` included), validated; a provenance is written without them before."""
+    ran = schemas.Provenance(fw_id=7, slurm_node=None)
+    assert schemas.EvaluationDoc.set_embedded("provenance.pdf", ran) == {
+        "provenance.pdf.fw_id": 7,
+        "provenance.pdf.slurm_node": None,
+    }
+    assert schemas.ModelDoc.set_embedded("provenance", schemas.Provenance(fw_id=3)) == {"provenance.fw_id": 3}
+    with pytest.raises(ValidationError, match="fw_id"):
+        schemas.Provenance(fw_id="seven")  # type: ignore[arg-type]  # a bad value on purpose
+    for doc, path in ((schemas.EvaluationDoc, "provenance"), (schemas.ModelDoc, "provenance.pdf")):
+        with pytest.raises(ValueError, match="a key only for a mapping field"):
+            doc.set_embedded(path, ran)
+    with pytest.raises(ValueError, match="EvaluationDoc.fit holds no Provenance"):
+        schemas.EvaluationDoc.set_embedded("fit.pdf", ran)
+    fresh = schemas.Provenance(host="n1", slurm_job_id="42").model_dump(mode="json")
+    assert "fw_id" not in fresh and "slurm_node" not in fresh and fresh["slurm_job_id"] == "42"
+    annotated = schemas.Provenance.model_validate({**fresh, "fw_id": 7, "slurm_node": None})
+    assert annotated.model_dump(mode="json") == {**fresh, "fw_id": 7, "slurm_node": None}  # kept as read

@@ -1,4 +1,4 @@
-"""The repository is ruff-clean (lint and format) and the package type-checks with mypy.
+"""The repository is ruff-clean (lint and format) and type-checks with mypy (package, tests, benchmarks).
 
 Each tool runs as CI runs it, from the repository root with this interpreter (``python -m ...``), with
 the configuration in pyproject.toml; a failure shows the tool's own report.
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
     [
         ["ruff", "check", "."],
         ["ruff", "format", "--check", "."],
-        ["mypy", "aso_workflows"],
+        ["mypy", "aso_workflows", "tests", "benchmarks"],
     ],
     ids=["ruff-check", "ruff-format", "mypy"],
 )

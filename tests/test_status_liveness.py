@@ -97,11 +97,13 @@ def test_killed_local_controller_is_not_running_and_says_how_to_continue(tmp_pat
     cfg = load_config(path)
     argv = [sys.executable, "-c", STOP_AFTER_FIRST_EVALUATION, "run", str(path), "--quiet"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr
+    assert stderr is not None
     try:
 
         def stopped() -> bool:
             if proc.poll() is not None:
-                pytest.fail("aso run ended before it was killed: " + proc.stderr.read().decode()[-1500:])
+                pytest.fail("aso run ended before it was killed: " + stderr.read().decode()[-1500:])
             return _stopped(proc.pid)
 
         _wait_for(stopped, what="a first evaluation")
@@ -180,11 +182,13 @@ def test_a_slurm_job_that_cannot_start_is_named_with_its_reason(slurm_testbed, t
     launch_dir = (tmp_path / "launches").resolve()
     argv = [sys.executable, "-c", CONTROLLER, str(path), str(launch_dir), str(tmp_path / "js"), str(too_many)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    stderr = proc.stderr
+    assert stderr is not None
     try:
 
         def gpu_job_waits() -> bool:
             if proc.poll() is not None:
-                pytest.fail("the controller ended: " + proc.stderr.read().decode()[-1500:])
+                pytest.fail("the controller ended: " + stderr.read().decode()[-1500:])
             return any(j["partition"] == "gpu" and j["reason"] for j in jobs_in(launch_dir, env) or [])
 
         _wait_for(gpu_job_waits, what="the training job pending on the gpu partition")

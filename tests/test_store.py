@@ -62,7 +62,8 @@ def test_embedded_store_is_shared_between_processes(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     db = open_store(StoreSpec(kind="embedded", path=path))
-    assert db.evaluations.find_one({"_id": "from-child"})["x"] == 1
+    child = db.evaluations.find_one({"_id": "from-child"})
+    assert child is not None and child["x"] == 1
 
 
 def test_unreachable_mongodb_fails_fast_with_one_line():

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 from campaign_files import TINY_SURROGATE, campaign_yaml
-from mongodb_fixtures import launchpad_yaml, mongosh_path
+from mongodb_fixtures import launchpad_yaml, mongo_client, mongosh_path
 
 from aso_workflows.cluster.queues import TEMPLATES_DIR
 
@@ -187,7 +187,9 @@ print(json.dumps(out))
 def mongosh_script(name: str) -> tuple[str, list[str]]:
     """The mongosh block of docs/results.md as one script that runs each statement and prints the answers."""
     text = (REPO / "docs" / "results.md").read_text()
-    block = re.search(r"```js\n(.*?)```", text, flags=re.S).group(1)
+    found = re.search(r"```js\n(.*?)```", text, flags=re.S)
+    assert found is not None, "docs/results.md has no ```js block"
+    block = found.group(1)
     statements, current = [], []
     for line in block.splitlines():
         if line.startswith("const name"):
@@ -228,7 +230,6 @@ def run_mongosh(site: Site, name: str) -> list[tuple[str, dict]]:
 # ---- the story -------------------------------------------------------------------------------------------
 def test_users_story_submit_watch_query(site, server_is_ferretdb, fault_ledger):
     """A submits; B (web GUI in Chromium) and C (CLI, pymongo, mongosh) look at it while it runs."""
-    import pymongo
     from browser import chromium_path, render
     from fault_ledger import store_check
 
@@ -237,7 +238,7 @@ def test_users_story_submit_watch_query(site, server_is_ferretdb, fault_ledger):
     from aso_workflows.testing.ferretdb import free_port
 
     yml = site.campaign("story")
-    lp_db = pymongo.MongoClient(site.uri)[yaml.safe_load(site.launchpad.read_text())["name"]]
+    lp_db = mongo_client(site.uri)[yaml.safe_load(site.launchpad.read_text())["name"]]
     evaluated_query = {"action.stored_data.mismatch": {"$ne": None}, "state": "COMPLETED"}
     a = start([*ASO, "submit", str(yml), "--launchpad", str(site.launchpad)], site, "A-submit")
     b = None
@@ -263,7 +264,9 @@ def test_users_story_submit_watch_query(site, server_is_ferretdb, fault_ledger):
 
         wait_for(up, "the web GUI answering", 120, b, site, "B-webgui")
         evaluated = lp_db.launches.find_one(evaluated_query, sort=[("launch_id", 1)])
+        assert evaluated is not None
         fw = lp_db.fireworks.find_one({"fw_id": evaluated["fw_id"]})
+        assert fw is not None
         tag = fw["spec"]["_aso"]
         browse = chromium_path() is not None
 
@@ -393,9 +396,8 @@ def test_online_workers_qlaunch_rapidfire(site, fault_ledger):
             "rapidfire", "--nlaunches", "infinite", "--sleep", "3", "--maxjobs_queue", "3",
         ]  # fmt: skip
         workers.append(start(argv, site, f"qlaunch-{kind}"))
-    import pymongo
 
-    lp_db = pymongo.MongoClient(site.uri)[yaml.safe_load(site.launchpad.read_text())["name"]]
+    lp_db = mongo_client(site.uri)[yaml.safe_load(site.launchpad.read_text())["name"]]
     try:
 
         def finished() -> bool:
@@ -406,16 +408,18 @@ def test_online_workers_qlaunch_rapidfire(site, fault_ledger):
     finally:
         for w in workers:
             stop(w)
-    assert lp_db.workflows.find_one({"name": "online"})["state"] == "COMPLETED"
+    online = lp_db.workflows.find_one({"name": "online"})
+    assert online is not None and online["state"] == "COMPLETED"
     state = CampaignState.load(get_db(load_config(yml).store_spec()), "online")
     assert state.doc["status"] == "completed" and state.n_used() == BUDGET
     assert store_check(state) == (0, 0, True)
     # every launch ran inside a Slurm job, by the worker of its category
-    by_worker = {}
+    by_worker: dict[str, set[str]] = {}
     for launch in lp_db.launches.find(
         {"state": "COMPLETED"}, {"fworker.name": 1, "fw_id": 1, "launch_dir": 1}
     ):
         fw = lp_db.fireworks.find_one({"fw_id": launch["fw_id"]}, {"spec._aso.kind": 1})
+        assert fw is not None
         by_worker.setdefault(launch["fworker"]["name"], set()).add(fw["spec"]["_aso"]["kind"])
         record = json.loads((Path(launch["launch_dir"]) / "FW_slurm.json").read_text())
         assert record["job_id"], launch
@@ -428,7 +432,6 @@ def test_controller_killed_then_server_restarted(tmp_path, private_ferretdb, slu
     """The controller is SIGKILLed with jobs in flight; ``aso resume`` (no options) reopens the recorded
     LaunchPad and drives the surviving workflow on; then the server is stopped for 20 s under it: it
     waits, carries on, and the campaign ends with nothing lost or duplicated."""
-    import pymongo
 
     from aso_workflows.campaign.state import CampaignState, get_db
     from aso_workflows.config import load_config
@@ -436,7 +439,7 @@ def test_controller_killed_then_server_restarted(tmp_path, private_ferretdb, slu
     server = private_ferretdb("story")
     site = write_site(tmp_path / "site", server.uri(), "fireworks", "aso", slurm_testbed.env)
     yml = site.campaign("crash", budget=9)
-    lp_db = pymongo.MongoClient(server.uri())["fireworks"]
+    lp_db = mongo_client(server.uri())["fireworks"]
     a = start([*ASO, "submit", str(yml), "--launchpad", str(site.launchpad)], site, "A-submit")
     try:
 

@@ -371,6 +371,7 @@ def test_kept_neighbour_list_gives_fresh_predictions(nio, monkeypatch):
     settings = dataclasses.replace(TINY, dtype="float64", readout_cutoff=5.0, skin=0.3)
     model = EnsembleSurrogate(_species(nio), 7, "node", settings=settings)
     net = model.model
+    assert net.head_skip is not None
     with torch.no_grad():  # a linear readout path that is not zero, so that it is tested too
         net.head_skip.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
     pos, lat = model._tensors(_perturbed(nio, 3, seed=12))

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,6 +71,7 @@ def test_node_level_pdf_learns_per_atom_rows(data):
     structures, spectra = data
     train, test = slice(0, 28), slice(28, 36)
     model = surrogate_for_target("pdf", SIM.grid(), [s.specie.symbol for s in structures[0]], TINY)
+    assert isinstance(model, EnsembleSurrogate)  # the GNN ensemble alone (no prior in TINY)
     assert model.level == "node" and model.absorber_sites == list(range(len(structures[0])))
     # the readout reaches past the grid's rmax, beyond the 3.5 Å message-passing cutoff
     assert model.model.readout_basis is not None
@@ -95,6 +97,7 @@ def test_node_level_round_trip_and_gradients(data, tmp_path):
     structures, spectra = data
     settings = dataclasses.replace(TINY, epochs=3, dtype="float64", n_models=2)
     model = surrogate_for_target("pdf", SIM.grid(), [s.specie.symbol for s in structures[0]], settings)
+    assert isinstance(model, EnsembleSurrogate)
     model.fit(structures[:8], spectra[:8])
     buf = io.BytesIO()
     model.save(buf)
@@ -119,6 +122,7 @@ def test_graph_level_option_and_site_rows_rule(data):
     assert needs_site_rows("pdf", TINY) and not needs_site_rows("pdf", settings)
     assert not needs_site_rows("exafs", TINY)
     model = surrogate_for_target("pdf", SIM.grid(), [s.specie.symbol for s in structures[0]], settings)
+    assert isinstance(model, EnsembleSurrogate)
     assert model.level == "graph" and model.model.readout_basis is not None
     metrics = model.fit(structures[:10], _graph_only(spectra[:10]))
     assert metrics["n_structures"] == 10
@@ -132,7 +136,7 @@ def test_aso_campaign_stores_per_atom_rows_and_trains_node_level(tmp_path):
     from aso_workflows.campaign.local import LocalCampaignRunner
     from aso_workflows.config import load_config
 
-    fields = {
+    fields: dict[str, Any] = {
         "budget": 4,
         "initial_size": 2,
         "batch_size": 1,

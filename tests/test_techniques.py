@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -140,7 +140,7 @@ def test_a_campaign_runs_a_technique_added_through_the_registry_alone(rdf, tmp_p
     from aso_workflows.campaign.local import LocalCampaignRunner
     from aso_workflows.config import load_config
 
-    pair = {
+    pair: dict[str, Any] = {
         "start": str(EXAMPLE / "start.cif"),
         "targets": [
             {"technique": "rdf", "structure": str(EXAMPLE / "target.cif"), "settings": {"sigma": 0.08}}

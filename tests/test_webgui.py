@@ -69,6 +69,7 @@ def campaign(request, tmp_path_factory, one_torch_thread):
     tmp = tmp_path_factory.mktemp(f"webgui-{kind}")
     database = f"aso_test_{uuid.uuid4().hex[:10]}"
     if kind == "mongodb":
+        assert MONGO_URI is not None  # (the mongodb parameter is skipped without it)
         lp = load_launchpad(MONGO_URI, database=database)
         lp.reset("", require_password=False)
         store = {"kind": "mongodb", "uri": MONGO_URI, "database": database}
@@ -250,16 +251,19 @@ def test_half_configured_auth_and_default_bind(monkeypatch):
     assert WebGuiSettings().host == "127.0.0.1" and WebGuiSettings().loopback
     assert not WebGuiSettings(host="0.0.0.0").loopback
     with pytest.raises(InputError, match="--server"):
-        WebGuiSettings(server="flask")
+        WebGuiSettings(server="flask")  # type: ignore[arg-type]  # a bad value on purpose
 
 
 def test_cli_defaults_and_one_line_errors(tmp_path, monkeypatch):
+    import click
     import typer.main
     from typer.testing import CliRunner
 
     from aso_workflows.cli import app
 
-    command = typer.main.get_command(app).commands["webgui"]
+    group = typer.main.get_command(app)
+    assert isinstance(group, click.Group)
+    command = group.commands["webgui"]
     defaults = {p.name: p.default for p in command.params}
     assert defaults["host"] == "127.0.0.1" and defaults["server"] == "gunicorn"
     runner = CliRunner()

@@ -61,7 +61,7 @@ def test_xdi_is_processed_by_larch_into_the_simulators_chi_grid():
 
 
 def test_transmission_and_fluorescence_columns_make_the_same_mu():
-    p = XASProcessing(columns={"i0": "i0", "itrans": "itrans"})
+    p = XASProcessing.model_validate({"columns": {"i0": "i0", "itrans": "itrans"}})
     trans = read_mu(CU, p)
     direct = read_mu(CU, XASProcessing())
     assert trans.mode == "transmission" and np.allclose(trans.mu, direct.mu, atol=1e-6)
@@ -72,9 +72,9 @@ def test_plain_columns_by_name_and_number_and_fluorescence(tmp_path):
     i0 = np.linspace(1e5, 2e5, len(d.energy))
     rows = np.column_stack([d.energy, i0, d.mu * i0, d.mu])
     f = _columns_file(tmp_path / "cu.dat", "energy i0 iff mu", rows)
-    fluo = read_mu(f, XASProcessing(columns={"i0": "i0", "ifluor": "iff"}))
+    fluo = read_mu(f, XASProcessing.model_validate({"columns": {"i0": "i0", "ifluor": "iff"}}))
     assert fluo.mode == "fluorescence" and np.allclose(fluo.mu, d.mu, rtol=1e-6)
-    by_number = read_mu(f, XASProcessing(columns={"energy": 0, "mu": 3}))
+    by_number = read_mu(f, XASProcessing.model_validate({"columns": {"energy": 0, "mu": 3}}))
     assert by_number.columns == {"energy": "energy", "mu": "mu"} and np.allclose(
         by_number.mu, d.mu, rtol=1e-6
     )

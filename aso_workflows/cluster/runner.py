@@ -20,6 +20,7 @@ from aso_workflows.campaign.jobs import CampaignMaker
 from aso_workflows.campaign.local import prepare_inputs, quiet_loggers
 from aso_workflows.campaign.state import CampaignState, get_db
 from aso_workflows.config import CampaignConfig
+from aso_workflows.schemas import EvaluationDoc, ModelDoc, Provenance
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -217,14 +218,15 @@ def annotate_fireworks(state: CampaignState, launches: Iterable[LaunchRecord]) -
         for t, prov in (e.get("provenance") or {}).items():
             rec = by_job.get(str((prov or {}).get("slurm_job_id")))
             if rec is not None:
-                updates[f"provenance.{t}.fw_id"] = rec.fw_id
-                updates[f"provenance.{t}.slurm_node"] = rec.node
+                ran = Provenance(fw_id=rec.fw_id, slurm_node=rec.node)
+                updates.update(EvaluationDoc.set_embedded(f"provenance.{t}", ran))
         if updates:
             state.db.evaluations.update_one({"_id": e["_id"]}, {"$set": updates})
             n += 1
     for m in state.db.models.find({"campaign": state.name}):
         rec = by_job.get(str((m.get("provenance") or {}).get("slurm_job_id")))
         if rec is not None:
-            state.db.models.update_one({"_id": m["_id"]}, {"$set": {"provenance.fw_id": rec.fw_id}})
+            ran = Provenance(fw_id=rec.fw_id)
+            state.db.models.update_one({"_id": m["_id"]}, {"$set": ModelDoc.set_embedded("provenance", ran)})
             n += 1
     return n

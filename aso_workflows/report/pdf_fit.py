@@ -40,7 +40,10 @@ def pdf_fit_view(state: CampaignState, e: EvaluationDoc) -> dict[str, Any] | Non
     if len(y) != len(target.values):
         y = np.interp(target.x, model.x, y)
     fit = e.fit.get("pdf")
-    structure = Structure.from_dict(fit.structure) if fit is not None and fit.structure else e.pmg_structure()
+    if fit is not None and fit.structure is not None:  # the refined cell / ADPs
+        structure = fit.structure.to_pymatgen()
+    else:
+        structure = e.pmg_structure()
     restraints = getattr(state.config, "restraints", None)
     windows = dict(restraints.bonds) if restraints is not None else {}
     goodness = e.goodness.get("pdf")

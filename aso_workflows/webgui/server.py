@@ -357,7 +357,8 @@ def serve(
             self.cfg.set("post_fork", post_fork)
             self.cfg.set("proc_name", "aso-webgui")
 
-        def load(self) -> Flask:
+        # types-gunicorn's WSGI callable takes a start_response without exc_info; Flask's wants one with it
+        def load(self) -> Flask:  # type: ignore[override]
             return app
 
     echo(settings.describe())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cases import BenchmarkCase
 
@@ -216,7 +217,7 @@ def campaign_fields(case: BenchmarkCase, method: str, seed: int, s: SuiteSetting
     settings = dict(s.technique_settings)
     if s.technique in ("exafs", "xanes") and case.absorber:
         settings["absorber"] = case.absorber  # the case's absorbing element (cases.EXAFS_CASES)
-    fields = {
+    fields: dict[str, Any] = {
         "name": f"sd-{case.name}-{method}-s{seed}",
         "start": str(case.start),
         "targets": [{"technique": s.technique, "structure": str(case.target), "settings": settings}],

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from sdbench.accounting import accounting_views, accuracy_table, check_targets, equal_cost_rows, summarise
@@ -171,8 +172,8 @@ def _write_table(
     skipped: dict,
     s: SuiteSettings,
     out: Path,
-    failed: list[dict] = (),
-    accuracy: list[dict] = (),
+    failed: Sequence[dict] = (),
+    accuracy: Sequence[dict] = (),
     targets: dict | None = None,
     strata: dict | None = None,
 ) -> None:

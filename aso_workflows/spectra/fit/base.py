@@ -84,7 +84,7 @@ class FitResult(FitDoc):
 
     def summary(self) -> dict:
         """Everything but the spectrum, JSON-able (what an evaluation document stores)."""
-        return self.model_dump(mode="json", exclude={"spectrum"})
+        return self.model_dump(mode="json", by_alias=True, exclude={"spectrum"})
 
 
 def linear_scale(model: np.ndarray, data: np.ndarray, weights: np.ndarray) -> float:
@@ -209,15 +209,18 @@ class _Profile:
         """Trust-region reflective least squares on several bounded parameters."""
         from scipy.optimize import least_squares
 
+        def residuals(v: np.ndarray) -> np.ndarray:
+            return self.solve(v)[1]
+
         res = least_squares(
-            lambda v: self.solve(v)[1],
+            residuals,
             x0,
             bounds=(np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])),
             method="trf",
             x_scale="jac",
             # Relative finite-difference step: pdffit2 receives the structure (Uiso) as text with 8
             # decimals, so steps much below 1e-4 of a parameter can show no change at all.
-            diff_step=1e-3,
+            diff_step=np.full(np.shape(x0), 1e-3),
             max_nfev=max_nfev,
         )
         return np.asarray(res.x, dtype=float), res.status > 0

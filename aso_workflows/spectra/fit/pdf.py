@@ -23,6 +23,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from aso_workflows.errors import InputError
+from aso_workflows.schemas import StructureDoc
 from aso_workflows.spectra.fit.base import FitResult, NuisanceFitter, linear_scale
 from aso_workflows.spectra.fit.pdffit import NUISANCE, PDF_BOUNDS, QUADRATIC_START, PdfFitProblem, Plan
 from aso_workflows.spectra.fit.spec import FitSpec
@@ -212,7 +213,7 @@ class PDFFitter(NuisanceFitter[PDFSimulator]):
             n_simulations=refined.calls,
             status={"converged": "converged", "calls": "stopped"}.get(refined.status, refined.status),
             spectrum=spectrum.model_copy(update=update),
-            structure=refined.structure.as_dict() if cell_or_sites else None,
+            structure=StructureDoc.from_pymatgen(refined.structure) if cell_or_sites else None,
         )
 
     def _rows_on_grid(self, x: np.ndarray, rows: object) -> np.ndarray:
