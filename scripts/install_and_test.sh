@@ -52,4 +52,4 @@ else
   echo "mongosh skipped: npm is not installed (the shell-query tests are skipped)"
 fi
 
-python -m pytest -q -p no:cacheprovider --timeout=900 tests "$@"
+python -m pytest -q -p no:cacheprovider --timeout=900 --durations=40 tests "$@"

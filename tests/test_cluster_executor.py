@@ -7,6 +7,7 @@ others check the shipped templates, the LaunchPad loader and the job-side launch
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -69,12 +70,19 @@ def _outputs(store: JobStore) -> list[dict]:
 # ---- the probe flow end to end ----------------------------------------------------------------------
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_probe_flow_runs_as_slurm_jobs(slurm_testbed, slurm_queues, backend, tmp_path):
+def test_probe_flow_runs_as_slurm_jobs(slurm_testbed, slurm_queues, backend, tmp_path, caplog):
     lp, store = backend
     executor = SlurmOfflineExecutor(
-        lp, tmp_path / "launches", slurm_queues, job_store=store, timeout=240, cancel_on_timeout=True
+        lp,
+        tmp_path / "launches",
+        slurm_queues,
+        job_store=store,
+        timeout=240,
+        cancel_on_timeout=True,
+        squeue_interval=1.0,
     )
-    summary = executor.run(probe_flow(n=3, sleep=3.0))
+    with caplog.at_level(logging.INFO, logger="aso_workflows.cluster.offline"):
+        summary = executor.run(probe_flow(n=3, sleep=3.0))
 
     # (d) the FireWorks workflow completed, every Firework of it
     assert not summary.timed_out
@@ -122,19 +130,16 @@ def test_probe_flow_runs_as_slurm_jobs(slurm_testbed, slurm_queues, backend, tmp
     chained = [r for r in summary.launches if r.chained]
     assert len(summary.launches) == len(summary.fw_ids)
     # e.g. "added" in grow's job, and in fan_out's job what its replacement made READY first; each
-    # launch handed over went to a job of its own queue, or to a job started in advance for it (the
-    # GPU-tagged "train", while the fan-out ran: a standby job, see cluster/handover.py)
+    # launch handed over went to a job of its own queue. The job started in advance for the GPU-tagged
+    # "train" (a standby job, see cluster/handover.py) held one of the node's 2 CPUs while two probes
+    # waited for resources: it was cancelled and the training got a job of its own
+    # (test_a_standby_job_takes_the_training covers the case where it fits)
     assert grow["slurm_job_id"] in {r.slurm_job_id for r in chained}
     first = {r.slurm_job_id: r for r in summary.launches if not r.chained}
-    standby = {r.slurm_job_id for r in chained if r.slurm_job_id not in first}
-    assert all(first[r.slurm_job_id].category == r.category for r in chained if r.slurm_job_id in first)
-    assert [r.name for r in chained if r.slurm_job_id in standby] == ["train"]
-    assert all(
-        r.job_home is not None and Path(r.job_home).name.endswith("-standby")
-        for r in chained
-        if r.slurm_job_id in standby
-    )
-    assert len(set(recorded.values())) == len(summary.launches) - len(chained) + len(standby)
+    assert all(r.slurm_job_id in first for r in chained)
+    assert all(first[r.slurm_job_id].category == r.category for r in chained)
+    assert any("standby job" in m and "cancelled" in m for m in caplog.messages), caplog.messages
+    assert len(set(recorded.values())) == len(summary.launches) - len(chained)
     for d in docs:
         if isinstance(d["output"], dict) and "slurm_job_id" in d["output"]:
             assert recorded[d["metadata"]["fw_id"]] == d["output"]["slurm_job_id"]
@@ -153,6 +158,23 @@ def test_probe_flow_runs_as_slurm_jobs(slurm_testbed, slurm_queues, backend, tmp
             rec.slurm_job_id
         )
         assert executor.slurm_jobs[rec.fw_id] == [rec.slurm_job_id]
+
+
+@pytest.mark.slurm
+def test_a_standby_job_takes_the_training(slurm_testbed, slurm_queues, tmp_path):
+    """While one probe runs (1 of the node's 2 CPUs), the GPU training is started in advance (a standby
+    job) and handed the training when the probe ends: one job fewer to wait for."""
+    lp = mongomock_launchpad()
+    store = shared_job_store(tmp_path / "store")
+    executor = SlurmOfflineExecutor(lp, tmp_path / "launches", slurm_queues, job_store=store, timeout=180)
+    summary = executor.run(probe_flow(n=1, sleep=3.0))
+
+    assert not summary.timed_out and summary.workflow_state == "COMPLETED"
+    first = {r.slurm_job_id for r in summary.launches if not r.chained}
+    standby = [r for r in summary.launches if r.chained and r.slurm_job_id not in first]
+    assert [r.name for r in standby] == ["train"]
+    assert standby[0].job_home is not None and Path(standby[0].job_home).name.endswith("-standby")
+    assert standby[0].partition == "gpu"
 
 
 @pytest.mark.slurm

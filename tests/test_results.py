@@ -108,7 +108,17 @@ def test_surrogate_accuracy_per_iteration(aso):
         assert row["mae"] == pytest.approx((rows["predicted_objective"] - rows["objective"]).abs().mean())
         assert row["model_iteration"] == row["iteration"] - 1
         assert pd.isna(row["rank_correlation"]) == (row["n_candidates"] < 3)  # Spearman needs 3 candidates
-        assert row["heldout_mae_pdf"] > 0 and 0 <= row["coverage_pdf"] <= 1 and row["n_train"] >= 4
+        assert row["heldout_mae_pdf"] > 0 and row["n_train"] >= 4
+        # a simulated PDF target: pdffit2's model in torch (the prior) predicts it exactly, no residual
+        # ensemble is trained, so there is no spread to cover with (coverage None, and the model says why)
+        model = aso.state.db.models.find_one(
+            {"campaign": aso.name, "iteration": int(row["model_iteration"]), "technique": "pdf"}
+        )
+        assert model is not None
+        if str(model["metrics"].get("residual", "")).startswith("skipped"):
+            assert row["coverage_pdf"] is None and row["heldout_mae_pdf"] < 1e-9
+        else:
+            assert 0 <= row["coverage_pdf"] <= 1
 
 
 def test_random_campaign_run_on_mongomock(mocked):

@@ -189,9 +189,12 @@ def test_a_slurm_job_that_cannot_start_is_named_with_its_reason(slurm_testbed, t
         def gpu_job_waits() -> bool:
             if proc.poll() is not None:
                 pytest.fail("the controller ended: " + stderr.read().decode()[-1500:])
-            return any(j["partition"] == "gpu" and j["reason"] for j in jobs_in(launch_dir, env) or [])
+            # the training's job can be submitted while the evaluations still run (a standby job):
+            # wait until they have left the queue and only it remains
+            jobs = jobs_in(launch_dir, env) or []
+            return bool(jobs) and all(j["partition"] == "gpu" and j["reason"] for j in jobs)
 
-        _wait_for(gpu_job_waits, what="the training job pending on the gpu partition")
+        _wait_for(gpu_job_waits, what="the training job pending on the gpu partition, alone")
         time.sleep(1.5)  # a few rounds of the controller with the job pending
         doc = json.loads(_status(str(path), "--json", env=env).stdout)
         job = next(j for j in doc["slurm_jobs"] if j["partition"] == "gpu")

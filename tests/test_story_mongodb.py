@@ -423,8 +423,9 @@ def test_online_workers_qlaunch_rapidfire(site, fault_ledger):
         by_worker.setdefault(launch["fworker"]["name"], set()).add(fw["spec"]["_aso"]["kind"])
         record = json.loads((Path(launch["launch_dir"]) / "FW_slurm.json").read_text())
         assert record["job_id"], launch
-    assert by_worker["aso-gpu-worker"] == {"train"}
-    assert {"start", "evaluate", "propose"} <= by_worker["aso-cpu-worker"]
+    # the proposals search with the surrogate: GPU-tagged like the training (docs/cluster.md)
+    assert by_worker["aso-gpu-worker"] == {"train", "propose"}
+    assert {"start", "evaluate"} <= by_worker["aso-cpu-worker"] and "train" not in by_worker["aso-cpu-worker"]
     assert all(e["provenance"]["pdf"]["slurm_job_id"] for e in state.evaluations())
 
 

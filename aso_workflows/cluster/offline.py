@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aso_workflows.cluster.handover import STANDBY_RECORD, Pilots, write_handover
+from aso_workflows.cluster.queues import partition_nodes
 from aso_workflows.cluster.rlaunch_shim import SLURM_RECORD
 from aso_workflows.cluster.slurm import (
     BLOCKING_REASONS,
@@ -229,9 +230,10 @@ class SlurmOfflineExecutor:
     _busy: bool = field(default=False, init=False, repr=False)
     _standby_for: set[int] = field(default_factory=set, init=False, repr=False)
     _standby_off: set[str] = field(default_factory=set, init=False, repr=False)
+    _nodes_of: dict[str | None, frozenset[str] | None] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from aso_workflows.cluster.queues import load_queue_adapter
+        from aso_workflows.cluster.queues import load_queue_adapter  # noqa: F811
 
         self._pilots = Pilots(linger=self.linger)
 
@@ -348,6 +350,7 @@ class SlurmOfflineExecutor:
                 del active[launch_id]
         if snapshot is not None:
             self._forget_ended_standby(snapshot)
+            self._standby_gives_way(snapshot, active)
         ready: list[int] = []
         if self._busy or not active or now - clock["workflow"] >= self.squeue_interval:
             clock["workflow"] = now
@@ -435,6 +438,51 @@ class SlurmOfflineExecutor:
                     pilot.category,
                     pilot.linger or self.linger,
                 )
+
+    def _standby_gives_way(self, snapshot: dict[str, dict], active: dict) -> None:
+        """Unused standby jobs end when a job of this run waits for resources on a node they share.
+
+        A standby job holds its allocation while it waits; on a cluster whose GPU partition shares
+        nodes with the CPU one (a single-node cluster, a workstation) that allocation can be what the
+        evaluations wait for. Then the standby job is cancelled and no more are started for its queue
+        in this run (a line in the log says so): the evaluations come first.
+        """
+        waiting: dict[str, str | None] = {}
+        for act in active.values():
+            info = snapshot.get(act.record.slurm_job_id) or {}
+            if info.get("state") == "PENDING" and str(info.get("reason") or "").startswith("Resources"):
+                waiting[act.record.slurm_job_id] = info.get("partition") or act.record.partition
+        if not waiting:
+            return
+        for pilot in list(self._pilots.by_job.values()):
+            if not pilot.standby or pilot.handed:
+                continue
+            mine = self._nodes(pilot.partition)
+            blocked = [j for j, part in waiting.items() if mine is None or mine & (self._nodes(part) or mine)]
+            if not blocked:
+                continue
+            self._pilots.stop(pilot.job_id)
+            subprocess.run(
+                ["scancel", pilot.job_id],
+                capture_output=True,
+                timeout=60,
+                env=None if self.env is None else dict(self.env),
+            )
+            self._standby_off.add(pilot.category)
+            logger.info(
+                "standby job %s (%s) cancelled: job %s of this run waits for resources on a node it holds; "
+                "no more standby jobs for this queue in this run",
+                pilot.job_id,
+                pilot.category,
+                blocked[0],
+            )
+
+    def _nodes(self, partition: str | None) -> frozenset[str] | None:
+        """The node names of ``partition`` (``sinfo``, asked once per run); None when unknown."""
+        if partition not in self._nodes_of:
+            nodes = partition_nodes(partition, self.env)
+            self._nodes_of[partition] = None if nodes is None else frozenset(n["node"] for n in nodes)
+        return self._nodes_of[partition]
 
     def _wait_for_exit(self, job_ids: set[str], limit: float = 30.0) -> None:
         """Wait (up to ``limit`` s) until Slurm lists none of ``job_ids`` as queued or running."""

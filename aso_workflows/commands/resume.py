@@ -242,9 +242,10 @@ def _resume_slurm(
             )
         if isinstance(queues[key], str) and not Path(queues[key]).is_file():
             raise InputError(queues[key], "queue adapter file not found")
+    lp = _launchpad(launchpad, recorded, cfg.name)  # a missing LaunchPad ends it before any warning
     warn_queue_misfits(queues)
     runner = ClusterCampaignRunner(
-        launchpad=_launchpad(launchpad, recorded, cfg.name),
+        launchpad=lp,
         launch_dir=launch_dir or Path(recorded.get("launch_dir") or out / "launches"),
         queues=queues,
         job_store=shared_job_store(job_store or recorded.get("job_store") or str(out / "jobstore")),

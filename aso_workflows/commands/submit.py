@@ -88,10 +88,11 @@ def submit(
 
         cfg = load_config(campaign)
         queues = _queues(launchpad, qadapter_cpu, qadapter_gpu)
+        lp = load_launchpad(launchpad)  # a LaunchPad it cannot open ends it before any warning
         warn_queue_misfits(queues)
         out = cfg.output_dir.resolve()
         runner = ClusterCampaignRunner(
-            launchpad=load_launchpad(launchpad),
+            launchpad=lp,
             launch_dir=launch_dir or out / "launches",
             queues=queues,
             job_store=shared_job_store(
