@@ -371,20 +371,7 @@ def symmetry_constraints(
             raise InputError("symmetry", f"an operation of {symbol} does not map the structure onto itself")
         perms.append(perm)
     n = len(structure)
-    orbit_of = [-1] * n
-    orbits: list[list[int]] = []
-    member_op = [0] * n
-    for i in range(n):
-        if orbit_of[i] >= 0:
-            continue
-        members = []
-        for k, perm in enumerate(perms):
-            j = int(perm[i])
-            if orbit_of[j] < 0:
-                orbit_of[j] = len(orbits)
-                member_op[j] = k
-                members.append(j)
-        orbits.append(sorted(members))
+    orbits, member_op = _orbits(perms, n)
     # symmetrise the reference: each member exactly the image of its orbit's first atom
     ref = frac.copy()
     for orbit in orbits:
@@ -430,6 +417,27 @@ def symmetry_constraints(
         lattice_matrix=np.asarray(structure.lattice.matrix, dtype=float),
         _member_ops=member_op,
     )
+
+
+def _orbits(perms: list[np.ndarray], n: int) -> tuple[list[list[int]], list[int]]:
+    """The orbits of the ``n`` sites under the site permutations ``perms`` (each sorted, in the order
+    of their first site), and for each site the index of an operation that maps its orbit's first site
+    onto it."""
+    orbit_of = [-1] * n
+    orbits: list[list[int]] = []
+    member_op = [0] * n
+    for i in range(n):
+        if orbit_of[i] >= 0:
+            continue
+        members = []
+        for k, perm in enumerate(perms):
+            j = int(perm[i])
+            if orbit_of[j] < 0:
+                orbit_of[j] = len(orbits)
+                member_op[j] = k
+                members.append(j)
+        orbits.append(sorted(members))
+    return orbits, member_op
 
 
 def _fix_floating_origin(

@@ -180,7 +180,7 @@ def train_members(
         Progress-bar label and whether to show it.
     """
     s = settings
-    k, n_train, n_hold = train.shape[0], train.shape[1], hold.shape[1]
+    k, n_hold = train.shape[0], hold.shape[1]
     hold_d = hold.to(device)
     model.requires_grad_(True)
     params = list(model.parameters())
@@ -188,56 +188,96 @@ def train_members(
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, factor=s.lr_factor, patience=s.lr_patience, min_lr=s.min_lr
     )
-    best = torch.full((k,), math.inf)
-    best_epoch = torch.zeros(k, dtype=torch.long)
-    since = torch.zeros(k, dtype=torch.long)
-    best_state = [p.detach().clone() for p in params]
+    first = None
     if n_hold:  # the starting point is a candidate too (a ridge-started linear path may already be best)
         with torch.no_grad():
-            best = row_loss(model(basis, rho, hold_d), hold_d, data, s.loss).cpu()
-        best_epoch.fill_(-1)
+            first = row_loss(model(basis, rho, hold_d), hold_d, data, s.loss).cpu()
+    kept = _BestWeights.start(params, k, first)
     epochs_run = 0
     with phase(desc, s.epochs, enabled=progress) as bar:
         for epoch in range(s.epochs):
             epochs_run = epoch + 1
-            order = torch.stack([train[m, torch.randperm(n_train, generator=gen)] for m in range(k)]).to(
-                device
-            )
-            running = torch.zeros(k, device=device, dtype=dtype)
-            for start in range(0, n_train, s.batch_size):
-                ids = order[:, start : start + s.batch_size]
-                loss = row_loss(model(basis, rho, ids), ids, data, s.loss)
-                opt.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                opt.step()
-                running += loss.detach() * ids.shape[1]
-            train_loss = (running / n_train).cpu()
+            train_loss = _one_epoch(model, opt, basis, rho, data, train, s, gen, device, dtype)
             if n_hold:
                 with torch.no_grad():
                     val = row_loss(model(basis, rho, hold_d), hold_d, data, s.loss).cpu()
             else:
                 val = train_loss
-            improved = val < best
-            best = torch.where(improved, val, best)
-            best_epoch = torch.where(improved, torch.tensor(epoch), best_epoch)
-            since = torch.where(improved, torch.zeros_like(since), since + 1)
-            if bool(improved.any()):
-                sel = improved.to(device)
-                with torch.no_grad():
-                    for b, p in zip(best_state, params, strict=True):
-                        b[sel] = p[sel]
+            kept.update(val, epoch, device)
             sched.step(float(val.mean()))
             bar.update(
                 1,
                 train=f"{float(train_loss.mean()):.3f}",
                 heldout=f"{float(val.mean()):.3f}" if n_hold else "-",
                 lr=f"{opt.param_groups[0]['lr']:.1e}",
-                done=int((since >= s.patience).sum()),
+                done=int((kept.since >= s.patience).sum()),
             )
-            if n_hold and bool((since >= s.patience).all()):
+            if n_hold and bool((kept.since >= s.patience).all()):
                 break
-    with torch.no_grad():
-        for b, p in zip(best_state, params, strict=True):
-            p.copy_(b)
+    kept.restore()
     model.requires_grad_(False)
-    return TrainingResult(best=best, best_epoch=best_epoch, epochs=epochs_run)
+    return TrainingResult(best=kept.best, best_epoch=kept.best_epoch, epochs=epochs_run)
+
+
+def _one_epoch(
+    model: EnsembleGNN,
+    opt: torch.optim.Optimizer,
+    basis: torch.Tensor,
+    rho: torch.Tensor | None,
+    data: Targets,
+    train: torch.Tensor,
+    s: SurrogateSettings,
+    gen: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """One pass of every member over its own training structures in minibatches; the mean loss per
+    member ``[K]`` (on the CPU)."""
+    k, n_train = train.shape
+    order = torch.stack([train[m, torch.randperm(n_train, generator=gen)] for m in range(k)]).to(device)
+    running = torch.zeros(k, device=device, dtype=dtype)
+    for start in range(0, n_train, s.batch_size):
+        ids = order[:, start : start + s.batch_size]
+        loss = row_loss(model(basis, rho, ids), ids, data, s.loss)
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        running += loss.detach() * ids.shape[1]
+    return (running / n_train).cpu()
+
+
+@dataclass
+class _BestWeights:
+    """Each member's best held-out loss so far, its epoch, the epochs since, and its weights then."""
+
+    params: list[torch.nn.Parameter]
+    best: torch.Tensor
+    best_epoch: torch.Tensor
+    since: torch.Tensor
+    state: list[torch.Tensor]
+
+    @classmethod
+    def start(cls, params: list[torch.nn.Parameter], k: int, first: torch.Tensor | None) -> _BestWeights:
+        """Nothing seen yet, or the untrained model's held-out loss ``first`` (epoch −1)."""
+        best = torch.full((k,), math.inf) if first is None else first
+        best_epoch = torch.full((k,), -1 if first is not None else 0, dtype=torch.long)
+        since = torch.zeros(k, dtype=torch.long)
+        return cls(params, best, best_epoch, since, [p.detach().clone() for p in params])
+
+    def update(self, val: torch.Tensor, epoch: int, device: torch.device) -> None:
+        """Keep the weights of the members whose held-out loss ``val`` improved at ``epoch``."""
+        improved = val < self.best
+        self.best = torch.where(improved, val, self.best)
+        self.best_epoch = torch.where(improved, torch.tensor(epoch), self.best_epoch)
+        self.since = torch.where(improved, torch.zeros_like(self.since), self.since + 1)
+        if bool(improved.any()):
+            sel = improved.to(device)
+            with torch.no_grad():
+                for b, p in zip(self.state, self.params, strict=True):
+                    b[sel] = p[sel]
+
+    def restore(self) -> None:
+        """Put each member's best weights back into the model."""
+        with torch.no_grad():
+            for b, p in zip(self.state, self.params, strict=True):
+                p.copy_(b)

@@ -236,31 +236,62 @@ def binned_gaussians(
     kernel = kern
     rel = (sigma.detach() - sigma0) / sigma0  # ~1e-7 where U's rounded components matter, else ~1e-16
     if dist.dtype == torch.float64 and float(rel.abs().max()) > 1e-12:  # below float32's resolution
-        # (float64 only: not the search's hot path) Δσ/σ0 · amp · exp(−f²h²/2) · fⁿ, the base without
-        # its gradient (of order 1e-7 of the whole) as before
-        powers = torch.stack([f**m for m in range(terms)])
-        slope = (amp.detach() * torch.exp(-0.5 * (f.detach() * h) ** 2) * rel) * powers  # [T, E]
-        extra = torch.cat([slope, slope * f, slope * (f * f)])
-        extra = moments.new_zeros(3 * terms, moments.shape[1]).index_add(1, dest, extra)
-        moments = torch.cat([moments, extra])
-        kernel = torch.cat([kern, kern * ((k * h) ** 2 - 1.0), -2.0 * h * h * k * kern, h * h * kern], 1)
+        moments, kernel = _with_width_terms(moments, kern, f, amp, dest, rel, h, k)
     width = moments.shape[0]
     per_class = moments.view(width, n_cls, n_rows, span)
     size = int(2 ** math.ceil(math.log2(max(span + len(k) - 1, grid.length - kmin))))
     spec = torch.fft.rfft(per_class.sum(1), n=size, dim=-1)  # [W, n_rows, F]
     kspec = torch.fft.rfft(kernel.T, n=size, dim=-1)  # [W, F]
     conv = torch.fft.irfft((spec * kspec[:, None, :]).sum(0), n=size, dim=-1)
-    # conv[:, t] is the value at grid index t + kmin: the whole kernel for every pair; each class of
-    # window takes back the points of [kmin, kmax] outside its own (one or two, as shifted products)
-    for cl in range(n_cls):
+    _cut_windows(conv, kernel, per_class, kmin, kmax, n_hi, size)
+    out = dist.new_zeros(n_rows, grid.length)
+    first = max(0, kmin)
+    # the clamps of the window to [rcmin, rcmax] are the same as dropping points outside the array
+    out[:, first:] = conv[:, first - kmin : grid.length - kmin]
+    return out
+
+
+def _with_width_terms(
+    moments: torch.Tensor,
+    kern: torch.Tensor,
+    f: torch.Tensor,
+    amp: torch.Tensor,
+    dest: torch.Tensor,
+    rel: torch.Tensor,
+    h: float,
+    k: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The moments and kernels with the three sets of first-order width terms appended (float64 only:
+    not the search's hot path): ``Δσ/σ0 · amp · exp(−f²h²/2) · fⁿ`` (times 1, f, f²), the base without
+    its gradient (of order 1e-7 of the whole)."""
+    terms = kern.shape[1]
+    powers = torch.stack([f**m for m in range(terms)])
+    slope = (amp.detach() * torch.exp(-0.5 * (f.detach() * h) ** 2) * rel) * powers  # [T, E]
+    extra = torch.cat([slope, slope * f, slope * (f * f)])
+    extra = moments.new_zeros(3 * terms, moments.shape[1]).index_add(1, dest, extra)
+    kernel = torch.cat([kern, kern * ((k * h) ** 2 - 1.0), -2.0 * h * h * k * kern, h * h * kern], 1)
+    return torch.cat([moments, extra]), kernel
+
+
+def _cut_windows(
+    conv: torch.Tensor,
+    kernel: torch.Tensor,
+    per_class: torch.Tensor,
+    kmin: int,
+    kmax: int,
+    n_hi: int,
+    size: int,
+) -> None:
+    """Take pdffit2's window cuts out of ``conv`` in place.
+
+    ``conv[:, t]`` is the value at grid index ``t + kmin`` with the whole kernel for every pair; each
+    class of window takes back the points of ``[kmin, kmax]`` outside its own (one or two, as shifted
+    products of its moments ``per_class[:, class]``, ``[W, n_rows, span]``)."""
+    span = per_class.shape[-1]
+    for cl in range(per_class.shape[1]):
         outside = [*range(kmin, kmin + cl // n_hi), *range(kmax - cl % n_hi + 1, kmax + 1)]
         for point in outside:
             # [n_rows, span]: bin j0 gives grid index j0 + point
             part = torch.tensordot(kernel[point - kmin], per_class[:, cl], dims=1)
             lo_t, hi_t = max(0, point), min(span + point, size + kmin)  # grid indices covered
             conv[:, lo_t - kmin : hi_t - kmin] -= part[:, lo_t - point : hi_t - point]
-    out = dist.new_zeros(n_rows, grid.length)
-    first = max(0, kmin)
-    # the clamps of the window to [rcmin, rcmax] are the same as dropping points outside the array
-    out[:, first:] = conv[:, first - kmin : grid.length - kmin]
-    return out
