@@ -33,7 +33,8 @@ def campaign_yaml(folder: Path, name: str, *, pair: dict | None = None, **fields
     """Write ``<folder>/<name>.yaml`` and return its path.
 
     Defaults: ``pair`` (:data:`JT_PAIR` unless given), budget 6, 3 initial structures, q = 2, seed 0,
-    :data:`TINY_SURROGATE`, 8 proposal starts × 10 steps, output ``<folder>/out``. ``fields`` override or
+    :data:`TINY_SURROGATE`, 8 proposal starts × 10 steps (with an exact prior: 3 + 1 L-BFGS starts of 30
+    evaluations), output ``<folder>/out``. ``fields`` override or
     add campaign fields (``optimizer``, ``seed``, ``store``, ...); ``None`` removes a default.
     """
     doc = {
@@ -45,6 +46,8 @@ def campaign_yaml(folder: Path, name: str, *, pair: dict | None = None, **fields
         "seed": 0,
         "surrogate": TINY_SURROGATE,
         "proposal": {"n_starts": 8, "steps": 10, "progress": False},
+        # the exact PDF prior is searched by L-BFGS from the best structures: 3 + 1 fresh, 30 steps each
+        "surrogate_refine": {"starts": 3, "fresh": 1, "max_evaluations": 30},
         "output": str(folder / "out"),
     }
     doc.update(fields)

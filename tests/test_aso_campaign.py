@@ -57,6 +57,7 @@ def _campaign(tmp_path: Path, name: str, optimizer: str, **fields) -> CampaignSt
         "optimizer": optimizer,
         "surrogate": SURROGATE,
         "proposal": PROPOSAL,
+        "surrogate_refine": None,  # the product's default local search (8 best + 2 fresh)
         "acquisition": {"lam": 0.1, "exploit_last": 4},
         "output": str(tmp_path / name),
         **fields,
