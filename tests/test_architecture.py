@@ -75,6 +75,35 @@ def test_an_optimizer_is_one_registered_class(tmp_path):
         registry._REGISTRY.pop("keep-start")
 
 
+def test_a_campaign_whose_optimizer_finds_nothing_ends_saying_so(tmp_path):
+    """An optimiser that proposes no candidate (nothing distinct left to simulate) does not keep the
+    campaign spinning through empty iterations: after 3 in a row it ends, with the reason stored."""
+    from aso_workflows.campaign.learn import EMPTY_ROUNDS
+    from aso_workflows.campaign.local import LocalCampaignRunner
+    from aso_workflows.optimizers import Optimizer, register_optimizer, registry
+    from aso_workflows.settings import settings_dataclass
+
+    @register_optimizer("finds-nothing")
+    @settings_dataclass
+    class FindsNothing(Optimizer):
+        """Proposes nothing (a test optimiser)."""
+
+        section = "finds_nothing"
+
+        def propose(self, ctx):
+            return []
+
+    try:
+        cfg = load_config(campaign_yaml(tmp_path, "empty", optimizer="finds-nothing", budget=8))
+        state = LocalCampaignRunner(progress=False).run(cfg)
+    finally:
+        registry._REGISTRY.pop("finds-nothing")
+    assert state.doc["status"] == "completed"
+    assert state.doc["stop_reason"].startswith(f"no new candidate in {EMPTY_ROUNDS} iterations in a row")
+    assert "4 of the budget left" in state.doc["stop_reason"]  # the start + 3 initial simulated
+    assert state.n_used() == 4 and int(state.doc["iteration"]) == EMPTY_ROUNDS
+
+
 def test_makers_are_pure(tmp_path):
     """Building the flows touches no store and no file; the store is created by the start job."""
     from aso_workflows.campaign.jobs import CampaignMaker, IterationMaker

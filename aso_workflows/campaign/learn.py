@@ -169,13 +169,38 @@ def should_stop(state: CampaignState) -> str | None:
     n_failed = len(state.evaluations("failed"))
     if n_failed >= cap:
         return f"{n_failed} simulations failed in all (max_failed {cap})"
+    empty = empty_rounds(state)
+    if empty >= EMPTY_ROUNDS:
+        return (
+            f"no new candidate in {empty} iterations in a row (the search finds nothing distinct to "
+            f"simulate; {cfg.budget - state.n_used()} of the budget left)"
+        )
     return None
+
+
+EMPTY_ROUNDS = 3
+"""Iterations in a row whose proposal found no candidate after which a campaign ends (converged)."""
+
+
+def empty_rounds(state: CampaignState) -> int:
+    """How many of the latest iterations (counting back from the campaign's current one) stored no
+    proposal: the optimiser found nothing distinct to simulate (each round retries with another seed)."""
+    current = int(state.doc.get("iteration") or 0)
+    proposed = {
+        int(p["iteration"]) for p in state.db.proposals.find({"campaign": state.name}, {"iteration": 1})
+    }
+    n = 0
+    while current - n > 0 and (current - n) not in proposed:
+        n += 1
+    return n
 
 
 def polish_pending(state: CampaignState, reason: str) -> bool:
     """Whether the campaign, stopping for ``reason``, still has its ``polish:`` to run (once, after the
     budget is spent or the target mismatch reached; never after failures)."""
-    if state.config.polish is None or not (reason == "budget spent" or reason.startswith("target mismatch")):
+    if state.config.polish is None or not reason.startswith(
+        ("budget spent", "target mismatch", "no new candidate")
+    ):
         return False
     return not any(p.get("kind") == "polish" for p in state.proposals())
 
@@ -268,6 +293,12 @@ def propose_candidates(state: CampaignState, iteration: int, model_ids: dict | N
         }
         for p in proposals[:q]
     ]
+    if not items:
+        logger.warning(
+            "iteration %d: the %s optimiser proposed no candidate (nothing distinct to simulate)",
+            iteration,
+            cfg.optimizer,
+        )
     return state.add_proposals(iteration, items)
 
 
