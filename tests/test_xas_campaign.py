@@ -41,20 +41,26 @@ def cu_campaign(tmp_path_factory):
         "sampler": {"min_displacement": 0.01, "max_displacement": 0.03},
         "min_distances": {"Cu-Cu": 2.2},
     }  # fmt: skip
-    cfg = load_config(campaign_yaml(tmp, "cu-xdi", pair=pair, optimizer="random", budget=3, initial_size=2))
+    # ASO: the surrogate (FEFF's paths as its prior) trains on the fitted spectra of a measured target
+    cfg = load_config(
+        campaign_yaml(tmp, "cu-xdi", pair=pair, optimizer="aso", budget=4, initial_size=2, batch_size=1)
+    )
     state = LocalCampaignRunner(progress=False).run(cfg)
     paths = write_outputs(state, cfg.output_dir)
     return cfg, state, paths
 
 
-@pytest.mark.slow  # 3 FEFF runs, Larch's import and processing: ~40 s idle, 100 s on a busy machine
+@pytest.mark.slow  # 4 FEFF runs, Larch's import and processing: ~50 s idle, 120 s on a busy machine
 def test_the_campaign_fits_every_candidate_on_its_own_paths(cu_campaign):
     cfg, state, paths = cu_campaign
     assert cfg.targets[0].settings["keep_paths"] is True  # turned on by fit.model: paths
     target = state.targets["exafs"]
     assert target.settings["processing"]["rbkg"] == 1.0 and "bkg" in target.extra["xas"]
     evals = state.evaluations()
-    assert len(evals) == 3
+    assert len(evals) == 4 and state.doc["stop_reason"] == "budget spent"
+    assert [e["kind"] for e in evals][-1] in ("aso", "fallback")
+    model = state.db.models.find_one({"campaign": state.name, "technique": "exafs", "status": "completed"})
+    assert model is not None and model["metrics"]["prior"]["kind"] == "exafs", model["metrics"]
     for e in evals:
         fit = e["fit"]["exafs"]
         assert set(fit["parameters"]) == {"s02", "e0", "sigma2", "expansion"} == set(fit["uncertainties"])

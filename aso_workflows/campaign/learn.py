@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pymatgen.core import Structure
 
@@ -18,6 +19,9 @@ from aso_workflows.errors import InputError
 from aso_workflows.optimizers import ProposalContext, make_optimizer
 from aso_workflows.schemas import CampaignDoc, ModelDoc, SpectrumData, StructureDoc, now, plain
 from aso_workflows.store import CampaignDB
+
+if TYPE_CHECKING:
+    from aso_workflows.spectra.spectrum import Spectrum
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,24 @@ def device_warnings(requested: str) -> list[str]:
     return []
 
 
+_SIMULATION_EXTRAS = ("feff_paths", "feff_chi_paths")
+"""What a fitted spectrum takes over from its simulation for the surrogate's prior (FEFF's paths)."""
+
+
+def _training_spectrum(state: CampaignState, evaluation: dict, technique: str) -> Spectrum:
+    """The spectrum the surrogate learns for ``evaluation``: the fitted one (after the nuisance fit of a
+    measured target), carrying its simulation's FEFF paths, which the EXAFS prior is built from (a fit
+    re-sums the paths; the cached fitted spectrum does not keep them)."""
+    spectrum = state.spectrum(evaluation["spectra"][technique])
+    simulated = (evaluation.get("simulated_spectra") or {}).get(technique)
+    missing = [k for k in _SIMULATION_EXTRAS if k not in spectrum.extra]
+    if not missing or simulated is None or simulated == evaluation["spectra"][technique]:
+        return spectrum
+    extra = state.spectrum(simulated).extra
+    taken = {k: extra[k] for k in missing if k in extra}
+    return spectrum.model_copy(update={"extra": {**spectrum.extra, **taken}}) if taken else spectrum
+
+
 def train_models(state: CampaignState, iteration: int, progress_bar: bool = False) -> dict:
     """Train one surrogate ensemble per technique on every completed evaluation; idempotent per iteration.
 
@@ -101,7 +123,7 @@ def train_models(state: CampaignState, iteration: int, progress_bar: bool = Fals
             out[technique] = mid
             continue
         t0 = time.perf_counter()
-        spectra = [state.spectrum(e["spectra"][technique]) for e in evals]
+        spectra = [_training_spectrum(state, e, technique) for e in evals]
         # level (PDF: surrogate.pdf_level) and readout range (PDF: the target's rmax) per technique
         model = surrogate_for_target(
             technique,
