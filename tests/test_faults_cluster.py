@@ -47,6 +47,20 @@ def running_jobs(env: dict, launch_dir: Path) -> dict[str, tuple[str, Path]]:
     return jobs
 
 
+def current_launch(home: Path) -> Path:
+    """The launch directory a Slurm job works in now: the last one the controller handed over to it
+    (``FW_next.<n>.json`` in its first one, ``cluster/handover.py``), else its first one."""
+    handed = sorted(home.glob("FW_next.*.json"), key=lambda p: int(p.name.split(".")[1]))
+    for path in reversed(handed):
+        try:
+            message = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if message.get("launch_dir"):
+            return Path(message["launch_dir"])
+    return home
+
+
 def job_processes(launch: Path) -> list[int]:
     """PIDs of the job-side launcher (``rlaunch_shim``) working in ``launch`` (processes this test started)."""
     pids = []
@@ -89,9 +103,10 @@ class JobKiller(threading.Thread):
             time.sleep(0.1)
 
     def _round(self) -> None:
-        for job_id, (state, launch) in running_jobs(self.env, self.launch_dir).items():
+        for job_id, (state, home) in running_jobs(self.env, self.launch_dir).items():
             if state != "RUNNING" or job_id in self.killed:
                 continue
+            launch = current_launch(home)  # a job handed a Firework (or a standby job) runs it elsewhere
             try:
                 name = json.loads((launch / "FW.json").read_text())["name"]
                 offline = json.loads((launch / "FW_offline.json").read_text())
@@ -104,7 +119,7 @@ class JobKiller(threading.Thread):
             if how == "scancel":
                 subprocess.run(["scancel", job_id], env=self.env, check=True)
             else:
-                pids = job_processes(launch)
+                pids = job_processes(home) or job_processes(launch)
                 if not pids:  # not started yet: try again next round
                     continue
                 for pid in pids:
