@@ -96,12 +96,26 @@ def test_a_campaign_whose_optimizer_finds_nothing_ends_saying_so(tmp_path):
     try:
         cfg = load_config(campaign_yaml(tmp_path, "empty", optimizer="finds-nothing", budget=8))
         state = LocalCampaignRunner(progress=False).run(cfg)
+        # with a polish: the exact finish runs once after that stop, then the campaign ends
+        polished = load_config(
+            campaign_yaml(
+                tmp_path,
+                "empty-polish",
+                optimizer="finds-nothing",
+                budget=8,
+                polish={"top": 1, "max_calls": 8},
+            )
+        )
+        pstate = LocalCampaignRunner(progress=False).run(polished)
     finally:
         registry._REGISTRY.pop("finds-nothing")
     assert state.doc["status"] == "completed"
     assert state.doc["stop_reason"].startswith(f"no new candidate in {EMPTY_ROUNDS} iterations in a row")
     assert "4 of the budget left" in state.doc["stop_reason"]  # the start + 3 initial simulated
     assert state.n_used() == 4 and int(state.doc["iteration"]) == EMPTY_ROUNDS
+    assert pstate.doc["status"] == "completed" and pstate.doc["stop_reason"].startswith("no new candidate")
+    assert [e["kind"] for e in pstate.evaluations()][-1] == "polish" and pstate.n_used() == 5
+    assert int(pstate.doc["iteration"]) == EMPTY_ROUNDS + 1  # ended right after the polish
 
 
 def test_makers_are_pure(tmp_path):

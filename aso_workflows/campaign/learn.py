@@ -206,10 +206,13 @@ EMPTY_ROUNDS = 3
 
 def empty_rounds(state: CampaignState) -> int:
     """How many of the latest iterations (counting back from the campaign's current one) stored no
-    proposal: the optimiser found nothing distinct to simulate (each round retries with another seed)."""
+    proposal of the optimiser: it found nothing distinct to simulate (each round retries with another
+    seed). A polish iteration counts as empty, so that a campaign polished after such a stop ends."""
     current = int(state.doc.get("iteration") or 0)
-    proposed = {
-        int(p["iteration"]) for p in state.db.proposals.find({"campaign": state.name}, {"iteration": 1})
+    proposed = {  # the polish (the exact finish after such a stop) proposes no new candidate
+        int(p["iteration"])
+        for p in state.db.proposals.find({"campaign": state.name}, {"iteration": 1, "kind": 1})
+        if p.get("kind") != "polish"
     }
     n = 0
     while current - n > 0 and (current - n) not in proposed:
