@@ -144,6 +144,9 @@ def test_jobs_killed_mid_run_are_rerun_or_given_up_never_duplicated(
         poll_interval=0.5,
         lost_after=2.0,
         max_reruns=1,
+        # no standby jobs: a standby job runs the (random search's instant) training with Python
+        # already started, too fast for the killer to catch it mid-run; the GPU job's own start-up is
+        standby={},
     )
     given_up = "it 1 / cand 0 / pdf"
     killer = JobKiller(

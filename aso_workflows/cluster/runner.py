@@ -51,6 +51,9 @@ class ClusterCampaignRunner:
         Python on the compute nodes.
     timeout, poll_interval, lost_after, max_reruns
         Passed to the executor (lost Slurm jobs: see ``docs/reliability.md``).
+    standby
+        Queues whose jobs are started in advance, with their wait limit in seconds (``None``: the
+        executor's default, ``{"gpu": 120}``; ``{}``: none; ``docs/cluster.md``).
     """
 
     launchpad: Any
@@ -62,11 +65,12 @@ class ClusterCampaignRunner:
     poll_interval: float = 1.0
     lost_after: float = 30.0
     max_reruns: int = 2
+    standby: Mapping[str, float] | None = None
 
     def executor(self) -> SlurmOfflineExecutor:
         from aso_workflows.cluster.offline import SlurmOfflineExecutor
 
-        return SlurmOfflineExecutor(
+        executor = SlurmOfflineExecutor(
             launchpad=self.launchpad,
             launch_dir=self.launch_dir,
             queues=self.queues,
@@ -78,6 +82,9 @@ class ClusterCampaignRunner:
             max_reruns=self.max_reruns,
             rerun_failed=True,
         )
+        if self.standby is not None:
+            executor.standby = dict(self.standby)
+        return executor
 
     def _flow(self, config: CampaignConfig, online: bool = False) -> Flow:
         """The campaign's start flow, with its input files read here and how it runs recorded."""
