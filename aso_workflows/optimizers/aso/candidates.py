@@ -19,7 +19,16 @@ from pymatgen.core import Structure
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Predictor", "Proposal", "rms_displacement", "resolve_device", "stack", "frac", "species"]
+__all__ = [
+    "Predictor",
+    "Proposal",
+    "rms_displacement",
+    "nearest_rms",
+    "resolve_device",
+    "stack",
+    "frac",
+    "species",
+]
 
 #: ``predict_torch(positions [B, N, 3] Å, lattice [B, 3, 3] Å rows) -> (mean [B, M], std [B, M])``
 Predictor = Callable[["torch.Tensor", "torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
@@ -129,3 +138,17 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def nearest_rms(structure: Structure, others: Sequence[Structure]) -> float:
+    """Smallest RMS displacement (Å, periodic, translation removed) from ``structure`` to any of
+    ``others`` (``inf`` if none)."""
+    import torch
+
+    if not others:
+        return float("inf")
+    fa = torch.tensor(structure.frac_coords)[None]
+    la = torch.tensor(structure.lattice.matrix)[None]
+    fb = torch.tensor(np.stack([s.frac_coords for s in others]))
+    lb = torch.tensor(np.stack([s.lattice.matrix for s in others]))
+    return float(rms_displacement(fa, la, fb, lb).min())

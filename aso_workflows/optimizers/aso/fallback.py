@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from pymatgen.core import Structure
 
+from aso_workflows.optimizers.aso.candidates import nearest_rms
 from aso_workflows.optimizers.sampling import PerturbationSampler
 
 if TYPE_CHECKING:
@@ -130,21 +131,6 @@ def _tensors(
     pos = torch.tensor(np.stack([s.cart_coords for s in structures]), dtype=dtype, device=device)
     lat = torch.tensor(np.stack([s.lattice.matrix for s in structures]), dtype=dtype, device=device)
     return pos, lat
-
-
-def _nearest(structure: Structure, others: Sequence[Structure]) -> float:
-    """RMS displacement (Å) from ``structure`` to the nearest of ``others`` (``inf`` if none)."""
-    import torch
-
-    from aso_workflows.optimizers.aso.candidates import rms_displacement
-
-    if not others:
-        return float("inf")
-    fa = torch.tensor(structure.frac_coords)[None]
-    la = torch.tensor(structure.lattice.matrix)[None]
-    fb = torch.tensor(np.stack([s.frac_coords for s in others]))
-    lb = torch.tensor(np.stack([s.lattice.matrix for s in others]))
-    return float(rms_displacement(fa, la, fb, lb).min())
 
 
 def fill_batch(
@@ -279,7 +265,9 @@ def _local(
     from aso_workflows.optimizers.aso.candidates import stack as _stack
 
     acquisition, objective, best_pred = scoring
-    scale = max(min(proposer.fallback_max_displacement, _nearest(best, others)), 2 * proposer.min_separation)
+    scale = max(
+        min(proposer.fallback_max_displacement, nearest_rms(best, others)), 2 * proposer.min_separation
+    )
     sampler = PerturbationSampler(
         min_displacement=min(proposer.fallback_min_displacement, scale / 2),
         max_displacement=scale,

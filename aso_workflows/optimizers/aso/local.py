@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import Field
 from pymatgen.core import Structure
 
+from aso_workflows.optimizers.aso.candidates import nearest_rms
 from aso_workflows.settings import settings_dataclass
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class SurrogateRefine:
         structure, info = _lbfgs(
             p.structure, predict, smooth, dmin_matrix, self.max_evaluations, penalty_weight
         )
-        if structure is not None and _separation(structure, known) >= self.min_separation:
+        if structure is not None and nearest_rms(structure, known) >= self.min_separation:
             info["used"] = True
             return _proposal(structure, predict, acquisition, {**p.search, "surrogate_refine": info}, p)
         return dataclasses.replace(p, search={**p.search, "surrogate_refine": info})
@@ -185,7 +186,7 @@ class SurrogateRefine:
         for value, k, structure in results:
             if len(chosen) == q or value > ceiling:
                 break
-            if _separation(structure, others) < self.min_separation:
+            if nearest_rms(structure, others) < self.min_separation:
                 continue
             chosen.append(_proposal(structure, predict, acquisition, search, None, start_index=k))
             others.append(structure)
@@ -313,18 +314,3 @@ def _value(
 ) -> torch.Tensor:
     means, stds = _predict(predict, pos, lat)
     return acquisition(means, stds)
-
-
-def _separation(structure: Structure, known: Sequence[Structure]) -> float:
-    """Smallest RMS displacement (Å, periodic, translation removed) from ``structure`` to ``known``."""
-    import torch
-
-    from aso_workflows.optimizers.aso.proposal import rms_displacement
-
-    if not known:
-        return float("inf")
-    fa = torch.tensor(structure.frac_coords)[None]
-    la = torch.tensor(structure.lattice.matrix)[None]
-    fb = torch.tensor(np.stack([s.frac_coords for s in known]))
-    lb = torch.tensor(np.stack([s.lattice.matrix for s in known]))
-    return float(rms_displacement(fa, la, fb, lb).min())
